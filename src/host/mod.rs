@@ -1,0 +1,312 @@
+//! The host runtime: KMDF modelled in user mode, to unit-test drivers with `cargo test`.
+//!
+//! A [`Runtime`] is one simulated machine. It loads drivers ([`Runtime::load`] runs
+//! `DriverEntry`), plays the PnP manager's part for each device ([`LoadedDriver::add_device`]
+//! runs `EvtDriverDeviceAdd` and returns the [`DeviceNode`] the test drives), and records
+//! every driver callback it invokes in a [`Trace`]. Framework objects follow KMDF's life
+//! cycle: deleting an object disposes its children first, then runs its
+//! `EvtCleanupCallback`; its context is dropped when its last reference goes
+//! (`EvtDestroyCallback`).
+//!
+//! ```
+//! use kmdf::host::Runtime;
+//! use kmdf::{Callback, Device, DeviceInit, Driver, PnpPowerCallbacks, Result};
+//!
+//! struct Nop;
+//! impl Driver for Nop {
+//!     fn driver_entry() -> Result<Self> { Ok(Nop) }
+//!     fn device_add(&self, init: DeviceInit<'_>) -> Result {
+//!         init.create(NopDevice(7))?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! struct NopDevice(u32);
+//! kmdf::vtable! {
+//!     impl PnpPowerCallbacks for NopDevice {
+//!         fn cleanup(&self, _device: &Device<Self>) {}
+//!     }
+//! }
+//!
+//! let runtime = Runtime::new();
+//! let driver = runtime.load::<Nop>()?;
+//! let node = driver.add_device()?;
+//! assert_eq!(node.with_context(|device: &NopDevice| device.0), Ok(7));
+//! node.remove()?;
+//! assert_eq!(
+//!     runtime.trace().lines(),
+//!     [
+//!         "DriverEntry",
+//!         "EvtDriverDeviceAdd",
+//!         "EvtCleanupCallback(WDFDEVICE)",
+//!         "EvtDestroyCallback(WDFDEVICE)",
+//!     ]
+//! );
+//! # Ok::<(), kmdf::NtStatus>(())
+//! ```
+
+extern crate std;
+
+pub(crate) mod device;
+pub(crate) mod entry;
+pub(crate) mod object;
+pub(crate) mod sync;
+mod trace;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::vec::Vec;
+
+pub use object::ObjectKind;
+pub use trace::{Trace, TraceEntry};
+
+pub(crate) use device::{RawDeviceInit, RawResources};
+pub(crate) use object::RawObject;
+
+use device::{CreatedDevice, DeviceSlot};
+use object::{Shared, lock};
+
+use crate::{Callback, DeviceInit, Driver, NtStatus, Result};
+
+/// One simulated machine: its drivers, devices, objects and callback trace.
+///
+/// Runtimes are independent of each other, so tests can run in parallel, each with its own.
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl Runtime {
+    /// A machine with no driver loaded and an empty trace.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { shared: Shared::new() }
+    }
+
+    /// Loads driver `D`: runs `DriverEntry` ([`Driver::driver_entry`]) and creates the
+    /// `WDFDRIVER` object with the driver value as its context.
+    ///
+    /// # Errors
+    ///
+    /// What `driver_entry` returned: the driver is not loaded.
+    pub fn load<D: Driver>(&self) -> Result<LoadedDriver<D>> {
+        let index = self.shared.record(Callback::DriverEntry, None, None);
+        let value = D::driver_entry();
+        self.shared.finish(index, value.as_ref().err().copied().unwrap_or(NtStatus::SUCCESS));
+        let value = value?;
+        let object = RawObject::create(&self.shared, ObjectKind::Driver, None, None, None)?;
+        object.set_context(value);
+        Ok(LoadedDriver {
+            shared: Arc::clone(&self.shared),
+            object: Mutex::new(Some(object)),
+            _driver: PhantomData,
+        })
+    }
+
+    /// Everything recorded so far.
+    #[must_use]
+    pub fn trace(&self) -> Trace {
+        Trace::new(self.shared.trace())
+    }
+
+    /// Everything recorded so far, clearing the trace: handy to look at one action at a time.
+    #[must_use]
+    pub fn take_trace(&self) -> Trace {
+        Trace::new(self.shared.take_trace())
+    }
+
+    /// The framework objects not yet destroyed, oldest first.
+    #[must_use]
+    pub fn live_objects(&self) -> Vec<ObjectKind> {
+        self.shared.live().into_values().collect()
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime").field("live_objects", &self.live_objects()).finish()
+    }
+}
+
+/// A driver loaded into a [`Runtime`].
+///
+/// The handle holds the `WDFDRIVER` until [`unload`](Self::unload); after that every call
+/// answers `STATUS_DELETE_PENDING`.
+pub struct LoadedDriver<D> {
+    shared: Arc<Shared>,
+    object: Mutex<Option<Arc<RawObject>>>,
+    _driver: PhantomData<D>,
+}
+
+impl<D: Driver> LoadedDriver<D> {
+    /// Calls `f` with the driver value [`Driver::driver_entry`] built.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_DELETE_PENDING` once the driver was unloaded.
+    pub fn with_driver<R>(&self, f: impl FnOnce(&D) -> R) -> Result<R> {
+        let object = self.object()?;
+        Ok(f(Self::driver(&object)))
+    }
+
+    fn driver(object: &RawObject) -> &D {
+        object.context::<D>().expect("a loaded driver has its context")
+    }
+
+    fn object(&self) -> Result<Arc<RawObject>> {
+        lock(&self.object).clone().ok_or(NtStatus::DELETE_PENDING)
+    }
+
+    /// The PnP manager found a device for this driver: runs `EvtDriverDeviceAdd`
+    /// ([`Driver::device_add`]) and returns the node the test drives.
+    ///
+    /// # Errors
+    ///
+    /// * What `device_add` returned; a device it had created is deleted, as KMDF deletes
+    ///   it (its children are disposed and its cleanup callbacks run).
+    /// * `STATUS_NO_SUCH_DEVICE` when `device_add` succeeded without creating a device:
+    ///   KMDF accepts that (filters do it), but there is then nothing to drive.
+    /// * `STATUS_DELETE_PENDING` when the driver has been unloaded.
+    pub fn add_device(&self) -> Result<DeviceNode> {
+        let driver = self.object()?;
+        let node = self.shared.next_id();
+        let slot = DeviceSlot { driver: Arc::clone(&driver), node, created: OnceLock::new() };
+        let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
+        let result = self.shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || {
+            Self::driver(&driver).device_add(init)
+        });
+        match (result, slot.created.into_inner()) {
+            (Ok(()), Some(created)) => Ok(DeviceNode {
+                node: Arc::new(Node {
+                    shared: Arc::clone(&self.shared),
+                    id: node,
+                    state: Mutex::new(NodeState { device: Some(created) }),
+                }),
+            }),
+            (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
+            (Err(status), created) => {
+                if let Some(created) = created {
+                    created.object.delete();
+                }
+                Err(status)
+            }
+        }
+    }
+
+    /// Unloads the driver: `EvtDriverUnload` ([`Driver::unload`]), then the `WDFDRIVER` is
+    /// deleted and its context dropped.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_DEVICE_BUSY` while any of its devices has not been removed: the driver stays
+    /// loaded. `STATUS_DELETE_PENDING` when it was already unloaded.
+    pub fn unload(&self) -> Result {
+        let mut slot = lock(&self.object);
+        if slot.as_ref().is_some_and(|driver| driver.has_children()) {
+            return Err(NtStatus::DEVICE_BUSY);
+        }
+        let driver = slot.take().ok_or(NtStatus::DELETE_PENDING)?;
+        drop(slot);
+        self.shared.record(Callback::DriverUnload, None, None);
+        Self::driver(&driver).unload();
+        driver.delete();
+        // The last reference: the driver object is destroyed and its context dropped.
+        drop(driver);
+        Ok(())
+    }
+}
+
+impl<D> fmt::Debug for LoadedDriver<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LoadedDriver<{}>({:?})", std::any::type_name::<D>(), lock(&self.object))
+    }
+}
+
+/// A device node: one device as the PnP manager sees it, driven by the test.
+///
+/// It outlives the device object: after removal it still answers (with errors) so that a
+/// test can check what happened.
+#[derive(Clone)]
+pub struct DeviceNode {
+    node: Arc<Node>,
+}
+
+struct Node {
+    shared: Arc<Shared>,
+    id: u64,
+    state: Mutex<NodeState>,
+}
+
+struct NodeState {
+    /// The device object, until it is removed.
+    device: Option<CreatedDevice>,
+}
+
+impl DeviceNode {
+    /// The node's identifier, as in [`TraceEntry::device`].
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.node.id
+    }
+
+    /// Calls `f` with the device's context, if it is a `T`.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_NO_SUCH_DEVICE` once the device was removed; `STATUS_OBJECT_TYPE_MISMATCH`
+    /// when the context is not a `T`.
+    pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
+        let object = self.object()?;
+        let context = object.context::<T>().ok_or(NtStatus::OBJECT_TYPE_MISMATCH)?;
+        Ok(f(context))
+    }
+
+    /// Whether the device object is gone.
+    #[must_use]
+    pub fn is_removed(&self) -> bool {
+        lock(&self.node.state).device.is_none()
+    }
+
+    /// The callbacks recorded for this device (and its children), in order.
+    #[must_use]
+    pub fn trace(&self) -> Trace {
+        let entries = self.node.shared.trace();
+        Trace::new(entries.into_iter().filter(|e| e.device == Some(self.node.id)).collect())
+    }
+
+    /// Removes the device: the framework deletes the device object, disposing its children
+    /// first and running its `EvtCleanupCallback`; the context is dropped when the last
+    /// reference goes.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_NO_SUCH_DEVICE` when the device was already removed; nothing changes.
+    pub fn remove(&self) -> Result {
+        let created = lock(&self.node.state).device.take().ok_or(NtStatus::NO_SUCH_DEVICE)?;
+        created.object.delete();
+        Ok(())
+    }
+
+    fn object(&self) -> Result<Arc<RawObject>> {
+        lock(&self.node.state)
+            .device
+            .as_ref()
+            .map(|created| Arc::clone(&created.object))
+            .ok_or(NtStatus::NO_SUCH_DEVICE)
+    }
+}
+
+impl fmt::Debug for DeviceNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceNode")
+            .field("id", &self.node.id)
+            .field("removed", &self.is_removed())
+            .finish()
+    }
+}

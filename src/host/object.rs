@@ -1,0 +1,265 @@
+//! Framework objects on the host: the object table, parent/child disposal and contexts.
+//!
+//! Mirrors KMDF's object life cycle (kmdf-semantics section 5): deleting an object disposes
+//! its children first, then runs its own `EvtCleanupCallback`; the object is destroyed, and
+//! its context dropped, when its last reference goes. A child holds a reference on its
+//! parent until the child is disposed; the parent's child list holds the child's creation
+//! reference.
+
+use super::std;
+use std::any::Any;
+use std::boxed::Box;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::format;
+use std::string::String;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::vec::Vec;
+
+use super::trace::TraceEntry;
+use crate::{Callback, NtStatus, Result};
+
+/// Locks a mutex, ignoring poisoning: a panicking driver callback must not take the
+/// runtime's own bookkeeping down with it.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The kind of a framework object, printed as its handle type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    /// `WDFDRIVER`.
+    Driver,
+    /// `WDFDEVICE`.
+    Device,
+    /// `WDFWORKITEM`.
+    WorkItem,
+}
+
+impl fmt::Display for ObjectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ObjectKind::Driver => "WDFDRIVER",
+            ObjectKind::Device => "WDFDEVICE",
+            ObjectKind::WorkItem => "WDFWORKITEM",
+        })
+    }
+}
+
+/// State shared by everything in one runtime: the trace and the object table.
+pub(crate) struct Shared {
+    trace: Mutex<Vec<TraceEntry>>,
+    next_id: AtomicU64,
+    live: Mutex<BTreeMap<u64, ObjectKind>>,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            trace: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+            live: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Appends an entry for a callback about to run; returns its index for
+    /// [`finish`](Self::finish).
+    pub(crate) fn record(
+        &self,
+        callback: Callback,
+        args: Option<String>,
+        device: Option<u64>,
+    ) -> usize {
+        let mut trace = lock(&self.trace);
+        trace.push(TraceEntry { callback, args, status: None, device });
+        trace.len() - 1
+    }
+
+    /// Records what the callback at `index` returned.
+    pub(crate) fn finish(&self, index: usize, status: NtStatus) {
+        if let Some(entry) = lock(&self.trace).get_mut(index) {
+            entry.status = Some(status);
+        }
+    }
+
+    /// Records and runs a fallible callback.
+    pub(crate) fn invoke(
+        &self,
+        callback: Callback,
+        args: Option<String>,
+        device: Option<u64>,
+        run: impl FnOnce() -> Result,
+    ) -> Result {
+        let index = self.record(callback, args, device);
+        let result = run();
+        self.finish(index, result.into());
+        result
+    }
+
+    pub(crate) fn trace(&self) -> Vec<TraceEntry> {
+        lock(&self.trace).clone()
+    }
+
+    pub(crate) fn take_trace(&self) -> Vec<TraceEntry> {
+        std::mem::take(&mut *lock(&self.trace))
+    }
+
+    pub(crate) fn live(&self) -> BTreeMap<u64, ObjectKind> {
+        lock(&self.live).clone()
+    }
+}
+
+/// What the object does when it is disposed: a monomorphized call of the driver's
+/// `EvtCleanupCallback`, when the driver implements one.
+pub(crate) type CleanupHook = fn(&RawObject);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    Alive,
+    Disposing,
+    Disposed,
+}
+
+struct Links {
+    parent: Option<Arc<RawObject>>,
+    children: Vec<Arc<RawObject>>,
+    lifecycle: Lifecycle,
+}
+
+/// A framework object on the host. `&Device<T>` and the other handle types point at one.
+pub struct RawObject {
+    shared: Arc<Shared>,
+    id: u64,
+    kind: ObjectKind,
+    device: Option<u64>,
+    cleanup: Option<CleanupHook>,
+    context: OnceLock<Box<dyn Any + Send + Sync>>,
+    links: Mutex<Links>,
+}
+
+impl RawObject {
+    /// Creates an object with its creation reference, as a child of `parent` if given.
+    ///
+    /// `device` is the device node the object belongs to, for the trace; a child inherits its
+    /// parent's when `None`.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_DELETE_PENDING` when the parent is being deleted or was deleted.
+    pub(crate) fn create(
+        shared: &Arc<Shared>,
+        kind: ObjectKind,
+        parent: Option<&Arc<RawObject>>,
+        device: Option<u64>,
+        cleanup: Option<CleanupHook>,
+    ) -> Result<Arc<Self>> {
+        let object = Arc::new(Self {
+            shared: Arc::clone(shared),
+            id: shared.next_id(),
+            kind,
+            device: device.or_else(|| parent.and_then(|p| p.device)),
+            cleanup,
+            context: OnceLock::new(),
+            links: Mutex::new(Links {
+                parent: parent.cloned(),
+                children: Vec::new(),
+                lifecycle: Lifecycle::Alive,
+            }),
+        });
+        if let Some(parent) = parent {
+            let mut links = lock(&parent.links);
+            if links.lifecycle != Lifecycle::Alive {
+                // Never linked: dropping `object` releases its parent reference; it has no
+                // context yet, so nothing runs.
+                drop(links);
+                lock(&object.links).parent = None;
+                return Err(NtStatus::DELETE_PENDING);
+            }
+            links.children.push(Arc::clone(&object));
+        }
+        lock(&shared.live).insert(object.id, kind);
+        Ok(object)
+    }
+
+    /// The runtime this object lives in.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Writes the context. Done once, right after creation, before the handle escapes.
+    ///
+    /// # Panics
+    ///
+    /// If the object already has a context (a bug in the runtime).
+    pub(crate) fn set_context<T: Send + Sync + 'static>(&self, value: T) {
+        assert!(
+            self.context.set(Box::new(value)).is_ok(),
+            "kmdf host runtime: context written twice"
+        );
+    }
+
+    /// The context, if it is a `T` (`WdfObjectGetTypedContext`: `None` when absent).
+    pub(crate) fn context<T: 'static>(&self) -> Option<&T> {
+        self.context.get()?.downcast_ref::<T>()
+    }
+
+    /// Whether the object has children that are not yet disposed.
+    pub(crate) fn has_children(&self) -> bool {
+        !lock(&self.links).children.is_empty()
+    }
+
+    /// Deletes the object (`WdfObjectDelete`, or the framework deleting it): disposes the
+    /// children, then runs this object's `EvtCleanupCallback`, then drops the creation
+    /// reference held by the parent and the reference on the parent. Deleting an object that
+    /// is already being deleted does nothing.
+    pub(crate) fn delete(self: &Arc<Self>) {
+        let children = {
+            let mut links = lock(&self.links);
+            if links.lifecycle != Lifecycle::Alive {
+                return;
+            }
+            links.lifecycle = Lifecycle::Disposing;
+            std::mem::take(&mut links.children)
+        };
+        for child in &children {
+            child.delete();
+        }
+        drop(children);
+        if let Some(cleanup) = self.cleanup {
+            let args = format!("{}", self.kind);
+            self.shared.record(Callback::ObjectCleanup, Some(args), self.device);
+            cleanup(self);
+        }
+        let parent = {
+            let mut links = lock(&self.links);
+            links.lifecycle = Lifecycle::Disposed;
+            links.parent.take()
+        };
+        if let Some(parent) = parent {
+            lock(&parent.links).children.retain(|child| !Arc::ptr_eq(child, self));
+        }
+    }
+}
+
+impl Drop for RawObject {
+    /// The last reference is gone: `EvtDestroyCallback`, then the context is dropped.
+    fn drop(&mut self) {
+        if self.context.get().is_some() {
+            let args = format!("{}", self.kind);
+            self.shared.record(Callback::ObjectDestroy, Some(args), self.device);
+        }
+        lock(&self.shared.live).remove(&self.id);
+        // The context is dropped with the fields, after the entry above.
+    }
+}
+
+impl fmt::Debug for RawObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.kind, self.id)
+    }
+}

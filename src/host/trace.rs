@@ -1,0 +1,109 @@
+//! The callback trace: every driver callback the runtime invoked, in order.
+
+use super::std;
+
+use std::fmt;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use crate::{Callback, NtStatus};
+
+/// One driver callback the runtime invoked.
+///
+/// Printed (`Display`), it is one line that begins with the KMDF callback name, followed by
+/// the callback's arguments in parentheses where it has any, and, when a fallible callback
+/// failed, ` -> ` and the status: `EvtDeviceD0Exit(D3Final)`,
+/// `EvtDeviceSelfManagedIoInit -> STATUS_UNSUCCESSFUL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceEntry {
+    /// The callback.
+    pub callback: Callback,
+    /// Its arguments as printed in the parentheses, when it has any worth printing (a power
+    /// state, the type of the object being cleaned up).
+    pub args: Option<String>,
+    /// What a fallible callback returned; `None` for callbacks that return nothing, and
+    /// while the callback is still running.
+    pub status: Option<NtStatus>,
+    /// The device node the callback belongs to (`None` for driver-wide callbacks).
+    pub device: Option<u64>,
+}
+
+impl TraceEntry {
+    /// Whether the callback returned a failure status.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.status.is_some_and(NtStatus::is_failure)
+    }
+}
+
+impl fmt::Display for TraceEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.callback.kmdf_name())?;
+        if let Some(args) = &self.args {
+            write!(f, "({args})")?;
+        }
+        match self.status {
+            Some(status) if status.is_failure() => write!(f, " -> {status}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A snapshot of the callback trace.
+///
+/// `Display` prints one [`TraceEntry`] per line; nothing else in it begins with `Evt`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    entries: Vec<TraceEntry>,
+}
+
+impl Trace {
+    pub(crate) fn new(entries: Vec<TraceEntry>) -> Self {
+        Self { entries }
+    }
+
+    /// The entries, in invocation order.
+    #[must_use]
+    pub fn entries(&self) -> &[TraceEntry] {
+        &self.entries
+    }
+
+    /// The callbacks, in invocation order: what scenario tests compare.
+    #[must_use]
+    pub fn callbacks(&self) -> Vec<Callback> {
+        self.entries.iter().map(|entry| entry.callback).collect()
+    }
+
+    /// The printed lines.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.entries.iter().map(ToString::to_string).collect()
+    }
+
+    /// How many times `callback` was invoked.
+    #[must_use]
+    pub fn count(&self, callback: Callback) -> usize {
+        self.entries.iter().filter(|entry| entry.callback == callback).count()
+    }
+
+    /// Whether the trace is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The number of entries.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+impl fmt::Display for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for entry in &self.entries {
+            writeln!(f, "{entry}")?;
+        }
+        Ok(())
+    }
+}

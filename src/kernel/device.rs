@@ -1,0 +1,194 @@
+//! Devices: `WdfDeviceCreate` with a typed context, and the PnP/power trampolines.
+
+use core::marker::PhantomData;
+use core::ptr;
+
+use wdk_sys::{
+    NTSTATUS, WDF_PNPPOWER_EVENT_CALLBACKS, WDF_POWER_DEVICE_STATE, WDFCMRESLIST, WDFDEVICE,
+    WDFDEVICE_INIT, WDFOBJECT, call_unsafe_wdf_function_binding,
+};
+
+use super::{attributes_for, context as slot_context, status, struct_size, write_context};
+use crate::pnp::HardwareResources;
+use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
+
+/// Views a device handle as `&Device<T>`.
+///
+/// # Safety
+///
+/// `device` is a live device created by [`create::<T>`], and stays alive for `'a`.
+unsafe fn device_ref<'a, T>(device: WDFDEVICE) -> &'a Device<T> {
+    // SAFETY: `Device<T>` is a zero-sized `#[repr(transparent)]` view of the handle value;
+    // the reference is never read through, and the handle is non-null and live for `'a`.
+    unsafe { &*device.cast_const().cast::<Device<T>>() }
+}
+
+pub(crate) fn context<T: PnpPowerCallbacks>(device: &Device<T>) -> &T {
+    // SAFETY: a `&Device<T>` only exists for a device created by `create::<T>`, alive for the
+    // reference's lifetime.
+    unsafe { slot_context(device.raw.handle()) }
+}
+
+/// `PWDFDEVICE_INIT`, valid for the `EvtDriverDeviceAdd` call it was passed to.
+pub(crate) struct RawDeviceInit<'a> {
+    pub(crate) init: *mut WDFDEVICE_INIT,
+    pub(crate) _scope: PhantomData<&'a mut WDFDEVICE_INIT>,
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "WdfDeviceCreate consumes the init")]
+pub(crate) fn create<T: PnpPowerCallbacks>(
+    init: RawDeviceInit<'_>,
+    context: T,
+) -> Result<&Device<T>> {
+    let mut callbacks = pnp_power_callbacks::<T>();
+    // SAFETY: `init.init` is the live PWDFDEVICE_INIT of this `EvtDriverDeviceAdd`; the
+    // callbacks structure is initialized and only read during the call.
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceInitSetPnpPowerEventCallbacks,
+            init.init,
+            &raw mut callbacks,
+        );
+    }
+    let cleanup = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
+    let mut attributes = attributes_for::<T>(cleanup, ptr::null_mut());
+    let mut device_init = init.init;
+    let mut device: WDFDEVICE = ptr::null_mut();
+    // SAFETY: as above; on success KMDF consumes the init and returns the new device.
+    let created = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDeviceCreate,
+            &raw mut device_init,
+            &raw mut attributes,
+            &raw mut device,
+        )
+    };
+    crate::NtStatus::from_raw(created).ok()?;
+    // SAFETY: the device was just created with `attributes_for::<T>`; its callbacks cannot
+    // run before `EvtDriverDeviceAdd` returns.
+    unsafe { write_context(device.cast(), context) };
+    // SAFETY: created above with `T`; KMDF keeps it alive at least until the end of
+    // `EvtDriverDeviceAdd` (`'a`), and deletes it itself if the add fails.
+    Ok(unsafe { device_ref(device) })
+}
+
+/// `WDF_PNPPOWER_EVENT_CALLBACKS_INIT`, then a trampoline for each callback `T` registers.
+fn pnp_power_callbacks<T: PnpPowerCallbacks>() -> WDF_PNPPOWER_EVENT_CALLBACKS {
+    let on = |callback: Callback| T::REGISTERED.contains(callback);
+    WDF_PNPPOWER_EVENT_CALLBACKS {
+        Size: struct_size::<WDF_PNPPOWER_EVENT_CALLBACKS>(),
+        EvtDeviceD0Entry: on(Callback::D0Entry).then_some(d0_entry::<T>),
+        EvtDeviceD0EntryPostInterruptsEnabled: on(Callback::D0EntryPostInterruptsEnabled)
+            .then_some(d0_entry_post_interrupts_enabled::<T>),
+        EvtDeviceD0Exit: on(Callback::D0Exit).then_some(d0_exit::<T>),
+        EvtDeviceD0ExitPreInterruptsDisabled: on(Callback::D0ExitPreInterruptsDisabled)
+            .then_some(d0_exit_pre_interrupts_disabled::<T>),
+        EvtDevicePrepareHardware: on(Callback::PrepareHardware).then_some(prepare_hardware::<T>),
+        EvtDeviceReleaseHardware: on(Callback::ReleaseHardware).then_some(release_hardware::<T>),
+        EvtDeviceSelfManagedIoCleanup: on(Callback::SelfManagedIoCleanup)
+            .then_some(self_managed_io_cleanup::<T>),
+        EvtDeviceSelfManagedIoFlush: on(Callback::SelfManagedIoFlush)
+            .then_some(self_managed_io_flush::<T>),
+        EvtDeviceSelfManagedIoInit: on(Callback::SelfManagedIoInit)
+            .then_some(self_managed_io_init::<T>),
+        EvtDeviceSelfManagedIoSuspend: on(Callback::SelfManagedIoSuspend)
+            .then_some(self_managed_io_suspend::<T>),
+        EvtDeviceSelfManagedIoRestart: on(Callback::SelfManagedIoRestart)
+            .then_some(self_managed_io_restart::<T>),
+        EvtDeviceSurpriseRemoval: on(Callback::SurpriseRemoval).then_some(surprise_removal::<T>),
+        EvtDeviceQueryRemove: on(Callback::QueryRemove).then_some(query_remove::<T>),
+        EvtDeviceQueryStop: on(Callback::QueryStop).then_some(query_stop::<T>),
+        EvtDeviceUsageNotification: None,
+        EvtDeviceRelationsQuery: None,
+        EvtDeviceUsageNotificationEx: None,
+    }
+}
+
+/// Trampolines: find the device and its context, call the trait method, return its status.
+macro_rules! trampolines {
+    ($(
+        $name:ident($($arg:ident: $raw:ty),*) $(-> $ret:ty)? = |$this:ident, $device:ident| $call:expr;
+    )*) => {$(
+        unsafe extern "C" fn $name<T: PnpPowerCallbacks>(
+            device: WDFDEVICE $(, $arg: $raw)*
+        ) $(-> $ret)? {
+            // SAFETY: KMDF calls the callbacks registered by `create::<T>` with that device,
+            // alive for the call.
+            let $device: &Device<T> = unsafe { device_ref(device) };
+            let $this = $device.context();
+            $call
+        }
+    )*};
+}
+
+/// Calls `f` with the power state, or fails with `STATUS_INVALID_PARAMETER` for a value
+/// that is not one.
+fn with_state(raw: WDF_POWER_DEVICE_STATE, f: impl FnOnce(DevicePowerState) -> Result) -> NTSTATUS {
+    status(DevicePowerState::from_raw(raw).and_then(f))
+}
+
+fn resources<'a>(raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> HardwareResources<'a> {
+    HardwareResources { raw: RawResources { raw, translated, _lists: PhantomData } }
+}
+
+trampolines! {
+    prepare_hardware(raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> NTSTATUS
+        = |this, device| status(this.prepare_hardware(device, resources(raw, translated)));
+    release_hardware(translated: WDFCMRESLIST) -> NTSTATUS
+        = |this, device| status(this.release_hardware(device, resources(ptr::null_mut(), translated)));
+    d0_entry(previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+        = |this, device| with_state(previous, |previous| this.d0_entry(device, previous));
+    d0_entry_post_interrupts_enabled(previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+        = |this, device| with_state(previous, |previous| {
+            this.d0_entry_post_interrupts_enabled(device, previous)
+        });
+    d0_exit_pre_interrupts_disabled(target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+        = |this, device| with_state(target, |target| {
+            this.d0_exit_pre_interrupts_disabled(device, target)
+        });
+    d0_exit(target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+        = |this, device| with_state(target, |target| this.d0_exit(device, target));
+    query_remove() -> NTSTATUS = |this, device| status(this.query_remove(device));
+    query_stop() -> NTSTATUS = |this, device| status(this.query_stop(device));
+    surprise_removal() = |this, device| this.surprise_removal(device);
+    self_managed_io_init() -> NTSTATUS = |this, device| status(this.self_managed_io_init(device));
+    self_managed_io_suspend() -> NTSTATUS
+        = |this, device| status(this.self_managed_io_suspend(device));
+    self_managed_io_restart() -> NTSTATUS
+        = |this, device| status(this.self_managed_io_restart(device));
+    self_managed_io_flush() = |this, device| this.self_managed_io_flush(device);
+    self_managed_io_cleanup() = |this, device| this.self_managed_io_cleanup(device);
+}
+
+/// The device's `EvtCleanupCallback`.
+unsafe extern "C" fn cleanup<T: PnpPowerCallbacks>(object: WDFOBJECT) {
+    // SAFETY: registered by `create::<T>` for that device, alive for the call.
+    let device: &Device<T> = unsafe { device_ref(object.cast()) };
+    device.context().cleanup(device);
+}
+
+/// `WDFCMRESLIST` handles, valid for the callback they were passed to.
+#[derive(Clone, Copy)]
+pub(crate) struct RawResources<'a> {
+    raw: WDFCMRESLIST,
+    translated: WDFCMRESLIST,
+    _lists: PhantomData<&'a ()>,
+}
+
+impl RawResources<'_> {
+    pub(crate) fn raw_count(self) -> u32 {
+        count(self.raw)
+    }
+
+    pub(crate) fn translated_count(self) -> u32 {
+        count(self.translated)
+    }
+}
+
+fn count(list: WDFCMRESLIST) -> u32 {
+    if list.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null list handle passed to the running callback, valid during it.
+    unsafe { call_unsafe_wdf_function_binding!(WdfCmResourceListGetCount, list) }
+}

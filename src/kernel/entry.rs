@@ -1,0 +1,100 @@
+//! `DriverEntry` and the driver-wide callbacks.
+
+use core::marker::PhantomData;
+use core::ptr;
+
+pub use wdk_sys::{NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT};
+use wdk_sys::{WDF_DRIVER_CONFIG, WDFDEVICE_INIT, WDFDRIVER, call_unsafe_wdf_function_binding};
+
+pub use wdk_alloc::WdkAllocator;
+// Links wdk-panic's panic handler into every driver: a panic is a bug check.
+use wdk_panic as _;
+
+use super::{attributes_for, context, status, struct_size, write_context};
+use crate::{DeviceInit, Driver};
+
+/// The body of the `DriverEntry` that [`driver_entry!`](crate::driver_entry) exports.
+///
+/// # Safety
+///
+/// Called only by the kernel's driver loader, as `DriverEntry`, with its arguments.
+pub unsafe fn driver_entry<D: Driver>(
+    driver_object: PDRIVER_OBJECT,
+    registry_path: PCUNICODE_STRING,
+) -> NTSTATUS {
+    let value = match D::driver_entry() {
+        Ok(value) => value,
+        Err(error) => return error.to_raw(),
+    };
+    let mut config = WDF_DRIVER_CONFIG {
+        Size: struct_size::<WDF_DRIVER_CONFIG>(),
+        EvtDriverDeviceAdd: Some(device_add::<D>),
+        EvtDriverUnload: Some(unload::<D>),
+        DriverInitFlags: 0,
+        DriverPoolTag: 0,
+    };
+    let mut attributes = attributes_for::<D>(None, ptr::null_mut());
+    let mut driver: WDFDRIVER = ptr::null_mut();
+    // SAFETY: the loader's arguments are passed on unchanged; the structures are initialized
+    // as their `_INIT` functions do and outlive the call.
+    let created = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDriverCreate,
+            driver_object,
+            registry_path,
+            &raw mut attributes,
+            &raw mut config,
+            &raw mut driver,
+        )
+    };
+    if created < 0 {
+        return created; // `value` is dropped: the driver does not load.
+    }
+    // SAFETY: the driver object was just created with `attributes_for::<D>`; no device can
+    // be added before `DriverEntry` returns.
+    unsafe { write_context(driver.cast(), value) };
+    0
+}
+
+/// `EvtDriverDeviceAdd`.
+unsafe extern "C" fn device_add<D: Driver>(
+    driver: WDFDRIVER,
+    device_init: *mut WDFDEVICE_INIT,
+) -> NTSTATUS {
+    // SAFETY: KMDF passes the driver created in `driver_entry::<D>`, alive while loaded.
+    let this: &D = unsafe { context(driver.cast()) };
+    let init = DeviceInit { raw: super::RawDeviceInit { init: device_init, _scope: PhantomData } };
+    status(this.device_add(init))
+}
+
+/// `EvtDriverUnload`.
+unsafe extern "C" fn unload<D: Driver>(driver: WDFDRIVER) {
+    // SAFETY: as in `device_add`; the context is dropped after this, in the destroy callback.
+    let this: &D = unsafe { context(driver.cast()) };
+    this.unload();
+}
+
+/// What [`driver_entry!`](crate::driver_entry) expands to in the kernel.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmdf_backend_driver_entry {
+    ($driver:ty) => {
+        /// The driver's entry point, called by the kernel's driver loader.
+        ///
+        /// # Safety
+        ///
+        /// Only the loader calls it.
+        #[unsafe(export_name = "DriverEntry")]
+        pub unsafe extern "system" fn __kmdf_driver_entry(
+            driver_object: $crate::__private::PDRIVER_OBJECT,
+            registry_path: $crate::__private::PCUNICODE_STRING,
+        ) -> $crate::__private::NTSTATUS {
+            // SAFETY: this is `DriverEntry`, called by the loader with its arguments.
+            unsafe { $crate::__private::driver_entry::<$driver>(driver_object, registry_path) }
+        }
+
+        #[global_allocator]
+        static __KMDF_GLOBAL_ALLOCATOR: $crate::__private::WdkAllocator =
+            $crate::__private::WdkAllocator;
+    };
+}

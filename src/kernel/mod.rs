@@ -1,0 +1,201 @@
+//! The kernel backend: a thin layer over `wdk-sys`.
+//!
+//! Every framework call is `call_unsafe_wdf_function_binding!`, the same indirect call
+//! through the WDF function table a C driver makes. Nothing here allocates: a driver's Rust
+//! values live in the context space KMDF allocates with each object.
+//!
+//! # Contexts
+//!
+//! Every object `kmdf` creates carries one context of the crate's single context type,
+//! [`CONTEXT_TYPE`], sized per object with `ContextSizeOverride` to hold a [`Slot<T>`]: a
+//! header and the driver's `T`. The `T` is written right after creation and dropped in the
+//! object's `EvtDestroyCallback`. Which `T` an object holds is known statically from the
+//! handle type (`Device<T>`), which only this backend creates, from handles of objects it
+//! created with that `T`.
+
+pub(crate) mod device;
+pub(crate) mod entry;
+pub(crate) mod sync;
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomPinned;
+use core::mem::{MaybeUninit, size_of};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use wdk_sys::{
+    _WDF_EXECUTION_LEVEL, _WDF_SYNCHRONIZATION_SCOPE, PFN_WDF_OBJECT_CONTEXT_CLEANUP,
+    WDF_OBJECT_ATTRIBUTES, WDF_OBJECT_CONTEXT_TYPE_INFO, WDFOBJECT,
+    call_unsafe_wdf_function_binding,
+};
+
+pub(crate) use device::{RawDeviceInit, RawResources};
+
+/// What `&Device<T>` and the other handle types point at: nothing Rust may read. The
+/// address *is* the WDF handle.
+#[repr(C)]
+pub struct RawObject {
+    _opaque: [u8; 0],
+    _pinned: PhantomPinned,
+}
+
+impl RawObject {
+    /// The WDF handle this reference stands for.
+    pub(crate) fn handle(&self) -> WDFOBJECT {
+        ptr::from_ref(self).cast_mut().cast()
+    }
+}
+
+impl fmt::Debug for RawObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:p}", self.handle())
+    }
+}
+
+/// `WDF_OBJECT_CONTEXT_TYPE_INFO` is plain data with pointers to static data, so sharing it
+/// between threads is sound; the wrapper says so.
+#[repr(transparent)]
+pub(crate) struct ContextTypeInfo(UnsafeCell<WDF_OBJECT_CONTEXT_TYPE_INFO>);
+
+// SAFETY: KMDF only reads the type info, and this crate never writes it after
+// initialization, so shared access from any thread is a read of immutable data.
+unsafe impl Sync for ContextTypeInfo {}
+
+impl ContextTypeInfo {
+    pub(crate) fn as_ptr(&self) -> *const WDF_OBJECT_CONTEXT_TYPE_INFO {
+        self.0.get().cast_const()
+    }
+}
+
+/// The one context type of every object `kmdf` creates. KMDF finds a context by the
+/// address of its type info, so this must be a single static.
+pub(crate) static CONTEXT_TYPE: ContextTypeInfo =
+    ContextTypeInfo(UnsafeCell::new(WDF_OBJECT_CONTEXT_TYPE_INFO {
+        Size: struct_size::<WDF_OBJECT_CONTEXT_TYPE_INFO>(),
+        ContextName: c"kmdf::Slot".as_ptr(),
+        ContextSize: size_of::<SlotHeader>(),
+        // `ContextTypeInfo` is `repr(transparent)`, so its address is the info's address.
+        UniqueType: (&raw const CONTEXT_TYPE).cast(),
+        EvtDriverGetUniqueContextType: None,
+    }));
+
+/// The start of every context: whether the value has been written.
+#[repr(C)]
+pub(crate) struct SlotHeader {
+    initialized: AtomicBool,
+}
+
+/// An object's context: the header, then the driver's value.
+#[repr(C)]
+pub(crate) struct Slot<T> {
+    header: SlotHeader,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+impl<T> Slot<T> {
+    /// KMDF aligns context space to `MEMORY_ALLOCATION_ALIGNMENT` (16 bytes on x64).
+    const ALIGNMENT_OK: () = assert!(
+        align_of::<Slot<T>>() <= 16,
+        "kmdf: a context type may not need more than 16-byte alignment"
+    );
+}
+
+/// `WDF_OBJECT_ATTRIBUTES_INIT` plus the crate's context type sized for `T`, its
+/// `EvtDestroyCallback` (which drops the `T`) and an optional `EvtCleanupCallback`.
+pub(crate) fn attributes_for<T: Send + Sync + 'static>(
+    cleanup: PFN_WDF_OBJECT_CONTEXT_CLEANUP,
+    parent: WDFOBJECT,
+) -> WDF_OBJECT_ATTRIBUTES {
+    let () = Slot::<T>::ALIGNMENT_OK;
+    WDF_OBJECT_ATTRIBUTES {
+        Size: struct_size::<WDF_OBJECT_ATTRIBUTES>(),
+        EvtCleanupCallback: cleanup,
+        EvtDestroyCallback: Some(destroy::<T>),
+        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelInheritFromParent,
+        SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeInheritFromParent,
+        ParentObject: parent,
+        ContextSizeOverride: size_of::<Slot<T>>(),
+        ContextTypeInfo: CONTEXT_TYPE.as_ptr(),
+    }
+}
+
+/// The slot of an object created with [`attributes_for::<T>`].
+fn slot<T>(object: WDFOBJECT) -> *mut Slot<T> {
+    // SAFETY: `WdfObjectGetTypedContextWorker` accepts any live object handle and returns
+    // NULL when the object has no context of this type; the callers pass handles of live
+    // objects they created.
+    let context = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfObjectGetTypedContextWorker,
+            object,
+            CONTEXT_TYPE.as_ptr()
+        )
+    };
+    context.cast()
+}
+
+/// Writes `value` into the context of a freshly created object.
+///
+/// # Safety
+///
+/// `object` was created with [`attributes_for::<T>`] an instant ago and its context has not
+/// been written; no other thread can reach it yet.
+pub(crate) unsafe fn write_context<T>(object: WDFOBJECT, value: T) {
+    let slot = slot::<T>(object);
+    assert!(!slot.is_null(), "kmdf: object created without its context");
+    // SAFETY: the slot is valid, zero-filled context memory sized for `Slot<T>` (the caller's
+    // contract); zero is a valid header and an uninitialized value.
+    let slot = unsafe { &*slot };
+    // SAFETY: nothing else accesses the value yet (the caller's contract).
+    unsafe { (*slot.value.get()).write(value) };
+    slot.header.initialized.store(true, Ordering::Release);
+}
+
+/// The value in an object's context.
+///
+/// # Safety
+///
+/// `object` was created with [`attributes_for::<T>`] and is alive for `'a`.
+pub(crate) unsafe fn context<'a, T>(object: WDFOBJECT) -> &'a T {
+    let slot = slot::<T>(object);
+    assert!(!slot.is_null(), "kmdf: object has no kmdf context");
+    // SAFETY: the slot is valid for `'a` (the caller's contract).
+    let slot = unsafe { &*slot };
+    assert!(
+        slot.header.initialized.load(Ordering::Acquire),
+        "kmdf: context used before it was written (work enqueued during device creation?)"
+    );
+    // SAFETY: the value is only written before the object is published and only dropped in
+    // `destroy`, after every reference to the object is gone: reading it is shared access.
+    let value = unsafe { &*slot.value.get() };
+    // SAFETY: initialized (checked above).
+    unsafe { value.assume_init_ref() }
+}
+
+/// `EvtDestroyCallback` of every `kmdf` object: drops the value, if it was written.
+unsafe extern "C" fn destroy<T>(object: WDFOBJECT) {
+    let slot = slot::<T>(object);
+    if slot.is_null() {
+        return;
+    }
+    // SAFETY: KMDF calls the destroy callback once, when the last reference is gone, with
+    // the context still allocated; nothing else can access it any more.
+    let slot = unsafe { &mut *slot };
+    if *slot.header.initialized.get_mut() {
+        *slot.header.initialized.get_mut() = false;
+        // SAFETY: initialized (checked above), and dropped only here, once.
+        unsafe { slot.value.get_mut().assume_init_drop() };
+    }
+}
+
+/// The `Size` field of a WDF structure.
+#[allow(clippy::cast_possible_truncation, reason = "WDF structures are far smaller than 4 GiB")]
+pub(crate) const fn struct_size<T>() -> u32 {
+    size_of::<T>() as u32
+}
+
+/// Turns a `Result` into the `NTSTATUS` a callback returns.
+pub(crate) fn status(result: crate::Result) -> wdk_sys::NTSTATUS {
+    crate::NtStatus::from(result).to_raw()
+}

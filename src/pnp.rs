@@ -1,0 +1,310 @@
+//! PnP, power and self-managed I/O callbacks.
+//!
+//! A device's context type implements [`PnpPowerCallbacks`] through [`vtable!`](crate::vtable).
+//! The framework calls the methods as the device starts, changes power state, stops for
+//! rebalance and goes away; the order for every scenario is in `kmdf-semantics.md`
+//! section 1 and the failure paths in section 2. Every method runs at `PASSIVE_LEVEL`.
+//!
+//! Only the methods written in the impl block are registered: a method you do not write is
+//! not a no-op callback, it is *no* callback, exactly as a C driver that leaves the field of
+//! `WDF_PNPPOWER_EVENT_CALLBACKS` NULL. This matters for self-managed I/O: KMDF creates the
+//! self-managed I/O state machine only when at least one of its five callbacks is
+//! registered.
+//!
+//! ```
+//! use kmdf::{Device, DevicePowerState, PnpPowerCallbacks, Result};
+//! use kmdf::sync::SpinLock;
+//!
+//! struct Lamp {
+//!     powered: SpinLock<bool>,
+//! }
+//!
+//! kmdf::vtable! {
+//!     impl PnpPowerCallbacks for Lamp {
+//!         fn d0_entry(&self, _device: &Device<Self>, _previous: DevicePowerState) -> Result {
+//!             *self.powered.lock() = true;
+//!             Ok(())
+//!         }
+//!
+//!         fn d0_exit(&self, _device: &Device<Self>, _target: DevicePowerState) -> Result {
+//!             *self.powered.lock() = false;
+//!             Ok(())
+//!         }
+//!     }
+//! }
+//! ```
+
+use core::fmt;
+
+use crate::backend;
+pub use crate::callback::{Callback, CallbackSet, UnknownCallback};
+use crate::{Device, NtStatus, Result};
+
+/// A device power state, as KMDF passes it to `EvtDeviceD0Entry` and `EvtDeviceD0Exit`
+/// (`WDF_POWER_DEVICE_STATE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(i32)]
+pub enum DevicePowerState {
+    /// `WdfPowerDeviceD0`: working.
+    D0 = 1,
+    /// `WdfPowerDeviceD1`.
+    D1 = 2,
+    /// `WdfPowerDeviceD2`.
+    D2 = 3,
+    /// `WdfPowerDeviceD3`: off, but the device stays started (idle, system sleep).
+    D3 = 4,
+    /// `WdfPowerDeviceD3Final`: off for good (removal, rebalance stop, or a device that was
+    /// never in D0).
+    D3Final = 5,
+    /// `WdfPowerDevicePrepareForHibernation`: off, but the device stays usable for writing
+    /// the hibernation file.
+    PrepareForHibernation = 6,
+}
+
+impl DevicePowerState {
+    /// The state for a raw `WDF_POWER_DEVICE_STATE` value.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_INVALID_PARAMETER` for `WdfPowerDeviceInvalid`, `WdfPowerDeviceMaximum` and
+    /// any other value that is not a device power state.
+    pub const fn from_raw(raw: i32) -> Result<Self> {
+        Ok(match raw {
+            1 => Self::D0,
+            2 => Self::D1,
+            3 => Self::D2,
+            4 => Self::D3,
+            5 => Self::D3Final,
+            6 => Self::PrepareForHibernation,
+            _ => return Err(NtStatus::INVALID_PARAMETER),
+        })
+    }
+
+    /// The raw `WDF_POWER_DEVICE_STATE` value.
+    #[must_use]
+    pub const fn to_raw(self) -> i32 {
+        self as i32
+    }
+}
+
+impl fmt::Display for DevicePowerState {
+    /// The short name used in traces: `D0`, `D3`, `D3Final`, `PrepareForHibernation`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The hardware resources the PnP manager assigned to a device, as passed to
+/// `EvtDevicePrepareHardware` and `EvtDeviceReleaseHardware`.
+#[derive(Clone, Copy)]
+pub struct HardwareResources<'a> {
+    pub(crate) raw: backend::RawResources<'a>,
+}
+
+impl HardwareResources<'_> {
+    /// How many descriptors the raw (bus-relative) resource list has.
+    #[must_use]
+    pub fn raw_count(&self) -> u32 {
+        self.raw.raw_count()
+    }
+
+    /// How many descriptors the translated (system-relative) resource list has.
+    #[must_use]
+    pub fn translated_count(&self) -> u32 {
+        self.raw.translated_count()
+    }
+}
+
+impl fmt::Debug for HardwareResources<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HardwareResources")
+            .field("raw_count", &self.raw_count())
+            .field("translated_count", &self.translated_count())
+            .finish()
+    }
+}
+
+/// The callbacks KMDF sends a device as it starts, changes power state and is removed:
+/// `WDF_PNPPOWER_EVENT_CALLBACKS`, plus the device object's `EvtCleanupCallback`.
+///
+/// Implemented by a device's context type, always through [`vtable!`](crate::vtable), which
+/// registers exactly the methods written in the impl block. Each method gets the context as
+/// `&self` and the device; callbacks can run concurrently with work items and with
+/// `surprise_removal`, so state they change lives in [`sync`](crate::sync) types.
+///
+/// Failures are reported by returning `Err(status)`. What KMDF does after each failure is
+/// in the method's documentation (`kmdf-semantics.md` section 2).
+pub trait PnpPowerCallbacks: Sized + Send + Sync + 'static {
+    /// The names of the methods the impl block defines.
+    ///
+    /// Written by [`vtable!`](crate::vtable); never write it by hand.
+    const IMPLEMENTED: &'static [&'static str];
+
+    /// The callbacks registered for this type, derived from [`Self::IMPLEMENTED`].
+    #[doc(hidden)]
+    const REGISTERED: CallbackSet = CallbackSet::from_methods(Self::IMPLEMENTED);
+
+    /// `EvtDevicePrepareHardware`: the device got its hardware resources, before it first
+    /// enters D0 (on first start and on a start after a rebalance stop).
+    ///
+    /// # Errors
+    ///
+    /// A failure fails the start: KMDF still calls `release_hardware` (the two are always
+    /// paired), and no D0 entry or self-managed I/O callback follows.
+    fn prepare_hardware(
+        &self,
+        _device: &Device<Self>,
+        _resources: HardwareResources<'_>,
+    ) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceReleaseHardware`: the device gives its hardware resources back, after its
+    /// last D0 exit (removal, surprise removal, rebalance stop) or after a failed start.
+    ///
+    /// # Errors
+    ///
+    /// During removal a failure is ignored and the removal goes on.
+    fn release_hardware(
+        &self,
+        _device: &Device<Self>,
+        _resources: HardwareResources<'_>,
+    ) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceD0Entry`: the device enters D0 from `previous` (`D3Final` on a start,
+    /// the idle or sleep state when it wakes).
+    ///
+    /// # Errors
+    ///
+    /// On a start, a failure makes KMDF call `release_hardware` (never `d0_exit` for the
+    /// failed entry). When returning from a low-power state the device is failed:
+    /// `release_hardware`, `self_managed_io_flush`, later `self_managed_io_cleanup`.
+    fn d0_entry(&self, _device: &Device<Self>, _previous: DevicePowerState) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceD0EntryPostInterruptsEnabled`: after `d0_entry`, once interrupts are
+    /// connected.
+    ///
+    /// # Errors
+    ///
+    /// A failure makes KMDF call `d0_exit(D3Final)` (without
+    /// `d0_exit_pre_interrupts_disabled`) and tear the device down.
+    fn d0_entry_post_interrupts_enabled(
+        &self,
+        _device: &Device<Self>,
+        _previous: DevicePowerState,
+    ) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceD0ExitPreInterruptsDisabled`: leaving D0 for `target`, before interrupts
+    /// are disconnected. Only follows a successful `d0_entry_post_interrupts_enabled`.
+    ///
+    /// # Errors
+    ///
+    /// A failure fails the device.
+    fn d0_exit_pre_interrupts_disabled(
+        &self,
+        _device: &Device<Self>,
+        _target: DevicePowerState,
+    ) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceD0Exit`: the device leaves D0 for `target` (`D3` to idle or sleep,
+    /// `D3Final` on removal or a rebalance stop). Runs after self-managed I/O was suspended
+    /// and the power-managed queues stopped.
+    ///
+    /// # Errors
+    ///
+    /// A failure fails the device.
+    fn d0_exit(&self, _device: &Device<Self>, _target: DevicePowerState) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceQueryRemove`: the PnP manager asks whether the device may be removed.
+    ///
+    /// # Errors
+    ///
+    /// A failure vetoes the removal: nothing else is called and the device stays started.
+    fn query_remove(&self, _device: &Device<Self>) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceQueryStop`: the PnP manager asks whether the device may stop so its
+    /// resources can be rebalanced.
+    ///
+    /// # Errors
+    ///
+    /// A failure vetoes the stop: nothing else is called and the device stays started.
+    fn query_stop(&self, _device: &Device<Self>) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceSurpriseRemoval`: the device is gone without warning. Not synchronized
+    /// with the other PnP and power callbacks; the power-down and release that follow skip
+    /// the hardware that is no longer there.
+    fn surprise_removal(&self, _device: &Device<Self>) {}
+
+    /// `EvtDeviceSelfManagedIoInit`: once per device, the first time it enters D0 and its
+    /// queues are started. Start the I/O the driver drives itself (timers, work items,
+    /// polling).
+    ///
+    /// # Errors
+    ///
+    /// A failure tears the device down: the power-managed queues stop, then
+    /// `d0_exit_pre_interrupts_disabled(D3Final)`, `d0_exit(D3Final)`, `release_hardware`,
+    /// `self_managed_io_flush`, `self_managed_io_cleanup`, but never
+    /// `self_managed_io_suspend`.
+    fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceSelfManagedIoSuspend`: the device is about to leave D0 (idle, sleep,
+    /// rebalance stop, removal): pause self-managed I/O. Runs before the queues stop and
+    /// before `d0_exit`.
+    ///
+    /// # Errors
+    ///
+    /// The power-down goes on (`d0_exit_pre_interrupts_disabled`, `d0_exit`), then the
+    /// device is failed: `release_hardware`, `self_managed_io_flush`,
+    /// `self_managed_io_cleanup`; `self_managed_io_restart` is never called.
+    fn self_managed_io_suspend(&self, _device: &Device<Self>) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceSelfManagedIoRestart`: back in D0 after a successful
+    /// `self_managed_io_suspend` (wake, resume, start after a rebalance stop): resume
+    /// self-managed I/O.
+    ///
+    /// # Errors
+    ///
+    /// A failure tears the device down like a failed `self_managed_io_init`.
+    fn self_managed_io_restart(&self, _device: &Device<Self>) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceSelfManagedIoFlush`: the device is being removed (or failed): complete
+    /// every request the driver still owns and flush its work items. Called at most once,
+    /// and only if `self_managed_io_init` was called.
+    fn self_managed_io_flush(&self, _device: &Device<Self>) {}
+
+    /// `EvtDeviceSelfManagedIoCleanup`: after `self_managed_io_flush`, on the remove IRP:
+    /// free what `self_managed_io_init` allocated. Called at most once, before the device's
+    /// `cleanup`.
+    fn self_managed_io_cleanup(&self, _device: &Device<Self>) {}
+
+    /// `EvtCleanupCallback` of the device object: the device is being deleted; its children
+    /// (work items, ...) have already been disposed. The context itself is dropped later,
+    /// when the last reference to the device goes (`EvtDestroyCallback`).
+    fn cleanup(&self, _device: &Device<Self>) {}
+}
+
+/// The callbacks `T`'s [`PnpPowerCallbacks`] impl registers.
+#[must_use]
+pub const fn registered<T: PnpPowerCallbacks>() -> CallbackSet {
+    T::REGISTERED
+}
