@@ -38,7 +38,6 @@ pub(crate) struct DeviceSlot {
 }
 
 /// A created device and the callbacks registered for it.
-#[expect(dead_code, reason = "the PnP/power state machine reads the table")]
 pub(crate) struct CreatedDevice {
     pub(crate) object: Arc<RawObject>,
     pub(crate) callbacks: PnpTable,
@@ -47,7 +46,6 @@ pub(crate) struct CreatedDevice {
 /// `WDF_PNPPOWER_EVENT_CALLBACKS` on the host: which callbacks are registered, and one
 /// monomorphized function that calls them on the context type.
 #[derive(Clone, Copy)]
-#[expect(dead_code, reason = "the PnP/power state machine reads the table")]
 pub(crate) struct PnpTable {
     pub(crate) registered: CallbackSet,
     pub(crate) dispatch: fn(&RawObject, PnpCall) -> Result,
@@ -55,7 +53,6 @@ pub(crate) struct PnpTable {
 
 /// A PnP/power callback with its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[expect(dead_code, reason = "the PnP/power state machine makes these calls")]
 pub(crate) enum PnpCall {
     PrepareHardware,
     ReleaseHardware,
@@ -73,7 +70,6 @@ pub(crate) enum PnpCall {
     SelfManagedIoCleanup,
 }
 
-#[expect(dead_code, reason = "the PnP/power state machine makes these calls")]
 impl PnpCall {
     pub(crate) fn callback(self) -> Callback {
         match self {

@@ -9,8 +9,8 @@
 //! (`EvtDestroyCallback`).
 //!
 //! ```
-//! use kmdf::host::Runtime;
-//! use kmdf::{Callback, Device, DeviceInit, Driver, PnpPowerCallbacks, Result};
+//! use kmdf::host::{PnpAction, Runtime};
+//! use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result};
 //!
 //! struct Nop;
 //! impl Driver for Nop {
@@ -24,6 +24,7 @@
 //! struct NopDevice(u32);
 //! kmdf::vtable! {
 //!     impl PnpPowerCallbacks for NopDevice {
+//!         fn surprise_removal(&self, _device: &Device<Self>) {}
 //!         fn cleanup(&self, _device: &Device<Self>) {}
 //!     }
 //! }
@@ -32,17 +33,21 @@
 //! let driver = runtime.load::<Nop>()?;
 //! let node = driver.add_device()?;
 //! assert_eq!(node.with_context(|device: &NopDevice| device.0), Ok(7));
-//! node.remove()?;
+//! node.start()?;
+//! node.apply(PnpAction::SurpriseRemove)?;
 //! assert_eq!(
 //!     runtime.trace().lines(),
 //!     [
 //!         "DriverEntry",
 //!         "EvtDriverDeviceAdd",
+//!         "EvtDeviceSurpriseRemoval",
 //!         "EvtCleanupCallback(WDFDEVICE)",
 //!         "EvtDestroyCallback(WDFDEVICE)",
 //!     ]
 //! );
-//! # Ok::<(), kmdf::NtStatus>(())
+//! // Anything after removal is refused.
+//! assert!(node.apply(PnpAction::Wake).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 extern crate std;
@@ -50,6 +55,7 @@ extern crate std;
 pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
+mod pnp;
 pub(crate) mod sync;
 mod trace;
 
@@ -59,6 +65,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::vec::Vec;
 
 pub use object::ObjectKind;
+pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
 pub use trace::{Trace, TraceEntry};
 
 pub(crate) use device::{RawDeviceInit, RawResources};
@@ -90,10 +97,12 @@ impl Runtime {
     ///
     /// What `driver_entry` returned: the driver is not loaded.
     pub fn load<D: Driver>(&self) -> Result<LoadedDriver<D>> {
-        let index = self.shared.record(Callback::DriverEntry, None, None);
-        let value = D::driver_entry();
-        self.shared.finish(index, value.as_ref().err().copied().unwrap_or(NtStatus::SUCCESS));
-        let value = value?;
+        let mut value = None;
+        self.shared.invoke(Callback::DriverEntry, None, None, || {
+            value = Some(D::driver_entry()?);
+            Ok(())
+        })?;
+        let Some(value) = value else { unreachable!("driver_entry succeeded") };
         let object = RawObject::create(&self.shared, ObjectKind::Driver, None, None, None)?;
         object.set_context(value);
         Ok(LoadedDriver {
@@ -101,6 +110,35 @@ impl Runtime {
             object: Mutex::new(Some(object)),
             _driver: PhantomData,
         })
+    }
+
+    /// Makes the `nth` call (counting from 1, over the whole runtime) of `callback` fail with
+    /// `status`, without running the driver's code for it: the framework sees the failure and
+    /// takes its failure path (kmdf-semantics.md section 2). A callback the driver did not
+    /// register is never called, so it never fails. The trace marks the call `(injected)`.
+    ///
+    /// ```
+    /// # use kmdf::{Callback, NtStatus, host::Runtime};
+    /// let runtime = Runtime::new();
+    /// runtime.inject_failure(Callback::SelfManagedIoInit, 1, NtStatus::UNSUCCESSFUL)?;
+    /// assert_eq!(
+    ///     runtime.inject_failure(Callback::SelfManagedIoFlush, 1, NtStatus::UNSUCCESSFUL),
+    ///     Err(NtStatus::INVALID_PARAMETER), // EvtDeviceSelfManagedIoFlush returns nothing
+    /// );
+    /// # Ok::<(), NtStatus>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail (it returns nothing in KMDF),
+    /// `status` is not a failure status, or `nth` is 0.
+    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtStatus) -> Result {
+        pnp::check_injectable(callback, status)?;
+        if nth == 0 {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        self.shared.inject(callback, nth, status);
+        Ok(())
     }
 
     /// Everything recorded so far.
@@ -186,7 +224,10 @@ impl<D: Driver> LoadedDriver<D> {
                 node: Arc::new(Node {
                     shared: Arc::clone(&self.shared),
                     id: node,
-                    state: Mutex::new(NodeState { device: Some(created) }),
+                    state: Mutex::new(NodeInner {
+                        machine: pnp::Machine::new(&created),
+                        device: Some(created),
+                    }),
                 }),
             }),
             (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
@@ -240,10 +281,12 @@ pub struct DeviceNode {
 struct Node {
     shared: Arc<Shared>,
     id: u64,
-    state: Mutex<NodeState>,
+    /// Held for the whole of an action: the PnP manager sends a device one IRP at a time.
+    state: Mutex<NodeInner>,
 }
 
-struct NodeState {
+struct NodeInner {
+    machine: pnp::Machine,
     /// The device object, until it is removed.
     device: Option<CreatedDevice>,
 }
@@ -270,7 +313,7 @@ impl DeviceNode {
     /// Whether the device object is gone.
     #[must_use]
     pub fn is_removed(&self) -> bool {
-        lock(&self.node.state).device.is_none()
+        self.state() == NodeState::Removed
     }
 
     /// The callbacks recorded for this device (and its children), in order.
@@ -280,17 +323,50 @@ impl DeviceNode {
         Trace::new(entries.into_iter().filter(|e| e.device == Some(self.node.id)).collect())
     }
 
-    /// Removes the device: the framework deletes the device object, disposing its children
-    /// first and running its `EvtCleanupCallback`; the context is dropped when the last
-    /// reference goes.
+    /// Where the device is in its life.
+    #[must_use]
+    pub fn state(&self) -> NodeState {
+        lock(&self.node.state).machine.state
+    }
+
+    /// Applies a PnP action: runs, in order, every driver callback KMDF would for it
+    /// (kmdf-semantics.md sections 1 and 2), then checks KMDF's invariants (section 3).
+    ///
+    /// A callback that fails is not an error of the action: the device takes KMDF's failure
+    /// path (a vetoed query leaves it started; a failed start or power transition tears it
+    /// down to [`NodeState::Removed`] within this call) and the trace shows the status.
     ///
     /// # Errors
     ///
-    /// `STATUS_NO_SUCH_DEVICE` when the device was already removed; nothing changes.
-    pub fn remove(&self) -> Result {
-        let created = lock(&self.node.state).device.take().ok_or(NtStatus::NO_SUCH_DEVICE)?;
-        created.object.delete();
-        Ok(())
+    /// * [`PnpError::InvalidAction`] when the device's state does not allow the action (wake
+    ///   while in D0, anything after removal, ...): nothing is called and nothing changes.
+    /// * [`PnpError::InvariantViolated`] when the callbacks broke one of KMDF's invariants;
+    ///   the error carries the device's trace.
+    pub fn apply(&self, action: PnpAction) -> core::result::Result<(), PnpError> {
+        let mut inner = lock(&self.node.state);
+        let NodeInner { machine, device } = &mut *inner;
+        machine.apply(action, &self.node.shared, self.node.id, device)
+    }
+
+    /// [`apply`](Self::apply)`(PnpAction::Start)`: first start, or start after a stop.
+    ///
+    /// # Errors
+    ///
+    /// As [`apply`](Self::apply).
+    pub fn start(&self) -> core::result::Result<(), PnpError> {
+        self.apply(PnpAction::Start)
+    }
+
+    /// [`apply`](Self::apply)`(PnpAction::Remove)`: an orderly removal (query-remove first
+    /// unless one is pending). For a device that never started there is no PnP callback:
+    /// the device object is deleted, its children disposed first, its `EvtCleanupCallback`
+    /// run, and its context dropped when the last reference goes.
+    ///
+    /// # Errors
+    ///
+    /// As [`apply`](Self::apply).
+    pub fn remove(&self) -> core::result::Result<(), PnpError> {
+        self.apply(PnpAction::Remove)
     }
 
     fn object(&self) -> Result<Arc<RawObject>> {

@@ -47,20 +47,63 @@ impl fmt::Display for ObjectKind {
     }
 }
 
-/// State shared by everything in one runtime: the trace and the object table.
+/// State shared by everything in one runtime: the trace, the object table and the
+/// injected failures.
 pub(crate) struct Shared {
-    trace: Mutex<Vec<TraceEntry>>,
+    trace: Mutex<TraceLog>,
     next_id: AtomicU64,
     live: Mutex<BTreeMap<u64, ObjectKind>>,
+    injections: Mutex<Injections>,
+}
+
+/// The trace. Entries are numbered from the start of the runtime, so a callback that
+/// finishes after [`Shared::take_trace`] drained its entry does not update another one.
+#[derive(Default)]
+struct TraceLog {
+    entries: Vec<TraceEntry>,
+    drained: usize,
+}
+
+impl TraceLog {
+    fn push(&mut self, entry: TraceEntry) -> usize {
+        self.entries.push(entry);
+        self.drained + self.entries.len() - 1
+    }
+}
+
+/// Failures to inject: the Nth call of a callback fails with a status.
+#[derive(Default)]
+struct Injections {
+    /// (callback, nth call, status); each fires once.
+    planned: Vec<(Callback, u64, NtStatus)>,
+    /// How many times each callback was reached so far.
+    calls: BTreeMap<Callback, u64>,
 }
 
 impl Shared {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
-            trace: Mutex::new(Vec::new()),
+            trace: Mutex::new(TraceLog::default()),
             next_id: AtomicU64::new(1),
             live: Mutex::new(BTreeMap::new()),
+            injections: Mutex::new(Injections::default()),
         })
+    }
+
+    /// Plans a failure: the `nth` call (counting from 1) of `callback` returns `status`.
+    pub(crate) fn inject(&self, callback: Callback, nth: u64, status: NtStatus) {
+        lock(&self.injections).planned.push((callback, nth, status));
+    }
+
+    /// Counts a call of `callback`; returns the status to fail it with, if one is planned.
+    fn injected(&self, callback: Callback) -> Option<NtStatus> {
+        let mut injections = lock(&self.injections);
+        let count = injections.calls.entry(callback).or_insert(0);
+        *count += 1;
+        let count = *count;
+        let planned = &mut injections.planned;
+        let index = planned.iter().position(|&(c, nth, _)| c == callback && nth == count)?;
+        Some(planned.remove(index).2)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -75,19 +118,20 @@ impl Shared {
         args: Option<String>,
         device: Option<u64>,
     ) -> usize {
-        let mut trace = lock(&self.trace);
-        trace.push(TraceEntry { callback, args, status: None, device });
-        trace.len() - 1
+        lock(&self.trace).push(TraceEntry { callback, args, status: None, device, injected: false })
     }
 
     /// Records what the callback at `index` returned.
     pub(crate) fn finish(&self, index: usize, status: NtStatus) {
-        if let Some(entry) = lock(&self.trace).get_mut(index) {
+        let mut trace = lock(&self.trace);
+        if let Some(entry) = index.checked_sub(trace.drained).and_then(|i| trace.entries.get_mut(i))
+        {
             entry.status = Some(status);
         }
     }
 
-    /// Records and runs a fallible callback.
+    /// Records and runs a fallible callback, or fails it without running it when a failure
+    /// is injected for this call.
     pub(crate) fn invoke(
         &self,
         callback: Callback,
@@ -95,6 +139,11 @@ impl Shared {
         device: Option<u64>,
         run: impl FnOnce() -> Result,
     ) -> Result {
+        if let Some(status) = self.injected(callback) {
+            let entry = TraceEntry { callback, args, status: Some(status), device, injected: true };
+            lock(&self.trace).push(entry);
+            return Err(status);
+        }
         let index = self.record(callback, args, device);
         let result = run();
         self.finish(index, result.into());
@@ -102,11 +151,13 @@ impl Shared {
     }
 
     pub(crate) fn trace(&self) -> Vec<TraceEntry> {
-        lock(&self.trace).clone()
+        lock(&self.trace).entries.clone()
     }
 
     pub(crate) fn take_trace(&self) -> Vec<TraceEntry> {
-        std::mem::take(&mut *lock(&self.trace))
+        let mut trace = lock(&self.trace);
+        trace.drained += trace.entries.len();
+        std::mem::take(&mut trace.entries)
     }
 
     pub(crate) fn live(&self) -> BTreeMap<u64, ObjectKind> {

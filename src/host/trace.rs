@@ -13,7 +13,8 @@ use crate::{Callback, NtStatus};
 /// Printed (`Display`), it is one line that begins with the KMDF callback name, followed by
 /// the callback's arguments in parentheses where it has any, and, when a fallible callback
 /// failed, ` -> ` and the status: `EvtDeviceD0Exit(D3Final)`,
-/// `EvtDeviceSelfManagedIoInit -> STATUS_UNSUCCESSFUL`.
+/// `EvtDeviceSelfManagedIoInit -> STATUS_UNSUCCESSFUL`, and ` (injected)` when the
+/// runtime injected that failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceEntry {
     /// The callback.
@@ -26,6 +27,10 @@ pub struct TraceEntry {
     pub status: Option<NtStatus>,
     /// The device node the callback belongs to (`None` for driver-wide callbacks).
     pub device: Option<u64>,
+    /// The failure was injected ([`Runtime::inject_failure`](super::Runtime::inject_failure)):
+    /// the framework reached the callback, and the runtime failed it without running the
+    /// driver's code.
+    pub injected: bool,
 }
 
 impl TraceEntry {
@@ -43,9 +48,13 @@ impl fmt::Display for TraceEntry {
             write!(f, "({args})")?;
         }
         match self.status {
-            Some(status) if status.is_failure() => write!(f, " -> {status}"),
-            _ => Ok(()),
+            Some(status) if status.is_failure() => write!(f, " -> {status}")?,
+            _ => {}
         }
+        if self.injected {
+            f.write_str(" (injected)")?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,676 @@
+//! PnP, power and self-managed I/O on the host runtime: one test per row of
+//! kmdf-semantics.md section 1 (callback order per scenario) and section 2 (failure paths),
+//! invalid actions, and registration of only the callbacks a driver implements.
+
+mod common;
+
+use common::{FullDevice, full_device, lines};
+use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
+use kmdf::{Callback, Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks};
+
+const PREPARE: &str = "EvtDevicePrepareHardware";
+const RELEASE: &str = "EvtDeviceReleaseHardware";
+const ENTRY_D3FINAL: &str = "EvtDeviceD0Entry(D3Final)";
+const POST_D3FINAL: &str = "EvtDeviceD0EntryPostInterruptsEnabled(D3Final)";
+const ENTRY_D3: &str = "EvtDeviceD0Entry(D3)";
+const POST_D3: &str = "EvtDeviceD0EntryPostInterruptsEnabled(D3)";
+const PRE_D3: &str = "EvtDeviceD0ExitPreInterruptsDisabled(D3)";
+const EXIT_D3: &str = "EvtDeviceD0Exit(D3)";
+const PRE_D3FINAL: &str = "EvtDeviceD0ExitPreInterruptsDisabled(D3Final)";
+const EXIT_D3FINAL: &str = "EvtDeviceD0Exit(D3Final)";
+const QUERY_REMOVE: &str = "EvtDeviceQueryRemove";
+const QUERY_STOP: &str = "EvtDeviceQueryStop";
+const SURPRISE: &str = "EvtDeviceSurpriseRemoval";
+const INIT: &str = "EvtDeviceSelfManagedIoInit";
+const SUSPEND: &str = "EvtDeviceSelfManagedIoSuspend";
+const RESTART: &str = "EvtDeviceSelfManagedIoRestart";
+const FLUSH: &str = "EvtDeviceSelfManagedIoFlush";
+const SMIO_CLEANUP: &str = "EvtDeviceSelfManagedIoCleanup";
+const CLEANUP: &str = "EvtCleanupCallback(WDFDEVICE)";
+const DESTROY: &str = "EvtDestroyCallback(WDFDEVICE)";
+
+/// The device torn down after `SmioCleanup`: the object's cleanup, then destroy.
+const OBJECT_GONE: [&str; 2] = [CLEANUP, DESTROY];
+
+fn started() -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode) {
+    let (runtime, driver, node) = full_device();
+    node.start().unwrap();
+    let _ = lines(&runtime);
+    (runtime, driver, node)
+}
+
+fn idle() -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode) {
+    let (runtime, driver, node) = started();
+    node.apply(PnpAction::Idle).unwrap();
+    let _ = lines(&runtime);
+    (runtime, driver, node)
+}
+
+fn concat(parts: &[&[&str]]) -> Vec<String> {
+    parts.iter().flat_map(|part| part.iter().map(|s| (*s).to_owned())).collect()
+}
+
+// ---- Section 1: callback order per scenario --------------------------------------------
+
+#[test]
+fn s1_first_start() {
+    let runtime = Runtime::new();
+    let driver = runtime.load::<common::FullDriver>().unwrap();
+    let node = driver.add_device().unwrap();
+    node.start().unwrap();
+    assert_eq!(
+        lines(&runtime),
+        ["DriverEntry", "EvtDriverDeviceAdd", PREPARE, ENTRY_D3FINAL, POST_D3FINAL, INIT]
+    );
+    assert_eq!(node.state(), NodeState::Working);
+    // The trace records what the driver's code really received.
+    let seen = node.with_context(|d: &FullDevice| d.calls.lock().clone()).unwrap();
+    assert_eq!(seen, [PREPARE, ENTRY_D3FINAL, POST_D3FINAL, INIT]);
+}
+
+#[test]
+fn s1_idle_to_dx() {
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::Idle).unwrap();
+    assert_eq!(lines(&runtime), [SUSPEND, PRE_D3, EXIT_D3]);
+    assert_eq!(node.state(), NodeState::Idle);
+}
+
+#[test]
+fn s1_dx_back_to_d0() {
+    let (runtime, _driver, node) = idle();
+    node.apply(PnpAction::Wake).unwrap();
+    assert_eq!(lines(&runtime), [ENTRY_D3, POST_D3, RESTART]);
+    assert_eq!(node.state(), NodeState::Working);
+}
+
+#[test]
+fn s1_system_sleep_from_d0_keeps_hardware() {
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::Sleep).unwrap();
+    // As idle to Dx, with the Dx IRP's target D3; no ReleaseHardware.
+    assert_eq!(lines(&runtime), [SUSPEND, PRE_D3, EXIT_D3]);
+    assert_eq!(node.state(), NodeState::Asleep { was_idle: false });
+}
+
+#[test]
+fn s1_system_sleep_while_idle_calls_nothing() {
+    let (runtime, _driver, node) = idle();
+    node.apply(PnpAction::Sleep).unwrap();
+    assert!(lines(&runtime).is_empty());
+    assert_eq!(node.state(), NodeState::Asleep { was_idle: true });
+}
+
+#[test]
+fn s1_system_resume() {
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::Sleep).unwrap();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::Resume).unwrap();
+    assert_eq!(lines(&runtime), [ENTRY_D3, POST_D3, RESTART]);
+    assert_eq!(node.state(), NodeState::Working);
+
+    // A device that was idle (and cannot wake) stays in Dx.
+    let (runtime, _driver, node) = idle();
+    node.apply(PnpAction::Sleep).unwrap();
+    node.apply(PnpAction::Resume).unwrap();
+    assert!(lines(&runtime).is_empty());
+    assert_eq!(node.state(), NodeState::Idle);
+}
+
+#[test]
+fn s1_query_remove_refused() {
+    let (runtime, _driver, node) = started();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    node.apply(PnpAction::QueryRemove).unwrap();
+    assert_eq!(lines(&runtime), ["EvtDeviceQueryRemove -> STATUS_DEVICE_BUSY (injected)"]);
+    assert_eq!(node.state(), NodeState::Working);
+}
+
+#[test]
+fn s1_query_remove_then_cancelled() {
+    // From D0.
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::QueryRemove).unwrap();
+    assert_eq!(lines(&runtime), [QUERY_REMOVE]);
+    assert_eq!(node.state(), NodeState::QueryRemovePending);
+    node.apply(PnpAction::CancelRemove).unwrap();
+    assert!(lines(&runtime).is_empty(), "no callback for the cancel");
+    assert_eq!(node.state(), NodeState::Working);
+    // The device may idle again.
+    node.apply(PnpAction::Idle).unwrap();
+    assert_eq!(lines(&runtime), [SUSPEND, PRE_D3, EXIT_D3]);
+
+    // From Dx: the device is brought to D0 after the query.
+    let (runtime, _driver, node) = idle();
+    node.apply(PnpAction::QueryRemove).unwrap();
+    assert_eq!(lines(&runtime), [QUERY_REMOVE, ENTRY_D3, POST_D3, RESTART]);
+    node.apply(PnpAction::CancelRemove).unwrap();
+    assert!(lines(&runtime).is_empty());
+}
+
+#[test]
+fn s1_orderly_remove() {
+    let (runtime, _driver, node) = started();
+    node.remove().unwrap();
+    let tail = [SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE, FLUSH, SMIO_CLEANUP];
+    assert_eq!(lines(&runtime), concat(&[&[QUERY_REMOVE], &tail, &OBJECT_GONE]));
+    assert_eq!(node.state(), NodeState::Removed);
+
+    // From Dx: to D0 first.
+    let (runtime, _driver, node) = idle();
+    node.remove().unwrap();
+    assert_eq!(
+        lines(&runtime),
+        concat(&[&[QUERY_REMOVE, ENTRY_D3, POST_D3, RESTART], &tail, &OBJECT_GONE])
+    );
+
+    // With a query-remove outstanding, none is sent again.
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::QueryRemove).unwrap();
+    let _ = lines(&runtime);
+    node.remove().unwrap();
+    assert_eq!(lines(&runtime), concat(&[&tail, &OBJECT_GONE]));
+}
+
+#[test]
+fn s1_orderly_remove_vetoed_leaves_the_device_started() {
+    let (runtime, _driver, node) = started();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    node.remove().unwrap();
+    assert_eq!(lines(&runtime), ["EvtDeviceQueryRemove -> STATUS_DEVICE_BUSY (injected)"]);
+    assert_eq!(node.state(), NodeState::Working);
+}
+
+#[test]
+fn s1_surprise_remove_in_d0() {
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::SurpriseRemove).unwrap();
+    assert_eq!(
+        lines(&runtime),
+        concat(&[
+            &[SURPRISE, SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE, FLUSH],
+            &[SMIO_CLEANUP],
+            &OBJECT_GONE
+        ])
+    );
+    assert_eq!(node.state(), NodeState::Removed);
+}
+
+#[test]
+fn s1_surprise_remove_in_dx() {
+    let (runtime, _driver, node) = idle();
+    node.apply(PnpAction::SurpriseRemove).unwrap();
+    // No second Suspend or D0Exit.
+    assert_eq!(
+        lines(&runtime),
+        concat(&[&[SURPRISE, RELEASE, FLUSH], &[SMIO_CLEANUP], &OBJECT_GONE])
+    );
+}
+
+#[test]
+fn s1_surprise_remove_while_stopped() {
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::Stop).unwrap();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::SurpriseRemove).unwrap();
+    assert_eq!(lines(&runtime), concat(&[&[SURPRISE, FLUSH], &[SMIO_CLEANUP], &OBJECT_GONE]));
+}
+
+#[test]
+fn s1_rebalance_stop_and_start() {
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::Stop).unwrap();
+    assert_eq!(lines(&runtime), [QUERY_STOP, SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE]);
+    assert_eq!(node.state(), NodeState::Stopped);
+    node.start().unwrap();
+    // SmioRestart, not Init.
+    assert_eq!(lines(&runtime), [PREPARE, ENTRY_D3FINAL, POST_D3FINAL, RESTART]);
+    assert_eq!(node.state(), NodeState::Working);
+
+    // From Dx, the device is brought to D0 first.
+    let (runtime, _driver, node) = idle();
+    node.apply(PnpAction::Stop).unwrap();
+    assert_eq!(
+        lines(&runtime),
+        [QUERY_STOP, ENTRY_D3, POST_D3, RESTART, SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE]
+    );
+}
+
+#[test]
+fn s1_rebalance_cancelled() {
+    let (runtime, _driver, node) = started();
+    node.apply(PnpAction::QueryStop).unwrap();
+    assert_eq!(lines(&runtime), [QUERY_STOP]);
+    node.apply(PnpAction::CancelStop).unwrap();
+    assert!(lines(&runtime).is_empty());
+    assert_eq!(node.state(), NodeState::Working);
+
+    // A vetoed query-stop leaves the device started too.
+    runtime.inject_failure(Callback::QueryStop, 2, NtStatus::DEVICE_BUSY).unwrap();
+    node.apply(PnpAction::Stop).unwrap();
+    assert_eq!(lines(&runtime), ["EvtDeviceQueryStop -> STATUS_DEVICE_BUSY (injected)"]);
+    assert_eq!(node.state(), NodeState::Working);
+}
+
+// ---- Section 2: when a callback fails --------------------------------------------------
+
+fn failing(
+    callback: Callback,
+) -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode) {
+    let (runtime, driver, node) = full_device();
+    runtime.inject_failure(callback, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    (runtime, driver, node)
+}
+
+fn failed(line: &str) -> String {
+    format!("{line} -> STATUS_UNSUCCESSFUL (injected)")
+}
+
+#[test]
+fn s2_prepare_hardware_fails() {
+    let (runtime, _driver, node) = failing(Callback::PrepareHardware);
+    node.start().unwrap();
+    // ReleaseHardware always paired; no D0Entry, no SMIO callback at all.
+    let expected = [failed(PREPARE), RELEASE.into(), CLEANUP.into(), DESTROY.into()];
+    assert_eq!(lines(&runtime), expected);
+    assert_eq!(node.state(), NodeState::Removed);
+    // The driver's own code never ran PrepareHardware (it was injected).
+}
+
+#[test]
+fn s2_d0_entry_fails_on_first_start() {
+    let (runtime, _driver, node) = failing(Callback::D0Entry);
+    node.start().unwrap();
+    // Never D0Exit for the failed entry; no SMIO callback.
+    let expected =
+        [PREPARE.into(), failed(ENTRY_D3FINAL), RELEASE.into(), CLEANUP.into(), DESTROY.into()];
+    assert_eq!(lines(&runtime), expected);
+    assert_eq!(node.state(), NodeState::Removed);
+}
+
+#[test]
+fn s2_d0_entry_fails_returning_from_dx() {
+    let (runtime, _driver, node) = full_device();
+    node.start().unwrap();
+    node.apply(PnpAction::Idle).unwrap();
+    runtime.inject_failure(Callback::D0Entry, 2, NtStatus::UNSUCCESSFUL).unwrap();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::Wake).unwrap();
+    // The device is failed: surprise removal late, then SmioCleanup.
+    let expected = [
+        failed(ENTRY_D3),
+        RELEASE.into(),
+        FLUSH.into(),
+        SURPRISE.into(),
+        SMIO_CLEANUP.into(),
+        CLEANUP.into(),
+        DESTROY.into(),
+    ];
+    assert_eq!(lines(&runtime), expected);
+}
+
+#[test]
+fn s2_d0_entry_post_fails() {
+    let (runtime, _driver, node) = failing(Callback::D0EntryPostInterruptsEnabled);
+    node.start().unwrap();
+    // D0Exit(D3Final) without D0ExitPre, then the start teardown.
+    let expected = [
+        PREPARE.into(),
+        ENTRY_D3FINAL.into(),
+        failed(POST_D3FINAL),
+        EXIT_D3FINAL.into(),
+        RELEASE.into(),
+        CLEANUP.into(),
+        DESTROY.into(),
+    ];
+    assert_eq!(lines(&runtime), expected);
+}
+
+#[test]
+fn s2_self_managed_io_init_fails() {
+    let (runtime, _driver, node) = failing(Callback::SelfManagedIoInit);
+    node.start().unwrap();
+    // No SmioSuspend.
+    let expected = [
+        PREPARE.into(),
+        ENTRY_D3FINAL.into(),
+        POST_D3FINAL.into(),
+        failed(INIT),
+        PRE_D3FINAL.into(),
+        EXIT_D3FINAL.into(),
+        RELEASE.into(),
+        FLUSH.into(),
+        SMIO_CLEANUP.into(),
+        CLEANUP.into(),
+        DESTROY.into(),
+    ];
+    assert_eq!(lines(&runtime), expected);
+    let seen = runtime.trace();
+    assert_eq!(seen.count(Callback::SelfManagedIoSuspend), 0);
+}
+
+#[test]
+fn s2_self_managed_io_restart_fails() {
+    // On wake: the same tail as a failed Init, no Suspend; the running device is failed, so
+    // the PnP manager's surprise removal comes before the final Cleanup.
+    let (runtime, _driver, node) = full_device();
+    node.start().unwrap();
+    node.apply(PnpAction::Idle).unwrap();
+    runtime.inject_failure(Callback::SelfManagedIoRestart, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::Wake).unwrap();
+    let expected = [
+        ENTRY_D3.into(),
+        POST_D3.into(),
+        failed(RESTART),
+        PRE_D3FINAL.into(),
+        EXIT_D3FINAL.into(),
+        RELEASE.into(),
+        FLUSH.into(),
+        SURPRISE.into(),
+        SMIO_CLEANUP.into(),
+        CLEANUP.into(),
+        DESTROY.into(),
+    ];
+    assert_eq!(lines(&runtime), expected);
+
+    // On the start after a rebalance stop the start IRP fails: no surprise removal.
+    let (runtime, _driver, node) = full_device();
+    node.start().unwrap();
+    node.apply(PnpAction::Stop).unwrap();
+    runtime.inject_failure(Callback::SelfManagedIoRestart, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    let _ = lines(&runtime);
+    node.start().unwrap();
+    let expected = [
+        PREPARE.into(),
+        ENTRY_D3FINAL.into(),
+        POST_D3FINAL.into(),
+        failed(RESTART),
+        PRE_D3FINAL.into(),
+        EXIT_D3FINAL.into(),
+        RELEASE.into(),
+        FLUSH.into(),
+        SMIO_CLEANUP.into(),
+        CLEANUP.into(),
+        DESTROY.into(),
+    ];
+    assert_eq!(lines(&runtime), expected);
+}
+
+#[test]
+fn s2_self_managed_io_suspend_fails() {
+    let (runtime, _driver, node) = started();
+    runtime.inject_failure(Callback::SelfManagedIoSuspend, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    node.apply(PnpAction::Idle).unwrap();
+    // The power-down goes on, is reported failed, then the device is torn down; never
+    // SmioRestart.
+    let expected = [
+        failed(SUSPEND),
+        PRE_D3.into(),
+        EXIT_D3.into(),
+        RELEASE.into(),
+        FLUSH.into(),
+        SURPRISE.into(),
+        SMIO_CLEANUP.into(),
+        CLEANUP.into(),
+        DESTROY.into(),
+    ];
+    assert_eq!(lines(&runtime), expected);
+    assert_eq!(runtime.trace().count(Callback::SelfManagedIoRestart), 0);
+    assert_eq!(node.state(), NodeState::Removed);
+}
+
+#[test]
+fn s2_release_hardware_fails_during_remove() {
+    let (runtime, _driver, node) = started();
+    runtime.inject_failure(Callback::ReleaseHardware, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    node.remove().unwrap();
+    // Ignored: the removal continues.
+    let expected = [
+        QUERY_REMOVE.into(),
+        SUSPEND.into(),
+        PRE_D3FINAL.into(),
+        EXIT_D3FINAL.into(),
+        failed(RELEASE),
+        FLUSH.into(),
+        SMIO_CLEANUP.into(),
+        CLEANUP.into(),
+        DESTROY.into(),
+    ];
+    assert_eq!(lines(&runtime), expected);
+    assert_eq!(node.state(), NodeState::Removed);
+}
+
+#[test]
+fn injected_failures_skip_the_drivers_code() {
+    let (runtime, _driver, node) = started();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    node.apply(PnpAction::QueryRemove).unwrap();
+    node.apply(PnpAction::QueryRemove).unwrap();
+    // The framework reached QueryRemove twice; the driver's code ran only the second time.
+    assert_eq!(runtime.trace().count(Callback::QueryRemove), 2);
+    let seen = node.with_context(|d: &FullDevice| d.calls.lock().clone()).unwrap();
+    assert_eq!(seen.iter().filter(|c| *c == QUERY_REMOVE).count(), 1);
+    assert_eq!(node.state(), NodeState::QueryRemovePending);
+}
+
+#[test]
+fn injection_rejects_callbacks_that_cannot_fail() {
+    let runtime = Runtime::new();
+    for callback in [
+        Callback::SurpriseRemoval,
+        Callback::SelfManagedIoFlush,
+        Callback::SelfManagedIoCleanup,
+        Callback::ObjectCleanup,
+        Callback::ObjectDestroy,
+        Callback::WorkItem,
+        Callback::DriverUnload,
+    ] {
+        assert_eq!(
+            runtime.inject_failure(callback, 1, NtStatus::UNSUCCESSFUL),
+            Err(NtStatus::INVALID_PARAMETER),
+            "{callback}"
+        );
+    }
+    assert_eq!(
+        runtime.inject_failure(Callback::D0Entry, 1, NtStatus::SUCCESS),
+        Err(NtStatus::INVALID_PARAMETER)
+    );
+    assert_eq!(
+        runtime.inject_failure(Callback::D0Entry, 0, NtStatus::UNSUCCESSFUL),
+        Err(NtStatus::INVALID_PARAMETER)
+    );
+}
+
+// ---- Invalid actions --------------------------------------------------------------------
+
+/// Brings a fresh device to `state` and returns it with an empty trace.
+fn device_in(
+    state: NodeState,
+) -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode) {
+    let (runtime, driver, node) = full_device();
+    let steps: &[PnpAction] = match state {
+        NodeState::Added => &[],
+        NodeState::Working => &[PnpAction::Start],
+        NodeState::Idle => &[PnpAction::Start, PnpAction::Idle],
+        NodeState::Asleep { was_idle: false } => &[PnpAction::Start, PnpAction::Sleep],
+        NodeState::Asleep { was_idle: true } => {
+            &[PnpAction::Start, PnpAction::Idle, PnpAction::Sleep]
+        }
+        NodeState::QueryRemovePending => &[PnpAction::Start, PnpAction::QueryRemove],
+        NodeState::QueryStopPending => &[PnpAction::Start, PnpAction::QueryStop],
+        NodeState::Stopped => &[PnpAction::Start, PnpAction::Stop],
+        NodeState::Removed => &[PnpAction::Start, PnpAction::Remove],
+    };
+    for step in steps {
+        node.apply(*step).unwrap();
+    }
+    assert_eq!(node.state(), state);
+    let _ = lines(&runtime);
+    (runtime, driver, node)
+}
+
+#[test]
+fn invalid_actions_are_refused_without_side_effects() {
+    use NodeState::{
+        Added, Asleep, Idle, QueryRemovePending, QueryStopPending, Removed, Stopped, Working,
+    };
+    let valid = |state: NodeState, action: PnpAction| -> bool {
+        use PnpAction::*;
+        match state {
+            Added => matches!(action, Start | Remove),
+            Working => matches!(
+                action,
+                Idle | Sleep | QueryRemove | Remove | SurpriseRemove | QueryStop | Stop
+            ),
+            NodeState::Idle => matches!(
+                action,
+                Wake | Sleep | QueryRemove | Remove | SurpriseRemove | QueryStop | Stop
+            ),
+            Asleep { .. } => matches!(action, Resume),
+            QueryRemovePending => matches!(action, CancelRemove | Remove | SurpriseRemove),
+            QueryStopPending => matches!(action, CancelStop | Stop | SurpriseRemove),
+            Stopped => matches!(action, Start | SurpriseRemove),
+            Removed => false,
+        }
+    };
+    let states = [
+        Added,
+        Working,
+        Idle,
+        Asleep { was_idle: false },
+        Asleep { was_idle: true },
+        QueryRemovePending,
+        QueryStopPending,
+        Stopped,
+        Removed,
+    ];
+    let mut refused = 0;
+    for state in states {
+        for action in PnpAction::ALL {
+            let (runtime, _driver, node) = device_in(state);
+            let live = runtime.live_objects();
+            let result = node.apply(action);
+            if valid(state, action) {
+                assert!(result.is_ok(), "{action} in {state:?}: {result:?}");
+            } else {
+                assert_eq!(
+                    result,
+                    Err(PnpError::InvalidAction { action, state }),
+                    "{action} in {state:?}"
+                );
+                assert!(lines(&runtime).is_empty(), "{action} in {state:?} called something");
+                assert_eq!(node.state(), state);
+                assert_eq!(runtime.live_objects(), live);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 60, "{refused}");
+}
+
+#[test]
+fn invalid_action_errors_read_well() {
+    let (_runtime, _driver, node) = started();
+    let error = node.apply(PnpAction::Wake).unwrap_err();
+    assert_eq!(error.to_string(), "`wake` is not valid for a device that is started in D0");
+    node.remove().unwrap();
+    let error = node.start().unwrap_err();
+    assert_eq!(error.to_string(), "`start` is not valid for a device that is removed");
+}
+
+// ---- Registration: only what the driver implements -------------------------------------
+
+struct Partial;
+
+impl Driver for Partial {
+    fn driver_entry() -> kmdf::Result<Self> {
+        Ok(Partial)
+    }
+    fn device_add(&self, device_init: DeviceInit<'_>) -> kmdf::Result {
+        device_init.create(PowerOnly)?;
+        Ok(())
+    }
+}
+
+/// Registers D0Entry and D0Exit only: no self-managed I/O machine.
+struct PowerOnly;
+
+kmdf::vtable! {
+    impl PnpPowerCallbacks for PowerOnly {
+        fn d0_entry(&self, _device: &Device<Self>, _previous: DevicePowerState) -> kmdf::Result {
+            Ok(())
+        }
+        fn d0_exit(&self, _device: &Device<Self>, _target: DevicePowerState) -> kmdf::Result {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn only_registered_callbacks_are_called() {
+    let runtime = Runtime::new();
+    let driver = runtime.load::<Partial>().unwrap();
+    let node = driver.add_device().unwrap();
+    let _ = lines(&runtime);
+    for action in
+        [PnpAction::Start, PnpAction::Idle, PnpAction::Wake, PnpAction::Stop, PnpAction::Start]
+    {
+        node.apply(action).unwrap();
+    }
+    node.remove().unwrap();
+    assert_eq!(
+        lines(&runtime),
+        [
+            ENTRY_D3FINAL, // start
+            EXIT_D3,       // idle
+            ENTRY_D3,      // wake
+            EXIT_D3FINAL,  // stop
+            ENTRY_D3FINAL, // start
+            EXIT_D3FINAL,  // remove
+            DESTROY,       // no EvtCleanupCallback registered
+        ]
+    );
+    // No SMIO machine: injecting into SMIO callbacks never fires.
+    assert_eq!(runtime.trace().count(Callback::SelfManagedIoFlush), 0);
+}
+
+struct FlushOnlyDriver;
+
+impl Driver for FlushOnlyDriver {
+    fn driver_entry() -> kmdf::Result<Self> {
+        Ok(FlushOnlyDriver)
+    }
+    fn device_add(&self, device_init: DeviceInit<'_>) -> kmdf::Result {
+        device_init.create(FlushOnly)?;
+        Ok(())
+    }
+}
+
+/// Registers only SmioFlush: the SMIO machine exists (section 3), so Flush runs at removal
+/// even though Init is not registered (the machine still passed through Started).
+struct FlushOnly;
+
+kmdf::vtable! {
+    impl PnpPowerCallbacks for FlushOnly {
+        fn self_managed_io_flush(&self, _device: &Device<Self>) {}
+    }
+}
+
+#[test]
+fn one_smio_callback_creates_the_smio_machine() {
+    let runtime = Runtime::new();
+    let driver = runtime.load::<FlushOnlyDriver>().unwrap();
+    let node = driver.add_device().unwrap();
+    node.start().unwrap();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::SurpriseRemove).unwrap();
+    assert_eq!(lines(&runtime), [FLUSH, DESTROY]);
+
+    // Removed before it ever started: the machine is still in Created, so no Flush.
+    let node = driver.add_device().unwrap();
+    let _ = lines(&runtime);
+    node.remove().unwrap();
+    assert_eq!(lines(&runtime), [DESTROY]);
+}
