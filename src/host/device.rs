@@ -90,6 +90,14 @@ impl PnpCall {
         }
     }
 
+    /// Whether the KMDF callback returns an `NTSTATUS` (the others return nothing).
+    pub(crate) fn returns_status(self) -> bool {
+        !matches!(
+            self,
+            PnpCall::SurpriseRemoval | PnpCall::SelfManagedIoFlush | PnpCall::SelfManagedIoCleanup
+        )
+    }
+
     /// The power state argument, printed in the trace.
     pub(crate) fn power_state(self) -> Option<DevicePowerState> {
         match self {

@@ -66,7 +66,7 @@ use std::vec::Vec;
 
 pub use object::ObjectKind;
 pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
-pub use trace::{Trace, TraceEntry};
+pub use trace::{PanicReport, Trace, TraceEntry};
 
 pub(crate) use device::{RawDeviceInit, RawResources};
 pub(crate) use object::RawObject;
@@ -139,6 +139,12 @@ impl Runtime {
         }
         self.shared.inject(callback, nth, status);
         Ok(())
+    }
+
+    /// The panics caught at callback boundaries so far, oldest first.
+    #[must_use]
+    pub fn panics(&self) -> Vec<PanicReport> {
+        self.shared.panics()
     }
 
     /// Everything recorded so far.
@@ -254,8 +260,9 @@ impl<D: Driver> LoadedDriver<D> {
         }
         let driver = slot.take().ok_or(NtStatus::DELETE_PENDING)?;
         drop(slot);
-        self.shared.record(Callback::DriverUnload, None, None);
-        Self::driver(&driver).unload();
+        self.shared.invoke_void(Callback::DriverUnload, None, None, || {
+            Self::driver(&driver).unload();
+        });
         driver.delete();
         // The last reference: the driver object is destroyed and its context dropped.
         drop(driver);

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::vec::Vec;
 
-use super::trace::TraceEntry;
+use super::trace::{PanicReport, TraceEntry};
 use crate::{Callback, NtStatus, Result};
 
 /// Locks a mutex, ignoring poisoning: a panicking driver callback must not take the
@@ -54,6 +54,7 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     live: Mutex<BTreeMap<u64, ObjectKind>>,
     injections: Mutex<Injections>,
+    panics: Mutex<Vec<PanicReport>>,
 }
 
 /// The trace. Entries are numbered from the start of the runtime, so a callback that
@@ -87,6 +88,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             live: Mutex::new(BTreeMap::new()),
             injections: Mutex::new(Injections::default()),
+            panics: Mutex::new(Vec::new()),
         })
     }
 
@@ -118,20 +120,71 @@ impl Shared {
         args: Option<String>,
         device: Option<u64>,
     ) -> usize {
-        lock(&self.trace).push(TraceEntry { callback, args, status: None, device, injected: false })
+        let entry =
+            TraceEntry { callback, args, status: None, device, injected: false, panicked: false };
+        lock(&self.trace).push(entry)
     }
 
     /// Records what the callback at `index` returned.
-    pub(crate) fn finish(&self, index: usize, status: NtStatus) {
+    fn finish(&self, index: usize, status: Option<NtStatus>, panicked: bool) {
         let mut trace = lock(&self.trace);
         if let Some(entry) = index.checked_sub(trace.drained).and_then(|i| trace.entries.get_mut(i))
         {
-            entry.status = Some(status);
+            entry.status = status;
+            entry.panicked = panicked;
         }
     }
 
+    /// Runs driver code for the callback recorded at `index`, catching a panic at the
+    /// boundary: it is reported and turned into `STATUS_UNSUCCESSFUL`.
+    fn guarded(
+        &self,
+        callback: Callback,
+        device: Option<u64>,
+        index: usize,
+        fallible: bool,
+        run: impl FnOnce() -> Result,
+    ) -> Result {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(result) => {
+                self.finish(index, fallible.then(|| result.into()), false);
+                result
+            }
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| String::from(*s))
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| String::from("(a panic payload that is not a string)"));
+                lock(&self.panics).push(PanicReport { callback, device, message });
+                let status = NtStatus::UNSUCCESSFUL;
+                self.finish(index, fallible.then_some(status), true);
+                Err(status)
+            }
+        }
+    }
+
+    /// Records and runs a callback that returns nothing.
+    pub(crate) fn invoke_void(
+        &self,
+        callback: Callback,
+        args: Option<String>,
+        device: Option<u64>,
+        run: impl FnOnce(),
+    ) {
+        let index = self.record(callback, args, device);
+        let _ = self.guarded(callback, device, index, false, || {
+            run();
+            Ok(())
+        });
+    }
+
+    pub(crate) fn panics(&self) -> Vec<PanicReport> {
+        lock(&self.panics).clone()
+    }
+
     /// Records and runs a fallible callback, or fails it without running it when a failure
-    /// is injected for this call.
+    /// is injected for this call. A panic in `run` is caught and reported as a failure.
     pub(crate) fn invoke(
         &self,
         callback: Callback,
@@ -140,14 +193,19 @@ impl Shared {
         run: impl FnOnce() -> Result,
     ) -> Result {
         if let Some(status) = self.injected(callback) {
-            let entry = TraceEntry { callback, args, status: Some(status), device, injected: true };
+            let entry = TraceEntry {
+                callback,
+                args,
+                status: Some(status),
+                device,
+                injected: true,
+                panicked: false,
+            };
             lock(&self.trace).push(entry);
             return Err(status);
         }
         let index = self.record(callback, args, device);
-        let result = run();
-        self.finish(index, result.into());
-        result
+        self.guarded(callback, device, index, true, run)
     }
 
     pub(crate) fn trace(&self) -> Vec<TraceEntry> {
@@ -283,8 +341,9 @@ impl RawObject {
         drop(children);
         if let Some(cleanup) = self.cleanup {
             let args = format!("{}", self.kind);
-            self.shared.record(Callback::ObjectCleanup, Some(args), self.device);
-            cleanup(self);
+            self.shared.invoke_void(Callback::ObjectCleanup, Some(args), self.device, || {
+                cleanup(self);
+            });
         }
         let parent = {
             let mut links = lock(&self.links);

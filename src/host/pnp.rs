@@ -554,7 +554,15 @@ impl Run<'_> {
             let args = call.power_state().map(|state| format!("{state}"));
             let object = &self.device.object;
             let dispatch = self.device.callbacks.dispatch;
-            self.shared.invoke(callback, args, Some(self.node), || dispatch(object, call))
+            if call.returns_status() {
+                self.shared.invoke(callback, args, Some(self.node), || dispatch(object, call))
+            } else {
+                // Returns nothing in KMDF: even a panic cannot change what follows.
+                self.shared.invoke_void(callback, args, Some(self.node), || {
+                    let _ = dispatch(object, call);
+                });
+                Ok(())
+            }
         } else {
             Ok(())
         };

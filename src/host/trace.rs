@@ -13,8 +13,8 @@ use crate::{Callback, NtStatus};
 /// Printed (`Display`), it is one line that begins with the KMDF callback name, followed by
 /// the callback's arguments in parentheses where it has any, and, when a fallible callback
 /// failed, ` -> ` and the status: `EvtDeviceD0Exit(D3Final)`,
-/// `EvtDeviceSelfManagedIoInit -> STATUS_UNSUCCESSFUL`, and ` (injected)` when the
-/// runtime injected that failure.
+/// `EvtDeviceSelfManagedIoInit -> STATUS_UNSUCCESSFUL`, then ` (injected)` when the runtime
+/// injected that failure or ` (panicked)` when the driver's code panicked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceEntry {
     /// The callback.
@@ -31,6 +31,9 @@ pub struct TraceEntry {
     /// the framework reached the callback, and the runtime failed it without running the
     /// driver's code.
     pub injected: bool,
+    /// The driver's code panicked; the runtime caught the panic at the callback boundary
+    /// and reported a failure (see [`Runtime::panics`](super::Runtime::panics)).
+    pub panicked: bool,
 }
 
 impl TraceEntry {
@@ -53,6 +56,9 @@ impl fmt::Display for TraceEntry {
         }
         if self.injected {
             f.write_str(" (injected)")?;
+        }
+        if self.panicked {
+            f.write_str(" (panicked)")?;
         }
         Ok(())
     }
@@ -114,5 +120,30 @@ impl fmt::Display for Trace {
             writeln!(f, "{entry}")?;
         }
         Ok(())
+    }
+}
+
+/// A panic the runtime caught at a callback boundary.
+///
+/// In the kernel a panic is a bug check (`wdk-panic`); on the host the runtime catches it,
+/// fails the callback as if it had returned `STATUS_UNSUCCESSFUL` (so the device takes KMDF's
+/// failure path) and keeps every other device working.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanicReport {
+    /// The callback that panicked.
+    pub callback: Callback,
+    /// The device node it belongs to (`None` for driver-wide callbacks).
+    pub device: Option<u64>,
+    /// The panic message.
+    pub message: String,
+}
+
+impl fmt::Display for PanicReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} panicked", self.callback)?;
+        if let Some(device) = self.device {
+            write!(f, " on device {device}")?;
+        }
+        write!(f, ": {}", self.message)
     }
 }
