@@ -28,6 +28,21 @@ pub struct FullDevice {
     pub calls: SpinLock<Vec<String>>,
 }
 
+std::thread_local! {
+    static FULL_DEVICE_DROPS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many `FullDevice` contexts were dropped on this thread so far.
+pub fn full_device_drops() -> usize {
+    FULL_DEVICE_DROPS.get()
+}
+
+impl Drop for FullDevice {
+    fn drop(&mut self) {
+        FULL_DEVICE_DROPS.set(FULL_DEVICE_DROPS.get() + 1);
+    }
+}
+
 impl FullDevice {
     fn log(&self, call: impl Into<String>) {
         self.calls.lock().push(call.into());

@@ -1,0 +1,118 @@
+//! Random PnP storms (issue: reliability): random sequences of every PnP action, valid or
+//! not, with random injected callback failures, against a driver that registers every
+//! callback. After every step the runtime's invariant checks (kmdf-semantics.md section 3)
+//! must hold and an invalid action must change nothing; at the end no object is left alive
+//! and the device context was dropped exactly once.
+//!
+//! `KMDF_STORM_CASES` sets the number of sequences (default 10,000).
+
+mod common;
+
+use common::{FullDriver, full_device_drops};
+use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
+use kmdf::{Callback, NtStatus};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// The callbacks whose failure can be injected (they return a status in KMDF).
+const FALLIBLE: [Callback; 11] = [
+    Callback::PrepareHardware,
+    Callback::ReleaseHardware,
+    Callback::D0Entry,
+    Callback::D0EntryPostInterruptsEnabled,
+    Callback::D0ExitPreInterruptsDisabled,
+    Callback::D0Exit,
+    Callback::QueryRemove,
+    Callback::QueryStop,
+    Callback::SelfManagedIoInit,
+    Callback::SelfManagedIoSuspend,
+    Callback::SelfManagedIoRestart,
+];
+
+#[derive(Clone, Debug)]
+struct Storm {
+    actions: Vec<PnpAction>,
+    /// (callback, nth call) to fail.
+    failures: Vec<(Callback, u64)>,
+}
+
+fn storm() -> impl Strategy<Value = Storm> {
+    let action = proptest::sample::select(PnpAction::ALL.to_vec());
+    let failure = (proptest::sample::select(FALLIBLE.to_vec()), 1_u64..4);
+    (proptest::collection::vec(action, 1..40), proptest::collection::vec(failure, 0..3))
+        .prop_map(|(actions, failures)| Storm { actions, failures })
+}
+
+fn play(storm: &Storm) -> Result<(), TestCaseError> {
+    let drops_before = full_device_drops();
+    let runtime = Runtime::new();
+    for &(callback, nth) in &storm.failures {
+        runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    }
+    let driver = runtime.load::<FullDriver>().unwrap();
+    let node = driver.add_device().unwrap();
+    for (step, &action) in storm.actions.iter().enumerate() {
+        let state = node.state();
+        let trace_len = runtime.trace().len();
+        let live = runtime.live_objects();
+        match node.apply(action) {
+            Ok(()) => {}
+            Err(PnpError::InvalidAction { action: refused, state: reported }) => {
+                prop_assert_eq!(refused, action);
+                prop_assert_eq!(reported, state);
+                prop_assert_eq!(
+                    node.state(),
+                    state,
+                    "step {}: refused action changed the state",
+                    step
+                );
+                prop_assert_eq!(
+                    runtime.trace().len(),
+                    trace_len,
+                    "step {}: refused action called",
+                    step
+                );
+                prop_assert_eq!(runtime.live_objects(), live);
+            }
+            Err(violation) => {
+                return Err(TestCaseError::fail(format!("step {step} ({action}): {violation}")));
+            }
+        }
+    }
+    // Finish the device's life whatever state it is in, then unload.
+    if let NodeState::Asleep { .. } = node.state() {
+        node.apply(PnpAction::Resume).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    if node.state() != NodeState::Removed {
+        let last = if node.state() == NodeState::Added {
+            PnpAction::Remove
+        } else {
+            PnpAction::SurpriseRemove
+        };
+        node.apply(last).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    prop_assert_eq!(node.state(), NodeState::Removed);
+    prop_assert_eq!(driver.unload(), Ok(()));
+    prop_assert!(runtime.live_objects().is_empty(), "left alive: {:?}", runtime.live_objects());
+    prop_assert_eq!(
+        full_device_drops() - drops_before,
+        1,
+        "the context must be dropped exactly once"
+    );
+    prop_assert!(runtime.panics().is_empty());
+    Ok(())
+}
+
+#[test]
+fn random_pnp_storms_keep_kmdf_invariants() {
+    let cases =
+        std::env::var("KMDF_STORM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let mut runner =
+        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let started = std::time::Instant::now();
+    let result = runner.run(&storm(), |storm| play(&storm));
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    eprintln!("{cases} PnP storms passed in {:.1?}", started.elapsed());
+}
