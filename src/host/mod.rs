@@ -147,6 +147,12 @@ impl Runtime {
         self.shared.panics()
     }
 
+    /// Turns the trace on (the default) or off. With the trace off, callbacks run and are
+    /// checked as usual but nothing is recorded: for long runs that only need the checks.
+    pub fn set_tracing(&self, enabled: bool) {
+        self.shared.set_tracing(enabled);
+    }
+
     /// Everything recorded so far.
     #[must_use]
     pub fn trace(&self) -> Trace {
@@ -220,6 +226,7 @@ impl<D: Driver> LoadedDriver<D> {
     pub fn add_device(&self) -> Result<DeviceNode> {
         let driver = self.object()?;
         let node = self.shared.next_id();
+        let trace_start = self.shared.trace_position();
         let slot = DeviceSlot { driver: Arc::clone(&driver), node, created: OnceLock::new() };
         let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
         let result = self.shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || {
@@ -231,7 +238,7 @@ impl<D: Driver> LoadedDriver<D> {
                     shared: Arc::clone(&self.shared),
                     id: node,
                     state: Mutex::new(NodeInner {
-                        machine: pnp::Machine::new(&created),
+                        machine: pnp::Machine::new(&created, trace_start),
                         device: Some(created),
                     }),
                 }),

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::format;
 use std::string::String;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::vec::Vec;
 
@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     live: Mutex<BTreeMap<u64, ObjectKind>>,
     injections: Mutex<Injections>,
     panics: Mutex<Vec<PanicReport>>,
+    /// Whether callbacks are recorded in the trace.
+    tracing: AtomicBool,
 }
 
 /// The trace. Entries are numbered from the start of the runtime, so a callback that
@@ -89,6 +91,7 @@ impl Shared {
             live: Mutex::new(BTreeMap::new()),
             injections: Mutex::new(Injections::default()),
             panics: Mutex::new(Vec::new()),
+            tracing: AtomicBool::new(true),
         })
     }
 
@@ -112,14 +115,22 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Turns recording in the trace on or off.
+    pub(crate) fn set_tracing(&self, enabled: bool) {
+        self.tracing.store(enabled, Ordering::Relaxed);
+    }
+
     /// Appends an entry for a callback about to run; returns its index for
-    /// [`finish`](Self::finish).
+    /// [`finish`](Self::finish) (`usize::MAX` when tracing is off, which matches no entry).
     pub(crate) fn record(
         &self,
         callback: Callback,
         args: Option<String>,
         device: Option<u64>,
     ) -> usize {
+        if !self.tracing.load(Ordering::Relaxed) {
+            return usize::MAX;
+        }
         let entry =
             TraceEntry { callback, args, status: None, device, injected: false, panicked: false };
         lock(&self.trace).push(entry)
@@ -201,7 +212,9 @@ impl Shared {
                 injected: true,
                 panicked: false,
             };
-            lock(&self.trace).push(entry);
+            if self.tracing.load(Ordering::Relaxed) {
+                lock(&self.trace).push(entry);
+            }
             return Err(status);
         }
         let index = self.record(callback, args, device);
@@ -210,6 +223,19 @@ impl Shared {
 
     pub(crate) fn trace(&self) -> Vec<TraceEntry> {
         lock(&self.trace).entries.clone()
+    }
+
+    /// The position the next trace entry will have.
+    pub(crate) fn trace_position(&self) -> usize {
+        let trace = lock(&self.trace);
+        trace.drained + trace.entries.len()
+    }
+
+    /// The entries from `position` on (those not drained by [`take_trace`](Self::take_trace)).
+    pub(crate) fn trace_from(&self, position: usize) -> Vec<TraceEntry> {
+        let trace = lock(&self.trace);
+        let start = position.saturating_sub(trace.drained).min(trace.entries.len());
+        trace.entries[start..].to_vec()
     }
 
     pub(crate) fn take_trace(&self) -> Vec<TraceEntry> {

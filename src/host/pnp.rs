@@ -263,6 +263,8 @@ pub(crate) struct Machine {
     /// PrepareHardware was called (even if it failed) and ReleaseHardware not yet.
     owns_hardware: bool,
     events: Vec<Event>,
+    /// Where the device's entries start in the runtime's trace.
+    trace_start: usize,
 }
 
 /// How a failure while powering up or down ends.
@@ -275,12 +277,15 @@ enum Teardown {
 }
 
 impl Machine {
-    pub(crate) fn new(device: &CreatedDevice) -> Self {
+    /// The model of a device `EvtDriverDeviceAdd` just created; its trace entries start at
+    /// `trace_start` (a [`Shared::trace_position`]).
+    pub(crate) fn new(device: &CreatedDevice, trace_start: usize) -> Self {
         Self {
             state: NodeState::Added,
             smio: device.callbacks.registered.any_self_managed_io().then_some(Smio::Created),
             owns_hardware: false,
             events: Vec::new(),
+            trace_start,
         }
     }
 
@@ -349,15 +354,23 @@ impl Machine {
             }
             self.state = NodeState::Removed;
         }
-        let trace = Trace::new(
-            shared.trace().into_iter().filter(|entry| entry.device == Some(node)).collect(),
-        );
+        let device_trace = || {
+            Trace::new(
+                shared
+                    .trace_from(self.trace_start)
+                    .into_iter()
+                    .filter(|entry| entry.device == Some(node))
+                    .collect(),
+            )
+        };
         let mut violations = self.check();
-        violations.extend(check_object_callbacks(&trace));
+        if self.state == NodeState::Removed {
+            violations.extend(check_object_callbacks(&device_trace()));
+        }
         if violations.is_empty() {
             Ok(())
         } else {
-            Err(PnpError::InvariantViolated { action, violations, trace })
+            Err(PnpError::InvariantViolated { action, violations, trace: device_trace() })
         }
     }
 
@@ -768,6 +781,7 @@ mod tests {
             smio: None,
             owns_hardware: false,
             events: points.iter().map(|&(callback, ok)| Event { callback, ok }).collect(),
+            trace_start: 0,
         };
         machine.check()
     }
