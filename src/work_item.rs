@@ -148,7 +148,15 @@
 //! synchronization scope; `kmdf` devices have none (`WdfSynchronizationScopeNone`, KMDF's
 //! default), so runs are not serialized with anything, and creation cannot fail with
 //! `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` (which KMDF returns when the scope's lock is
-//! not passive-level).
+//! not passive-level). The other failures `WdfWorkItemCreate` checks for cannot happen:
+//! the parent is a required argument whose type can parent a work item
+//! (`STATUS_WDF_PARENT_NOT_SPECIFIED`, `STATUS_INVALID_DEVICE_REQUEST`), the callback is a
+//! required trait method (`STATUS_INVALID_PARAMETER`), and `kmdf` fills in the
+//! configuration (`STATUS_INFO_LENGTH_MISMATCH`).
+//!
+//! `flush` is refused above `PASSIVE_LEVEL` at run time rather than made impossible at
+//! compile time: that would take a token of the current IRQL threaded through every
+//! callback and borrowed by every spin-lock guard, a change to the whole crate's API.
 
 use core::fmt;
 use core::marker::PhantomData;
