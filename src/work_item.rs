@@ -214,8 +214,13 @@ impl<T: WorkItemCallback> WorkItem<T> {
     ///
     /// `STATUS_DELETE_PENDING` once the item's deletion has started (by
     /// [`delete`](Self::delete) or with its parent); KMDF silently ignores such a call.
-    /// In the kernel, an enqueue that races with the deletion itself can still reach KMDF,
-    /// which ignores it.
+    ///
+    /// In the kernel `kmdf` learns of a deletion by the parent only when the item's cleanup
+    /// runs, and of its own `delete` when it is called: an enqueue made before that (from
+    /// the callback the parent's deletion is waiting for, or racing with `delete` on
+    /// another thread) still reaches KMDF, which ignores it (Driver Verifier breaks), and
+    /// returns `Ok`. Stop re-enqueueing before the device goes away, in
+    /// `self_managed_io_flush`.
     pub fn enqueue(&self) -> Result<bool> {
         backend::work_item::enqueue(self)
     }

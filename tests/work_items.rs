@@ -712,6 +712,25 @@ fn delete_at_dispatch_level_returns_at_once_and_disposal_follows() {
     assert_eq!(log.events(), ["item ran", "item cleanup"]);
 }
 
+#[test]
+fn delete_at_dispatch_level_of_an_idle_item_completes_on_a_worker() {
+    // As above, with nothing queued: the deferred disposal runs on a worker thread.
+    let log = Log::default();
+    let (runtime, node, item, _) = one_item(&log, |_, _| {});
+    let lock = SpinLock::new(()).unwrap();
+    let held = runtime.hold_workers();
+    {
+        let _guard = lock.lock();
+        assert_eq!(item.delete(), Ok(()));
+    }
+    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING), "deletion has started");
+    assert!(log.events().is_empty(), "the disposal waits for a worker");
+    drop(held);
+    wait_until("the item's cleanup", || !log.events().is_empty());
+    assert_eq!(log.events(), ["item cleanup"]);
+    assert_eq!(node.trace().count(Callback::WorkItem), 0);
+}
+
 // ----------------------------------------------------------------------------------------
 // The parent goes away.
 

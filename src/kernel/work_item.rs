@@ -23,8 +23,15 @@
 //! device (`FxObject::ShouldDeferDisposeLocked`, `QueueDeferredDisposeLocked` in
 //! `fxobjectstatemachine.cpp`), which waits for the running callback and any queued run
 //! (`FxWorkItem::FlushAndRundown`) before the cleanup callback. At `PASSIVE_LEVEL` KMDF
-//! would instead dispose the item inside the callback, run its cleanup there, and could
-//! still start a run queued before the delete after that cleanup.
+//! would instead dispose the item inside the callback, run its cleanup there, release its
+//! reference on the parent while the callback still uses it, and could still start a run
+//! queued before the delete after that cleanup.
+//!
+//! Such an item has left its parent's child list: if the parent is removed before the
+//! deferred disposal ran, KMDF runs the parent's cleanup first and the item's later
+//! (`PnpEventRemovedCommonCode` disposes the device, then waits for its dispose list). The
+//! host runtime keeps the item a child until it is disposed, so there its cleanup comes
+//! first.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
