@@ -40,8 +40,8 @@ macro_rules! callbacks {
                 }
             }
 
-            /// The trait method that implements the callback, when it is an optional method
-            /// registered through [`vtable!`](crate::vtable).
+            /// The trait method that implements the callback, when it is a method registered
+            /// through [`vtable!`](crate::vtable).
             #[must_use]
             pub const fn method_name(self) -> Option<&'static str> {
                 let name = match self {
@@ -94,8 +94,9 @@ callbacks! {
     ObjectCleanup = "EvtCleanupCallback", "cleanup";
     /// `EvtDestroyCallback`: an object's last reference is gone; its context is dropped.
     ObjectDestroy = "EvtDestroyCallback", "";
-    /// `EvtWorkItem`: a work item's callback.
-    WorkItem = "EvtWorkItem", "";
+    /// `EvtWorkItem`: a work item's callback
+    /// ([`WorkItemCallback::run`](crate::WorkItemCallback::run)).
+    WorkItem = "EvtWorkItem", "run";
 }
 
 impl Callback {
@@ -259,11 +260,34 @@ impl fmt::Debug for CallbackSet {
 /// assert!(callbacks.contains(Callback::SelfManagedIoFlush));
 /// assert!(!callbacks.contains(Callback::D0Entry));
 /// ```
+///
+/// Associated types, such as a work item's `Parent`, come first in the block:
+///
+/// ```
+/// use kmdf::{Callback, Device, PnpPowerCallbacks, WorkItem, WorkItemCallback};
+///
+/// struct Lamp;
+/// kmdf::vtable! { impl PnpPowerCallbacks for Lamp {} }
+///
+/// struct Blink;
+///
+/// kmdf::vtable! {
+///     impl WorkItemCallback for Blink {
+///         type Parent = Device<Lamp>;
+///
+///         fn run(&self, _item: &WorkItem<Self>, _lamp: &Device<Lamp>) {}
+///     }
+/// }
+///
+/// // `run` is what registers `EvtWorkItem`.
+/// assert_eq!(Callback::WorkItem.method_name(), Some("run"));
+/// ```
 #[macro_export]
 macro_rules! vtable {
     (
         $(#[$impl_attr:meta])*
         impl $($trait_:ident)::+ for $ty:ty {
+            $(type $assoc:ident = $assoc_ty:ty;)*
             $(
                 $(#[$attr:meta])*
                 fn $name:ident $params:tt $(-> $ret:ty)? $body:block
@@ -273,6 +297,7 @@ macro_rules! vtable {
         $(#[$impl_attr])*
         impl $($trait_)::+ for $ty {
             const IMPLEMENTED: &'static [&'static str] = &[$(::core::stringify!($name)),*];
+            $(type $assoc = $assoc_ty;)*
             $(
                 $(#[$attr])*
                 fn $name $params $(-> $ret)? $body

@@ -64,6 +64,8 @@
 //! | the driver object, `DriverEntry` | [`driver`], [`driver_entry!`] |
 //! | devices and their typed contexts | [`device`] |
 //! | PnP, power and self-managed I/O callbacks | [`pnp`], [`vtable!`] |
+//! | work items | [`work_item`] |
+//! | counted object references | [`object`] |
 //! | spin locks, wait locks, IRQL | [`sync`] |
 //! | the host runtime | [`host`] (host builds only) |
 //!
@@ -75,9 +77,11 @@
 mod callback;
 pub mod device;
 pub mod driver;
+pub mod object;
 pub mod pnp;
 pub mod status;
 pub mod sync;
+pub mod work_item;
 
 #[cfg(kmdf_host)]
 pub mod host;
@@ -94,6 +98,7 @@ pub use device::{Device, DeviceInit};
 pub use driver::Driver;
 pub use pnp::{DevicePowerState, PnpPowerCallbacks};
 pub use status::{NtStatus, Result};
+pub use work_item::{WorkItem, WorkItemCallback};
 
 /// Items the crate's macros expand to. Not part of the public API.
 #[doc(hidden)]

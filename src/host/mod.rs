@@ -56,8 +56,10 @@ pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
 mod pnp;
+pub(crate) mod pool;
 pub(crate) mod sync;
 mod trace;
+pub(crate) mod work_item;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -170,6 +172,28 @@ impl Runtime {
     pub fn live_objects(&self) -> Vec<ObjectKind> {
         self.shared.live().into_values().collect()
     }
+
+    /// Keeps the runtime's system worker threads from starting any queued work-item
+    /// callback until the returned guard is dropped, as if they were all busy: queued
+    /// items stay queued. Runs already started go on.
+    ///
+    /// A test aid, to observe an item that is queued but not running. Do not wait for a
+    /// queued item (flush, delete, remove its device) on the thread holding the guard.
+    #[must_use = "the workers are released when the guard is dropped"]
+    pub fn hold_workers(&self) -> HeldWorkers<'_> {
+        self.shared.pool().hold();
+        HeldWorkers { runtime: self }
+    }
+
+    /// How many threads are blocked until a work item's callback returns: in
+    /// [`WorkItem::flush`](crate::WorkItem::flush), or in a deletion waiting for a queued or
+    /// running callback (the item's own, or its parent's, such as a device removal).
+    ///
+    /// A test aid, to know that another thread has reached the wait.
+    #[must_use]
+    pub fn work_item_waiters(&self) -> usize {
+        self.shared.waiters()
+    }
 }
 
 impl Default for Runtime {
@@ -181,6 +205,23 @@ impl Default for Runtime {
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime").field("live_objects", &self.live_objects()).finish()
+    }
+}
+
+/// Holds the runtime's worker threads; see [`Runtime::hold_workers`].
+pub struct HeldWorkers<'a> {
+    runtime: &'a Runtime,
+}
+
+impl Drop for HeldWorkers<'_> {
+    fn drop(&mut self) {
+        self.runtime.shared.pool().release();
+    }
+}
+
+impl fmt::Debug for HeldWorkers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeldWorkers").finish_non_exhaustive()
     }
 }
 

@@ -12,12 +12,17 @@ use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::format;
+use std::ptr;
 use std::string::String;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
+use super::pool::Pool;
 use super::trace::{PanicReport, TraceEntry};
+use super::work_item::WorkItemState;
+use crate::object::sealed;
 use crate::{Callback, NtStatus, Result};
 
 /// Locks a mutex, ignoring poisoning: a panicking driver callback must not take the
@@ -47,8 +52,8 @@ impl fmt::Display for ObjectKind {
     }
 }
 
-/// State shared by everything in one runtime: the trace, the object table and the
-/// injected failures.
+/// State shared by everything in one runtime: the trace, the object table, the injected
+/// failures and the system worker threads.
 pub(crate) struct Shared {
     trace: Mutex<TraceLog>,
     next_id: AtomicU64,
@@ -57,6 +62,10 @@ pub(crate) struct Shared {
     panics: Mutex<Vec<PanicReport>>,
     /// Whether callbacks are recorded in the trace.
     tracing: AtomicBool,
+    /// Threads blocked until a work item's callback returns (in a flush or a deletion).
+    waiters: AtomicUsize,
+    /// Dropped with the runtime's last reference to `Shared`: its threads are joined then.
+    pool: Pool,
 }
 
 /// The trace. Entries are numbered from the start of the runtime, so a callback that
@@ -92,7 +101,26 @@ impl Shared {
             injections: Mutex::new(Injections::default()),
             panics: Mutex::new(Vec::new()),
             tracing: AtomicBool::new(true),
+            waiters: AtomicUsize::new(0),
+            pool: Pool::new(),
         })
+    }
+
+    /// The runtime's system worker threads.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Counts the calling thread as waiting for a work item while `wait` runs.
+    pub(crate) fn waiting<R>(&self, wait: impl FnOnce() -> R) -> R {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = wait();
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    pub(crate) fn waiters(&self) -> usize {
+        self.waiters.load(Ordering::SeqCst)
     }
 
     /// Plans a failure: the `nth` call (counting from 1) of `callback` returns `status`.
@@ -264,17 +292,42 @@ struct Links {
     parent: Option<Arc<RawObject>>,
     children: Vec<Arc<RawObject>>,
     lifecycle: Lifecycle,
+    /// The thread running the disposal, while `Disposing`.
+    disposer: Option<ThreadId>,
+}
+
+/// What one kind of object adds to the common object: its own state, and what it does when
+/// it is disposed, before its `EvtCleanupCallback`.
+pub(crate) enum Extension {
+    /// A `WDFWORKITEM`: its queue and run bookkeeping.
+    WorkItem(WorkItemState),
+}
+
+impl Extension {
+    fn rundown(&self, object: &RawObject) {
+        match self {
+            Extension::WorkItem(state) => state.rundown(object),
+        }
+    }
 }
 
 /// A framework object on the host. `&Device<T>` and the other handle types point at one.
+///
+/// # Invariant
+///
+/// Every `RawObject` lives in an `Arc`: [`create_with`](Self::create_with) is its only
+/// constructor.
 pub struct RawObject {
     shared: Arc<Shared>,
     id: u64,
     kind: ObjectKind,
     device: Option<u64>,
     cleanup: Option<CleanupHook>,
+    extension: Option<Extension>,
     context: OnceLock<Box<dyn Any + Send + Sync>>,
     links: Mutex<Links>,
+    /// Signalled when a disposal completes.
+    disposed: Condvar,
 }
 
 impl RawObject {
@@ -293,32 +346,80 @@ impl RawObject {
         device: Option<u64>,
         cleanup: Option<CleanupHook>,
     ) -> Result<Arc<Self>> {
-        let object = Arc::new(Self {
+        Self::create_with(shared, kind, parent, device, cleanup, None, None)
+    }
+
+    /// [`create`](Self::create) for an object with kind-specific state and, optionally, its
+    /// context already written: such an object is complete before its parent can reach it,
+    /// so a deletion of the parent on another thread always finds it whole.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_DELETE_PENDING` when the parent is being deleted or was deleted. The context
+    /// is dropped then without any callback: the object never existed.
+    pub(crate) fn create_with(
+        shared: &Arc<Shared>,
+        kind: ObjectKind,
+        parent: Option<&Arc<RawObject>>,
+        device: Option<u64>,
+        cleanup: Option<CleanupHook>,
+        extension: Option<Extension>,
+        context: Option<Box<dyn Any + Send + Sync>>,
+    ) -> Result<Arc<Self>> {
+        // INVARIANT: the object is created in an `Arc` and only ever handed out as one.
+        let mut object = Arc::new(Self {
             shared: Arc::clone(shared),
             id: shared.next_id(),
             kind,
             device: device.or_else(|| parent.and_then(|p| p.device)),
             cleanup,
-            context: OnceLock::new(),
+            extension,
+            context: context.map(OnceLock::from).unwrap_or_default(),
             links: Mutex::new(Links {
                 parent: parent.cloned(),
                 children: Vec::new(),
                 lifecycle: Lifecycle::Alive,
+                disposer: None,
             }),
+            disposed: Condvar::new(),
         });
         if let Some(parent) = parent {
             let mut links = lock(&parent.links);
             if links.lifecycle != Lifecycle::Alive {
-                // Never linked: dropping `object` releases its parent reference; it has no
-                // context yet, so nothing runs.
                 drop(links);
-                lock(&object.links).parent = None;
+                // Never linked, so `object` is the only reference: dropping it releases the
+                // parent reference, and taking the context out first keeps `Drop` from
+                // tracing an `EvtDestroyCallback` for an object that never existed.
+                if let Some(unlinked) = Arc::get_mut(&mut object) {
+                    unlinked.context.take();
+                }
                 return Err(NtStatus::DELETE_PENDING);
             }
             links.children.push(Arc::clone(&object));
         }
         lock(&shared.live).insert(object.id, kind);
         Ok(object)
+    }
+
+    /// Another counted reference to this object.
+    pub(crate) fn to_arc(&self) -> Arc<Self> {
+        let this = ptr::from_ref(self);
+        // SAFETY: every `RawObject` lives in an `Arc` (type invariant) and `self` borrows it,
+        // so its strong count is at least one while this runs: adding one is sound.
+        unsafe { Arc::increment_strong_count(this) };
+        // SAFETY: `this` points into an `Arc<RawObject>`, and the count added just above is
+        // the one the returned `Arc` owns.
+        unsafe { Arc::from_raw(this) }
+    }
+
+    /// The kind-specific state given to [`create_with`](Self::create_with).
+    pub(crate) fn extension(&self) -> Option<&Extension> {
+        self.extension.as_ref()
+    }
+
+    /// The device node the object belongs to, as the trace records it.
+    pub(crate) fn device(&self) -> Option<u64> {
+        self.device
     }
 
     /// The runtime this object lives in.
@@ -349,22 +450,41 @@ impl RawObject {
     }
 
     /// Deletes the object (`WdfObjectDelete`, or the framework deleting it): disposes the
-    /// children, then runs this object's `EvtCleanupCallback`, then drops the creation
-    /// reference held by the parent and the reference on the parent. Deleting an object that
-    /// is already being deleted does nothing.
+    /// children, then runs the kind's rundown (a work item waits for its callback), then
+    /// this object's `EvtCleanupCallback`, then drops the creation reference held by the
+    /// parent and the reference on the parent.
+    ///
+    /// Returns once the object is disposed: when another thread is disposing it already,
+    /// waits for that disposal to finish, so that a parent's cleanup never overtakes a
+    /// child's. On the disposing thread itself (a cleanup callback deleting its own object)
+    /// and once disposed, it does nothing.
     pub(crate) fn delete(self: &Arc<Self>) {
+        let me = thread::current().id();
         let children = {
             let mut links = lock(&self.links);
-            if links.lifecycle != Lifecycle::Alive {
-                return;
+            match links.lifecycle {
+                Lifecycle::Alive => {}
+                Lifecycle::Disposing if links.disposer != Some(me) => {
+                    while links.lifecycle != Lifecycle::Disposed {
+                        links = self.disposed.wait(links).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    return;
+                }
+                Lifecycle::Disposing | Lifecycle::Disposed => return,
             }
             links.lifecycle = Lifecycle::Disposing;
+            links.disposer = Some(me);
             std::mem::take(&mut links.children)
         };
         for child in &children {
             child.delete();
         }
         drop(children);
+        if let Some(extension) = &self.extension {
+            extension.rundown(self);
+        }
+        // A panicking cleanup callback is caught at the boundary: the object is still
+        // disposed, and nobody waits for it forever.
         if let Some(cleanup) = self.cleanup {
             let args = format!("{}", self.kind);
             self.shared.invoke_void(Callback::ObjectCleanup, Some(args), self.device, || {
@@ -374,12 +494,37 @@ impl RawObject {
         let parent = {
             let mut links = lock(&self.links);
             links.lifecycle = Lifecycle::Disposed;
+            links.disposer = None;
             links.parent.take()
         };
+        self.disposed.notify_all();
         if let Some(parent) = parent {
             lock(&parent.links).children.retain(|child| !Arc::ptr_eq(child, self));
         }
     }
+}
+
+/// A counted reference to an object, as `ObjectRef` holds it.
+pub(crate) type RawRef = Arc<RawObject>;
+
+/// The object a reference points at.
+pub(crate) fn raw_of(raw: &RawRef) -> &RawObject {
+    raw
+}
+
+/// Views an object as the handle type `O`.
+///
+/// Callers pick the `O` the object was created as. (A mismatch would still not be undefined
+/// behaviour: handle types reach an object's context only through checked downcasts.)
+pub(crate) fn view<O: sealed::Object>(raw: &RawObject) -> &O {
+    const {
+        assert!(size_of::<O>() == size_of::<RawObject>());
+        assert!(align_of::<O>() == align_of::<RawObject>());
+    }
+    // SAFETY: `O` is a `#[repr(transparent)]` struct whose only non-zero-sized field is a
+    // `RawObject` (the invariant of the sealed `Object` trait, implemented only in this
+    // crate), so it has `RawObject`'s layout; the reference keeps `raw`'s lifetime.
+    unsafe { &*ptr::from_ref(raw).cast::<O>() }
 }
 
 impl Drop for RawObject {

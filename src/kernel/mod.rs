@@ -15,7 +15,9 @@
 
 pub(crate) mod device;
 pub(crate) mod entry;
+pub(crate) mod object;
 pub(crate) mod sync;
+pub(crate) mod work_item;
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -158,19 +160,29 @@ pub(crate) unsafe fn write_context<T>(object: WDFOBJECT, value: T) {
 ///
 /// `object` was created with [`attributes_for::<T>`] and is alive for `'a`.
 pub(crate) unsafe fn context<'a, T>(object: WDFOBJECT) -> &'a T {
+    // SAFETY: the caller's contract is `try_context`'s.
+    let value = unsafe { try_context(object) };
+    value.expect("kmdf: context used before it was written (work enqueued during device creation?)")
+}
+
+/// The value in an object's context, or `None` when it has not been written yet.
+///
+/// # Safety
+///
+/// `object` was created with [`attributes_for::<T>`] and is alive for `'a`.
+pub(crate) unsafe fn try_context<'a, T>(object: WDFOBJECT) -> Option<&'a T> {
     let slot = slot::<T>(object);
     assert!(!slot.is_null(), "kmdf: object has no kmdf context");
     // SAFETY: the slot is valid for `'a` (the caller's contract).
     let slot = unsafe { &*slot };
-    assert!(
-        slot.header.initialized.load(Ordering::Acquire),
-        "kmdf: context used before it was written (work enqueued during device creation?)"
-    );
+    if !slot.header.initialized.load(Ordering::Acquire) {
+        return None;
+    }
     // SAFETY: the value is only written before the object is published and only dropped in
     // `destroy`, after every reference to the object is gone: reading it is shared access.
     let value = unsafe { &*slot.value.get() };
     // SAFETY: initialized (checked above).
-    unsafe { value.assume_init_ref() }
+    Some(unsafe { value.assume_init_ref() })
 }
 
 /// `EvtDestroyCallback` of every `kmdf` object: drops the value, if it was written.

@@ -1,0 +1,244 @@
+//! Work items on the host: `WdfWorkItemCreate`, `Enqueue`, `Flush`, `WdfObjectDelete`, and
+//! the runs on the runtime's worker threads.
+//!
+//! One mutex guards an item's bookkeeping, the same facts KMDF keeps in `FxWorkItem`
+//! (`m_Enqueued`, `m_WorkItemRunningCount`, `m_RunningDown`, `m_WorkItemThread`), except
+//! that every running thread is remembered, not only the last one: runs of one item can
+//! overlap, and KMDF's single thread field then forgets a runner, which is where its
+//! self-flush detection fails. Waits (flush, deletion) use a condition variable.
+
+use super::std;
+use std::boxed::Box;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, ThreadId};
+use std::vec::Vec;
+
+use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
+use super::sync::current_irql;
+use crate::object::{ObjectRef, sealed::Object as _};
+use crate::sync::Irql;
+use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
+
+/// The `Extension` of a `WDFWORKITEM`.
+pub(crate) struct WorkItemState {
+    inner: Mutex<Inner>,
+    /// Signalled whenever the item becomes idle: nothing queued, nothing running.
+    idle: Condvar,
+    /// The driver's callback, monomorphized for the context type.
+    run: fn(&RawObject, &RawObject),
+}
+
+struct Inner {
+    /// A run is queued and has not started (`m_Enqueued`).
+    queued: bool,
+    /// Runs in progress (`m_WorkItemRunningCount`).
+    running: usize,
+    /// The threads running the callback now, one entry per run.
+    runners: Vec<ThreadId>,
+    /// Counts the moments the item became idle, so that a flush ends at the first one
+    /// after it started even if an enqueue follows at once (KMDF's notification event).
+    idle_epoch: u64,
+    /// Deletion has started: no more enqueues (`m_RunningDown`).
+    deleting: bool,
+    /// The driver deleted the item where the deletion could not wait (from its own
+    /// callback, or at `DISPATCH_LEVEL`): the last run to return disposes it.
+    dispose_when_idle: bool,
+    /// The parent, referenced until the item is disposed (KMDF's `m_Object`).
+    parent: Option<Arc<RawObject>>,
+}
+
+impl Inner {
+    fn is_idle(&self) -> bool {
+        !self.queued && self.running == 0
+    }
+}
+
+impl WorkItemState {
+    /// Called by `RawObject::delete` before the item's cleanup callback
+    /// (`FxWorkItem::Dispose` and `FlushAndRundown`): no more enqueues, then wait for the
+    /// queued or running callback unless this thread is running it, then release the parent.
+    pub(crate) fn rundown(&self, item: &RawObject) {
+        let me = thread::current().id();
+        let mut inner = lock(&self.inner);
+        inner.deleting = true;
+        inner.dispose_when_idle = false;
+        if !inner.runners.contains(&me) && !inner.is_idle() {
+            inner = item.shared().waiting(|| {
+                let mut inner = inner;
+                while !inner.is_idle() {
+                    inner = self.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
+                }
+                inner
+            });
+        }
+        let parent = inner.parent.take();
+        drop(inner);
+        drop(parent);
+    }
+}
+
+fn state(item: &RawObject) -> &WorkItemState {
+    match item.extension() {
+        Some(Extension::WorkItem(state)) => state,
+        None => panic!("kmdf host runtime: {item:?} is not a work item"),
+    }
+}
+
+pub(crate) fn create<T: WorkItemCallback>(
+    parent: &T::Parent,
+    context: T,
+) -> Result<ObjectRef<WorkItem<T>>> {
+    let parent = parent.raw().to_arc();
+    let state = WorkItemState {
+        inner: Mutex::new(Inner {
+            queued: false,
+            running: 0,
+            runners: Vec::new(),
+            idle_epoch: 0,
+            deleting: false,
+            dispose_when_idle: false,
+            parent: Some(Arc::clone(&parent)),
+        }),
+        idle: Condvar::new(),
+        run: run::<T>,
+    };
+    let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
+    let object = RawObject::create_with(
+        parent.shared(),
+        ObjectKind::WorkItem,
+        Some(&parent),
+        None,
+        cleanup_hook,
+        Some(Extension::WorkItem(state)),
+        Some(Box::new(context)),
+    )?;
+    Ok(ObjectRef::from_raw(object))
+}
+
+fn run<T: WorkItemCallback>(item: &RawObject, parent: &RawObject) {
+    let item = view::<WorkItem<T>>(item);
+    item.context().run(item, view::<T::Parent>(parent));
+}
+
+fn cleanup<T: WorkItemCallback>(item: &RawObject) {
+    let item = view::<WorkItem<T>>(item);
+    item.context().cleanup(item);
+}
+
+pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
+    item.raw.context::<T>().unwrap_or_else(|| {
+        panic!(
+            "kmdf host runtime: {:?} has no context of type {}",
+            item.raw,
+            std::any::type_name::<T>()
+        )
+    })
+}
+
+pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
+    let item = &item.raw;
+    let mut inner = lock(&state(item).inner);
+    if inner.deleting {
+        return Err(NtStatus::DELETE_PENDING);
+    }
+    if inner.queued {
+        return Ok(false);
+    }
+    inner.queued = true;
+    drop(inner);
+    let job: RawRef = item.to_arc();
+    item.shared().pool().submit(Box::new(move || run_job(&job)));
+    Ok(true)
+}
+
+/// One run on a worker thread (`FxWorkItem::WorkItemThunk` and `WorkItemHandler`).
+fn run_job(item: &Arc<RawObject>) {
+    let me = thread::current().id();
+    let state = state(item);
+    let parent = {
+        let mut inner = lock(&state.inner);
+        // Cleared before the callback, so that the callback can enqueue the item again.
+        inner.queued = false;
+        inner.running += 1;
+        inner.runners.push(me);
+        inner.parent.clone()
+    };
+    // The parent is only released by the rundown, which waits for queued runs; only a
+    // rundown that could not wait (it ran on a thread running this item) leaves a run
+    // behind it, and that run must not call the driver after its cleanup.
+    if let Some(parent) = parent {
+        // A panic is caught at the boundary and reported; the worker goes on.
+        item.shared().invoke_void(Callback::WorkItem, None, item.device(), || {
+            (state.run)(item, &parent);
+        });
+    }
+    let dispose = {
+        let mut inner = lock(&state.inner);
+        inner.running -= 1;
+        if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
+            inner.runners.swap_remove(index);
+        }
+        if inner.is_idle() {
+            inner.idle_epoch += 1;
+            state.idle.notify_all();
+            std::mem::take(&mut inner.dispose_when_idle)
+        } else {
+            false
+        }
+    };
+    if dispose {
+        dispose_deferred(item);
+    }
+}
+
+/// Completes a deletion the driver asked for where it could not wait, on a worker thread.
+/// (A panic in the item's cleanup callback is caught and reported by the deletion.)
+fn dispose_deferred(item: &Arc<RawObject>) {
+    item.delete();
+}
+
+pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
+    let item = &item.raw;
+    if current_irql() != Irql::Passive {
+        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+    }
+    let state = state(item);
+    let mut inner = lock(&state.inner);
+    if inner.runners.contains(&thread::current().id()) {
+        return Err(NtStatus::POSSIBLE_DEADLOCK);
+    }
+    if !inner.is_idle() {
+        let start = inner.idle_epoch;
+        item.shared().waiting(|| {
+            while !inner.is_idle() && inner.idle_epoch == start {
+                inner = state.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
+            }
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn delete<T>(item: &WorkItem<T>) -> Result {
+    let item = &item.raw;
+    let state = state(item);
+    let mut inner = lock(&state.inner);
+    if inner.deleting {
+        return Err(NtStatus::DELETE_PENDING);
+    }
+    inner.deleting = true;
+    let own_callback = inner.runners.contains(&thread::current().id());
+    if !own_callback && current_irql() == Irql::Passive {
+        drop(inner);
+        item.to_arc().delete();
+    } else if inner.is_idle() {
+        // At DISPATCH_LEVEL with nothing to wait for: KMDF defers the disposal to a
+        // passive-level worker; so does the host.
+        drop(inner);
+        let deferred = item.to_arc();
+        item.shared().pool().submit(Box::new(move || dispose_deferred(&deferred)));
+    } else {
+        // The last run to return disposes the item; no run can be queued after this.
+        inner.dispose_when_idle = true;
+    }
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! Work items: `WdfWorkItemCreate`, `Enqueue`, `Flush`, `WdfObjectDelete`, and the
+//! `EvtWorkItem` and `EvtCleanupCallback` trampolines.
+//!
+//! The item's context is an [`ItemContext<T>`]: a small header, then the driver's `T`. The
+//! header adds what KMDF does not tell a driver:
+//!
+//! * `queued`, to report whether an enqueue queued a run. `WdfWorkItemEnqueue` is still
+//!   called every time, so that when `enqueue` returns, KMDF itself has a run pending that
+//!   will see the caller's work and that a flush waits for. (Skipping the call when the
+//!   flag is already set would leave a window where a concurrent first enqueuer has set
+//!   the flag but not yet reached KMDF, and a flush would not wait for the coalesced work.)
+//!   The trampoline clears the flag before the callback, as KMDF clears `m_Enqueued`.
+//! * `deleted`, set by `delete` and by the cleanup callback, so later calls fail with
+//!   `STATUS_DELETE_PENDING` instead of reaching KMDF, which ignores them (and breaks into
+//!   the debugger under Driver Verifier).
+//! * `runners`, the threads running the callback now. KMDF remembers only the last one
+//!   (`m_WorkItemThread`, cleared by whichever run ends first), so with overlapping runs its
+//!   self-flush check misses, and a flush or delete from the callback waits for itself.
+//!   `kmdf` checks its own list first.
+//!
+//! A delete from inside the item's callback is made with the runners' spin lock held, that
+//! is at `DISPATCH_LEVEL`: KMDF then defers the disposal to a passive-level worker of the
+//! device (`FxObject::ShouldDeferDisposeLocked`, `QueueDeferredDisposeLocked` in
+//! `fxobjectstatemachine.cpp`), which waits for the running callback and any queued run
+//! (`FxWorkItem::FlushAndRundown`) before the cleanup callback. At `PASSIVE_LEVEL` KMDF
+//! would instead dispose the item inside the callback, run its cleanup there, release its
+//! reference on the parent while the callback still uses it, and could still start a run
+//! queued before the delete after that cleanup.
+//!
+//! Such an item has left its parent's child list: if the parent is removed before the
+//! deferred disposal ran, KMDF runs the parent's cleanup first and the item's later
+//! (`PnpEventRemovedCommonCode` disposes the device, then waits for its dispose list). The
+//! host runtime keeps the item a child until it is disposed, so there its cleanup comes
+//! first.
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, PsGetCurrentThreadId};
+use wdk_sys::{
+    HANDLE, KSPIN_LOCK, WDF_WORKITEM_CONFIG, WDFOBJECT, WDFWORKITEM,
+    call_unsafe_wdf_function_binding,
+};
+
+use super::object::{RawRef, view_handle};
+use super::sync::current_irql;
+use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
+use crate::object::{ObjectRef, sealed::Object as _};
+use crate::sync::Irql;
+use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
+
+/// The context of a work item created by `kmdf`.
+pub(crate) struct ItemContext<T> {
+    header: Header,
+    value: T,
+}
+
+struct Header {
+    /// A run is queued and its callback has not started.
+    queued: AtomicBool,
+    /// The item's deletion has started.
+    deleted: AtomicBool,
+    runners: Runners,
+}
+
+/// The threads running the item's callback now: an intrusive list of nodes that live on
+/// those threads' stacks, guarded by a spin lock. Nothing is allocated.
+///
+/// # Invariants
+///
+/// `head` is only accessed with `lock` held. Every node in the list lives on the stack of
+/// the thread it names, in the trampoline's frame, and is unlinked before that frame ends.
+struct Runners {
+    lock: UnsafeCell<KSPIN_LOCK>,
+    head: UnsafeCell<*mut Runner>,
+}
+
+// SAFETY: the list is only read or changed with the spin lock held (type invariant), and
+// its nodes stay valid while linked, so the list may be shared and sent between threads.
+unsafe impl Send for Runners {}
+// SAFETY: as above.
+unsafe impl Sync for Runners {}
+
+struct Runner {
+    thread: HANDLE,
+    next: *mut Runner,
+}
+
+/// The current thread's identity, comparable with the runners'.
+fn current_thread() -> HANDLE {
+    // SAFETY: `PsGetCurrentThreadId` only reads the current thread; callable at any IRQL.
+    unsafe { PsGetCurrentThreadId() }
+}
+
+impl Runners {
+    /// An empty list with a released lock: what `KeInitializeSpinLock` writes is zero.
+    const fn new() -> Self {
+        Self { lock: UnsafeCell::new(0), head: UnsafeCell::new(ptr::null_mut()) }
+    }
+
+    /// Runs `f` on the list head with the spin lock held, at `DISPATCH_LEVEL`.
+    fn locked<R>(&self, f: impl FnOnce(&mut *mut Runner) -> R) -> R {
+        // SAFETY: the lock is a valid `KSPIN_LOCK` for the life of the context, and this
+        // thread does not hold it (it is only held inside this function, which never
+        // calls itself).
+        let irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        // SAFETY: the lock is held, so this is the only access to the head (invariant).
+        let head = unsafe { &mut *self.head.get() };
+        let result = f(head);
+        // SAFETY: acquired above on this thread, with `irql` the level to return to.
+        unsafe { KeReleaseSpinLock(self.lock.get(), irql) };
+        result
+    }
+
+    /// Whether `thread` is running the callback. Call with the lock held.
+    fn contains(head: *mut Runner, thread: HANDLE) -> bool {
+        let mut node = head;
+        while !node.is_null() {
+            // SAFETY: linked nodes are valid while the lock is held (type invariant).
+            let runner = unsafe { &*node };
+            if runner.thread == thread {
+                return true;
+            }
+            node = runner.next;
+        }
+        false
+    }
+
+    /// Whether the current thread is running the item's callback.
+    fn current_is_running(&self) -> bool {
+        let me = current_thread();
+        self.locked(|head| Self::contains(*head, me))
+    }
+
+    /// Links `node` in until the returned registration is dropped.
+    fn register<'a>(&'a self, node: &'a mut Runner) -> Registration<'a> {
+        let node: *mut Runner = node;
+        self.locked(|head| {
+            // SAFETY: `node` is exclusively borrowed for `'a` and not yet linked.
+            unsafe { (*node).next = *head };
+            *head = node;
+        });
+        // INVARIANT: the node outlives the registration (the borrow), whose `Drop` unlinks it.
+        Registration { runners: self, node, _node: PhantomData }
+    }
+}
+
+/// A node linked into [`Runners`]; unlinked when dropped, even if the callback unwinds.
+struct Registration<'a> {
+    runners: &'a Runners,
+    node: *mut Runner,
+    _node: PhantomData<&'a mut Runner>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let node = self.node;
+        self.runners.locked(|head| {
+            let mut link: *mut *mut Runner = head;
+            loop {
+                // SAFETY: `link` is the head or the `next` field of a linked node, both
+                // valid while the lock is held.
+                let current = unsafe { *link };
+                if current.is_null() {
+                    break;
+                }
+                if current == node {
+                    // SAFETY: `node` is linked, so valid while the lock is held.
+                    let next = unsafe { (*node).next };
+                    // SAFETY: `link` is valid as above.
+                    unsafe { *link = next };
+                    break;
+                }
+                // SAFETY: `current` is a linked node, valid while the lock is held.
+                link = unsafe { &raw mut (*current).next };
+            }
+        });
+    }
+}
+
+fn item_context<T: WorkItemCallback>(item: &WorkItem<T>) -> &ItemContext<T> {
+    // SAFETY: a `&WorkItem<T>` only exists for an item created by `create::<T>`, whose
+    // context was written before the handle was handed out, and which is alive for the
+    // borrow.
+    unsafe { slot_context(item.raw.handle()) }
+}
+
+pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
+    &item_context(item).value
+}
+
+pub(crate) fn create<T: WorkItemCallback>(
+    parent: &T::Parent,
+    context: T,
+) -> Result<ObjectRef<WorkItem<T>>> {
+    // WDF_WORKITEM_CONFIG_INIT: the size, the callback, AutomaticSerialization = TRUE.
+    let mut config = WDF_WORKITEM_CONFIG {
+        Size: struct_size::<WDF_WORKITEM_CONFIG>(),
+        EvtWorkItemFunc: Some(run::<T>),
+        AutomaticSerialization: 1,
+    };
+    let mut attributes =
+        attributes_for::<ItemContext<T>>(Some(cleanup::<T>), parent.raw().handle());
+    let mut item: WDFWORKITEM = ptr::null_mut();
+    // SAFETY: the structures are initialized as their `_INIT` functions do and outlive the
+    // call; the parent is live (borrowed); `item` receives the handle.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfWorkItemCreate,
+            &raw mut config,
+            &raw mut attributes,
+            &raw mut item,
+        )
+    };
+    NtStatus::from_raw(status).ok()?;
+    let header = Header {
+        queued: AtomicBool::new(false),
+        deleted: AtomicBool::new(false),
+        runners: Runners::new(),
+    };
+    // SAFETY: created just above with `attributes_for::<ItemContext<T>>`. Nothing can run
+    // its callback (no one else has the handle), and the parent cannot dispose it before
+    // the reference below is taken: `kmdf` creates work items only from code the parent's
+    // deletion waits for (its PnP callbacks, and work-item callbacks, which the deletion
+    // waits for in creation order, so an item created by another item's run is disposed
+    // after that run returned).
+    unsafe { write_context(item.cast(), ItemContext { header, value: context }) };
+    // SAFETY: as above: a live work item created with `T`.
+    let item: &WorkItem<T> = unsafe { view_handle(item.cast()) };
+    Ok(ObjectRef::from_raw(RawRef::new(&item.raw)))
+}
+
+/// `EvtWorkItem`.
+unsafe extern "C" fn run<T: WorkItemCallback>(handle: WDFWORKITEM) {
+    // SAFETY: KMDF calls the callback registered by `create::<T>` with that item, alive
+    // (KMDF holds a reference) for the call.
+    let item: &WorkItem<T> = unsafe { view_handle(handle.cast()) };
+    let context = item_context(item);
+    // Cleared before the callback, as KMDF clears `m_Enqueued`: an enqueue from here on
+    // queues another run.
+    context.header.queued.store(false, Ordering::SeqCst);
+    let mut runner = Runner { thread: current_thread(), next: ptr::null_mut() };
+    let _running = context.header.runners.register(&mut runner);
+    // SAFETY: the item is live (above).
+    let parent = unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemGetParentObject, handle) };
+    // SAFETY: the parent is the `T::Parent` given to `create::<T>`. KMDF keeps its reference
+    // on it until the item is disposed, and a disposal waits for this callback to return
+    // (`FlushAndRundown`: the disposing thread is never this one, see the module docs).
+    let parent: &T::Parent = unsafe { view_handle(parent) };
+    context.value.run(item, parent);
+}
+
+/// The item's `EvtCleanupCallback`, always registered: it marks the item deleted, then
+/// calls the driver's `cleanup` if `T` implements it.
+unsafe extern "C" fn cleanup<T: WorkItemCallback>(object: WDFOBJECT) {
+    // SAFETY: registered by `create::<T>` for that item, alive for the call.
+    let item: &WorkItem<T> = unsafe { view_handle(object) };
+    // SAFETY: as above; `None` if the item is disposed before `create` wrote its context.
+    let Some(context) = (unsafe { try_context::<ItemContext<T>>(object) }) else {
+        return;
+    };
+    context.header.deleted.store(true, Ordering::SeqCst);
+    if T::REGISTERED.contains(Callback::ObjectCleanup) {
+        context.value.cleanup(item);
+    }
+}
+
+fn handle<T>(item: &WorkItem<T>) -> WDFWORKITEM {
+    item.raw.handle().cast()
+}
+
+pub(crate) fn enqueue<T: WorkItemCallback>(item: &WorkItem<T>) -> Result<bool> {
+    let header = &item_context(item).header;
+    if header.deleted.load(Ordering::SeqCst) {
+        return Err(NtStatus::DELETE_PENDING);
+    }
+    let was_queued = header.queued.swap(true, Ordering::SeqCst);
+    // SAFETY: the item is live (borrowed); callable at IRQL <= DISPATCH_LEVEL.
+    unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, handle(item)) };
+    Ok(!was_queued)
+}
+
+pub(crate) fn flush<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
+    if current_irql() != Irql::Passive {
+        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+    }
+    if item_context(item).header.runners.current_is_running() {
+        return Err(NtStatus::POSSIBLE_DEADLOCK);
+    }
+    // SAFETY: the item is live (borrowed), the thread is at PASSIVE_LEVEL and does not run
+    // the item's callback, so the wait can end.
+    unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemFlush, handle(item)) };
+    Ok(())
+}
+
+pub(crate) fn delete<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
+    let header = &item_context(item).header;
+    if header.deleted.swap(true, Ordering::SeqCst) {
+        return Err(NtStatus::DELETE_PENDING);
+    }
+    let object = item.raw.handle();
+    let me = current_thread();
+    let deferred = header.runners.locked(|head| {
+        if !Runners::contains(*head, me) {
+            return false;
+        }
+        // SAFETY: the item is live (borrowed) and deleted only once (the flag above). The
+        // lock holds the thread at DISPATCH_LEVEL, where KMDF defers the disposal to a
+        // passive-level worker that waits for this callback (module docs).
+        unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, object) };
+        true
+    });
+    if !deferred {
+        // SAFETY: as above. At PASSIVE_LEVEL this waits for a queued or running callback,
+        // which this thread is not running; above it, KMDF defers as above.
+        unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, object) };
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Framework objects: counted references, and which objects can parent which.
+//!
+//! KMDF owns its objects. A driver normally only borrows one for the length of a callback
+//! (`&Device<T>` in a PnP callback). To keep an object it created, such as a
+//! [`WorkItem`], past the call that created it, the driver holds an
+//! [`ObjectRef`]: a counted reference (`WdfObjectReference`) that keeps the object's memory
+//! and context alive until the last `ObjectRef` is dropped (`WdfObjectDereference`).
+//!
+//! A reference does not keep the object from being *deleted*: when its parent goes away,
+//! the framework still disposes it (its cleanup callback runs). Methods called on a deleted
+//! object through a reference are safe and report `STATUS_DELETE_PENDING` where KMDF would
+//! have ignored the call; the context stays readable until the last reference goes, when
+//! it is dropped (`EvtDestroyCallback`).
+//!
+//! A reference does not keep the object's *parent* alive either, so that a device can keep
+//! references to its own work items in its context without a reference cycle. This is why a
+//! work item reaches its parent only inside its own callbacks, where KMDF guarantees the
+//! parent is there (see [`WorkItemCallback::run`]).
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::Deref;
+
+use crate::backend;
+use crate::{Device, PnpPowerCallbacks, WorkItem, WorkItemCallback};
+
+pub(crate) mod sealed {
+    use crate::backend::RawObject;
+
+    /// A handle type of a framework object.
+    ///
+    /// # Invariant
+    ///
+    /// Implemented only inside this crate, and only for `#[repr(transparent)]` structs whose
+    /// one non-zero-sized field is a `backend::RawObject` (the others are `PhantomData`).
+    /// The backends rely on it to view a `&RawObject` as a `&Self`.
+    pub trait Object {
+        /// The object this handle stands for.
+        fn raw(&self) -> &RawObject;
+    }
+}
+
+/// A framework object that can be held with an [`ObjectRef`].
+///
+/// Sealed: implemented by the crate's object handle types ([`WorkItem`]).
+pub trait FrameworkObject: sealed::Object {}
+
+/// A framework object that can be the parent of a work item: a device (later, queues).
+///
+/// Sealed: implemented by [`Device<T>`].
+pub trait ParentObject: sealed::Object + Send + Sync + 'static {}
+
+impl<T> sealed::Object for Device<T> {
+    fn raw(&self) -> &backend::RawObject {
+        &self.raw
+    }
+}
+
+impl<T: PnpPowerCallbacks> ParentObject for Device<T> {}
+
+impl<T> sealed::Object for WorkItem<T> {
+    fn raw(&self) -> &backend::RawObject {
+        &self.raw
+    }
+}
+
+impl<T: WorkItemCallback> FrameworkObject for WorkItem<T> {}
+
+/// A counted reference to a framework object (`WdfObjectReference`, released with
+/// `WdfObjectDereference` when dropped).
+///
+/// Dereferences to the object. Cloning takes one more reference. It is `Send` and `Sync`
+/// when the object is, so it can live in a device context and be used from any callback.
+///
+/// ```
+/// # use kmdf::{Device, PnpPowerCallbacks, WorkItem, WorkItemCallback};
+/// # use kmdf::object::ObjectRef;
+/// # struct Lamp;
+/// # kmdf::vtable! { impl PnpPowerCallbacks for Lamp {} }
+/// # struct Blink;
+/// # kmdf::vtable! {
+/// #     impl WorkItemCallback for Blink {
+/// #         type Parent = Device<Lamp>;
+/// #         fn run(&self, _item: &WorkItem<Self>, _lamp: &Device<Lamp>) {}
+/// #     }
+/// # }
+/// fn assert_shareable<R: Send + Sync + Clone>() {}
+/// assert_shareable::<ObjectRef<WorkItem<Blink>>>();
+/// ```
+pub struct ObjectRef<O: FrameworkObject> {
+    raw: backend::object::RawRef,
+    _object: PhantomData<O>,
+}
+
+impl<O: FrameworkObject> ObjectRef<O> {
+    /// Wraps a reference the backend took on an object whose handle type is `O`.
+    pub(crate) fn from_raw(raw: backend::object::RawRef) -> Self {
+        Self { raw, _object: PhantomData }
+    }
+}
+
+impl<O: FrameworkObject> Deref for ObjectRef<O> {
+    type Target = O;
+
+    fn deref(&self) -> &O {
+        backend::object::view(backend::object::raw_of(&self.raw))
+    }
+}
+
+impl<O: FrameworkObject> Clone for ObjectRef<O> {
+    fn clone(&self) -> Self {
+        Self { raw: self.raw.clone(), _object: PhantomData }
+    }
+}
+
+impl<O: FrameworkObject> fmt::Debug for ObjectRef<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ObjectRef({:?})", backend::object::raw_of(&self.raw))
+    }
+}
