@@ -94,6 +94,8 @@ callbacks! {
     ObjectCleanup = "EvtCleanupCallback", "cleanup";
     /// `EvtDestroyCallback`: an object's last reference is gone; its context is dropped.
     ObjectDestroy = "EvtDestroyCallback", "";
+    /// `EvtTimerFunc`: a timer's callback.
+    TimerFunc = "EvtTimerFunc", "";
     /// `EvtWorkItem`: a work item's callback
     /// ([`WorkItemCallback::run`](crate::WorkItemCallback::run)).
     WorkItem = "EvtWorkItem", "run";

@@ -65,6 +65,7 @@
 //! | devices and their typed contexts | [`device`] |
 //! | PnP, power and self-managed I/O callbacks | [`pnp`], [`vtable!`] |
 //! | work items | [`work_item`] |
+//! | timers | [`timer`] |
 //! | counted object references | [`object`] |
 //! | spin locks, wait locks, IRQL | [`sync`] |
 //! | the host runtime | [`host`] (host builds only) |
@@ -81,6 +82,7 @@ pub mod object;
 pub mod pnp;
 pub mod status;
 pub mod sync;
+pub mod timer;
 pub mod work_item;
 
 #[cfg(kmdf_host)]
@@ -98,6 +100,7 @@ pub use device::{Device, DeviceInit};
 pub use driver::Driver;
 pub use pnp::{DevicePowerState, PnpPowerCallbacks};
 pub use status::{NtStatus, Result};
+pub use timer::{Timer, TimerCallback};
 pub use work_item::{WorkItem, WorkItemCallback};
 
 /// Items the crate's macros expand to. Not part of the public API.

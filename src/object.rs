@@ -22,7 +22,7 @@ use core::marker::PhantomData;
 use core::ops::Deref;
 
 use crate::backend;
-use crate::{Device, PnpPowerCallbacks, WorkItem, WorkItemCallback};
+use crate::{Device, PnpPowerCallbacks, Timer, TimerCallback, WorkItem, WorkItemCallback};
 
 pub(crate) mod sealed {
     use crate::backend::RawObject;
@@ -42,7 +42,7 @@ pub(crate) mod sealed {
 
 /// A framework object that can be held with an [`ObjectRef`].
 ///
-/// Sealed: implemented by the crate's object handle types ([`WorkItem`]).
+/// Sealed: implemented by the crate's object handle types ([`WorkItem`], [`Timer`]).
 pub trait FrameworkObject: sealed::Object {}
 
 /// A framework object that can be the parent of a work item: a device (later, queues).
@@ -65,6 +65,14 @@ impl<T> sealed::Object for WorkItem<T> {
 }
 
 impl<T: WorkItemCallback> FrameworkObject for WorkItem<T> {}
+
+impl<T> sealed::Object for Timer<T> {
+    fn raw(&self) -> &backend::RawObject {
+        &self.raw
+    }
+}
+
+impl<T: TimerCallback> FrameworkObject for Timer<T> {}
 
 /// A counted reference to a framework object (`WdfObjectReference`, released with
 /// `WdfObjectDereference` when dropped).

@@ -58,6 +58,7 @@ pub(crate) mod object;
 mod pnp;
 pub(crate) mod pool;
 pub(crate) mod sync;
+pub(crate) mod timer;
 mod trace;
 pub(crate) mod work_item;
 
@@ -147,6 +148,31 @@ impl Runtime {
     #[must_use]
     pub fn panics(&self) -> Vec<PanicReport> {
         self.shared.panics()
+    }
+
+    /// Moves the runtime's virtual clock `by` forward: every timer that falls due on the way
+    /// fires, in due-time order, on this thread at `DISPATCH_LEVEL` (periodic ones again and
+    /// again). Work items they enqueue run on the worker threads as usual; see
+    /// [`wait_for_work_items`](Self::wait_for_work_items) to let them finish.
+    pub fn advance(&self, by: std::time::Duration) {
+        timer::advance(self.shared.clock(), by);
+    }
+
+    /// Waits until no work-item callback is queued or running, runs queued by running
+    /// callbacks included: after [`advance`](Self::advance), the work its timers handed to
+    /// work items is done.
+    ///
+    /// Call it from the test's thread, never from a driver callback (a work item waiting for
+    /// itself would never return). It returns at once while [`hold_workers`](Self::hold_workers)
+    /// holds the workers.
+    pub fn wait_for_work_items(&self) {
+        self.shared.pool().wait_idle();
+    }
+
+    /// The virtual clock's time since the runtime was created.
+    #[must_use]
+    pub fn now(&self) -> std::time::Duration {
+        timer::now(self.shared.clock())
     }
 
     /// Turns the trace on (the default) or off. With the trace off, callbacks run and are

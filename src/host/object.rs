@@ -20,6 +20,7 @@ use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
 use super::pool::Pool;
+use super::timer::{Clock, TimerState};
 use super::trace::{PanicReport, TraceEntry};
 use super::work_item::WorkItemState;
 use crate::object::sealed;
@@ -40,6 +41,8 @@ pub enum ObjectKind {
     Device,
     /// `WDFWORKITEM`.
     WorkItem,
+    /// `WDFTIMER`.
+    Timer,
 }
 
 impl fmt::Display for ObjectKind {
@@ -48,6 +51,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Driver => "WDFDRIVER",
             ObjectKind::Device => "WDFDEVICE",
             ObjectKind::WorkItem => "WDFWORKITEM",
+            ObjectKind::Timer => "WDFTIMER",
         })
     }
 }
@@ -66,6 +70,8 @@ pub(crate) struct Shared {
     waiters: AtomicUsize,
     /// Dropped with the runtime's last reference to `Shared`: its threads are joined then.
     pool: Pool,
+    /// The virtual clock timers run on.
+    clock: Mutex<Clock>,
 }
 
 /// The trace. Entries are numbered from the start of the runtime, so a callback that
@@ -103,7 +109,13 @@ impl Shared {
             tracing: AtomicBool::new(true),
             waiters: AtomicUsize::new(0),
             pool: Pool::new(),
+            clock: Mutex::new(Clock::default()),
         })
+    }
+
+    /// The virtual clock.
+    pub(crate) fn clock(&self) -> &Mutex<Clock> {
+        &self.clock
     }
 
     /// The runtime's system worker threads.
@@ -301,12 +313,15 @@ struct Links {
 pub(crate) enum Extension {
     /// A `WDFWORKITEM`: its queue and run bookkeeping.
     WorkItem(WorkItemState),
+    /// A `WDFTIMER`: its place on the virtual clock and its runs.
+    Timer(TimerState),
 }
 
 impl Extension {
     fn rundown(&self, object: &RawObject) {
         match self {
             Extension::WorkItem(state) => state.rundown(object),
+            Extension::Timer(state) => state.rundown(object),
         }
     }
 }

@@ -35,6 +35,8 @@ pub(crate) struct Pool {
 struct Inner {
     state: Mutex<State>,
     work: Condvar,
+    /// Signalled when no job is queued or running.
+    idle: Condvar,
 }
 
 struct State {
@@ -44,6 +46,8 @@ struct State {
     threads: Vec<JoinHandle<()>>,
     /// While positive, no job starts (`Runtime::hold_workers`).
     held: usize,
+    /// Jobs running now.
+    busy: usize,
     shutdown: bool,
 }
 
@@ -56,9 +60,11 @@ impl Pool {
                     available: 0,
                     threads: Vec::new(),
                     held: 0,
+                    busy: 0,
                     shutdown: false,
                 }),
                 work: Condvar::new(),
+                idle: Condvar::new(),
             }),
         }
     }
@@ -88,6 +94,15 @@ impl Pool {
         lock(&self.inner.state).held += 1;
     }
 
+    /// Waits until no job is queued or running, jobs queued by running jobs included. Returns
+    /// at once while the workers are held (queued jobs cannot start then).
+    pub(crate) fn wait_idle(&self) {
+        let mut state = lock(&self.inner.state);
+        while (state.busy > 0 || !state.jobs.is_empty()) && state.held == 0 {
+            state = self.inner.idle.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     /// Undoes one [`hold`](Self::hold).
     pub(crate) fn release(&self) {
         lock(&self.inner.state).held -= 1;
@@ -103,6 +118,7 @@ impl Inner {
             let job = if state.held == 0 { state.jobs.pop_front() } else { None };
             if let Some(job) = job {
                 state.available -= 1;
+                state.busy += 1;
                 drop(state);
                 // The job and what it captured (possibly the runtime's last object, and so
                 // the pool itself) are dropped before the state is locked again. Jobs
@@ -111,6 +127,10 @@ impl Inner {
                 let _ = panic::catch_unwind(AssertUnwindSafe(job));
                 state = lock(&self.state);
                 state.available += 1;
+                state.busy -= 1;
+                if state.busy == 0 && state.jobs.is_empty() {
+                    self.idle.notify_all();
+                }
             } else if state.shutdown {
                 return;
             } else {

@@ -19,6 +19,18 @@ pub(crate) fn current_irql() -> Irql {
     Irql::from_raw(IRQL.get())
 }
 
+/// Runs `f` at `DISPATCH_LEVEL`, as the kernel runs a DPC.
+pub(crate) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(u8);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            IRQL.set(self.0);
+        }
+    }
+    let _restore = Restore(raise_to_dispatch());
+    f()
+}
+
 /// Raises the thread to `DISPATCH_LEVEL`; returns the level to restore.
 fn raise_to_dispatch() -> u8 {
     let previous = IRQL.get();

@@ -80,7 +80,7 @@ impl WorkItemState {
 fn state(item: &RawObject) -> &WorkItemState {
     match item.extension() {
         Some(Extension::WorkItem(state)) => state,
-        None => panic!("kmdf host runtime: {item:?} is not a work item"),
+        _ => panic!("kmdf host runtime: {item:?} is not a work item"),
     }
 }
 

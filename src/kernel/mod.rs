@@ -17,6 +17,7 @@ pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
 pub(crate) mod sync;
+pub(crate) mod timer;
 pub(crate) mod work_item;
 
 use core::cell::UnsafeCell;

@@ -1,0 +1,277 @@
+//! Timers on the host, on the runtime's virtual clock: `WdfTimerCreate`, `Start`, `Stop`,
+//! `WdfObjectDelete`, and the runs.
+//!
+//! Time only moves when the test (or the sample runner) calls `Runtime::advance`: the due
+//! timers then fire in due-time order on the advancing thread, each at `DISPATCH_LEVEL` as a
+//! DPC would, periodic ones re-arming themselves. Nothing sleeps, so a scenario with timers
+//! is as deterministic as one without.
+
+use super::std;
+use std::boxed::Box;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
+use super::sync::{at_dispatch, current_irql};
+use crate::object::{ObjectRef, sealed::Object as _};
+use crate::sync::Irql;
+use crate::{Callback, NtStatus, Result, Timer, TimerCallback};
+
+/// Where a set timer sits in the clock's queue: its due time, then the order it was set in.
+type Key = (Duration, u64);
+
+/// The runtime's virtual clock and the timers set on it.
+#[derive(Default)]
+pub(crate) struct Clock {
+    now: Duration,
+    next_seq: u64,
+    queue: BTreeMap<Key, RawRef>,
+}
+
+impl Clock {
+    fn key(&mut self, due: Duration) -> Key {
+        self.next_seq += 1;
+        (due, self.next_seq)
+    }
+}
+
+/// The `Extension` of a `WDFTIMER`.
+pub(crate) struct TimerState {
+    inner: Mutex<Inner>,
+    /// Signalled when no callback runs any more.
+    idle: Condvar,
+    /// The driver's callback, monomorphized for the context type.
+    run: fn(&RawObject, &RawObject),
+    period: Option<Duration>,
+}
+
+struct Inner {
+    /// The timer's place in the clock's queue while it is set.
+    due: Option<Key>,
+    /// Callbacks in progress.
+    running: usize,
+    /// Deletion has started: the timer cannot be set any more.
+    deleting: bool,
+    /// Deleted from its own callback: the run disposes it when it returns.
+    dispose_when_idle: bool,
+    /// The parent, referenced until the timer is disposed.
+    parent: Option<Arc<RawObject>>,
+}
+
+impl TimerState {
+    /// Called by `RawObject::delete` before the timer's cleanup callback
+    /// (`FxTimer::FlushAndRundown`: `Stop(TRUE)`, then the parent is released).
+    pub(crate) fn rundown(&self, timer: &RawObject) {
+        let mut inner = lock(&self.inner);
+        inner.deleting = true;
+        inner.dispose_when_idle = false;
+        if let Some(key) = inner.due.take() {
+            lock(timer.shared().clock()).queue.remove(&key);
+        }
+        if inner.running > 0 && current_irql() == Irql::Passive {
+            inner = timer.shared().waiting(|| {
+                let mut inner = inner;
+                while inner.running > 0 {
+                    inner = self.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
+                }
+                inner
+            });
+        }
+        let parent = inner.parent.take();
+        drop(inner);
+        drop(parent);
+    }
+}
+
+fn state(timer: &RawObject) -> &TimerState {
+    match timer.extension() {
+        Some(Extension::Timer(state)) => state,
+        _ => panic!("kmdf host runtime: {timer:?} is not a timer"),
+    }
+}
+
+pub(crate) fn create<T: TimerCallback>(
+    parent: &T::Parent,
+    period_ms: u32,
+    context: T,
+) -> Result<ObjectRef<Timer<T>>> {
+    let parent = parent.raw().to_arc();
+    let state = TimerState {
+        inner: Mutex::new(Inner {
+            due: None,
+            running: 0,
+            deleting: false,
+            dispose_when_idle: false,
+            parent: Some(Arc::clone(&parent)),
+        }),
+        idle: Condvar::new(),
+        run: run::<T>,
+        period: (period_ms > 0).then(|| Duration::from_millis(u64::from(period_ms))),
+    };
+    let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
+    let object = RawObject::create_with(
+        parent.shared(),
+        ObjectKind::Timer,
+        Some(&parent),
+        None,
+        cleanup_hook,
+        Some(Extension::Timer(state)),
+        Some(Box::new(context)),
+    )?;
+    Ok(ObjectRef::from_raw(object))
+}
+
+fn run<T: TimerCallback>(timer: &RawObject, parent: &RawObject) {
+    let timer = view::<Timer<T>>(timer);
+    timer.context().run(timer, view::<T::Parent>(parent));
+}
+
+fn cleanup<T: TimerCallback>(timer: &RawObject) {
+    let timer = view::<Timer<T>>(timer);
+    timer.context().cleanup(timer);
+}
+
+pub(crate) fn context<T: TimerCallback>(timer: &Timer<T>) -> &T {
+    timer.raw.context::<T>().unwrap_or_else(|| {
+        panic!(
+            "kmdf host runtime: {:?} has no context of type {}",
+            timer.raw,
+            std::any::type_name::<T>()
+        )
+    })
+}
+
+pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
+    let timer = &timer.raw;
+    let mut inner = lock(&state(timer).inner);
+    if inner.deleting {
+        return Err(NtStatus::DELETE_PENDING);
+    }
+    let mut clock = lock(timer.shared().clock());
+    let was_set = inner.due.take().is_some_and(|key| clock.queue.remove(&key).is_some());
+    let when = clock.now.checked_add(due).ok_or(NtStatus::INVALID_PARAMETER)?;
+    let key = clock.key(when);
+    clock.queue.insert(key, timer.to_arc());
+    inner.due = Some(key);
+    Ok(was_set)
+}
+
+pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
+    let timer = &timer.raw;
+    if wait && current_irql() != Irql::Passive {
+        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+    }
+    let state = state(timer);
+    let mut inner = lock(&state.inner);
+    let was_set = inner
+        .due
+        .take()
+        .is_some_and(|key| lock(timer.shared().clock()).queue.remove(&key).is_some());
+    if wait && inner.running > 0 {
+        timer.shared().waiting(|| {
+            while inner.running > 0 {
+                inner = state.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
+            }
+        });
+    }
+    Ok(was_set)
+}
+
+pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
+    let timer = &timer.raw;
+    let mut inner = lock(&state(timer).inner);
+    if inner.deleting {
+        return Err(NtStatus::DELETE_PENDING);
+    }
+    inner.deleting = true;
+    if current_irql() == Irql::Passive {
+        drop(inner);
+        timer.to_arc().delete();
+    } else if inner.running > 0 {
+        // From the callback (or another DPC while it runs): the run disposes the timer when
+        // it returns, at PASSIVE_LEVEL again.
+        inner.dispose_when_idle = true;
+    } else {
+        // At DISPATCH_LEVEL with nothing running: KMDF defers the disposal to a
+        // passive-level worker; so does the host.
+        drop(inner);
+        let deferred = timer.to_arc();
+        timer.shared().pool().submit(Box::new(move || deferred.delete()));
+    }
+    Ok(())
+}
+
+/// Fires the timer that sat at `key` in the queue, on the advancing thread.
+fn fire(timer: &Arc<RawObject>, key: Key) {
+    let state = state(timer);
+    let parent = {
+        let mut inner = lock(&state.inner);
+        if inner.due != Some(key) || inner.deleting {
+            return; // stopped or set again since it was taken off the queue
+        }
+        inner.due = None;
+        if let Some(period) = state.period {
+            let mut clock = lock(timer.shared().clock());
+            let next = clock.key(key.0 + period);
+            clock.queue.insert(next, Arc::clone(timer));
+            inner.due = Some(next);
+        }
+        inner.running += 1;
+        inner.parent.clone()
+    };
+    if let Some(parent) = parent {
+        at_dispatch(|| {
+            timer.shared().invoke_void(Callback::TimerFunc, None, timer.device(), || {
+                (state.run)(timer, &parent);
+            });
+        });
+    }
+    let dispose = {
+        let mut inner = lock(&state.inner);
+        inner.running -= 1;
+        if inner.running == 0 {
+            state.idle.notify_all();
+            std::mem::take(&mut inner.dispose_when_idle)
+        } else {
+            false
+        }
+    };
+    if dispose {
+        timer.delete();
+    }
+}
+
+/// Moves the virtual clock `by` forward, firing every timer that falls due on the way, in
+/// due-time order.
+pub(crate) fn advance(clock: &Mutex<Clock>, by: Duration) {
+    let target = {
+        let clock = lock(clock);
+        clock.now.saturating_add(by)
+    };
+    loop {
+        let due = {
+            let mut clock = lock(clock);
+            match clock.queue.first_key_value() {
+                Some((key, _)) if key.0 <= target => {
+                    let (key, timer) = clock.queue.pop_first().expect("just seen");
+                    clock.now = key.0;
+                    Some((key, timer))
+                }
+                _ => {
+                    clock.now = target;
+                    None
+                }
+            }
+        };
+        match due {
+            Some((key, timer)) => fire(&timer, key),
+            None => break,
+        }
+    }
+}
+
+/// The virtual clock's time since the runtime started.
+pub(crate) fn now(clock: &Mutex<Clock>) -> Duration {
+    lock(clock).now
+}

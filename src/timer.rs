@@ -1,0 +1,194 @@
+//! Timers: driver code that runs at a given time, once or periodically, at `DISPATCH_LEVEL`.
+//!
+//! A timer (`WDFTIMER`) is a framework object with a parent, a typed context and a
+//! callback. As for [work items](crate::work_item), the context type *is* the work: it
+//! implements [`TimerCallback`] through [`vtable!`](crate::vtable), and
+//! [`run`](TimerCallback::run) gets the context as `&self`, the timer and the parent device.
+//! [`Timer::create`] returns an [`ObjectRef`] the driver keeps to [`start`](Timer::start)
+//! and [`stop`](Timer::stop) the timer.
+//!
+//! The callback runs at `DISPATCH_LEVEL` (a DPC, KMDF's default execution level): it may
+//! take a [`SpinLock`](crate::sync::SpinLock) and enqueue a work item, but not wait. The
+//! usual pattern is a periodic timer that hands the real work to a work item:
+//!
+//! ```
+//! use core::time::Duration;
+//! use kmdf::object::ObjectRef;
+//! use kmdf::sync::SpinLock;
+//! use kmdf::{Device, PnpPowerCallbacks, Result, Timer, TimerCallback};
+//!
+//! struct Sensor {
+//!     poll: SpinLock<Option<ObjectRef<Timer<Tick>>>>,
+//!     ticks: SpinLock<u64>,
+//! }
+//!
+//! struct Tick;
+//!
+//! kmdf::vtable! {
+//!     impl TimerCallback for Tick {
+//!         type Parent = Device<Sensor>;
+//!
+//!         fn run(&self, _timer: &Timer<Self>, sensor: &Device<Sensor>) {
+//!             *sensor.context().ticks.lock() += 1;
+//!         }
+//!     }
+//! }
+//!
+//! kmdf::vtable! {
+//!     impl PnpPowerCallbacks for Sensor {
+//!         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
+//!             let timer = Timer::create(device, Some(Duration::from_millis(10)), Tick)?;
+//!             timer.start(Duration::from_millis(10))?;
+//!             *self.poll.lock() = Some(timer);
+//!             Ok(())
+//!         }
+//!
+//!         fn self_managed_io_suspend(&self, _device: &Device<Self>) -> Result {
+//!             let timer = self.poll.lock().clone();
+//!             if let Some(timer) = timer {
+//!                 // Waits for a running tick: PASSIVE_LEVEL only, so not under the lock.
+//!                 timer.stop(true)?;
+//!             }
+//!             Ok(())
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! On the host runtime, time is virtual: timers fire when the test (or the sample runner)
+//! advances the runtime's clock with `Runtime::advance`, in due-time order, each run traced
+//! as `EvtTimerFunc`. Tests are deterministic and never sleep.
+//!
+//! # The rules (KMDF's `FxTimer`)
+//!
+//! * **Start** (`WdfTimerStart`) sets the timer to fire after `due`, replacing an earlier
+//!   setting; it tells whether the timer was already set. A periodic timer then fires every
+//!   period until stopped.
+//! * **Stop** (`WdfTimerStop`) cancels the setting and tells whether there was one. With
+//!   `wait`, it also waits for a running callback: only at `PASSIVE_LEVEL`, so never from
+//!   the callback itself.
+//! * **Deletion**, explicit or with the parent, stops the timer and waits for a running
+//!   callback before the timer's `cleanup`; the parent's cleanup comes after.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::time::Duration;
+
+use crate::object::{ObjectRef, ParentObject};
+use crate::pnp::CallbackSet;
+use crate::{Result, backend};
+
+/// A framework timer (`WDFTIMER`) whose context is a `T`.
+///
+/// Used by reference (`&Timer<T>` in its callback) or through an [`ObjectRef`].
+#[repr(transparent)]
+pub struct Timer<T> {
+    pub(crate) raw: backend::RawObject,
+    _context: PhantomData<T>,
+}
+
+impl<T: TimerCallback> Timer<T> {
+    /// Creates a timer (`WdfTimerCreate`) whose parent is `parent`, with `context` in its
+    /// context space, firing once per [`start`](Self::start) or, with `period`, every
+    /// `period` after that. The callback runs at `DISPATCH_LEVEL`; automatic serialization
+    /// is on, as `WDF_TIMER_CONFIG_INIT` sets it.
+    ///
+    /// # Errors
+    ///
+    /// * `STATUS_INVALID_PARAMETER` for a zero period, or one that is not a whole number of
+    ///   milliseconds or does not fit KMDF's 32-bit millisecond period;
+    /// * `STATUS_DELETE_PENDING` when the parent is being deleted;
+    /// * `WdfTimerCreate`'s failures, e.g. `STATUS_INSUFFICIENT_RESOURCES`.
+    pub fn create(
+        parent: &T::Parent,
+        period: Option<Duration>,
+        context: T,
+    ) -> Result<ObjectRef<Self>> {
+        let period_ms = match period {
+            None => 0,
+            Some(period) => period_millis(period)?,
+        };
+        backend::timer::create(parent, period_ms, context)
+    }
+
+    /// The timer's context: the value given to [`create`](Self::create).
+    #[must_use]
+    pub fn context(&self) -> &T {
+        backend::timer::context(self)
+    }
+
+    /// Sets the timer to fire after `due` (`WdfTimerStart` with a relative due time),
+    /// replacing an earlier setting. Callable at `DISPATCH_LEVEL`, from the callback too.
+    ///
+    /// Returns whether the timer was already set.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_DELETE_PENDING` once the timer is being deleted (KMDF would ignore the call);
+    /// `STATUS_INVALID_PARAMETER` for a due time KMDF cannot express (over 29,000 years).
+    pub fn start(&self, due: Duration) -> Result<bool> {
+        backend::timer::start(self, due)
+    }
+
+    /// Cancels the timer (`WdfTimerStop`); with `wait`, also waits until a callback that is
+    /// running has returned.
+    ///
+    /// Returns whether the timer was set (and so is now cancelled).
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` for `wait` above `PASSIVE_LEVEL` (from the
+    /// timer's own callback, or while a spin lock is held), where KMDF would wait forever.
+    pub fn stop(&self, wait: bool) -> Result<bool> {
+        backend::timer::stop(self, wait)
+    }
+
+    /// Deletes the timer (`WdfObjectDelete`): stops it and, at `PASSIVE_LEVEL`, waits for a
+    /// running callback, then runs the timer's cleanup. From the callback itself (at
+    /// `DISPATCH_LEVEL`) it returns at once and the deletion completes on a worker thread.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_DELETE_PENDING` when the timer is already being deleted.
+    pub fn delete(&self) -> Result {
+        backend::timer::delete(self)
+    }
+}
+
+impl<T> fmt::Debug for Timer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timer<{}>({:?})", core::any::type_name::<T>(), self.raw)
+    }
+}
+
+/// A timer's context and callbacks, implemented through [`vtable!`](crate::vtable).
+pub trait TimerCallback: Sized + Send + Sync + 'static {
+    /// The names of the methods the impl block defines.
+    ///
+    /// Written by [`vtable!`](crate::vtable); never write it by hand.
+    const IMPLEMENTED: &'static [&'static str];
+
+    /// The callbacks registered for this type, derived from [`Self::IMPLEMENTED`].
+    #[doc(hidden)]
+    const REGISTERED: CallbackSet = CallbackSet::from_methods(Self::IMPLEMENTED);
+
+    /// The parent object's type: a device.
+    type Parent: ParentObject;
+
+    /// `EvtTimerFunc`: the timer fired. Runs at `DISPATCH_LEVEL`: no waiting (no
+    /// [`WaitLock::lock`](crate::sync::WaitLock::lock), no work-item flush), but spin locks
+    /// and work-item enqueues are fine. `parent` is alive for the call.
+    fn run(&self, timer: &Timer<Self>, parent: &Self::Parent);
+
+    /// `EvtCleanupCallback` of the timer: it is being deleted and will not fire again.
+    fn cleanup(&self, _timer: &Timer<Self>) {}
+}
+
+/// KMDF's `Period` is a `ULONG` of milliseconds.
+fn period_millis(period: Duration) -> Result<u32> {
+    let whole_millis = period.subsec_nanos().is_multiple_of(1_000_000);
+    match u32::try_from(period.as_millis()) {
+        Ok(millis) if millis > 0 && whole_millis => Ok(millis),
+        _ => Err(crate::NtStatus::INVALID_PARAMETER),
+    }
+}
