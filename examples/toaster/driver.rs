@@ -1,0 +1,324 @@
+//! The toaster function driver, in the spirit of KMDF's toaster sample
+//! (`general/toaster/toastDrv/kmdf/func/featured`) and of toastmon's query-remove handling.
+//!
+//! One source for both backends: `cargo run --example toaster` runs it on the host runtime,
+//! and `examples/toaster/kmdf-driver` builds it as a KMDF driver with the WDK.
+//!
+//! The toaster keeps its own requests: an application asks for toast
+//! ([`Toaster::submit`]), and the request stays pending, owned by the driver, until the
+//! heating element has toasted it for [`HEAT_TICKS`] ticks. The element is self-managed
+//! I/O: a periodic timer (`WDFTIMER`, at `DISPATCH_LEVEL`) enqueues a work item
+//! (`WDFWORKITEM`, at `PASSIVE_LEVEL`) that heats and completes the requests that are done.
+//!
+//! * `self_managed_io_init` allocates the element (timer and work item) and starts it;
+//! * `self_managed_io_suspend` stops the timer, waiting for a running tick, and flushes the
+//!   work item, so nothing heats while the toaster is out of D0;
+//! * `self_managed_io_restart` starts the timer again;
+//! * `self_managed_io_flush` fails every pending request (the toaster is going away) and
+//!   flushes the work item;
+//! * `self_managed_io_cleanup` deletes what Init allocated;
+//! * `query_remove` flushes the work item before agreeing, as toastmon flushes its target's
+//!   work item in `EvtIoTargetQueryRemove` before closing the target.
+
+extern crate alloc;
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+
+use kmdf::object::ObjectRef;
+use kmdf::pnp::HardwareResources;
+use kmdf::sync::{SpinLock, WaitLock};
+use kmdf::{
+    Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks, Result, Timer,
+    TimerCallback, WorkItem, WorkItemCallback,
+};
+
+/// How often the element heats.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// How many ticks a slice needs.
+pub const HEAT_TICKS: u64 = 2;
+
+/// The driver: what is shared by every toaster it serves.
+pub struct ToasterDriver {
+    /// Every request's outcome, kept past the devices so the runner and tests can check it.
+    pub ledger: Arc<Ledger>,
+}
+
+impl Driver for ToasterDriver {
+    fn driver_entry() -> Result<Self> {
+        Ok(ToasterDriver { ledger: Arc::new(Ledger::new()?) })
+    }
+
+    /// `EvtDriverDeviceAdd`: one toaster, its context and every PnP/power callback.
+    fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+        device_init.create(Toaster {
+            ledger: Arc::clone(&self.ledger),
+            pending: SpinLock::new(VecDeque::new())?,
+            element: WaitLock::new(None)?,
+            flushed: AtomicBool::new(false),
+            unplugged: AtomicBool::new(false),
+            resources: AtomicU64::new(0),
+        })?;
+        Ok(())
+    }
+}
+
+/// Every request ever submitted and how it ended.
+pub struct Ledger {
+    next_id: AtomicU64,
+    completions: SpinLock<Vec<(u64, NtStatus)>>,
+}
+
+impl Ledger {
+    fn new() -> Result<Self> {
+        Ok(Ledger { next_id: AtomicU64::new(1), completions: SpinLock::new(Vec::new())? })
+    }
+
+    /// How many requests were submitted.
+    pub fn submitted(&self) -> u64 {
+        self.next_id.load(Ordering::SeqCst) - 1
+    }
+
+    /// Every completion, in order: (request id, status).
+    pub fn completions(&self) -> Vec<(u64, NtStatus)> {
+        self.completions.lock().clone()
+    }
+
+    /// How many requests completed with toast.
+    pub fn completed(&self) -> usize {
+        self.completions.lock().iter().filter(|(_, status)| status.is_success()).count()
+    }
+
+    /// How many requests were failed by `self_managed_io_flush`.
+    pub fn flushed(&self) -> usize {
+        self.completions.lock().iter().filter(|(_, status)| status.is_failure()).count()
+    }
+
+    fn complete(&self, request: &Request, status: NtStatus) {
+        self.completions.lock().push((request.id, status));
+    }
+}
+
+/// A driver-owned request: a slice waiting to be toasted.
+#[derive(Debug)]
+struct Request {
+    id: u64,
+    heat: u64,
+}
+
+/// The device context.
+pub struct Toaster {
+    ledger: Arc<Ledger>,
+    /// Requests the driver owns until they are toasted or flushed.
+    pending: SpinLock<VecDeque<Request>>,
+    /// The heating element: allocated by self-managed I/O Init, freed by Cleanup.
+    element: WaitLock<Option<Element>>,
+    /// `self_managed_io_flush` ran: no request is accepted any more.
+    flushed: AtomicBool,
+    /// `surprise_removal` ran: the hardware is gone.
+    unplugged: AtomicBool,
+    /// Resource descriptors seen by `prepare_hardware`.
+    resources: AtomicU64,
+}
+
+/// The element's timer and work item, as the callbacks use them.
+type Parts = (ObjectRef<Timer<Thermostat>>, ObjectRef<WorkItem<Heater>>);
+
+/// What self-managed I/O Init allocates.
+struct Element {
+    timer: ObjectRef<Timer<Thermostat>>,
+    heater: ObjectRef<WorkItem<Heater>>,
+}
+
+impl Toaster {
+    /// An application asks for a slice of toast: the request pends until toasted.
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_DEVICE_REMOVED` once the toaster is being removed (its pending requests were
+    /// flushed).
+    pub fn submit(&self) -> Result<u64> {
+        let mut pending = self.pending.lock();
+        // Checked under the lock that Flush takes too: no request slips in after it.
+        if self.flushed.load(Ordering::SeqCst) {
+            return Err(NtStatus::DEVICE_REMOVED);
+        }
+        let id = self.ledger.next_id.fetch_add(1, Ordering::SeqCst);
+        pending.push_back(Request { id, heat: 0 });
+        Ok(id)
+    }
+
+    /// How many requests are pending.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// The timer and work item of the element, if allocated. Clones of the references, so
+    /// no lock is held while they are used.
+    fn parts(&self) -> Option<Parts> {
+        let element = self.element.lock();
+        element.as_ref().map(|e| (e.timer.clone(), e.heater.clone()))
+    }
+
+    /// Stops the element and waits until neither its timer nor its work item runs.
+    fn quiesce(&self) -> Result {
+        if let Some((timer, heater)) = self.parts() {
+            timer.stop(true)?;
+            heater.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// The timer's context: a tick of the element.
+struct Thermostat;
+
+kmdf::vtable! {
+    impl TimerCallback for Thermostat {
+        type Parent = Device<Toaster>;
+
+        /// `EvtTimerFunc`, at `DISPATCH_LEVEL`: hand the heating to the work item.
+        fn run(&self, _timer: &Timer<Self>, toaster: &Device<Toaster>) {
+            if let Some(element) = toaster.context().element.try_lock()
+                && let Some(element) = element.as_ref()
+            {
+                // Coalesces with a run already queued: that run heats for this tick too.
+                let _ = element.heater.enqueue();
+            }
+        }
+    }
+}
+
+/// The work item's context: heating.
+struct Heater;
+
+kmdf::vtable! {
+    impl WorkItemCallback for Heater {
+        type Parent = Device<Toaster>;
+
+        /// `EvtWorkItem`, at `PASSIVE_LEVEL`: heat every pending slice one tick and complete
+        /// the ones that are done.
+        fn run(&self, _item: &WorkItem<Self>, toaster: &Device<Toaster>) {
+            let toaster = toaster.context();
+            let done: Vec<Request> = {
+                let mut pending = toaster.pending.lock();
+                for request in pending.iter_mut() {
+                    request.heat += 1;
+                }
+                let ready = pending.iter().take_while(|r| r.heat >= HEAT_TICKS).count();
+                pending.drain(..ready).collect()
+            };
+            for request in done {
+                toaster.ledger.complete(&request, NtStatus::SUCCESS);
+            }
+        }
+    }
+}
+
+kmdf::vtable! {
+    impl PnpPowerCallbacks for Toaster {
+        /// Map the toaster's registers (here: count the resources).
+        fn prepare_hardware(&self, _device: &Device<Self>, resources: HardwareResources<'_>) -> Result {
+            self.resources.store(u64::from(resources.translated_count()), Ordering::SeqCst);
+            Ok(())
+        }
+
+        /// Unmap them.
+        fn release_hardware(&self, _device: &Device<Self>, _resources: HardwareResources<'_>) -> Result {
+            self.resources.store(0, Ordering::SeqCst);
+            Ok(())
+        }
+
+        /// Power the toaster up.
+        fn d0_entry(&self, _device: &Device<Self>, _previous: DevicePowerState) -> Result {
+            Ok(())
+        }
+
+        /// Interrupts are connected: nothing to enable on a toaster.
+        fn d0_entry_post_interrupts_enabled(&self, _device: &Device<Self>, _previous: DevicePowerState) -> Result {
+            Ok(())
+        }
+
+        /// Interrupts are about to be disconnected.
+        fn d0_exit_pre_interrupts_disabled(&self, _device: &Device<Self>, _target: DevicePowerState) -> Result {
+            Ok(())
+        }
+
+        /// Power the toaster down. Self-managed I/O was suspended already.
+        fn d0_exit(&self, _device: &Device<Self>, _target: DevicePowerState) -> Result {
+            Ok(())
+        }
+
+        /// Like toastmon before `WdfIoTargetCloseForQueryRemove`: nothing of ours may be in
+        /// flight once the removal goes ahead.
+        fn query_remove(&self, _device: &Device<Self>) -> Result {
+            if let Some((_, heater)) = self.parts() {
+                heater.flush()?;
+            }
+            Ok(())
+        }
+
+        /// A rebalance would stop the element; it restarts after.
+        fn query_stop(&self, _device: &Device<Self>) -> Result {
+            Ok(())
+        }
+
+        /// The toaster was unplugged.
+        fn surprise_removal(&self, _device: &Device<Self>) {
+            self.unplugged.store(true, Ordering::SeqCst);
+        }
+
+        /// Allocate the element and start heating.
+        fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
+            let timer = Timer::create(device, Some(TICK), Thermostat)?;
+            let heater = WorkItem::create(device, Heater)?;
+            timer.start(TICK)?;
+            *self.element.lock() = Some(Element { timer, heater });
+            Ok(())
+        }
+
+        /// Leaving D0: stop heating, and wait until nothing of the element runs.
+        fn self_managed_io_suspend(&self, _device: &Device<Self>) -> Result {
+            self.quiesce()
+        }
+
+        /// Back in D0: heat again.
+        fn self_managed_io_restart(&self, _device: &Device<Self>) -> Result {
+            if let Some((timer, _)) = self.parts() {
+                timer.start(TICK)?;
+            }
+            Ok(())
+        }
+
+        /// The toaster is going away: fail every request it still owns, and make sure the
+        /// work item is not running or queued.
+        fn self_managed_io_flush(&self, _device: &Device<Self>) {
+            let _ = self.quiesce();
+            let requests: Vec<Request> = {
+                let mut pending = self.pending.lock();
+                self.flushed.store(true, Ordering::SeqCst);
+                pending.drain(..).collect()
+            };
+            for request in requests {
+                self.ledger.complete(&request, NtStatus::DEVICE_REMOVED);
+            }
+        }
+
+        /// Free what Init allocated.
+        fn self_managed_io_cleanup(&self, _device: &Device<Self>) {
+            if let Some(element) = self.element.lock().take() {
+                let _ = element.timer.delete();
+                let _ = element.heater.delete();
+            }
+        }
+
+        /// The device object is being deleted.
+        fn cleanup(&self, _device: &Device<Self>) {}
+    }
+}
+
+kmdf::driver_entry!(ToasterDriver);

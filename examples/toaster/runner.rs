@@ -1,0 +1,207 @@
+//! The host runner of the toaster sample: parses the command line, plays the PnP actions on
+//! the host runtime, and renders the trace and the summary.
+//!
+//! ```text
+//! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]]
+//! ```
+//!
+//! Between two actions one heating period passes on the runtime's virtual clock (the timer
+//! fires, the work item heats), and while the toaster is working an application first asks
+//! for a slice of toast. After the last action nothing more happens.
+
+use std::fmt::Write as _;
+
+use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
+use kmdf::{Callback, NtStatus};
+
+use crate::driver::{TICK, Toaster, ToasterDriver};
+
+/// The life played when no action is given.
+pub const DEFAULT_LIFE: [PnpAction; 6] = [
+    PnpAction::Start,
+    PnpAction::Idle,
+    PnpAction::Wake,
+    PnpAction::Sleep,
+    PnpAction::Resume,
+    PnpAction::Remove,
+];
+
+pub const USAGE: &str = "\
+usage: toaster [ACTION ...] [--fail CALLBACK[@N]]...
+
+Loads the toaster sample driver on the kmdf host runtime, applies the PnP actions in order
+and prints every driver callback, one per line, then a summary.
+
+actions:   start idle wake sleep resume query-remove cancel-remove remove surprise-remove
+           query-stop cancel-stop stop
+           (none: start idle wake sleep resume remove)
+--fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
+           STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated";
+
+/// What the runner printed and how it ends.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: u8,
+}
+
+impl Outcome {
+    fn error(message: impl Into<String>) -> Self {
+        Outcome { stdout: String::new(), stderr: message.into(), code: 2 }
+    }
+}
+
+struct Plan {
+    actions: Vec<PnpAction>,
+    failures: Vec<(Callback, u64)>,
+}
+
+fn parse(args: &[String]) -> Result<Option<Plan>, String> {
+    let mut actions = Vec::new();
+    let mut failures = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        let spec = if arg == "--fail" {
+            Some(
+                args.next()
+                    .ok_or("--fail needs a callback name, e.g. --fail EvtDeviceD0Entry@2")?,
+            )
+        } else {
+            arg.strip_prefix("--fail=").map(|_| arg)
+        };
+        if let Some(spec) = spec {
+            let spec = spec.strip_prefix("--fail=").unwrap_or(spec);
+            failures.push(parse_failure(spec)?);
+        } else if arg.starts_with('-') {
+            return Err(format!("unknown option `{arg}`\n{USAGE}"));
+        } else {
+            actions.push(arg.parse::<PnpAction>().map_err(|e| e.to_string())?);
+        }
+    }
+    if actions.is_empty() {
+        actions = DEFAULT_LIFE.to_vec();
+    }
+    Ok(Some(Plan { actions, failures }))
+}
+
+fn parse_failure(spec: &str) -> Result<(Callback, u64), String> {
+    let (name, nth) = match spec.split_once('@') {
+        Some((name, nth)) => {
+            let nth = nth.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("`{nth}` in `--fail {spec}` is not a call number (1, 2, ...)")
+            })?;
+            (name, nth)
+        }
+        None => (spec, 1),
+    };
+    let callback = name.parse::<Callback>().map_err(|_| {
+        format!("unknown callback `{name}`; callbacks that can fail: {}", failable().join(" "))
+    })?;
+    Ok((callback, nth))
+}
+
+/// The callbacks `--fail` accepts: those that return a status in KMDF.
+fn failable() -> Vec<&'static str> {
+    let probe = Runtime::new();
+    Callback::ALL
+        .iter()
+        .filter(|c| probe.inject_failure(**c, u64::MAX, NtStatus::UNSUCCESSFUL).is_ok())
+        .map(|c| c.kmdf_name())
+        .collect()
+}
+
+/// Runs the runner with `args` (without the program name).
+pub fn run(args: &[String]) -> Outcome {
+    let plan = match parse(args) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return Outcome { stdout: format!("{USAGE}\n"), ..Outcome::default() },
+        Err(message) => return Outcome::error(format!("toaster: {message}\n")),
+    };
+    let runtime = Runtime::new();
+    for &(callback, nth) in &plan.failures {
+        if runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).is_err() {
+            return Outcome::error(format!(
+                "toaster: {callback} cannot fail: it returns nothing in KMDF; callbacks that \
+                 can fail: {}\n",
+                failable().join(" ")
+            ));
+        }
+    }
+    let mut outcome = Outcome::default();
+    let finish = |outcome: &mut Outcome, runtime: &Runtime| {
+        for line in runtime.trace().lines() {
+            let _ = writeln!(outcome.stdout, "{line}");
+        }
+    };
+    let driver = match runtime.load::<ToasterDriver>() {
+        Ok(driver) => driver,
+        Err(status) => {
+            finish(&mut outcome, &runtime);
+            outcome.stderr = format!("toaster: the driver did not load: {status}\n");
+            outcome.code = 1;
+            return outcome;
+        }
+    };
+    let ledger = driver.with_driver(|d| d.ledger.clone()).expect("loaded");
+    let node = match driver.add_device() {
+        Ok(node) => node,
+        Err(status) => {
+            finish(&mut outcome, &runtime);
+            outcome.stderr = format!("toaster: EvtDriverDeviceAdd failed: {status}\n");
+            outcome.code = 1;
+            return outcome;
+        }
+    };
+    let last = plan.actions.len() - 1;
+    for (index, &action) in plan.actions.iter().enumerate() {
+        if let Err(error) = node.apply(action) {
+            finish(&mut outcome, &runtime);
+            outcome.stderr = match &error {
+                PnpError::InvalidAction { .. } => format!("toaster: {error}\n"),
+                PnpError::InvariantViolated { .. } => format!("toaster: {error}"),
+            };
+            outcome.code = 1;
+            return outcome;
+        }
+        if index < last {
+            if node.state() == NodeState::Working {
+                let _ = node.with_context(|toaster: &Toaster| toaster.submit());
+            }
+            runtime.advance(TICK);
+            runtime.wait_for_work_items();
+        }
+    }
+    finish(&mut outcome, &runtime);
+    // Every request completes at most once (exactly once unless it is still pending).
+    let completions = ledger.completions();
+    let mut ids: Vec<u64> = completions.iter().map(|(id, _)| *id).collect();
+    ids.sort_unstable();
+    let twice: Vec<u64> = ids.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
+    if !twice.is_empty() {
+        let _ = writeln!(outcome.stderr, "toaster: requests completed twice: {twice:?}");
+        outcome.code = 1;
+    }
+    let pending = node.with_context(Toaster::pending).unwrap_or(0);
+    let _ = writeln!(
+        outcome.stdout,
+        "toast: {} requested, {} done, {} failed by flush, {} pending",
+        ledger.submitted(),
+        ledger.completed(),
+        ledger.flushed(),
+        pending
+    );
+    let panics = runtime.panics();
+    if panics.is_empty() {
+        let _ = writeln!(outcome.stdout, "invariants: ok (checked after every action)");
+    } else {
+        for panic in panics {
+            let _ = writeln!(outcome.stderr, "toaster: {panic}");
+        }
+        outcome.code = 1;
+    }
+    outcome
+}

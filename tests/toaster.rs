@@ -1,0 +1,390 @@
+//! The toaster sample, driven through scenarios on the host runtime, and its runner's
+//! command line. What a driver author would check: every request completes exactly once
+//! (toasted, or failed by `SelfManagedIoFlush`), nothing of the element runs after Flush,
+//! and Cleanup frees everything Init allocated.
+
+#[path = "../examples/toaster/driver.rs"]
+mod driver;
+#[path = "../examples/toaster/runner.rs"]
+mod runner;
+
+use std::sync::Arc;
+
+use driver::{HEAT_TICKS, Ledger, TICK, Toaster, ToasterDriver};
+use kmdf::host::{DeviceNode, LoadedDriver, NodeState, PnpAction, Runtime, Trace};
+use kmdf::{Callback, NtStatus};
+
+struct Bench {
+    runtime: Runtime,
+    driver: LoadedDriver<ToasterDriver>,
+    node: DeviceNode,
+    ledger: Arc<Ledger>,
+}
+
+fn toaster() -> Bench {
+    let runtime = Runtime::new();
+    let driver = runtime.load::<ToasterDriver>().unwrap();
+    let ledger = driver.with_driver(|d| Arc::clone(&d.ledger)).unwrap();
+    let node = driver.add_device().unwrap();
+    Bench { runtime, driver, node, ledger }
+}
+
+impl Bench {
+    fn act(&self, action: PnpAction) {
+        self.node.apply(action).unwrap_or_else(|e| panic!("{action}: {e}"));
+    }
+
+    fn submit(&self) -> u64 {
+        self.node.with_context(Toaster::submit).unwrap().unwrap()
+    }
+
+    /// Lets `ticks` heating periods pass and the work they started finish.
+    fn heat(&self, ticks: u32) {
+        for _ in 0..ticks {
+            self.runtime.advance(TICK);
+            self.runtime.wait_for_work_items();
+        }
+    }
+
+    /// The end of every scenario: the device is gone, each request completed exactly once,
+    /// nothing ran after Flush, and nothing Init allocated is left.
+    fn assert_clean_end(&self) {
+        assert_eq!(self.node.state(), NodeState::Removed);
+        let completions = self.ledger.completions();
+        let mut ids: Vec<u64> = completions.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        let expected: Vec<u64> = (1..=self.ledger.submitted()).collect();
+        assert_eq!(ids, expected, "every request completed exactly once: {completions:?}");
+        let trace = self.node.trace();
+        assert_quiet_after_flush(&trace);
+        assert_cleanup_frees_the_element(&trace);
+        self.driver.unload().unwrap();
+        assert!(self.runtime.live_objects().is_empty(), "{:?}", self.runtime.live_objects());
+        assert!(self.runtime.panics().is_empty(), "{:?}", self.runtime.panics());
+    }
+}
+
+/// No `EvtTimerFunc` or `EvtWorkItem` after `EvtDeviceSelfManagedIoFlush` began.
+fn assert_quiet_after_flush(trace: &Trace) {
+    let callbacks = trace.callbacks();
+    if let Some(flush) = callbacks.iter().position(|c| *c == Callback::SelfManagedIoFlush) {
+        let late: Vec<_> = callbacks[flush..]
+            .iter()
+            .filter(|c| matches!(c, Callback::TimerFunc | Callback::WorkItem))
+            .collect();
+        assert!(late.is_empty(), "ran after SelfManagedIoFlush: {late:?}\n{trace}");
+    }
+}
+
+/// The timer and the work item Init created are destroyed in `SelfManagedIoCleanup`, before
+/// the device's own cleanup.
+fn assert_cleanup_frees_the_element(trace: &Trace) {
+    let lines = trace.lines();
+    let at = |line: &str| lines.iter().position(|l| l == line);
+    if at("EvtDeviceSelfManagedIoInit").is_none() {
+        return;
+    }
+    let cleanup = at("EvtDeviceSelfManagedIoCleanup").expect("SelfManagedIoCleanup ran");
+    let device = at("EvtCleanupCallback(WDFDEVICE)").expect("the device was cleaned up");
+    for object in ["EvtDestroyCallback(WDFTIMER)", "EvtDestroyCallback(WDFWORKITEM)"] {
+        let freed = at(object).unwrap_or_else(|| panic!("{object} missing\n{trace}"));
+        assert!(cleanup < freed && freed < device, "{object} out of place\n{trace}");
+    }
+}
+
+#[test]
+fn requests_are_toasted_after_enough_heat() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    let first = bench.submit();
+    bench.heat(1);
+    let second = bench.submit();
+    bench.heat(u32::try_from(HEAT_TICKS).unwrap() - 1);
+    assert_eq!(bench.ledger.completions(), [(first, NtStatus::SUCCESS)]);
+    bench.heat(1);
+    assert_eq!(
+        bench.ledger.completions(),
+        [(first, NtStatus::SUCCESS), (second, NtStatus::SUCCESS)]
+    );
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
+#[test]
+fn nothing_heats_while_the_toaster_is_out_of_d0() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    bench.submit();
+    bench.act(PnpAction::Idle);
+    let _ = bench.runtime.take_trace();
+    bench.heat(10);
+    assert!(bench.runtime.take_trace().is_empty(), "the timer was stopped by Suspend");
+    bench.act(PnpAction::Wake);
+    bench.heat(u32::try_from(HEAT_TICKS).unwrap());
+    assert_eq!(bench.ledger.completed(), 1);
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
+#[test]
+fn surprise_removal_with_requests_pending_in_d0() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    for _ in 0..3 {
+        bench.submit();
+    }
+    bench.heat(1);
+    bench.act(PnpAction::SurpriseRemove);
+    assert_eq!(bench.ledger.completed(), 0);
+    assert_eq!(bench.ledger.flushed(), 3);
+    assert!(bench.ledger.completions().iter().all(|(_, s)| *s == NtStatus::DEVICE_REMOVED));
+    bench.assert_clean_end();
+}
+
+#[test]
+fn surprise_removal_with_requests_pending_while_idle() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    bench.submit();
+    bench.heat(u32::try_from(HEAT_TICKS).unwrap());
+    bench.submit();
+    bench.act(PnpAction::Idle);
+    bench.act(PnpAction::SurpriseRemove);
+    // Section 1, surprise remove in Dx: no second Suspend or D0Exit.
+    let lines = bench.node.trace().lines();
+    let tail = &lines[lines.iter().position(|l| l == "EvtDeviceSurpriseRemoval").unwrap()..];
+    assert_eq!(
+        &tail[..3],
+        ["EvtDeviceSurpriseRemoval", "EvtDeviceReleaseHardware", "EvtDeviceSelfManagedIoFlush"]
+    );
+    assert_eq!((bench.ledger.completed(), bench.ledger.flushed()), (1, 1));
+    bench.assert_clean_end();
+}
+
+#[test]
+fn query_remove_flushes_the_work_item_first() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    bench.submit();
+    {
+        // A tick hands work to the item, which stays queued while the workers are held.
+        let _held = bench.runtime.hold_workers();
+        bench.runtime.advance(TICK);
+    }
+    let _ = bench.runtime.take_trace();
+    bench.act(PnpAction::Remove);
+    let callbacks = bench.runtime.trace().callbacks();
+    let run = callbacks.iter().position(|c| *c == Callback::WorkItem).expect("the run happened");
+    let suspend = callbacks.iter().position(|c| *c == Callback::SelfManagedIoSuspend).unwrap();
+    assert_eq!(callbacks[0], Callback::QueryRemove);
+    assert!(run < suspend, "QueryRemove returned only after the queued run: {callbacks:?}");
+    bench.assert_clean_end();
+}
+
+#[test]
+fn requests_survive_a_rebalance() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    let id = bench.submit();
+    bench.act(PnpAction::Stop);
+    bench.heat(5);
+    assert!(bench.ledger.completions().is_empty());
+    bench.act(PnpAction::Start); // SelfManagedIoRestart, not Init
+    bench.heat(u32::try_from(HEAT_TICKS).unwrap());
+    assert_eq!(bench.ledger.completions(), [(id, NtStatus::SUCCESS)]);
+    assert_eq!(bench.node.trace().count(Callback::SelfManagedIoInit), 1);
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
+#[test]
+fn a_failed_init_tears_the_toaster_down_cleanly() {
+    let bench = toaster();
+    bench
+        .runtime
+        .inject_failure(Callback::SelfManagedIoInit, 1, NtStatus::INSUFFICIENT_RESOURCES)
+        .unwrap();
+    bench.act(PnpAction::Start);
+    assert_eq!(bench.node.state(), NodeState::Removed);
+    bench.assert_clean_end();
+}
+
+#[test]
+fn every_scenario_of_every_length_three_ends_clean() {
+    // All action triples, each followed by a removal: the sample never loses a request or
+    // runs after Flush, whatever the order (invalid actions are skipped).
+    for a in PnpAction::ALL {
+        for b in PnpAction::ALL {
+            for c in PnpAction::ALL {
+                let bench = toaster();
+                for action in [a, b, c] {
+                    if bench.node.apply(action).is_ok() && bench.node.state() == NodeState::Working
+                    {
+                        bench.submit();
+                    }
+                    bench.heat(1);
+                }
+                if let NodeState::Asleep { .. } = bench.node.state() {
+                    bench.act(PnpAction::Resume);
+                }
+                match bench.node.state() {
+                    NodeState::Removed => {}
+                    // The PnP manager restarts a stopped device before removing it; a
+                    // stopped or stopping device can only be surprise-removed.
+                    NodeState::Stopped | NodeState::QueryStopPending => {
+                        bench.act(PnpAction::SurpriseRemove);
+                    }
+                    _ => bench.act(PnpAction::Remove),
+                }
+                bench.assert_clean_end();
+            }
+        }
+    }
+}
+
+// ---- The runner's command line (a public contract) ---------------------------------------
+
+fn run(args: &[&str]) -> runner::Outcome {
+    runner::run(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+}
+
+#[test]
+fn the_default_life() {
+    let outcome = run(&[]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stderr, "");
+    let expected = "\
+DriverEntry
+EvtDriverDeviceAdd
+EvtDevicePrepareHardware
+EvtDeviceD0Entry(D3Final)
+EvtDeviceD0EntryPostInterruptsEnabled(D3Final)
+EvtDeviceSelfManagedIoInit
+EvtTimerFunc
+EvtWorkItem
+EvtDeviceSelfManagedIoSuspend
+EvtDeviceD0ExitPreInterruptsDisabled(D3)
+EvtDeviceD0Exit(D3)
+EvtDeviceD0Entry(D3)
+EvtDeviceD0EntryPostInterruptsEnabled(D3)
+EvtDeviceSelfManagedIoRestart
+EvtTimerFunc
+EvtWorkItem
+EvtDeviceSelfManagedIoSuspend
+EvtDeviceD0ExitPreInterruptsDisabled(D3)
+EvtDeviceD0Exit(D3)
+EvtDeviceD0Entry(D3)
+EvtDeviceD0EntryPostInterruptsEnabled(D3)
+EvtDeviceSelfManagedIoRestart
+EvtTimerFunc
+EvtWorkItem
+EvtDeviceQueryRemove
+EvtDeviceSelfManagedIoSuspend
+EvtDeviceD0ExitPreInterruptsDisabled(D3Final)
+EvtDeviceD0Exit(D3Final)
+EvtDeviceReleaseHardware
+EvtDeviceSelfManagedIoFlush
+EvtDeviceSelfManagedIoCleanup
+EvtDestroyCallback(WDFTIMER)
+EvtDestroyCallback(WDFWORKITEM)
+EvtCleanupCallback(WDFDEVICE)
+EvtDestroyCallback(WDFDEVICE)
+toast: 3 requested, 2 done, 1 failed by flush, 0 pending
+invariants: ok (checked after every action)
+";
+    assert_eq!(outcome.stdout, expected);
+}
+
+#[test]
+fn explicit_actions_and_nothing_after_the_last() {
+    let outcome = run(&["start", "idle"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    // Between the two actions one tick passes; after `idle`, nothing more.
+    assert_eq!(
+        &lines[lines.len() - 5..],
+        [
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+            "toast: 1 requested, 0 done, 0 failed by flush, 1 pending",
+            "invariants: ok (checked after every action)",
+        ]
+    );
+    // Nothing but the trace begins with `Evt`, and every trace line does or is DriverEntry.
+    let trace_lines = &lines[..lines.len() - 2];
+    assert!(trace_lines.iter().all(|l| l.starts_with("Evt") || *l == "DriverEntry"));
+    assert!(lines[lines.len() - 2..].iter().all(|l| !l.starts_with("Evt")));
+}
+
+#[test]
+fn fail_makes_a_callback_fail_on_its_nth_call() {
+    let outcome = run(&["start", "idle", "wake", "--fail", "EvtDeviceD0Entry@2"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(
+        outcome.stdout.contains(
+            "EvtDeviceD0Entry(D3) -> STATUS_UNSUCCESSFUL (injected)\n\
+         EvtDeviceReleaseHardware\n\
+         EvtDeviceSelfManagedIoFlush\n\
+         EvtDeviceSurpriseRemoval\n\
+         EvtDeviceSelfManagedIoCleanup\n"
+        ),
+        "{}",
+        outcome.stdout
+    );
+    assert!(outcome.stdout.contains("1 failed by flush"));
+
+    let outcome = run(&["start", "--fail=EvtDeviceSelfManagedIoInit"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(
+        outcome.stdout.contains("EvtDeviceSelfManagedIoInit -> STATUS_UNSUCCESSFUL (injected)\n")
+    );
+}
+
+#[test]
+fn bad_command_lines_fail_clearly() {
+    let outcome = run(&["start", "unplug"]);
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome
+            .stderr
+            .starts_with("toaster: unknown PnP action `unplug`; the actions are: start idle")
+    );
+    assert_eq!(outcome.stdout, "");
+
+    let outcome = run(&["--fail", "EvtDeviceToast"]);
+    assert_eq!(outcome.code, 2);
+    assert!(
+        outcome
+            .stderr
+            .starts_with("toaster: unknown callback `EvtDeviceToast`; callbacks that can fail:")
+    );
+
+    let outcome = run(&["--fail", "EvtDeviceSelfManagedIoFlush"]);
+    assert_eq!(outcome.code, 2);
+    assert!(outcome.stderr.starts_with("toaster: EvtDeviceSelfManagedIoFlush cannot fail"));
+
+    let outcome = run(&["--fail", "EvtDeviceD0Entry@0"]);
+    assert_eq!(outcome.code, 2);
+    assert!(outcome.stderr.contains("is not a call number"));
+
+    let outcome = run(&["--fail"]);
+    assert_eq!(outcome.code, 2);
+
+    let outcome = run(&["--toast"]);
+    assert_eq!(outcome.code, 2);
+    assert!(outcome.stderr.starts_with("toaster: unknown option `--toast`"));
+
+    let outcome = run(&["--help"]);
+    assert_eq!(outcome.code, 0);
+    assert!(outcome.stdout.starts_with("usage: toaster [ACTION ...] [--fail CALLBACK[@N]]"));
+}
+
+#[test]
+fn an_action_invalid_in_the_state_stops_with_the_trace_so_far() {
+    let outcome = run(&["start", "wake"]);
+    assert_eq!(outcome.code, 1);
+    assert_eq!(outcome.stderr, "toaster: `wake` is not valid for a device that is started in D0\n");
+    assert!(outcome.stdout.ends_with("EvtDeviceSelfManagedIoInit\nEvtTimerFunc\nEvtWorkItem\n"));
+    assert!(!outcome.stdout.contains("toast:"), "no summary after an error");
+}
