@@ -4,9 +4,13 @@
 //! must hold and an invalid action must change nothing; at the end no object is left alive
 //! and the device context was dropped exactly once.
 //!
-//! `KMDF_STORM_CASES` sets the number of sequences (default 10,000).
+//! `KMDF_STORM_CASES` sets the number of sequences (default 10,000); the toaster storm,
+//! which keeps a timer and a work item busy on real worker threads, runs a tenth of that.
 
 mod common;
+#[path = "../examples/toaster/driver.rs"]
+#[allow(dead_code, reason = "the storm uses only part of the sample's API")]
+mod driver;
 
 use common::{FullDriver, full_device_drops};
 use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
@@ -100,7 +104,78 @@ fn play(storm: &Storm) -> Result<(), TestCaseError> {
         "the context must be dropped exactly once"
     );
     prop_assert!(runtime.panics().is_empty());
+    prop_assert!(runtime.verifier_findings().is_empty());
     Ok(())
+}
+
+/// The same storm on the toaster sample: between two steps an application asks for toast
+/// (when the toaster works) and a heating period passes, so the timer fires and the work
+/// item runs, every other time concurrently with the next action; at the end every request
+/// completed exactly once and nothing ran after Flush.
+fn play_toaster(storm: &Storm) -> Result<(), TestCaseError> {
+    use driver::{TICK, Toaster, ToasterDriver};
+    let runtime = Runtime::new();
+    for &(callback, nth) in &storm.failures {
+        runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    }
+    let driver = runtime.load::<ToasterDriver>().unwrap();
+    let ledger = driver.with_driver(|d| std::sync::Arc::clone(&d.ledger)).unwrap();
+    let node = driver.add_device().unwrap();
+    for (step, &action) in storm.actions.iter().enumerate() {
+        match node.apply(action) {
+            Ok(()) | Err(PnpError::InvalidAction { .. }) => {}
+            Err(violation) => {
+                return Err(TestCaseError::fail(format!("step {step} ({action}): {violation}")));
+            }
+        }
+        if node.state() == NodeState::Working {
+            let _ = node.with_context(Toaster::submit);
+        }
+        runtime.advance(TICK);
+        // Every other period, the heating work item runs concurrently with the next action.
+        if step % 2 == 0 {
+            runtime.wait_for_work_items();
+        }
+    }
+    if let NodeState::Asleep { .. } = node.state() {
+        node.apply(PnpAction::Resume).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    let last = match node.state() {
+        NodeState::Removed => None,
+        NodeState::Added => Some(PnpAction::Remove),
+        _ => Some(PnpAction::SurpriseRemove),
+    };
+    if let Some(last) = last {
+        node.apply(last).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    let mut completed: Vec<u64> = ledger.completions().iter().map(|(id, _)| *id).collect();
+    completed.sort_unstable();
+    prop_assert_eq!(
+        completed,
+        (1..=ledger.submitted()).collect::<Vec<_>>(),
+        "each request exactly once"
+    );
+    prop_assert_eq!(driver.unload(), Ok(()));
+    prop_assert!(runtime.live_objects().is_empty(), "left alive: {:?}", runtime.live_objects());
+    prop_assert!(runtime.panics().is_empty(), "{:?}", runtime.panics());
+    prop_assert!(runtime.verifier_findings().is_empty(), "{:?}", runtime.verifier_findings());
+    Ok(())
+}
+
+#[test]
+fn random_pnp_storms_on_the_toaster() {
+    let cases = std::env::var("KMDF_STORM_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(10_000)
+        / 10;
+    let mut runner =
+        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let started = std::time::Instant::now();
+    if let Err(error) = runner.run(&storm(), |storm| play_toaster(&storm)) {
+        panic!("{error}");
+    }
+    eprintln!("{cases} toaster storms passed in {:.1?}", started.elapsed());
 }
 
 #[test]

@@ -61,6 +61,11 @@ impl Bench {
         self.driver.unload().unwrap();
         assert!(self.runtime.live_objects().is_empty(), "{:?}", self.runtime.live_objects());
         assert!(self.runtime.panics().is_empty(), "{:?}", self.runtime.panics());
+        assert!(
+            self.runtime.verifier_findings().is_empty(),
+            "{:?}",
+            self.runtime.verifier_findings()
+        );
     }
 }
 

@@ -69,7 +69,7 @@ use std::vec::Vec;
 
 pub use object::ObjectKind;
 pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
-pub use trace::{PanicReport, Trace, TraceEntry};
+pub use trace::{PanicReport, Trace, TraceEntry, VerifierFinding};
 
 pub(crate) use device::{RawDeviceInit, RawResources};
 pub(crate) use object::RawObject;
@@ -142,6 +142,14 @@ impl Runtime {
         }
         self.shared.inject(callback, nth, status);
         Ok(())
+    }
+
+    /// What the runtime's verifier caught so far, oldest first: work items or timers that ran
+    /// after their device's `SelfManagedIoFlush` returned. Findings made during a PnP action
+    /// are also reported by that action ([`PnpError::InvariantViolated`]).
+    #[must_use]
+    pub fn verifier_findings(&self) -> Vec<VerifierFinding> {
+        self.shared.findings()
     }
 
     /// The panics caught at callback boundaries so far, oldest first.

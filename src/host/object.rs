@@ -21,7 +21,7 @@ use std::vec::Vec;
 
 use super::pool::Pool;
 use super::timer::{Clock, TimerState};
-use super::trace::{PanicReport, TraceEntry};
+use super::trace::{PanicReport, TraceEntry, VerifierFinding};
 use super::work_item::WorkItemState;
 use crate::object::sealed;
 use crate::{Callback, NtStatus, Result};
@@ -72,6 +72,15 @@ pub(crate) struct Shared {
     pool: Pool,
     /// The virtual clock timers run on.
     clock: Mutex<Clock>,
+    /// What the runtime's verifier saw drivers do wrong.
+    verifier: Mutex<Verifier>,
+}
+
+/// The verifier's state: devices whose `SelfManagedIoFlush` has returned, and findings.
+#[derive(Default)]
+struct Verifier {
+    flushed: std::collections::BTreeSet<u64>,
+    findings: Vec<(VerifierFinding, bool)>,
 }
 
 /// The trace. Entries are numbered from the start of the runtime, so a callback that
@@ -110,6 +119,7 @@ impl Shared {
             waiters: AtomicUsize::new(0),
             pool: Pool::new(),
             clock: Mutex::new(Clock::default()),
+            verifier: Mutex::new(Verifier::default()),
         })
     }
 
@@ -215,6 +225,48 @@ impl Shared {
         }
     }
 
+    /// Notes that `device`'s `SelfManagedIoFlush` returned: from now on its work items and
+    /// timers must not run (kmdf-semantics.md section 4: drivers flush them there).
+    pub(crate) fn note_flushed(&self, device: u64) {
+        lock(&self.verifier).flushed.insert(device);
+    }
+
+    /// The verifier's check before deferred work (a work item or a timer) of `device` runs.
+    fn check_deferred_work(&self, callback: Callback, device: Option<u64>) {
+        let Some(device) = device else { return };
+        let mut verifier = lock(&self.verifier);
+        if verifier.flushed.contains(&device) {
+            let finding = VerifierFinding {
+                device,
+                callback,
+                message: std::format!(
+                    "{callback} ran after EvtDeviceSelfManagedIoFlush returned: the driver left \
+                     it queued or running; flush (or stop) the device's work items and timers \
+                     in SelfManagedIoFlush or SelfManagedIoSuspend (kmdf-semantics.md section 4)"
+                ),
+            };
+            verifier.findings.push((finding, false));
+        }
+    }
+
+    /// The findings about `device` not reported yet, marking them reported.
+    pub(crate) fn report_findings(&self, device: u64) -> Vec<VerifierFinding> {
+        let mut verifier = lock(&self.verifier);
+        verifier
+            .findings
+            .iter_mut()
+            .filter(|(finding, reported)| finding.device == device && !reported)
+            .map(|(finding, reported)| {
+                *reported = true;
+                finding.clone()
+            })
+            .collect()
+    }
+
+    pub(crate) fn findings(&self) -> Vec<VerifierFinding> {
+        lock(&self.verifier).findings.iter().map(|(finding, _)| finding.clone()).collect()
+    }
+
     /// Records and runs a callback that returns nothing.
     pub(crate) fn invoke_void(
         &self,
@@ -223,6 +275,9 @@ impl Shared {
         device: Option<u64>,
         run: impl FnOnce(),
     ) {
+        if matches!(callback, Callback::WorkItem | Callback::TimerFunc) {
+            self.check_deferred_work(callback, device);
+        }
         let index = self.record(callback, args, device);
         let _ = self.guarded(callback, device, index, false, || {
             run();
@@ -311,10 +366,11 @@ struct Links {
 /// What one kind of object adds to the common object: its own state, and what it does when
 /// it is disposed, before its `EvtCleanupCallback`.
 pub(crate) enum Extension {
-    /// A `WDFWORKITEM`: its queue and run bookkeeping.
-    WorkItem(WorkItemState),
-    /// A `WDFTIMER`: its place on the virtual clock and its runs.
-    Timer(TimerState),
+    /// A `WDFWORKITEM`: its queue and run bookkeeping. Shared with the runs, which signal
+    /// the end of a run after they released their reference on the object.
+    WorkItem(Arc<WorkItemState>),
+    /// A `WDFTIMER`: its place on the virtual clock and its runs (shared likewise).
+    Timer(Arc<TimerState>),
 }
 
 impl Extension {

@@ -199,7 +199,8 @@ pub enum PnpError {
         state: NodeState,
     },
     /// The action ran, and the callback sequence broke one of KMDF's invariants
-    /// (kmdf-semantics.md section 3).
+    /// (kmdf-semantics.md section 3), or the runtime's verifier caught the driver breaking a
+    /// rule (a work item or timer running after `SelfManagedIoFlush`).
     InvariantViolated {
         /// The action after which the check failed.
         action: PnpAction,
@@ -364,6 +365,7 @@ impl Machine {
             )
         };
         let mut violations = self.check();
+        violations.extend(shared.report_findings(node).into_iter().map(|f| f.message));
         if self.state == NodeState::Removed {
             violations.extend(check_object_callbacks(&device_trace()));
         }
@@ -607,6 +609,9 @@ impl Run<'_> {
         };
         let result = self.call(call);
         self.machine.smio = Some(if result.is_ok() { ok } else { failed });
+        if call == PnpCall::SelfManagedIoFlush {
+            self.shared.note_flushed(self.node);
+        }
         result
     }
 

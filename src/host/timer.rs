@@ -10,7 +10,9 @@ use super::std;
 use std::boxed::Box;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::{self, ThreadId};
 use std::time::Duration;
+use std::vec::Vec;
 
 use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
 use super::sync::{at_dispatch, current_irql};
@@ -51,6 +53,8 @@ struct Inner {
     due: Option<Key>,
     /// Callbacks in progress.
     running: usize,
+    /// The threads firing the timer now, one entry per firing.
+    runners: Vec<ThreadId>,
     /// Deletion has started: the timer cannot be set any more.
     deleting: bool,
     /// Deleted from its own callback: the run disposes it when it returns.
@@ -69,7 +73,8 @@ impl TimerState {
         if let Some(key) = inner.due.take() {
             lock(timer.shared().clock()).queue.remove(&key);
         }
-        if inner.running > 0 && current_irql() == Irql::Passive {
+        let firing_here = inner.runners.contains(&thread::current().id());
+        if inner.running > 0 && !firing_here && current_irql() == Irql::Passive {
             inner = timer.shared().waiting(|| {
                 let mut inner = inner;
                 while inner.running > 0 {
@@ -84,7 +89,7 @@ impl TimerState {
     }
 }
 
-fn state(timer: &RawObject) -> &TimerState {
+fn state(timer: &RawObject) -> &Arc<TimerState> {
     match timer.extension() {
         Some(Extension::Timer(state)) => state,
         _ => panic!("kmdf host runtime: {timer:?} is not a timer"),
@@ -97,10 +102,11 @@ pub(crate) fn create<T: TimerCallback>(
     context: T,
 ) -> Result<ObjectRef<Timer<T>>> {
     let parent = parent.raw().to_arc();
-    let state = TimerState {
+    let state = Arc::new(TimerState {
         inner: Mutex::new(Inner {
             due: None,
             running: 0,
+            runners: Vec::new(),
             deleting: false,
             dispose_when_idle: false,
             parent: Some(Arc::clone(&parent)),
@@ -108,7 +114,7 @@ pub(crate) fn create<T: TimerCallback>(
         idle: Condvar::new(),
         run: run::<T>,
         period: (period_ms > 0).then(|| Duration::from_millis(u64::from(period_ms))),
-    };
+    });
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let object = RawObject::create_with(
         parent.shared(),
@@ -202,9 +208,10 @@ pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
     Ok(())
 }
 
-/// Fires the timer that sat at `key` in the queue, on the advancing thread.
-fn fire(timer: &Arc<RawObject>, key: Key) {
-    let state = state(timer);
+/// Fires the timer that sat at `key` in the queue, on the advancing thread. Like a work
+/// item's run, the firing releases its reference on the timer before it counts itself out.
+fn fire(timer: RawRef, key: Key) {
+    let state = Arc::clone(state(&timer));
     let parent = {
         let mut inner = lock(&state.inner);
         if inner.due != Some(key) || inner.deleting {
@@ -214,31 +221,38 @@ fn fire(timer: &Arc<RawObject>, key: Key) {
         if let Some(period) = state.period {
             let mut clock = lock(timer.shared().clock());
             let next = clock.key(key.0 + period);
-            clock.queue.insert(next, Arc::clone(timer));
+            clock.queue.insert(next, Arc::clone(&timer));
             inner.due = Some(next);
         }
         inner.running += 1;
+        inner.runners.push(thread::current().id());
         inner.parent.clone()
     };
     if let Some(parent) = parent {
         at_dispatch(|| {
             timer.shared().invoke_void(Callback::TimerFunc, None, timer.device(), || {
-                (state.run)(timer, &parent);
+                (state.run)(&timer, &parent);
             });
         });
     }
     let dispose = {
         let mut inner = lock(&state.inner);
-        inner.running -= 1;
-        if inner.running == 0 {
-            state.idle.notify_all();
-            std::mem::take(&mut inner.dispose_when_idle)
-        } else {
-            false
-        }
+        inner.running == 1 && std::mem::take(&mut inner.dispose_when_idle)
     };
     if dispose {
+        // Back at PASSIVE_LEVEL: the deletion asked for from the callback completes now.
+        // `running` still counts this firing, and the rundown does not wait from here.
         timer.delete();
+    }
+    drop(timer);
+    let mut inner = lock(&state.inner);
+    inner.running -= 1;
+    let me = thread::current().id();
+    if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
+        inner.runners.swap_remove(index);
+    }
+    if inner.running == 0 {
+        state.idle.notify_all();
     }
 }
 
@@ -265,7 +279,7 @@ pub(crate) fn advance(clock: &Mutex<Clock>, by: Duration) {
             }
         };
         match due {
-            Some((key, timer)) => fire(&timer, key),
+            Some((key, timer)) => fire(timer, key),
             None => break,
         }
     }

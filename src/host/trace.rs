@@ -147,3 +147,21 @@ impl fmt::Display for PanicReport {
         write!(f, ": {}", self.message)
     }
 }
+
+/// A driver bug the runtime's verifier caught: something KMDF allows but that breaks the
+/// rules drivers must follow, as Driver Verifier reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifierFinding {
+    /// The device node concerned.
+    pub device: u64,
+    /// The callback that should not have run.
+    pub callback: Callback,
+    /// What went wrong and how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for VerifierFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "verifier (device {}): {}", self.device, self.message)
+    }
+}

@@ -77,7 +77,7 @@ impl WorkItemState {
     }
 }
 
-fn state(item: &RawObject) -> &WorkItemState {
+fn state(item: &RawObject) -> &Arc<WorkItemState> {
     match item.extension() {
         Some(Extension::WorkItem(state)) => state,
         _ => panic!("kmdf host runtime: {item:?} is not a work item"),
@@ -89,7 +89,7 @@ pub(crate) fn create<T: WorkItemCallback>(
     context: T,
 ) -> Result<ObjectRef<WorkItem<T>>> {
     let parent = parent.raw().to_arc();
-    let state = WorkItemState {
+    let state = Arc::new(WorkItemState {
         inner: Mutex::new(Inner {
             queued: false,
             running: 0,
@@ -101,7 +101,7 @@ pub(crate) fn create<T: WorkItemCallback>(
         }),
         idle: Condvar::new(),
         run: run::<T>,
-    };
+    });
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let object = RawObject::create_with(
         parent.shared(),
@@ -147,14 +147,20 @@ pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
     inner.queued = true;
     drop(inner);
     let job: RawRef = item.to_arc();
-    item.shared().pool().submit(Box::new(move || run_job(&job)));
+    item.shared().pool().submit(Box::new(move || run_job(job)));
     Ok(true)
 }
 
 /// One run on a worker thread (`FxWorkItem::WorkItemThunk` and `WorkItemHandler`).
-fn run_job(item: &Arc<RawObject>) {
+///
+/// The run holds a reference on the item until its callback returned, and releases it
+/// *before* it counts itself out: a flush or a deletion waiting for the run resumes only
+/// once the item may be destroyed, so the destroy (and its trace entry) never trails behind
+/// on the worker. KMDF releases its reference after signalling; the host is stricter so
+/// that traces are deterministic.
+fn run_job(item: RawRef) {
     let me = thread::current().id();
-    let state = state(item);
+    let state = Arc::clone(state(&item));
     let parent = {
         let mut inner = lock(&state.inner);
         // Cleared before the callback, so that the callback can enqueue the item again.
@@ -169,25 +175,26 @@ fn run_job(item: &Arc<RawObject>) {
     if let Some(parent) = parent {
         // A panic is caught at the boundary and reported; the worker goes on.
         item.shared().invoke_void(Callback::WorkItem, None, item.device(), || {
-            (state.run)(item, &parent);
+            (state.run)(&item, &parent);
         });
     }
     let dispose = {
         let mut inner = lock(&state.inner);
-        inner.running -= 1;
-        if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
-            inner.runners.swap_remove(index);
-        }
-        if inner.is_idle() {
-            inner.idle_epoch += 1;
-            state.idle.notify_all();
-            std::mem::take(&mut inner.dispose_when_idle)
-        } else {
-            false
-        }
+        inner.running == 1 && !inner.queued && std::mem::take(&mut inner.dispose_when_idle)
     };
     if dispose {
-        dispose_deferred(item);
+        // This thread is still a runner, so the disposal does not wait for itself.
+        dispose_deferred(&item);
+    }
+    drop(item);
+    let mut inner = lock(&state.inner);
+    inner.running -= 1;
+    if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
+        inner.runners.swap_remove(index);
+    }
+    if inner.is_idle() {
+        inner.idle_epoch += 1;
+        state.idle.notify_all();
     }
 }
 
