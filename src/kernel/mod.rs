@@ -138,21 +138,24 @@ fn slot<T>(object: WDFOBJECT) -> *mut Slot<T> {
     context.cast()
 }
 
-/// Writes `value` into the context of a freshly created object.
+/// Writes `value` into the context of a freshly created object, and returns it in place.
 ///
 /// # Safety
 ///
 /// `object` was created with [`attributes_for::<T>`] an instant ago and its context has not
-/// been written; no other thread can reach it yet.
-pub(crate) unsafe fn write_context<T>(object: WDFOBJECT, value: T) {
+/// been written; no other thread can reach it yet. The object stays alive for `'a`.
+pub(crate) unsafe fn write_context<'a, T>(object: WDFOBJECT, value: T) -> &'a T {
     let slot = slot::<T>(object);
     assert!(!slot.is_null(), "kmdf: object created without its context");
     // SAFETY: the slot is valid, zero-filled context memory sized for `Slot<T>` (the caller's
     // contract); zero is a valid header and an uninitialized value.
     let slot = unsafe { &*slot };
     // SAFETY: nothing else accesses the value yet (the caller's contract).
-    unsafe { (*slot.value.get()).write(value) };
+    let value = unsafe { (*slot.value.get()).write(value) };
     slot.header.initialized.store(true, Ordering::Release);
+    // From here on the value is only read (shared), until `destroy` drops it after the
+    // object's last reference is gone, which is after `'a` (the caller's contract).
+    &*value
 }
 
 /// The value in an object's context.

@@ -10,12 +10,18 @@ use crate::object::sealed;
 
 /// One reference on a framework object, as `ObjectRef` holds it.
 ///
+/// The object is known by its handle (for the reference count) and by its view, the address
+/// `&O` points at: the handle itself for most objects, the object's context for work items,
+/// so that their calls reach their state without a context lookup.
+///
 /// # Invariants
 ///
-/// `object` is the handle of a framework object on which this value owns one reference,
-/// released in `Drop`; the object's memory stays valid until then.
+/// `handle` is the handle of a framework object on which this value owns one reference,
+/// released in `Drop`; the object's memory (and so `view`, the handle or a place in the
+/// object's context) stays valid until then.
 pub(crate) struct RawRef {
-    object: NonNull<RawObject>,
+    handle: NonNull<core::ffi::c_void>,
+    view: NonNull<RawObject>,
 }
 
 // SAFETY: a WDF object reference can be taken, used and released on any thread (the
@@ -26,33 +32,41 @@ unsafe impl Send for RawRef {}
 unsafe impl Sync for RawRef {}
 
 impl RawRef {
-    /// Takes a reference on `object` (`WdfObjectReferenceActual`, no tag, line or file:
-    /// what `WdfObjectReference` passes without `WDF_OBJECT_REFERENCE_TAG` debugging).
-    pub(crate) fn new(object: &RawObject) -> Self {
-        // SAFETY: `object` borrows a live framework object, so its handle is valid.
+    /// Takes a reference on the object whose handle `view` is.
+    pub(crate) fn new(view: &RawObject) -> Self {
+        Self::with_view(view.handle(), view)
+    }
+
+    /// Takes a reference on `handle`'s object (`WdfObjectReferenceActual`, no tag, line or
+    /// file: what `WdfObjectReference` passes without `WDF_OBJECT_REFERENCE_TAG` debugging);
+    /// the reference dereferences to `view`, which lives as long as the object.
+    pub(crate) fn with_view(handle: WDFOBJECT, view: &RawObject) -> Self {
+        let handle = NonNull::new(handle).expect("kmdf: NULL framework object handle");
+        // SAFETY: `view` borrows a live framework object (the caller's use of this crate's
+        // views), so its handle is valid.
         unsafe {
             call_unsafe_wdf_function_binding!(
                 WdfObjectReferenceActual,
-                object.handle(),
+                handle.as_ptr(),
                 ptr::null_mut(),
                 0,
                 ptr::null(),
             );
         }
         // INVARIANT: the reference taken just above is owned by the new value.
-        Self { object: NonNull::from(object) }
+        Self { handle, view: NonNull::from(view) }
     }
 }
 
 impl Clone for RawRef {
     fn clone(&self) -> Self {
-        Self::new(raw_of(self))
+        Self::with_view(self.handle.as_ptr(), raw_of(self))
     }
 }
 
 impl Drop for RawRef {
     fn drop(&mut self) {
-        let handle: WDFOBJECT = self.object.as_ptr().cast();
+        let handle: WDFOBJECT = self.handle.as_ptr();
         // SAFETY: releases the reference this value owns (type invariant); the object may be
         // destroyed by it, and nothing uses the handle afterwards.
         unsafe {
@@ -71,7 +85,7 @@ impl Drop for RawRef {
 pub(crate) fn raw_of(raw: &RawRef) -> &RawObject {
     // SAFETY: the reference keeps the object valid while `raw` lives (type invariant), and
     // `RawObject` is never read through: it only stands for the handle.
-    unsafe { raw.object.as_ref() }
+    unsafe { raw.view.as_ref() }
 }
 
 /// Views an object as the handle type `O`.

@@ -10,6 +10,19 @@ use wdk_sys::{WDFOBJECT, WDFSPINLOCK, WDFWAITLOCK, call_unsafe_wdf_function_bind
 use crate::sync::Irql;
 use crate::{NtStatus, Result};
 
+/// `KeGetCurrentIrql`, inline as the WDK's own for x64: the IRQL is CR8.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn current_irql() -> Irql {
+    let irql: u64;
+    // SAFETY: reading CR8, the task-priority register that holds the IRQL on x64, is allowed
+    // at CPL 0, where all kernel-mode driver code runs, and has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr8", out(reg) irql, options(nomem, nostack, preserves_flags));
+    }
+    Irql::from_raw(u8::try_from(irql).unwrap_or(u8::MAX))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn current_irql() -> Irql {
     // SAFETY: `KeGetCurrentIrql` reads the current processor's IRQL; callable at any IRQL.
     Irql::from_raw(unsafe { wdk_sys::ntddk::KeGetCurrentIrql() })

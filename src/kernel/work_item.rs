@@ -1,8 +1,13 @@
 //! Work items: `WdfWorkItemCreate`, `Enqueue`, `Flush`, `WdfObjectDelete`, and the
 //! `EvtWorkItem` and `EvtCleanupCallback` trampolines.
 //!
-//! The item's context is an [`ItemContext<T>`]: a small header, then the driver's `T`. The
-//! header adds what KMDF does not tell a driver:
+//! The item's context is an [`ItemContext<T>`]: a small header, then the driver's `T`. A
+//! `&WorkItem<T>` points at that context (not at the handle, as `&Device<T>` does), and the
+//! header holds the handle: `enqueue` and `flush` reach the flags below and make their one
+//! indirect call through the WDF function table without a context lookup first. The
+//! callbacks, which KMDF calls with the handle, look the context up once, as C callbacks do.
+//!
+//! The header adds what KMDF does not tell a driver:
 //!
 //! * `queued`, to report whether an enqueue queued a run. `WdfWorkItemEnqueue` is still
 //!   called every time, so that when `enqueue` returns, KMDF itself has a run pending that
@@ -36,7 +41,7 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, PsGetCurrentThreadId};
 use wdk_sys::{
@@ -44,7 +49,8 @@ use wdk_sys::{
     call_unsafe_wdf_function_binding,
 };
 
-use super::object::{RawRef, view_handle};
+use super::RawObject;
+use super::object::{RawRef, view, view_handle};
 use super::sync::current_irql;
 use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
 use crate::object::{ObjectRef, sealed::Object as _};
@@ -58,6 +64,8 @@ pub(crate) struct ItemContext<T> {
 }
 
 struct Header {
+    /// The item's handle.
+    handle: Handle,
     /// A run is queued and its callback has not started.
     queued: AtomicBool,
     /// The item's deletion has started.
@@ -75,6 +83,8 @@ struct Header {
 struct Runners {
     lock: UnsafeCell<KSPIN_LOCK>,
     head: UnsafeCell<*mut Runner>,
+    /// How many nodes are linked: lets a thread that runs nothing skip the lock.
+    active: AtomicUsize,
 }
 
 // SAFETY: the list is only read or changed with the spin lock held (type invariant), and
@@ -88,6 +98,15 @@ struct Runner {
     next: *mut Runner,
 }
 
+/// A `WDFWORKITEM`, which any thread may use.
+struct Handle(WDFWORKITEM);
+
+// SAFETY: a WDF handle is a plain value that the framework lets any thread pass to its
+// DDIs; it owns nothing.
+unsafe impl Send for Handle {}
+// SAFETY: as above; shared access only reads it.
+unsafe impl Sync for Handle {}
+
 /// The current thread's identity, comparable with the runners'.
 fn current_thread() -> HANDLE {
     // SAFETY: `PsGetCurrentThreadId` only reads the current thread; callable at any IRQL.
@@ -97,7 +116,11 @@ fn current_thread() -> HANDLE {
 impl Runners {
     /// An empty list with a released lock: what `KeInitializeSpinLock` writes is zero.
     const fn new() -> Self {
-        Self { lock: UnsafeCell::new(0), head: UnsafeCell::new(ptr::null_mut()) }
+        Self {
+            lock: UnsafeCell::new(0),
+            head: UnsafeCell::new(ptr::null_mut()),
+            active: AtomicUsize::new(0),
+        }
     }
 
     /// Runs `f` on the list head with the spin lock held, at `DISPATCH_LEVEL`.
@@ -129,7 +152,17 @@ impl Runners {
     }
 
     /// Whether the current thread is running the item's callback.
+    #[inline]
     fn current_is_running(&self) -> bool {
+        // A thread running the callback registered itself first, in its own program order:
+        // if no node is linked, this thread runs nothing, and the lock is not needed.
+        self.active.load(Ordering::SeqCst) != 0 && self.current_is_running_locked()
+    }
+
+    /// [`current_is_running`](Self::current_is_running) while some run is in progress.
+    #[cold]
+    #[inline(never)]
+    fn current_is_running_locked(&self) -> bool {
         let me = current_thread();
         self.locked(|head| Self::contains(*head, me))
     }
@@ -137,6 +170,7 @@ impl Runners {
     /// Links `node` in until the returned registration is dropped.
     fn register<'a>(&'a self, node: &'a mut Runner) -> Registration<'a> {
         let node: *mut Runner = node;
+        self.active.fetch_add(1, Ordering::SeqCst);
         self.locked(|head| {
             // SAFETY: `node` is exclusively borrowed for `'a` and not yet linked.
             unsafe { (*node).next = *head };
@@ -177,14 +211,23 @@ impl Drop for Registration<'_> {
                 link = unsafe { &raw mut (*current).next };
             }
         });
+        self.runners.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 fn item_context<T: WorkItemCallback>(item: &WorkItem<T>) -> &ItemContext<T> {
-    // SAFETY: a `&WorkItem<T>` only exists for an item created by `create::<T>`, whose
-    // context was written before the handle was handed out, and which is alive for the
-    // borrow.
-    unsafe { slot_context(item.raw.handle()) }
+    // SAFETY: in this backend a `&WorkItem<T>` is only made by `view_of`, from the
+    // `ItemContext<T>` of a live item created by `create::<T>`; the context lives as long as
+    // the item, which the borrow keeps alive.
+    unsafe { &*ptr::from_ref(item).cast::<ItemContext<T>>() }
+}
+
+/// The `&WorkItem<T>` of an item: a view of its context.
+fn view_of<T: WorkItemCallback>(context: &ItemContext<T>) -> &WorkItem<T> {
+    // SAFETY: `RawObject` is zero-sized and never read through, so any non-null address is a
+    // valid `&RawObject`; this one lives as long as `context`.
+    let raw: &RawObject = unsafe { &*ptr::from_ref(context).cast::<RawObject>() };
+    view(raw)
 }
 
 pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
@@ -216,6 +259,7 @@ pub(crate) fn create<T: WorkItemCallback>(
     };
     NtStatus::from_raw(status).ok()?;
     let header = Header {
+        handle: Handle(item),
         queued: AtomicBool::new(false),
         deleted: AtomicBool::new(false),
         runners: Runners::new(),
@@ -226,18 +270,16 @@ pub(crate) fn create<T: WorkItemCallback>(
     // deletion waits for (its PnP callbacks, and work-item callbacks, which the deletion
     // waits for in creation order, so an item created by another item's run is disposed
     // after that run returned).
-    unsafe { write_context(item.cast(), ItemContext { header, value: context }) };
-    // SAFETY: as above: a live work item created with `T`.
-    let item: &WorkItem<T> = unsafe { view_handle(item.cast()) };
-    Ok(ObjectRef::from_raw(RawRef::new(&item.raw)))
+    let context = unsafe { write_context(item.cast(), ItemContext { header, value: context }) };
+    Ok(ObjectRef::from_raw(RawRef::with_view(item.cast(), &view_of(context).raw)))
 }
 
 /// `EvtWorkItem`.
 unsafe extern "C" fn run<T: WorkItemCallback>(handle: WDFWORKITEM) {
     // SAFETY: KMDF calls the callback registered by `create::<T>` with that item, alive
-    // (KMDF holds a reference) for the call.
-    let item: &WorkItem<T> = unsafe { view_handle(handle.cast()) };
-    let context = item_context(item);
+    // (KMDF holds a reference) for the call, its context written before it could be queued.
+    let context: &ItemContext<T> = unsafe { slot_context(handle.cast()) };
+    let item = view_of(context);
     // Cleared before the callback, as KMDF clears `m_Enqueued`: an enqueue from here on
     // queues another run.
     context.header.queued.store(false, Ordering::SeqCst);
@@ -255,20 +297,20 @@ unsafe extern "C" fn run<T: WorkItemCallback>(handle: WDFWORKITEM) {
 /// The item's `EvtCleanupCallback`, always registered: it marks the item deleted, then
 /// calls the driver's `cleanup` if `T` implements it.
 unsafe extern "C" fn cleanup<T: WorkItemCallback>(object: WDFOBJECT) {
-    // SAFETY: registered by `create::<T>` for that item, alive for the call.
-    let item: &WorkItem<T> = unsafe { view_handle(object) };
-    // SAFETY: as above; `None` if the item is disposed before `create` wrote its context.
+    // SAFETY: registered by `create::<T>` for that item, alive for the call; `None` if the
+    // item is disposed before `create` wrote its context.
     let Some(context) = (unsafe { try_context::<ItemContext<T>>(object) }) else {
         return;
     };
+    let item = view_of(context);
     context.header.deleted.store(true, Ordering::SeqCst);
     if T::REGISTERED.contains(Callback::ObjectCleanup) {
         context.value.cleanup(item);
     }
 }
 
-fn handle<T>(item: &WorkItem<T>) -> WDFWORKITEM {
-    item.raw.handle().cast()
+fn handle<T: WorkItemCallback>(item: &WorkItem<T>) -> WDFWORKITEM {
+    item_context(item).header.handle.0
 }
 
 pub(crate) fn enqueue<T: WorkItemCallback>(item: &WorkItem<T>) -> Result<bool> {
@@ -300,7 +342,7 @@ pub(crate) fn delete<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
     if header.deleted.swap(true, Ordering::SeqCst) {
         return Err(NtStatus::DELETE_PENDING);
     }
-    let object = item.raw.handle();
+    let object: WDFOBJECT = header.handle.0.cast();
     let me = current_thread();
     let deferred = header.runners.locked(|head| {
         if !Runners::contains(*head, me) {
