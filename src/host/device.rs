@@ -21,13 +21,7 @@ pub(crate) fn device_ref<T>(raw: &RawObject) -> &Device<T> {
 }
 
 pub(crate) fn context<T: PnpPowerCallbacks>(device: &Device<T>) -> &T {
-    device.raw.context::<T>().unwrap_or_else(|| {
-        panic!(
-            "kmdf host runtime: {:?} has no context of type {}",
-            device.raw,
-            std::any::type_name::<T>()
-        )
-    })
+    device.raw.expect_context::<T>()
 }
 
 /// Where `EvtDriverDeviceAdd` leaves the device it created.

@@ -510,6 +510,21 @@ impl RawObject {
         );
     }
 
+    /// The context of an object created with a `T`, as the handle types reach it.
+    ///
+    /// # Panics
+    ///
+    /// If the object has no `T` context: a bug in the runtime, since handle types are only
+    /// made for objects created with their context type.
+    pub(crate) fn expect_context<T: 'static>(&self) -> &T {
+        self.context::<T>().unwrap_or_else(|| {
+            panic!(
+                "kmdf host runtime: {self:?} has no context of type {}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
     /// The context, if it is a `T` (`WdfObjectGetTypedContext`: `None` when absent).
     pub(crate) fn context<T: 'static>(&self) -> Option<&T> {
         self.context.get()?.downcast_ref::<T>()

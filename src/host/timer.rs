@@ -139,13 +139,7 @@ fn cleanup<T: TimerCallback>(timer: &RawObject) {
 }
 
 pub(crate) fn context<T: TimerCallback>(timer: &Timer<T>) -> &T {
-    timer.raw.context::<T>().unwrap_or_else(|| {
-        panic!(
-            "kmdf host runtime: {:?} has no context of type {}",
-            timer.raw,
-            std::any::type_name::<T>()
-        )
-    })
+    timer.raw.expect_context::<T>()
 }
 
 pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {

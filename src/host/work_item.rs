@@ -126,13 +126,7 @@ fn cleanup<T: WorkItemCallback>(item: &RawObject) {
 }
 
 pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
-    item.raw.context::<T>().unwrap_or_else(|| {
-        panic!(
-            "kmdf host runtime: {:?} has no context of type {}",
-            item.raw,
-            std::any::type_name::<T>()
-        )
-    })
+    item.raw.expect_context::<T>()
 }
 
 pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
