@@ -171,18 +171,25 @@ fn query_remove_flushes_the_work_item_first() {
     let bench = toaster();
     bench.act(PnpAction::Start);
     bench.submit();
-    {
-        // A tick hands work to the item, which stays queued while the workers are held.
-        let _held = bench.runtime.hold_workers();
-        bench.runtime.advance(TICK);
-    }
+    // A tick hands work to the item, which stays queued while the workers are held.
+    let held = bench.runtime.hold_workers();
+    bench.runtime.advance(TICK);
     let _ = bench.runtime.take_trace();
-    bench.act(PnpAction::Remove);
-    let callbacks = bench.runtime.trace().callbacks();
-    let run = callbacks.iter().position(|c| *c == Callback::WorkItem).expect("the run happened");
-    let suspend = callbacks.iter().position(|c| *c == Callback::SelfManagedIoSuspend).unwrap();
-    assert_eq!(callbacks[0], Callback::QueryRemove);
-    assert!(run < suspend, "QueryRemove returned only after the queued run: {callbacks:?}");
+    std::thread::scope(|scope| {
+        let remover = scope.spawn(|| bench.node.apply(PnpAction::Remove));
+        // QueryRemove is flushing the work item: it waits for the queued run.
+        while bench.runtime.work_item_waiters() == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(bench.runtime.trace().lines(), ["EvtDeviceQueryRemove"]);
+        drop(held);
+        remover.join().unwrap().unwrap();
+    });
+    let lines = bench.runtime.trace().lines();
+    assert_eq!(
+        &lines[..3],
+        ["EvtDeviceQueryRemove", "EvtWorkItem", "EvtDeviceSelfManagedIoSuspend"]
+    );
     bench.assert_clean_end();
 }
 
