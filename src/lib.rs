@@ -70,7 +70,8 @@
 //! | spin locks, wait locks, IRQL | [`sync`] |
 //! | the host runtime | [`host`] (host builds only) |
 //!
-//! All `unsafe` code is in the two backend folders, `src/kernel` and `src/host`.
+//! Only the two backend folders, `src/kernel` and `src/host`, hold code that the compiler
+//! cannot check for memory safety; every block there says why it holds.
 
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
