@@ -10,9 +10,8 @@
 //! * Enqueue throughput when the item is not queued: each thread enqueues a batch of idle
 //!   items (every `enqueue` returns `Ok(true)`) and flushes them, so every enqueue is
 //!   followed by its run; against the same pattern on bare threads (per item a
-//!   `Mutex<state>` + `Condvar`, a queue served by two worker threads, and the same queue
-//!   served by a pool that grows as the host's does: a thread more whenever the queued jobs
-//!   outnumber the idle threads); from 1 and from 2 threads, each with its own items.
+//!   `Mutex<state>` + `Condvar`, a queue served by two worker threads); from 1 and from 2
+//!   threads, each with its own items.
 //!
 //! Criterion measures each case; a summary after the groups measures them again with fixed
 //! iteration counts, alternating host and baseline, and prints the ratios (host time over
@@ -267,10 +266,9 @@ impl Drop for HandOff {
 
 // ----------------------------------------------------------------------------------------
 // The enqueue baseline: the same pattern on bare threads. Per item a `Mutex` with its
-// queued flag and run count, and a `Condvar` for the flush; a job queue served by worker
-// threads: two, or, with `grow`, as many as the host pool starts (one more whenever the
-// queued jobs outnumber the idle threads, up to 64), which is what keeps a blocked
-// callback from holding up the others.
+// queued flag and run count, and a `Condvar` for the flush; a job queue served by two
+// worker threads (the host pool's initial size; unlike the host's, this pool never grows,
+// so two blocked runs would stop it).
 
 #[derive(Default)]
 struct BareItemState {
@@ -287,14 +285,10 @@ struct BareItem {
 #[derive(Default)]
 struct BareQueue {
     jobs: VecDeque<usize>,
-    /// Threads not running a job.
-    available: usize,
-    threads: Vec<JoinHandle<()>>,
     stop: bool,
 }
 
 struct BarePoolShared {
-    grow: bool,
     items: Vec<BareItem>,
     queue: Mutex<BareQueue>,
     work: Condvar,
@@ -302,22 +296,23 @@ struct BarePoolShared {
 
 struct BarePool {
     shared: Arc<BarePoolShared>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl BarePool {
-    fn new(grow: bool) -> Self {
+    fn new() -> Self {
         let shared = Arc::new(BarePoolShared {
-            grow,
             items: (0..ITEMS).map(|_| BareItem::default()).collect(),
             queue: Mutex::default(),
             work: Condvar::new(),
         });
-        let mut queue = shared.queue.lock().unwrap();
-        for _ in 0..2 {
-            BarePoolShared::spawn(&shared, &mut queue);
-        }
-        drop(queue);
-        Self { shared }
+        let threads = (0..2)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || shared.work())
+            })
+            .collect();
+        Self { shared, threads }
     }
 
     fn coalesced_enqueues(&self, threads: usize, n: u64) -> Duration {
@@ -348,26 +343,15 @@ impl BarePool {
 }
 
 impl BarePoolShared {
-    fn spawn(this: &Arc<Self>, queue: &mut BareQueue) {
-        let shared = Arc::clone(this);
-        queue.threads.push(thread::spawn(move || shared.work()));
-        queue.available += 1;
-    }
-
     /// Queues a run of `item` unless one is queued; whether this call queued it.
-    fn enqueue(self: &Arc<Self>, item: usize) -> bool {
+    fn enqueue(&self, item: usize) -> bool {
         let mut state = self.items[item].state.lock().unwrap();
         if state.queued {
             return false;
         }
         state.queued = true;
         drop(state);
-        let mut queue = self.queue.lock().unwrap();
-        queue.jobs.push_back(item);
-        while self.grow && queue.threads.len() < 64 && queue.available < queue.jobs.len() {
-            Self::spawn(self, &mut queue);
-        }
-        drop(queue);
+        self.queue.lock().unwrap().jobs.push_back(item);
         self.work.notify_one();
         true
     }
@@ -384,7 +368,6 @@ impl BarePoolShared {
         let mut queue = self.queue.lock().unwrap();
         loop {
             if let Some(index) = queue.jobs.pop_front() {
-                queue.available -= 1;
                 drop(queue);
                 let item = &self.items[index];
                 let mut state = item.state.lock().unwrap();
@@ -399,7 +382,6 @@ impl BarePoolShared {
                 }
                 drop(state);
                 queue = self.queue.lock().unwrap();
-                queue.available += 1;
             } else if queue.stop {
                 return;
             } else {
@@ -411,13 +393,9 @@ impl BarePoolShared {
 
 impl Drop for BarePool {
     fn drop(&mut self) {
-        let threads = {
-            let mut queue = self.shared.queue.lock().unwrap();
-            queue.stop = true;
-            std::mem::take(&mut queue.threads)
-        };
+        self.shared.queue.lock().unwrap().stop = true;
         self.shared.work.notify_all();
-        for thread in threads {
+        for thread in self.threads.drain(..) {
             thread.join().expect("bare worker");
         }
     }
@@ -444,8 +422,7 @@ fn round_trip(c: &mut Criterion) {
 
 fn enqueue(c: &mut Criterion) {
     let host = Host::new(true);
-    let bare = BarePool::new(false);
-    let growing = BarePool::new(true);
+    let bare = BarePool::new();
     let mut group = c.benchmark_group("enqueue, already queued");
     for threads in [1, 2] {
         group.throughput(Throughput::Elements(threads as u64));
@@ -467,19 +444,17 @@ fn enqueue(c: &mut Criterion) {
         group.bench_function(format!("baseline: bare pool, {threads} thread(s)"), |b| {
             b.iter_custom(|n| bare.queued_enqueues(threads, n));
         });
-        group.bench_function(format!("baseline: growing bare pool, {threads} thread(s)"), |b| {
-            b.iter_custom(|n| growing.queued_enqueues(threads, n));
-        });
     }
     group.finish();
     host.finish();
 }
 
 // ----------------------------------------------------------------------------------------
-// The summary: fixed iteration counts, host and baseline alternated, medians.
+// The summary: fixed iteration counts, host and baseline alternated in short rounds (the
+// machine's speed drifts by tens of percent between seconds), medians.
 
 /// Rounds of each measurement; the median is reported.
-const ROUNDS: usize = 7;
+const ROUNDS: usize = 31;
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -487,40 +462,37 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Runs each of `measures` (which returns its time and how many operations it did)
-/// `ROUNDS` times, alternating them, and appends each run's time per operation, in
-/// nanoseconds, to the matching entry of `rounds`.
-fn per_op(rounds: &mut [Vec<f64>], measures: &[&dyn Fn() -> (Duration, u64)]) {
+/// `ROUNDS` times, alternating them; the median time per operation of each, in
+/// nanoseconds.
+fn per_op<const N: usize>(measures: [&dyn Fn() -> (Duration, u64); N]) -> [f64; N] {
+    let mut times = [(); N].map(|()| Vec::with_capacity(ROUNDS));
     for _ in 0..ROUNDS {
-        for (round, measure) in rounds.iter_mut().zip(measures) {
+        for (time, measure) in times.iter_mut().zip(measures) {
             let (elapsed, ops) = measure();
             #[allow(clippy::cast_precision_loss)] // Op counts are far below 2^52.
-            round.push(elapsed.as_secs_f64() * 1e9 / ops as f64);
+            time.push(elapsed.as_secs_f64() * 1e9 / ops as f64);
         }
     }
+    times.map(median)
 }
 
 fn summary() {
-    const ROUND_TRIPS: u64 = 20_000;
-    const COALESCED: u64 = 1_000_000;
-    const BATCHES: u64 = 2_000;
+    const ROUND_TRIPS: u64 = 2_000;
+    const COALESCED: u64 = 200_000;
+    const BATCHES: u64 = 200;
 
     let traced = Host::new(true);
     let untraced = Host::new(false);
     let hand_off = HandOff::new();
-    let mut times = vec![Vec::new(); 3];
-    per_op(
-        &mut times,
-        &[
-            &|| (traced.round_trips(ROUND_TRIPS), ROUND_TRIPS),
-            &|| (untraced.round_trips(ROUND_TRIPS), ROUND_TRIPS),
-            &|| (hand_off.round_trips(ROUND_TRIPS), ROUND_TRIPS),
-        ],
-    );
+    let [on, off, hand] = per_op([
+        &|| (traced.round_trips(ROUND_TRIPS), ROUND_TRIPS),
+        &|| (untraced.round_trips(ROUND_TRIPS), ROUND_TRIPS),
+        &|| (hand_off.round_trips(ROUND_TRIPS), ROUND_TRIPS),
+    ]);
     drop(hand_off);
     untraced.finish();
-    let [on, off, hand] = [0, 1, 2].map(|i| median(times[i].clone()));
     println!(
-        "summary: round trip ({ROUND_TRIPS} x {ROUNDS} rounds, medians): host trace on \
+        "summary: round trip ({ROUNDS} rounds of {ROUND_TRIPS}, medians): host trace on \
          {:.2} us, trace off {:.2} us, baseline {:.2} us; ratio x{:.2} (trace on), x{:.2} \
          (trace off); goal x1.50: {}",
         on / 1e3,
@@ -532,22 +504,17 @@ fn summary() {
     );
 
     let host = traced;
-    let bare = BarePool::new(false);
-    let growing = BarePool::new(true);
+    let bare = BarePool::new();
     for threads in [1, 2] {
         let ops = COALESCED * threads as u64;
-        let mut times = vec![Vec::new(); 2];
-        per_op(
-            &mut times,
-            &[&|| (host.coalesced_enqueues(threads, COALESCED), ops), &|| {
+        let [host_ns, bare_ns] =
+            per_op([&|| (host.coalesced_enqueues(threads, COALESCED), ops), &|| {
                 (bare.coalesced_enqueues(threads, COALESCED), ops)
-            }],
-        );
-        let [host_ns, bare_ns] = [0, 1].map(|i| median(times[i].clone()));
+            }]);
         println!(
-            "summary: enqueue, already queued, {threads} thread(s) ({ops} enqueues x {ROUNDS} \
-             rounds, medians): host {:.1} M/s ({host_ns:.1} ns), baseline {:.1} M/s \
-             ({bare_ns:.1} ns); ratio x{:.2}",
+            "summary: enqueue, already queued, {threads} thread(s) ({ROUNDS} rounds of {ops}, \
+             medians): host {:.0} M/s ({host_ns:.1} ns), baseline {:.0} M/s ({bare_ns:.1} \
+             ns); ratio x{:.2}",
             1e3 / host_ns,
             1e3 / bare_ns,
             host_ns / bare_ns,
@@ -555,29 +522,19 @@ fn summary() {
     }
     for threads in [1, 2] {
         let ops = BATCHES * (threads * BATCH) as u64;
-        let mut times = vec![Vec::new(); 3];
-        per_op(
-            &mut times,
-            &[
-                &|| (host.queued_enqueues(threads, BATCHES), ops),
-                &|| (bare.queued_enqueues(threads, BATCHES), ops),
-                &|| (growing.queued_enqueues(threads, BATCHES), ops),
-            ],
-        );
-        let [host_ns, bare_ns, growing_ns] = [0, 1, 2].map(|i| median(times[i].clone()));
+        let [host_ns, bare_ns] =
+            per_op([&|| (host.queued_enqueues(threads, BATCHES), ops), &|| {
+                (bare.queued_enqueues(threads, BATCHES), ops)
+            }]);
         println!(
-            "summary: enqueue, not queued, {threads} thread(s) ({ops} enqueues and runs x \
-             {ROUNDS} rounds, medians): host {:.0} k/s ({:.2} us), baseline 2 workers {:.0} \
-             k/s ({:.2} us), baseline growing {:.0} k/s ({:.2} us); ratio x{:.2} (2 workers), \
-             x{:.2} (growing)",
+            "summary: enqueue, not queued, {threads} thread(s) ({ROUNDS} rounds of {ops} \
+             enqueues and runs, medians): host {:.0} k/s ({:.2} us), baseline {:.0} k/s \
+             ({:.2} us); ratio x{:.2}",
             1e6 / host_ns,
             host_ns / 1e3,
             1e6 / bare_ns,
             bare_ns / 1e3,
-            1e6 / growing_ns,
-            growing_ns / 1e3,
             host_ns / bare_ns,
-            host_ns / growing_ns,
         );
     }
     host.finish();
