@@ -361,6 +361,53 @@ fn the_queued_flag_is_cleared_before_the_callback_so_runs_can_overlap() {
     assert_eq!(node.trace().count(Callback::WorkItem), 2);
 }
 
+#[test]
+fn runs_that_block_never_keep_queued_runs_from_starting() {
+    // kmdf-semantics.md section 4: callbacks run on system worker threads, which the kernel
+    // adds when all are busy. Every run here blocks until all of them have started, so
+    // they only finish if each queued run gets a thread of its own, whether enqueued in a
+    // burst or released together from a hold.
+    const ITEMS: usize = 12;
+    let log = Log::default();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let (log2, drops2, gate2) = (log.clone(), Arc::clone(&drops), Arc::clone(&gate));
+    let (runtime, node, items) = start(&log, move |device| {
+        (0..ITEMS)
+            .map(|_| {
+                let (started, gate) = (Mutex::new(started_tx.clone()), Arc::clone(&gate2));
+                job(device, "item", &log2, &drops2, move |_, _| {
+                    started.lock().unwrap().send(()).unwrap();
+                    let (open, opened) = &*gate;
+                    let open = opened
+                        .wait_timeout_while(open.lock().unwrap(), TIMEOUT, |open| !*open)
+                        .unwrap();
+                    assert!(*open.0, "timed out waiting for the other runs to start");
+                })
+            })
+            .collect()
+    });
+    for held in [false, true] {
+        *gate.0.lock().unwrap() = false;
+        let hold = held.then(|| runtime.hold_workers());
+        for item in &items {
+            assert_eq!(item.enqueue(), Ok(true));
+        }
+        drop(hold);
+        for _ in 0..ITEMS {
+            recv(&started_rx, "every run to start while the others block");
+        }
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        for item in &items {
+            item.flush().unwrap();
+        }
+    }
+    assert_eq!(node.trace().count(Callback::WorkItem), 2 * ITEMS);
+    assert!(runtime.panics().is_empty());
+}
+
 // ----------------------------------------------------------------------------------------
 // Flush.
 

@@ -6,6 +6,14 @@
 //! running. It starts [`MIN_THREADS`] threads on first use and never more than
 //! [`MAX_THREADS`]. Dropping the pool (with the runtime's last object) stops and joins
 //! the threads.
+//!
+//! While jobs are queued, one thread that is not running a job is *searching*: on its way
+//! to take the next job (woken for it, just started, or back from a job). A thread that
+//! takes a job hands the search on (wakes a sleeping thread, or starts one if none sleeps)
+//! before it runs the job, if jobs are left; so no queued job ever waits for a running
+//! callback to return, yet a burst of jobs wakes one thread at a time instead of one per
+//! job, and the pool only grows when every thread is running a job. Every counter is
+//! kept under the pool's mutex, where the queue is, so no wake-up is lost.
 
 use super::std;
 use std::boxed::Box;
@@ -41,9 +49,16 @@ struct Inner {
 
 struct State {
     jobs: VecDeque<Job>,
-    /// Threads waiting for a job, or started and about to look for one.
-    available: usize,
     threads: Vec<JoinHandle<()>>,
+    /// Threads not running a job that will look at the queue: started or woken for it, or
+    /// back from a job.
+    searching: usize,
+    /// Threads waiting for a wake-up, not counting those already woken (`wakeups`).
+    sleeping: usize,
+    /// Wake-ups sent and not yet taken: a sleeping thread that finds one takes it and
+    /// searches. (A condition variable may wake a thread spuriously; counting wake-ups
+    /// keeps such a thread asleep and the counters exact.)
+    wakeups: usize,
     /// While positive, no job starts (`Runtime::hold_workers`).
     held: usize,
     /// Jobs running now.
@@ -57,8 +72,10 @@ impl Pool {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     jobs: VecDeque::new(),
-                    available: 0,
                     threads: Vec::new(),
+                    searching: 0,
+                    sleeping: 0,
+                    wakeups: 0,
                     held: 0,
                     busy: 0,
                     shutdown: false,
@@ -69,24 +86,19 @@ impl Pool {
         }
     }
 
-    /// Queues `job` to run on a worker thread, starting a thread if none is free.
+    /// Queues `job` to run on a worker thread: wakes a thread for it unless one is
+    /// searching already, and starts one if none is free.
     pub(crate) fn submit(&self, job: Job) {
         let mut state = lock(&self.inner.state);
         state.jobs.push_back(job);
-        while state.threads.len() < MAX_THREADS
-            && (state.threads.len() < MIN_THREADS || state.available < state.jobs.len())
-        {
-            let inner = Arc::clone(&self.inner);
-            let name = format!("kmdf-worker-{}", state.threads.len());
-            let thread = thread::Builder::new()
-                .name(name)
-                .spawn(move || inner.work())
-                .expect("kmdf host runtime: cannot start a worker thread");
-            state.threads.push(thread);
-            state.available += 1;
+        while state.threads.len() < MIN_THREADS {
+            Inner::spawn(&self.inner, &mut state);
         }
+        let wake = Inner::search(&self.inner, &mut state);
         drop(state);
-        self.inner.work.notify_one();
+        if wake {
+            self.inner.work.notify_one();
+        }
     }
 
     /// Keeps every worker from starting a job until [`release`](Self::release).
@@ -105,28 +117,72 @@ impl Pool {
 
     /// Undoes one [`hold`](Self::hold).
     pub(crate) fn release(&self) {
-        lock(&self.inner.state).held -= 1;
-        self.inner.work.notify_all();
+        let mut state = lock(&self.inner.state);
+        state.held -= 1;
+        let wake = Inner::search(&self.inner, &mut state);
+        drop(state);
+        if wake {
+            self.inner.work.notify_one();
+        }
     }
 }
 
 impl Inner {
-    /// A worker thread's loop: run jobs until the pool shuts down.
-    fn work(&self) {
+    /// Starts a worker thread, searching.
+    fn spawn(this: &Arc<Self>, state: &mut State) {
+        let inner = Arc::clone(this);
+        let name = format!("kmdf-worker-{}", state.threads.len());
+        let thread = thread::Builder::new()
+            .name(name)
+            .spawn(move || inner.work())
+            .expect("kmdf host runtime: cannot start a worker thread");
+        state.threads.push(thread);
+        state.searching += 1;
+    }
+
+    /// Makes sure a thread is searching when jobs can start and none is: counts a wake-up
+    /// for a sleeping thread, or starts a thread if none sleeps (up to [`MAX_THREADS`]; past
+    /// that, the jobs wait for a thread to come back from its job). Returns whether to
+    /// notify the condition variable, which the caller does once the state is unlocked.
+    fn search(this: &Arc<Self>, state: &mut State) -> bool {
+        if state.jobs.is_empty() || state.held > 0 || state.searching > 0 {
+            false
+        } else if state.sleeping > 0 {
+            state.sleeping -= 1;
+            state.wakeups += 1;
+            state.searching += 1;
+            true
+        } else {
+            if state.threads.len() < MAX_THREADS {
+                Self::spawn(this, state);
+            }
+            false
+        }
+    }
+
+    /// A worker thread's loop: run jobs until the pool shuts down. The thread starts
+    /// searching.
+    fn work(self: Arc<Self>) {
         let mut state = lock(&self.state);
         loop {
             let job = if state.held == 0 { state.jobs.pop_front() } else { None };
             if let Some(job) = job {
-                state.available -= 1;
+                state.searching -= 1;
                 state.busy += 1;
+                // Jobs left: another thread searches before this one runs driver code, which
+                // may block.
+                let wake = Self::search(&self, &mut state);
                 drop(state);
+                if wake {
+                    self.work.notify_one();
+                }
                 // The job and what it captured (possibly the runtime's last object, and so
                 // the pool itself) are dropped before the state is locked again. Jobs
                 // report their callbacks' panics themselves; catching here only keeps a
                 // panic in the runtime's own code from losing a thread.
                 let _ = panic::catch_unwind(AssertUnwindSafe(job));
                 state = lock(&self.state);
-                state.available += 1;
+                state.searching += 1;
                 state.busy -= 1;
                 if state.busy == 0 && state.jobs.is_empty() {
                     self.idle.notify_all();
@@ -134,7 +190,20 @@ impl Inner {
             } else if state.shutdown {
                 return;
             } else {
-                state = self.work.wait(state).unwrap_or_else(PoisonError::into_inner);
+                // Nothing to start (the queue is empty, or held): sleep until woken for a
+                // job. Whoever queues one, or releases the hold, sees no thread searching
+                // and wakes this one, under the same lock: no wake-up is lost.
+                state.searching -= 1;
+                state.sleeping += 1;
+                while state.wakeups == 0 && !state.shutdown {
+                    state = self.work.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+                if state.wakeups > 0 {
+                    // The waker counted this thread as searching.
+                    state.wakeups -= 1;
+                } else {
+                    return;
+                }
             }
         }
     }
