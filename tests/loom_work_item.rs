@@ -53,6 +53,10 @@ enum Bug {
     NoDisposeWhenIdle,
     /// `RawObject::delete` returns at once when another thread is disposing the object.
     DeleteDoesNotWaitForDisposal,
+    /// A rundown inside the item's callback does not wait for the runs other threads have
+    /// started: the host code before this model found that they can call the driver after
+    /// the item's cleanup.
+    RundownIgnoresOtherRuns,
 }
 
 /// What the driver's callbacks did, in the order the interleaving ran them: the model's
@@ -168,6 +172,10 @@ mod object {
 
         pub(crate) fn has_bug(&self, bug: Bug) -> bool {
             self.bug == Some(bug)
+        }
+
+        pub(crate) fn bug(&self) -> Option<Bug> {
+            self.bug
         }
 
         /// Counts the calling thread as waiting for a work item while `wait` runs.
@@ -340,7 +348,8 @@ mod work_item {
     /// The `Extension` of a `WDFWORKITEM`.
     pub(crate) struct WorkItemState {
         inner: Mutex<Inner>,
-        /// Signalled whenever the item becomes idle: nothing queued, nothing running.
+        /// Signalled when the item becomes idle, and once the deletion started whenever a
+        /// run returns.
         idle: Condvar,
         run: Run,
     }
@@ -366,25 +375,37 @@ mod work_item {
         fn is_idle(&self) -> bool {
             !self.queued && self.running == 0
         }
+
+        /// Whether a rundown on a thread running `own` of the item's runs still waits: for
+        /// idleness, or inside the callback for the other threads' runs.
+        fn rundown_waits(&self, own: usize, bug: Option<Bug>) -> bool {
+            match bug {
+                // BROKEN VARIANT: the rundown does not wait.
+                Some(Bug::RundownDoesNotWait) => false,
+                // BROKEN VARIANT: inside the callback, the rundown does not wait for the
+                // other threads' runs (the host code before the model found it).
+                Some(Bug::RundownIgnoresOtherRuns) if own > 0 => false,
+                _ if own == 0 => !self.is_idle(),
+                _ => self.running > own,
+            }
+        }
     }
 
     impl WorkItemState {
         /// Called by `RawObject::delete` before the item's cleanup callback: no more
-        /// enqueues, then wait for the queued or running callback unless this thread is
-        /// running it, then release the parent.
+        /// enqueues, then wait for the queued or running callback (on a thread running it:
+        /// for the other threads' runs), then release the parent.
         pub(crate) fn rundown(&self, item: &RawObject) {
             let me = thread::current().id();
+            let bug = item.shared().bug();
             let mut inner = lock(&self.inner);
             inner.deleting = true;
             inner.dispose_when_idle = false;
-            if !inner.runners.contains(&me)
-                && !inner.is_idle()
-                // BROKEN VARIANT: the rundown does not wait.
-                && !item.shared().has_bug(Bug::RundownDoesNotWait)
-            {
+            let own = inner.runners.iter().filter(|&&runner| runner == me).count();
+            if inner.rundown_waits(own, bug) {
                 inner = item.shared().waiting(|| {
                     let mut inner = inner;
-                    while !inner.is_idle() {
+                    while inner.rundown_waits(own, bug) {
                         inner = self.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
                     }
                     inner
@@ -471,9 +492,13 @@ mod work_item {
             if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
                 inner.runners.swap_remove(index);
             }
+            // Once the deletion started, every return, not only the last: a rundown inside
+            // the callback waits for the other runs while its own keeps the item busy.
+            if inner.is_idle() || inner.deleting {
+                state.idle.notify_all();
+            }
             if inner.is_idle() {
                 inner.idle_epoch += 1;
-                state.idle.notify_all();
                 std::mem::take(&mut inner.dispose_when_idle)
                     // BROKEN VARIANT: the deferred disposal is forgotten.
                     && !item.shared().has_bug(Bug::NoDisposeWhenIdle)
@@ -1031,6 +1056,42 @@ fn parent_removal_racing_a_self_delete(bug: Option<Bug>) {
     rig.finish(&["item"]);
 }
 
+/// Section 4, Delete, when the parent is removed from inside the item's callback (a test can
+/// do it on the host): the removal cannot wait for that run, but it waits for the runs other
+/// threads have started, so no run starts after the item's cleanup and only the remover's
+/// own callback returns after it.
+fn parent_removal_from_the_callback(bug: Option<Bug>) {
+    let rig = Rig::new(bug);
+    let device = Arc::clone(&rig.device);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let item = rig.item("item", move |item, _| {
+        if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+            assert_eq!(work_item::enqueue(item), Ok(true));
+            RawObject::delete(&device);
+        }
+    });
+    assert_eq!(work_item::enqueue(&item), Ok(true));
+    rig.shared.pool().join();
+    let events = rig.shared.events();
+    let cleanup = position_once(&events, Event::Cleanup("item"));
+    assert!(
+        !events[cleanup..].contains(&Event::Run("item")),
+        "a run started after the item's cleanup: {events:?}"
+    );
+    assert_eq!(
+        count(&events[cleanup..], Event::Returned("item")),
+        1,
+        "a run other than the remover's returned after the item's cleanup: {events:?}"
+    );
+    assert!(cleanup < position_once(&events, Event::Cleanup("device")), "{events:?}");
+    rig.finish(&[]);
+}
+
+#[test]
+fn parent_removal_from_the_callback_waits_for_the_other_runs() {
+    explore("parent removal from the callback", 3, || parent_removal_from_the_callback(None));
+}
+
 #[test]
 fn parent_removal_racing_the_items_delete_from_its_callback() {
     explore("parent removal racing a self-delete", 3, || parent_removal_racing_a_self_delete(None));
@@ -1081,6 +1142,19 @@ fn a_delete_that_does_not_wait_for_another_threads_disposal_is_caught() {
         || {
             explore("broken: delete does not wait for another disposal", 3, || {
                 parent_removal_racing_a_self_delete(Some(Bug::DeleteDoesNotWaitForDisposal));
+            });
+        },
+    );
+}
+
+#[test]
+fn a_rundown_inside_the_callback_ignoring_other_runs_is_caught() {
+    must_fail(
+        "a_rundown_inside_the_callback_ignoring_other_runs_is_caught",
+        "after the item's cleanup",
+        || {
+            explore("broken: rundown inside the callback ignores other runs", 3, || {
+                parent_removal_from_the_callback(Some(Bug::RundownIgnoresOtherRuns));
             });
         },
     );

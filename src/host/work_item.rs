@@ -22,7 +22,9 @@ use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
 /// The `Extension` of a `WDFWORKITEM`.
 pub(crate) struct WorkItemState {
     inner: Mutex<Inner>,
-    /// Signalled whenever the item becomes idle: nothing queued, nothing running.
+    /// Signalled when the item becomes idle (nothing queued, nothing running), which flushes
+    /// and deletions wait for, and once the deletion started whenever a run returns: a
+    /// rundown on a thread running the item waits for the other threads' runs.
     idle: Condvar,
     /// The driver's callback, monomorphized for the context type.
     run: fn(&RawObject, &RawObject),
@@ -51,21 +53,32 @@ impl Inner {
     fn is_idle(&self) -> bool {
         !self.queued && self.running == 0
     }
+
+    /// Whether a rundown on a thread running `own` of the item's runs still waits. With
+    /// none, it waits for the item to be idle. Inside the callback (the parent removed from
+    /// it) it cannot wait for its own run, but it waits for the runs other threads started:
+    /// each has taken its parent reference and would call the driver after the cleanup.
+    /// Runs still queued find no parent and do not call the driver.
+    fn rundown_waits(&self, own: usize) -> bool {
+        if own == 0 { !self.is_idle() } else { self.running > own }
+    }
 }
 
 impl WorkItemState {
     /// Called by `RawObject::delete` before the item's cleanup callback
     /// (`FxWorkItem::Dispose` and `FlushAndRundown`): no more enqueues, then wait for the
-    /// queued or running callback unless this thread is running it, then release the parent.
+    /// queued or running callback (on a thread running it: for the other threads' runs),
+    /// then release the parent.
     pub(crate) fn rundown(&self, item: &RawObject) {
         let me = thread::current().id();
         let mut inner = lock(&self.inner);
         inner.deleting = true;
         inner.dispose_when_idle = false;
-        if !inner.runners.contains(&me) && !inner.is_idle() {
+        let own = inner.runners.iter().filter(|&&runner| runner == me).count();
+        if inner.rundown_waits(own) {
             inner = item.shared().waiting(|| {
                 let mut inner = inner;
-                while !inner.is_idle() {
+                while inner.rundown_waits(own) {
                     inner = self.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
                 }
                 inner
@@ -164,8 +177,9 @@ fn run_job(item: &Arc<RawObject>) {
         inner.parent.clone()
     };
     // The parent is only released by the rundown, which waits for queued runs; only a
-    // rundown that could not wait (it ran on a thread running this item) leaves a run
-    // behind it, and that run must not call the driver after its cleanup.
+    // rundown that could not wait (it ran on a thread running this item) leaves queued runs
+    // behind it, and those must not call the driver after its cleanup. (It waits for the
+    // runs that got their parent here on other threads.)
     if let Some(parent) = parent {
         // A panic is caught at the boundary and reported; the worker goes on.
         item.shared().invoke_void(Callback::WorkItem, None, item.device(), || {
@@ -178,9 +192,13 @@ fn run_job(item: &Arc<RawObject>) {
         if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
             inner.runners.swap_remove(index);
         }
+        // Once the deletion started, every return, not only the last: a rundown inside the
+        // callback waits for the other runs while its own keeps the item busy.
+        if inner.is_idle() || inner.deleting {
+            state.idle.notify_all();
+        }
         if inner.is_idle() {
             inner.idle_epoch += 1;
-            state.idle.notify_all();
             std::mem::take(&mut inner.dispose_when_idle)
         } else {
             false
