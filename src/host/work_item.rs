@@ -6,6 +6,9 @@
 //! that every running thread is remembered, not only the last one: runs of one item can
 //! overlap, and KMDF's single thread field then forgets a runner, which is where its
 //! self-flush detection fails. Waits (flush, deletion) use a condition variable.
+//!
+//! `tests/loom_work_item.rs` is a loom model of this file's algorithm, step by step: change
+//! it with any change here.
 
 use super::std;
 use std::boxed::Box;
