@@ -869,6 +869,51 @@ fn device_removal_waits_for_a_running_item() {
 }
 
 #[test]
+fn device_removal_from_an_items_callback_waits_for_the_items_other_runs() {
+    // kmdf-semantics.md section 4, Delete: each work item's cleanup runs after its callbacks
+    // return, and no run starts after it. A removal from inside the item's own callback
+    // cannot wait for that run, but it waits for the run another thread has started. It did
+    // not: the cleanups ran while that run was still in its callback, and a run that had
+    // just taken its parent could even call the driver after them (found by the loom model,
+    // tests/loom_work_item.rs).
+    let log = Log::default();
+    let (started, started_rx) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    let wait_for_go = blocking_body(started, go_rx);
+    let started_rx = Mutex::new(started_rx);
+    let slot: Arc<Mutex<Option<DeviceNode>>> = Arc::default();
+    let runs = AtomicUsize::new(0);
+    let (in_run, node_in_run) = (log.clone(), Arc::clone(&slot));
+    let (runtime, node, item, _) = one_item(&log, move |item, device| {
+        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            assert_eq!(item.enqueue(), Ok(true));
+            recv(&started_rx.lock().unwrap(), "the second run to start");
+            let node = node_in_run.lock().unwrap().clone().unwrap();
+            in_run.push(format!("remove {:?}", node.remove()));
+        } else {
+            wait_for_go(item, device);
+        }
+    });
+    *slot.lock().unwrap() = Some(node.clone());
+
+    assert_eq!(item.enqueue(), Ok(true));
+    let cleaned_up = || log.events().contains(&"item cleanup".to_owned());
+    wait_until("the removal waits for the second run (or cleans up without waiting)", || {
+        runtime.work_item_waiters() == 1 || cleaned_up()
+    });
+    assert!(!cleaned_up(), "cleaned up during the second run: {:?}", log.events());
+    go.send(()).unwrap();
+    wait_until("both runs return", || log.events().len() == 5);
+    assert_eq!(
+        log.events(),
+        ["item ran", "item cleanup", "device cleanup", "remove Ok(())", "item ran"]
+    );
+    assert!(node.is_removed());
+    assert_eq!(node.trace().count(Callback::WorkItem), 2);
+    slot.lock().unwrap().take();
+}
+
+#[test]
 fn device_removal_disposes_items_deleted_earlier_only_once() {
     // kmdf-semantics.md section 5: cleanup runs exactly once; an item the driver deleted
     // is no longer a child the device disposes.

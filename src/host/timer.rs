@@ -203,7 +203,8 @@ pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
 }
 
 /// Fires the timer that sat at `key` in the queue, on the advancing thread. Like a work
-/// item's run, the firing releases its reference on the timer before it counts itself out.
+/// item's run, the firing counts itself out, then releases its reference on the timer
+/// before it wakes the waiters (unless it completes a deletion asked for from the callback).
 fn fire(timer: RawRef, key: Key) {
     let state = Arc::clone(state(&timer));
     let parent = {
@@ -229,24 +230,29 @@ fn fire(timer: RawRef, key: Key) {
             });
         });
     }
-    let dispose = {
+    let (dispose, notify) = {
         let mut inner = lock(&state.inner);
-        inner.running == 1 && std::mem::take(&mut inner.dispose_when_idle)
+        inner.running -= 1;
+        let me = thread::current().id();
+        if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
+            inner.runners.swap_remove(index);
+        }
+        let idle = inner.running == 0;
+        (idle && std::mem::take(&mut inner.dispose_when_idle), idle)
     };
     if dispose {
-        // Back at PASSIVE_LEVEL: the deletion asked for from the callback completes now.
-        // `running` still counts this firing, and the rundown does not wait from here.
-        timer.delete();
-    }
-    drop(timer);
-    let mut inner = lock(&state.inner);
-    inner.running -= 1;
-    let me = thread::current().id();
-    if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
-        inner.runners.swap_remove(index);
-    }
-    if inner.running == 0 {
+        // Back at PASSIVE_LEVEL, and no longer counted as firing: the deletion asked for
+        // from the callback completes now. Waiters wake first (the disposal may wait for a
+        // disposal they run).
         state.idle.notify_all();
+        timer.delete();
+        drop(timer);
+    } else {
+        // The reference goes before the waiters wake, as for work items.
+        drop(timer);
+        if notify {
+            state.idle.notify_all();
+        }
     }
 }
 

@@ -6,6 +6,9 @@
 //! that every running thread is remembered, not only the last one: runs of one item can
 //! overlap, and KMDF's single thread field then forgets a runner, which is where its
 //! self-flush detection fails. Waits (flush, deletion) use a condition variable.
+//!
+//! `tests/loom_work_item.rs` is a loom model of this file's algorithm, step by step: change
+//! it with any change here.
 
 use super::std;
 use std::boxed::Box;
@@ -22,7 +25,9 @@ use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
 /// The `Extension` of a `WDFWORKITEM`.
 pub(crate) struct WorkItemState {
     inner: Mutex<Inner>,
-    /// Signalled whenever the item becomes idle: nothing queued, nothing running.
+    /// Signalled when the item becomes idle (nothing queued, nothing running), which flushes
+    /// and deletions wait for, and once the deletion started whenever a run returns: a
+    /// rundown on a thread running the item waits for the other threads' runs.
     idle: Condvar,
     /// The driver's callback, monomorphized for the context type.
     run: fn(&RawObject, &RawObject),
@@ -51,21 +56,32 @@ impl Inner {
     fn is_idle(&self) -> bool {
         !self.queued && self.running == 0
     }
+
+    /// Whether a rundown on a thread running `own` of the item's runs still waits. With
+    /// none, it waits for the item to be idle. Inside the callback (the parent removed from
+    /// it) it cannot wait for its own run, but it waits for the runs other threads started:
+    /// each has taken its parent reference and would call the driver after the cleanup.
+    /// Runs still queued find no parent and do not call the driver.
+    fn rundown_waits(&self, own: usize) -> bool {
+        if own == 0 { !self.is_idle() } else { self.running > own }
+    }
 }
 
 impl WorkItemState {
     /// Called by `RawObject::delete` before the item's cleanup callback
     /// (`FxWorkItem::Dispose` and `FlushAndRundown`): no more enqueues, then wait for the
-    /// queued or running callback unless this thread is running it, then release the parent.
+    /// queued or running callback (on a thread running it: for the other threads' runs),
+    /// then release the parent.
     pub(crate) fn rundown(&self, item: &RawObject) {
         let me = thread::current().id();
         let mut inner = lock(&self.inner);
         inner.deleting = true;
         inner.dispose_when_idle = false;
-        if !inner.runners.contains(&me) && !inner.is_idle() {
+        let own = inner.runners.iter().filter(|&&runner| runner == me).count();
+        if inner.rundown_waits(own) {
             inner = item.shared().waiting(|| {
                 let mut inner = inner;
-                while !inner.is_idle() {
+                while inner.rundown_waits(own) {
                     inner = self.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
                 }
                 inner
@@ -147,11 +163,13 @@ pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
 
 /// One run on a worker thread (`FxWorkItem::WorkItemThunk` and `WorkItemHandler`).
 ///
-/// The run holds a reference on the item until its callback returned, and releases it
-/// *before* it counts itself out: a flush or a deletion waiting for the run resumes only
-/// once the item may be destroyed, so the destroy (and its trace entry) never trails behind
-/// on the worker. KMDF releases its reference after signalling; the host is stricter so
-/// that traces are deterministic.
+/// The run holds a reference on the item until its callback returned. It counts itself out,
+/// then (unless it completes a deferred deletion) releases the reference *before* it wakes
+/// the waiters: a flush or a deletion that waited for the run goes on only once the item
+/// may be destroyed, so the destroy (and its trace entry) does not trail behind on the
+/// worker. KMDF releases its reference after signalling; the host is stricter so that
+/// traces are deterministic. The order of the bookkeeping is the one
+/// `tests/loom_work_item.rs` checks.
 fn run_job(item: RawRef) {
     let me = thread::current().id();
     let state = Arc::clone(state(&item));
@@ -164,31 +182,45 @@ fn run_job(item: RawRef) {
         inner.parent.clone()
     };
     // The parent is only released by the rundown, which waits for queued runs; only a
-    // rundown that could not wait (it ran on a thread running this item) leaves a run
-    // behind it, and that run must not call the driver after its cleanup.
+    // rundown that could not wait (it ran on a thread running this item) leaves queued runs
+    // behind it, and those must not call the driver after its cleanup. (It waits for the
+    // runs that got their parent here on other threads.)
     if let Some(parent) = parent {
         // A panic is caught at the boundary and reported; the worker goes on.
         item.shared().invoke_void(Callback::WorkItem, None, item.device(), || {
             (state.run)(&item, &parent);
         });
     }
-    let dispose = {
+    let (dispose, notify) = {
         let mut inner = lock(&state.inner);
-        inner.running == 1 && !inner.queued && std::mem::take(&mut inner.dispose_when_idle)
+        inner.running -= 1;
+        if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
+            inner.runners.swap_remove(index);
+        }
+        // Once the deletion started, every return, not only the last: a rundown inside the
+        // callback waits for the other runs while its own keeps the item busy.
+        let notify = inner.is_idle() || inner.deleting;
+        let dispose = inner.is_idle() && {
+            inner.idle_epoch += 1;
+            std::mem::take(&mut inner.dispose_when_idle)
+        };
+        (dispose, notify)
     };
     if dispose {
-        // This thread is still a runner, so the disposal does not wait for itself.
+        // Waiters must wake before the disposal, which may wait for a disposal they run.
+        if notify {
+            state.idle.notify_all();
+        }
         dispose_deferred(&item);
-    }
-    drop(item);
-    let mut inner = lock(&state.inner);
-    inner.running -= 1;
-    if let Some(index) = inner.runners.iter().position(|runner| *runner == me) {
-        inner.runners.swap_remove(index);
-    }
-    if inner.is_idle() {
-        inner.idle_epoch += 1;
-        state.idle.notify_all();
+        drop(item);
+    } else {
+        // The reference goes before the waiters wake: a flush or deletion that waited for
+        // this run goes on only once the item can be destroyed, so its destroy does not
+        // trail behind on the worker.
+        drop(item);
+        if notify {
+            state.idle.notify_all();
+        }
     }
 }
 
