@@ -377,9 +377,10 @@ impl Machine {
     }
 
     /// Checks invariants 1 to 9 of kmdf-semantics.md section 3 over every callback point
-    /// reached so far (invariant 10, PASSIVE_LEVEL, holds by construction: callbacks run on
-    /// the acting thread with no lock held; invariant 11 is checked per object by
-    /// [`check_object_callbacks`]).
+    /// reached so far. Invariant 10 (PASSIVE_LEVEL) holds by construction: callbacks run on
+    /// the thread applying the action, under the node's action mutex only, so at that
+    /// thread's IRQL, which is PASSIVE_LEVEL unless the test itself holds a spin lock.
+    /// Invariant 11 is checked per object by [`check_object_callbacks`].
     #[allow(
         clippy::too_many_lines,
         reason = "one replay of the callback log, invariant by invariant"
