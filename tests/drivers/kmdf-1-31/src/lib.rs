@@ -4,7 +4,7 @@
 
 #![no_std]
 
-use kmdf::{Device, DeviceInit, DevicePowerState, Driver, Result};
+use kmdf::{Device, DeviceInit, DevicePowerState, Driver, PnpPowerCallbacks, Result};
 
 /// The driver: no state.
 pub struct MinimalDriver;
