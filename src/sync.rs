@@ -164,8 +164,11 @@ impl<T> WaitLock<T> {
     ///
     /// # Panics
     ///
-    /// On the host runtime, when called above `APC_LEVEL` (while holding a [`SpinLock`]),
-    /// where the kernel would bug check.
+    /// When called above `APC_LEVEL` (while holding a [`SpinLock`]), on both backends:
+    /// `WdfWaitLockAcquire` would bug check there. The calls that wait and return a
+    /// [`Result`] anyway (`WorkItem::flush`, `Timer::stop`) return an error instead; a lock
+    /// has no error to return but this bug, so it panics (in the kernel, `wdk-panic` makes
+    /// that a bug check that names the mistake).
     pub fn lock(&self) -> WaitLockGuard<'_, T> {
         WaitLockGuard { inner: self.inner.lock() }
     }

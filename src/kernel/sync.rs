@@ -138,6 +138,15 @@ impl<T> WaitLock<T> {
     }
 
     pub(crate) fn lock(&self) -> WaitLockGuard<'_, T> {
+        // The same rule as the host runtime's, checked before KMDF would bug check inside
+        // WdfWaitLockAcquire (IRQL_NOT_LESS_OR_EQUAL, or the verifier's WDF_VIOLATION): a
+        // panic names the caller's mistake (wdk-panic turns it into a bug check too).
+        let irql = current_irql();
+        assert!(
+            irql <= Irql::Apc,
+            "WaitLock::lock at {irql:?}: WdfWaitLockAcquire waits, so it must be called at \
+             PASSIVE_LEVEL or APC_LEVEL (is a SpinLock held?)"
+        );
         // SAFETY: the lock is live; a NULL timeout waits until it is acquired.
         let acquired = unsafe {
             call_unsafe_wdf_function_binding!(WdfWaitLockAcquire, self.lock, ptr::null_mut())
