@@ -243,7 +243,7 @@ fn every_scenario_of_every_length_three_ends_clean() {
                     NodeState::Removed => {}
                     // The PnP manager restarts a stopped device before removing it; a
                     // stopped or stopping device can only be surprise-removed.
-                    NodeState::Stopped | NodeState::QueryStopPending => {
+                    NodeState::Stopped | NodeState::QueryStopPending | NodeState::Failed => {
                         bench.act(PnpAction::SurpriseRemove);
                     }
                     _ => bench.act(PnpAction::Remove),
