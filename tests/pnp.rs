@@ -874,3 +874,42 @@ fn one_smio_callback_creates_the_smio_machine() {
     node.remove().unwrap();
     assert_eq!(lines(&runtime), [DESTROY]);
 }
+
+// ---- Failure injection on one device ----------------------------------------------------
+
+#[test]
+fn per_device_injection_counts_only_that_devices_calls() {
+    let runtime = Runtime::new();
+    let driver = runtime.load::<common::FullDriver>().unwrap();
+    let (first, second) = (driver.add_device().unwrap(), driver.add_device().unwrap());
+    // The second D0Entry of `second`: its wake, not the runtime's second D0Entry (which is
+    // `second`'s first start).
+    second.inject_failure(Callback::D0Entry, 2, NtStatus::DEVICE_NOT_READY).unwrap();
+    first.start().unwrap();
+    second.start().unwrap();
+    first.apply(PnpAction::Idle).unwrap();
+    first.apply(PnpAction::Wake).unwrap();
+    assert_eq!(first.state(), NodeState::Working, "the first device's calls do not count");
+    second.apply(PnpAction::Idle).unwrap();
+    let _ = lines(&runtime);
+    second.apply(PnpAction::Wake).unwrap();
+    assert_eq!(lines(&runtime)[0], "EvtDeviceD0Entry(D3) -> STATUS_DEVICE_NOT_READY (injected)");
+    assert_eq!(second.state(), NodeState::Removed);
+    // It fires once.
+    first.apply(PnpAction::Idle).unwrap();
+    first.apply(PnpAction::Wake).unwrap();
+    assert_eq!(first.state(), NodeState::Working);
+    // Driver-wide callbacks are not a device's; the usual checks apply.
+    for (callback, nth, status) in [
+        (Callback::DriverDeviceAdd, 1, NtStatus::UNSUCCESSFUL),
+        (Callback::SelfManagedIoFlush, 1, NtStatus::UNSUCCESSFUL),
+        (Callback::D0Entry, 0, NtStatus::UNSUCCESSFUL),
+        (Callback::D0Entry, 1, NtStatus::SUCCESS),
+    ] {
+        assert_eq!(
+            first.inject_failure(callback, nth, status),
+            Err(NtStatus::INVALID_PARAMETER),
+            "{callback} {nth} {status}"
+        );
+    }
+}

@@ -115,7 +115,8 @@ impl Runtime {
         })
     }
 
-    /// Makes the `nth` call (counting from 1, over the whole runtime) of `callback` fail with
+    /// Makes the `nth` call (counting from 1, over the whole runtime: all devices and drivers
+    /// together; [`DeviceNode::inject_failure`] counts one device's calls) of `callback` fail with
     /// `status`, without running the driver's code for it: the framework sees the failure and
     /// takes its failure path (kmdf-semantics.md section 2). A callback the driver did not
     /// register is never called, so it never fails. The trace marks the call `(injected)`.
@@ -140,7 +141,7 @@ impl Runtime {
         if nth == 0 {
             return Err(NtStatus::INVALID_PARAMETER);
         }
-        self.shared.inject(callback, nth, status);
+        self.shared.inject(callback, None, nth, status);
         Ok(())
     }
 
@@ -435,6 +436,46 @@ impl DeviceNode {
         let mut inner = lock(&self.node.state);
         let NodeInner { machine, device } = &mut *inner;
         machine.apply(action, &self.node.shared, self.node.id, device)
+    }
+
+    /// Makes the `nth` call (counting from 1) of `callback` *on this device* fail with
+    /// `status`, without running the driver's code for it; calls on other devices do not
+    /// count. Otherwise as [`Runtime::inject_failure`].
+    ///
+    /// ```
+    /// # use kmdf::{Callback, NtStatus, host::{PnpAction, Runtime}};
+    /// # struct Nop;
+    /// # impl kmdf::Driver for Nop {
+    /// #     fn driver_entry() -> kmdf::Result<Self> { Ok(Nop) }
+    /// #     fn device_add(&self, init: kmdf::DeviceInit<'_>) -> kmdf::Result {
+    /// #         init.create(Dev)?; Ok(())
+    /// #     }
+    /// # }
+    /// # struct Dev;
+    /// # kmdf::vtable! { impl kmdf::PnpPowerCallbacks for Dev {
+    /// #     fn d0_entry(&self, _: &kmdf::Device<Self>, _: kmdf::DevicePowerState) -> kmdf::Result { Ok(()) }
+    /// # } }
+    /// let runtime = Runtime::new();
+    /// let driver = runtime.load::<Nop>()?;
+    /// let (first, second) = (driver.add_device()?, driver.add_device()?);
+    /// second.inject_failure(Callback::D0Entry, 1, NtStatus::UNSUCCESSFUL)?;
+    /// first.start()?; // the first D0Entry of the runtime, but not of `second`
+    /// second.start()?; // fails: the start IRP fails and the device is removed
+    /// assert!(!first.is_removed() && second.is_removed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail or is not a device's callback
+    /// (`DriverEntry`, `EvtDriverDeviceAdd`), `status` is not a failure status, or `nth` is 0.
+    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtStatus) -> Result {
+        pnp::check_injectable(callback, status)?;
+        if nth == 0 || matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
+            return Err(NtStatus::INVALID_PARAMETER);
+        }
+        self.node.shared.inject(callback, Some(self.node.id), nth, status);
+        Ok(())
     }
 
     /// [`apply`](Self::apply)`(PnpAction::Start)`: first start, or start after a stop.

@@ -101,10 +101,20 @@ impl TraceLog {
 /// Failures to inject: the Nth call of a callback fails with a status.
 #[derive(Default)]
 struct Injections {
-    /// (callback, nth call, status); each fires once.
-    planned: Vec<(Callback, u64, NtStatus)>,
-    /// How many times each callback was reached so far.
-    calls: BTreeMap<Callback, u64>,
+    /// Each fires once.
+    planned: Vec<Injection>,
+    /// How many times each callback was reached so far: over the whole runtime (`None`) and
+    /// per device node.
+    calls: BTreeMap<(Option<u64>, Callback), u64>,
+}
+
+/// One planned failure: the `nth` call of `callback` (counted over the whole runtime, or on
+/// one device node when `device` is set) fails with `status`.
+struct Injection {
+    callback: Callback,
+    device: Option<u64>,
+    nth: u64,
+    status: NtStatus,
 }
 
 impl Shared {
@@ -145,20 +155,37 @@ impl Shared {
         self.waiters.load(Ordering::SeqCst)
     }
 
-    /// Plans a failure: the `nth` call (counting from 1) of `callback` returns `status`.
-    pub(crate) fn inject(&self, callback: Callback, nth: u64, status: NtStatus) {
-        lock(&self.injections).planned.push((callback, nth, status));
+    /// Plans a failure: the `nth` call (counting from 1) of `callback` returns `status`;
+    /// calls are counted over the whole runtime, or on `device` alone when given.
+    pub(crate) fn inject(
+        &self,
+        callback: Callback,
+        device: Option<u64>,
+        nth: u64,
+        status: NtStatus,
+    ) {
+        lock(&self.injections).planned.push(Injection { callback, device, nth, status });
     }
 
-    /// Counts a call of `callback`; returns the status to fail it with, if one is planned.
-    fn injected(&self, callback: Callback) -> Option<NtStatus> {
+    /// Counts a call of `callback` on `device`; returns the status to fail it with, if one
+    /// is planned for this call.
+    fn injected(&self, callback: Callback, device: Option<u64>) -> Option<NtStatus> {
         let mut injections = lock(&self.injections);
-        let count = injections.calls.entry(callback).or_insert(0);
-        *count += 1;
-        let count = *count;
-        let planned = &mut injections.planned;
-        let index = planned.iter().position(|&(c, nth, _)| c == callback && nth == count)?;
-        Some(planned.remove(index).2)
+        let mut count = |key| {
+            let count = injections.calls.entry(key).or_insert(0);
+            *count += 1;
+            *count
+        };
+        let overall = count((None, callback));
+        let on_device = device.map(|device| count((Some(device), callback)));
+        let index = injections.planned.iter().position(|planned| {
+            planned.callback == callback
+                && match planned.device {
+                    None => planned.nth == overall,
+                    Some(_) => planned.device == device && Some(planned.nth) == on_device,
+                }
+        })?;
+        Some(injections.planned.remove(index).status)
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -298,7 +325,7 @@ impl Shared {
         device: Option<u64>,
         run: impl FnOnce() -> Result,
     ) -> Result {
-        if let Some(status) = self.injected(callback) {
+        if let Some(status) = self.injected(callback, device) {
             let entry = TraceEntry {
                 callback,
                 args,
