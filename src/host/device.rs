@@ -170,6 +170,7 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
         cleanup_hook,
     )?;
     object.set_context(context);
+    object.set_owner(Arc::clone(&slot.driver));
     let created = CreatedDevice { object, callbacks: PnpTable::of::<T>() };
     // `DeviceInit::create` consumes the only `DeviceInit` of this slot, so it is empty.
     let created = match slot.created.set(created) {
@@ -194,4 +195,16 @@ impl RawResources<'_> {
     pub(crate) fn translated_count(self) -> u32 {
         0
     }
+}
+
+/// `WdfDeviceSetFailed`: the runtime's PnP manager answers after the call returns.
+pub(crate) fn set_failed(device: &RawObject, action: crate::device::FailedAction) {
+    if let Some(node) = device.device() {
+        device.shared().request_failure(node, action);
+    }
+}
+
+/// `WdfGetDriver`, and its context if it is a `D`.
+pub(crate) fn driver<D: crate::Driver>(device: &RawObject) -> Option<&D> {
+    device.owner()?.context::<D>()
 }

@@ -52,19 +52,22 @@
 
 extern crate std;
 
+mod current;
+pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
 mod pnp;
 pub(crate) mod pool;
 pub(crate) mod sync;
+pub(crate) mod time;
 pub(crate) mod timer;
 mod trace;
 pub(crate) mod work_item;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::vec::Vec;
 
 pub use object::ObjectKind;
@@ -303,30 +306,20 @@ impl<D: Driver> LoadedDriver<D> {
         let driver = self.object()?;
         let node = self.shared.next_id();
         let trace_start = self.shared.trace_position();
-        let slot = DeviceSlot { driver: Arc::clone(&driver), node, created: OnceLock::new() };
-        let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
-        let result = self.shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || {
-            Self::driver(&driver).device_add(init)
-        });
-        match (result, slot.created.into_inner()) {
-            (Ok(()), Some(created)) => Ok(DeviceNode {
-                node: Arc::new(Node {
-                    shared: Arc::clone(&self.shared),
-                    id: node,
-                    state: Mutex::new(NodeInner {
-                        machine: pnp::Machine::new(&created, trace_start),
-                        device: Some(created),
-                    }),
+        let created = add_device_on(&driver, node, device_add_of::<D>)?;
+        Ok(DeviceNode {
+            node: Arc::new(Node {
+                shared: Arc::clone(&self.shared),
+                id: node,
+                driver: Arc::downgrade(&driver),
+                device_add: device_add_of::<D>,
+                state: Mutex::new(NodeInner {
+                    machine: pnp::Machine::new(&created, trace_start),
+                    device: Some(created),
+                    restarts: None,
                 }),
             }),
-            (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
-            (Err(status), created) => {
-                if let Some(created) = created {
-                    created.object.delete();
-                }
-                Err(status)
-            }
-        }
+        })
     }
 
     /// Unloads the driver: `EvtDriverUnload` ([`Driver::unload`]), then the `WDFDRIVER` is
@@ -353,6 +346,37 @@ impl<D: Driver> LoadedDriver<D> {
     }
 }
 
+/// `EvtDriverDeviceAdd` of a driver, monomorphized for its type.
+type DeviceAdd = fn(&RawObject, DeviceInit<'_>) -> Result;
+
+fn device_add_of<D: Driver>(driver: &RawObject, init: DeviceInit<'_>) -> Result {
+    LoadedDriver::<D>::driver(driver).device_add(init)
+}
+
+/// Runs `EvtDriverDeviceAdd` for the hardware of device node `node` and returns the device
+/// it created. On a failure the device it had created is deleted, as KMDF deletes it.
+fn add_device_on(
+    driver: &Arc<RawObject>,
+    node: u64,
+    device_add: DeviceAdd,
+) -> Result<CreatedDevice> {
+    let shared = driver.shared();
+    let slot = DeviceSlot { driver: Arc::clone(driver), node, created: OnceLock::new() };
+    let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
+    let result =
+        shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || device_add(driver, init));
+    match (result, slot.created.into_inner()) {
+        (Ok(()), Some(created)) => Ok(created),
+        (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
+        (Err(status), created) => {
+            if let Some(created) = created {
+                created.object.delete();
+            }
+            Err(status)
+        }
+    }
+}
+
 impl<D> fmt::Debug for LoadedDriver<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LoadedDriver<{}>({:?})", std::any::type_name::<D>(), lock(&self.object))
@@ -371,6 +395,9 @@ pub struct DeviceNode {
 struct Node {
     shared: Arc<Shared>,
     id: u64,
+    /// The driver that serves the hardware, to add a new device for it after a restart.
+    driver: Weak<RawObject>,
+    device_add: DeviceAdd,
     /// Held for the whole of an action: the PnP manager sends a device one IRP at a time.
     state: Mutex<NodeInner>,
 }
@@ -379,6 +406,69 @@ struct NodeInner {
     machine: pnp::Machine,
     /// The device object, until it is removed.
     device: Option<CreatedDevice>,
+    /// Restarts after `WdfDeviceSetFailed(AttemptRestart)`: when the current period began
+    /// and how many restarts it saw (`FxPkgPnp::PnpIncrementRestartCountLogic`).
+    restarts: Option<(std::time::Duration, u32)>,
+}
+
+/// KMDF allows [`RESTART_COUNT_MAXIMUM`] restarts of a device within this period
+/// (`FxPkgPnp::m_RestartTimePeriodMaximum`, 60 s).
+const RESTART_PERIOD: std::time::Duration = std::time::Duration::from_mins(1);
+/// `FxPkgPnp::m_RestartCountMaximum`.
+const RESTART_COUNT_MAXIMUM: u32 = 5;
+
+impl NodeInner {
+    /// Whether one more restart is allowed at `now`, counting it
+    /// (`PnpIncrementRestartCountLogic`: a new period starts when the last one is over).
+    fn count_restart(&mut self, now: std::time::Duration) -> bool {
+        match self.restarts {
+            Some((start, count)) if now.saturating_sub(start) <= RESTART_PERIOD => {
+                if count < RESTART_COUNT_MAXIMUM {
+                    self.restarts = Some((start, count + 1));
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => {
+                self.restarts = Some((now, 1));
+                true
+            }
+        }
+    }
+}
+
+impl Node {
+    /// The PnP manager's answer to a `WdfDeviceSetFailed` of the device: it learns that the
+    /// device failed (`IRP_MN_QUERY_PNP_DEVICE_STATE` answered `PNP_DEVICE_FAILED`) and
+    /// removes it with a surprise removal; after `AttemptRestart` the bus re-enumerates the
+    /// hardware, so a new device is added and started, within KMDF's restart limit.
+    ///
+    /// A device that has not started yet, or sleeps with the system, is answered later.
+    fn answer_failure(&self, inner: &mut NodeInner) -> core::result::Result<(), PnpError> {
+        let Some(action) = self.shared.take_failure(self.id) else { return Ok(()) };
+        match inner.machine.state {
+            NodeState::Removed => return Ok(()),
+            NodeState::Added | NodeState::Asleep { .. } => {
+                self.shared.request_failure(self.id, action);
+                return Ok(());
+            }
+            _ => {}
+        }
+        inner.machine.apply(PnpAction::SurpriseRemove, &self.shared, self.id, &mut inner.device)?;
+        let now = timer::now(self.shared.clock());
+        if action != crate::FailedAction::AttemptRestart || !inner.count_restart(now) {
+            return Ok(());
+        }
+        let Some(driver) = self.driver.upgrade() else { return Ok(()) };
+        let trace_start = self.shared.trace_position();
+        // A failed EvtDriverDeviceAdd leaves the hardware without a device, as in KMDF.
+        let Ok(created) = add_device_on(&driver, self.id, self.device_add) else { return Ok(()) };
+        self.shared.forget_device(self.id);
+        inner.machine = pnp::Machine::new(&created, trace_start);
+        inner.device = Some(created);
+        inner.machine.apply(PnpAction::Start, &self.shared, self.id, &mut inner.device)
+    }
 }
 
 impl DeviceNode {
@@ -434,8 +524,26 @@ impl DeviceNode {
     ///   the error carries the device's trace.
     pub fn apply(&self, action: PnpAction) -> core::result::Result<(), PnpError> {
         let mut inner = lock(&self.node.state);
-        let NodeInner { machine, device } = &mut *inner;
-        machine.apply(action, &self.node.shared, self.node.id, device)
+        // A failure the device reported since the last action is answered first.
+        self.node.answer_failure(&mut inner)?;
+        let NodeInner { machine, device, .. } = &mut *inner;
+        let result = machine.apply(action, &self.node.shared, self.node.id, device);
+        // Then one reported during this action, once it is done.
+        result.and(self.node.answer_failure(&mut inner))
+    }
+
+    /// Lets the PnP manager answer what the device reported since the last action
+    /// ([`Device::set_failed`](crate::Device::set_failed), from a work item or a timer):
+    /// the surprise removal of the failed device and, after
+    /// [`FailedAction::AttemptRestart`](crate::FailedAction::AttemptRestart), the start of a
+    /// new device on the same node. Does nothing when nothing was reported.
+    ///
+    /// # Errors
+    ///
+    /// [`PnpError::InvariantViolated`] as for [`apply`](Self::apply).
+    pub fn settle(&self) -> core::result::Result<(), PnpError> {
+        let mut inner = lock(&self.node.state);
+        self.node.answer_failure(&mut inner)
     }
 
     /// Makes the `nth` call (counting from 1) of `callback` *on this device* fail with

@@ -23,6 +23,7 @@ use super::pool::Pool;
 use super::timer::{Clock, TimerState};
 use super::trace::{PanicReport, TraceEntry, VerifierFinding};
 use super::work_item::WorkItemState;
+use crate::device::FailedAction;
 use crate::object::sealed;
 use crate::{Callback, NtStatus, Result};
 
@@ -74,6 +75,9 @@ pub(crate) struct Shared {
     clock: Mutex<Clock>,
     /// What the runtime's verifier saw drivers do wrong.
     verifier: Mutex<Verifier>,
+    /// Devices that reported themselves failed (`WdfDeviceSetFailed`) and that the PnP
+    /// manager has not answered yet, by device node.
+    failures: Mutex<BTreeMap<u64, FailedAction>>,
 }
 
 /// The verifier's state: devices whose `SelfManagedIoFlush` has returned, and findings.
@@ -130,6 +134,7 @@ impl Shared {
             pool: Pool::new(),
             clock: Mutex::new(Clock::default()),
             verifier: Mutex::new(Verifier::default()),
+            failures: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -188,6 +193,33 @@ impl Shared {
         Some(injections.planned.remove(index).status)
     }
 
+    /// `WdfDeviceSetFailed` on the device of `node`: the PnP manager answers later
+    /// ([`take_failure`](Self::take_failure)). A second report before the answer keeps the
+    /// stronger action: no restart wins.
+    pub(crate) fn request_failure(&self, node: u64, action: FailedAction) {
+        let mut failures = lock(&self.failures);
+        let entry = failures.entry(node).or_insert(action);
+        if action == FailedAction::NoRestart {
+            *entry = action;
+        }
+    }
+
+    /// The failure `node` reported and the PnP manager has not answered, if any.
+    pub(crate) fn take_failure(&self, node: u64) -> Option<FailedAction> {
+        lock(&self.failures).remove(&node)
+    }
+
+    /// Records a driver's debug print (`DbgPrintEx`) in the trace.
+    pub(crate) fn record_print(&self, device: Option<u64>, message: String) {
+        let _ = self.record(Callback::DebugPrint, Some(message), device);
+    }
+
+    /// Forgets what the verifier knows of the device that `node` had: a new device object
+    /// was created for the same hardware (a restart after `WdfDeviceSetFailed`).
+    pub(crate) fn forget_device(&self, node: u64) {
+        lock(&self.verifier).flushed.remove(&node);
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -233,6 +265,7 @@ impl Shared {
         fallible: bool,
         run: impl FnOnce() -> Result,
     ) -> Result {
+        let _entered = super::current::enter(self, device);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(result) => {
                 self.finish(index, fallible.then(|| result.into()), false);
@@ -423,6 +456,9 @@ pub struct RawObject {
     cleanup: Option<CleanupHook>,
     extension: Option<Extension>,
     context: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// For a device, the `WDFDRIVER` it belongs to (`WdfGetDriver`), held as long as the
+    /// device object exists so its driver value can be lent out with the device's lifetime.
+    owner: OnceLock<Arc<RawObject>>,
     links: Mutex<Links>,
     /// Signalled when a disposal completes.
     disposed: Condvar,
@@ -473,6 +509,7 @@ impl RawObject {
             cleanup,
             extension,
             context: context.map(OnceLock::from).unwrap_or_default(),
+            owner: OnceLock::new(),
             links: Mutex::new(Links {
                 parent: parent.cloned(),
                 children: Vec::new(),
@@ -508,6 +545,16 @@ impl RawObject {
         // SAFETY: `this` points into an `Arc<RawObject>`, and the count added just above is
         // the one the returned `Arc` owns.
         unsafe { Arc::from_raw(this) }
+    }
+
+    /// Records the driver a device belongs to; see [`owner`](Self::owner).
+    pub(crate) fn set_owner(&self, driver: Arc<RawObject>) {
+        let _ = self.owner.set(driver);
+    }
+
+    /// The `WDFDRIVER` of a device.
+    pub(crate) fn owner(&self) -> Option<&RawObject> {
+        self.owner.get().map(|driver| &**driver)
     }
 
     /// The kind-specific state given to [`create_with`](Self::create_with).

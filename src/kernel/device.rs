@@ -192,3 +192,26 @@ fn count(list: WDFCMRESLIST) -> u32 {
     // SAFETY: a non-null list handle passed to the running callback, valid during it.
     unsafe { call_unsafe_wdf_function_binding!(WdfCmResourceListGetCount, list) }
 }
+
+/// `WdfDeviceSetFailed`.
+pub(crate) fn set_failed(device: &super::RawObject, action: crate::FailedAction) {
+    let action = match action {
+        crate::FailedAction::AttemptRestart => {
+            wdk_sys::_WDF_DEVICE_FAILED_ACTION::WdfDeviceFailedAttemptRestart
+        }
+        crate::FailedAction::NoRestart => {
+            wdk_sys::_WDF_DEVICE_FAILED_ACTION::WdfDeviceFailedNoRestart
+        }
+    };
+    // SAFETY: `device` is a live device, lent to the running callback; WdfDeviceSetFailed
+    // may be called at any IRQL up to DISPATCH_LEVEL, which is as high as callbacks run.
+    unsafe {
+        call_unsafe_wdf_function_binding!(WdfDeviceSetFailed, device.handle().cast(), action);
+    }
+}
+
+/// `WdfGetDriver`'s context, if the driver value is a `D`. The device only borrows it: the
+/// driver outlives every one of its devices.
+pub(crate) fn driver<D: crate::Driver>(_device: &super::RawObject) -> Option<&D> {
+    super::entry::driver::<D>()
+}

@@ -1,7 +1,9 @@
 //! `DriverEntry` and the driver-wide callbacks.
 
+use core::any::TypeId;
 use core::marker::PhantomData;
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 pub use wdk_sys::{NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT};
 use wdk_sys::{WDF_DRIVER_CONFIG, WDFDEVICE_INIT, WDFDRIVER, call_unsafe_wdf_function_binding};
@@ -53,7 +55,38 @@ pub unsafe fn driver_entry<D: Driver>(
     // SAFETY: the driver object was just created with `attributes_for::<D>`; no device can
     // be added before `DriverEntry` returns.
     unsafe { write_context(driver.cast(), value) };
+    DRIVER_TYPE
+        .store((type_id_of::<D> as fn() -> TypeId as *const ()).cast_mut(), Ordering::Release);
     0
+}
+
+/// The type of the `WDFDRIVER`'s context, as a `type_id_of::<D>` function: a binary has one
+/// driver, set once by `DriverEntry`.
+static DRIVER_TYPE: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+fn type_id_of<D: 'static>() -> TypeId {
+    TypeId::of::<D>()
+}
+
+/// The driver value (`WdfGetDriver`'s context), if it is a `D`.
+pub(crate) fn driver<'a, D: Driver>() -> Option<&'a D> {
+    let stored = DRIVER_TYPE.load(Ordering::Acquire);
+    if stored.is_null() {
+        return None;
+    }
+    // SAFETY: the only value ever stored is a `type_id_of::<_>` function pointer, cast to a
+    // data pointer above; casting it back gives that function.
+    let type_id_of_driver: fn() -> TypeId = unsafe { core::mem::transmute(stored) };
+    if type_id_of_driver() != TypeId::of::<D>() {
+        return None;
+    }
+    // SAFETY: WdfGetDriver takes no argument and may be called at any IRQL once
+    // WdfDriverCreate succeeded, which it did before DRIVER_TYPE was set.
+    let handle = unsafe { call_unsafe_wdf_function_binding!(WdfGetDriver) };
+    // SAFETY: the driver object was created with `attributes_for::<D>` (its type is `D`,
+    // checked above) and stays loaded while any of its devices, through which callers
+    // reach it, exists.
+    Some(unsafe { context(handle.cast()) })
 }
 
 /// `EvtDriverDeviceAdd`.
