@@ -59,6 +59,7 @@ pub(crate) mod entry;
 pub(crate) mod object;
 mod pnp;
 pub(crate) mod pool;
+mod resources;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub(crate) mod timer;
@@ -74,8 +75,10 @@ pub use object::ObjectKind;
 pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
 pub use trace::{PanicReport, Trace, TraceEntry, VerifierFinding};
 
-pub(crate) use device::{RawDeviceInit, RawResources};
+pub(crate) use device::RawDeviceInit;
 pub(crate) use object::RawObject;
+pub use resources::AssignedResources;
+pub(crate) use resources::RawResources;
 
 use device::{CreatedDevice, DeviceSlot};
 use object::{Shared, lock};
@@ -303,15 +306,28 @@ impl<D: Driver> LoadedDriver<D> {
     ///   KMDF accepts that (filters do it), but there is then nothing to drive.
     /// * `STATUS_DELETE_PENDING` when the driver has been unloaded.
     pub fn add_device(&self) -> Result<DeviceNode> {
+        self.add_device_with(AssignedResources::new())
+    }
+
+    /// [`add_device`](Self::add_device) for hardware with `resources`: the device's
+    /// `EvtDevicePrepareHardware` sees them (raw and translated), its
+    /// `EvtDeviceReleaseHardware` the translated list.
+    ///
+    /// # Errors
+    ///
+    /// As [`add_device`](Self::add_device).
+    pub fn add_device_with(&self, resources: AssignedResources) -> Result<DeviceNode> {
         let driver = self.object()?;
         let node = self.shared.next_id();
         let trace_start = self.shared.trace_position();
-        let created = add_device_on(&driver, node, device_add_of::<D>)?;
+        let resources = Arc::new(resources);
+        let created = add_device_on(&driver, node, &resources, device_add_of::<D>)?;
         Ok(DeviceNode {
             node: Arc::new(Node {
                 shared: Arc::clone(&self.shared),
                 id: node,
                 driver: Arc::downgrade(&driver),
+                resources,
                 device_add: device_add_of::<D>,
                 state: Mutex::new(NodeInner {
                     machine: pnp::Machine::new(&created, trace_start),
@@ -358,10 +374,16 @@ fn device_add_of<D: Driver>(driver: &RawObject, init: DeviceInit<'_>) -> Result 
 fn add_device_on(
     driver: &Arc<RawObject>,
     node: u64,
+    resources: &Arc<AssignedResources>,
     device_add: DeviceAdd,
 ) -> Result<CreatedDevice> {
     let shared = driver.shared();
-    let slot = DeviceSlot { driver: Arc::clone(driver), node, created: OnceLock::new() };
+    let slot = DeviceSlot {
+        driver: Arc::clone(driver),
+        node,
+        resources: Arc::clone(resources),
+        created: OnceLock::new(),
+    };
     let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
     let result =
         shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || device_add(driver, init));
@@ -397,6 +419,8 @@ struct Node {
     id: u64,
     /// The driver that serves the hardware, to add a new device for it after a restart.
     driver: Weak<RawObject>,
+    /// The hardware's resources, assigned again to a device added after a restart.
+    resources: Arc<AssignedResources>,
     device_add: DeviceAdd,
     /// Held for the whole of an action: the PnP manager sends a device one IRP at a time.
     state: Mutex<NodeInner>,
@@ -463,7 +487,9 @@ impl Node {
         let Some(driver) = self.driver.upgrade() else { return Ok(()) };
         let trace_start = self.shared.trace_position();
         // A failed EvtDriverDeviceAdd leaves the hardware without a device, as in KMDF.
-        let Ok(created) = add_device_on(&driver, self.id, self.device_add) else { return Ok(()) };
+        let Ok(created) = add_device_on(&driver, self.id, &self.resources, self.device_add) else {
+            return Ok(());
+        };
         self.shared.forget_device(self.id);
         inner.machine = pnp::Machine::new(&created, trace_start);
         inner.device = Some(created);

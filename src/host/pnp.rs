@@ -591,12 +591,14 @@ impl Run<'_> {
             let args = call.power_state().map(|state| format!("{state}"));
             let object = &self.device.object;
             let dispatch = self.device.callbacks.dispatch;
+            let resources = &*self.device.resources;
             if call.returns_status() {
-                self.shared.invoke(callback, args, Some(self.node), || dispatch(object, call))
+                self.shared
+                    .invoke(callback, args, Some(self.node), || dispatch(object, call, resources))
             } else {
                 // Returns nothing in KMDF: even a panic cannot change what follows.
                 self.shared.invoke_void(callback, args, Some(self.node), || {
-                    let _ = dispatch(object, call);
+                    let _ = dispatch(object, call, resources);
                 });
                 Ok(())
             }
