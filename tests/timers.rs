@@ -97,11 +97,11 @@ fn fired(runtime: &Runtime) -> usize {
 fn a_one_shot_timer_fires_once_when_due() {
     let f = lab(None, |_| {});
     assert_eq!(f.timer.start(10 * MS), Ok(false));
-    f.runtime.advance(9 * MS);
+    f.runtime.advance(9 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     assert_eq!(fired(&f.runtime), 1);
-    f.runtime.advance(100 * MS);
+    f.runtime.advance(100 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 1);
     assert_eq!(f.runtime.now(), 110 * MS);
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc"]);
@@ -111,12 +111,12 @@ fn a_one_shot_timer_fires_once_when_due() {
 fn a_periodic_timer_fires_every_period() {
     let f = lab(Some(10 * MS), |_| {});
     f.timer.start(5 * MS).unwrap();
-    f.runtime.advance(36 * MS); // 5, 15, 25, 35
+    f.runtime.advance(36 * MS).unwrap(); // 5, 15, 25, 35
     assert_eq!(fired(&f.runtime), 4);
     // Stop reports that the timer was set, and cancels it.
     assert_eq!(f.timer.stop(false), Ok(true));
     assert_eq!(f.timer.stop(false), Ok(false));
-    f.runtime.advance(100 * MS);
+    f.runtime.advance(100 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 4);
 }
 
@@ -125,9 +125,9 @@ fn start_again_replaces_the_setting() {
     let f = lab(None, |_| {});
     assert_eq!(f.timer.start(10 * MS), Ok(false));
     assert_eq!(f.timer.start(50 * MS), Ok(true), "already set");
-    f.runtime.advance(49 * MS);
+    f.runtime.advance(49 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     assert_eq!(fired(&f.runtime), 1);
 }
 
@@ -139,7 +139,7 @@ fn the_callback_runs_at_dispatch_level_and_cannot_wait() {
         log.lock().unwrap().push((current_irql(), timer.stop(true), timer.start(MS)));
     });
     f.timer.start(MS).unwrap();
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
         [(Irql::Dispatch, Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL), Ok(true))]
@@ -159,7 +159,7 @@ fn stop_and_wait_waits_for_a_running_callback() {
     f.timer.start(MS).unwrap();
     std::thread::scope(|scope| {
         let runtime = &f.runtime;
-        scope.spawn(move || runtime.advance(MS));
+        scope.spawn(move || runtime.advance(MS).unwrap());
         entered.recv().unwrap();
         let (done_tx, done) = mpsc::channel();
         let timer = f.timer.clone();
@@ -178,12 +178,12 @@ fn stop_and_wait_waits_for_a_running_callback() {
 fn delete_stops_the_timer_for_good() {
     let f = lab(Some(MS), |_| {});
     f.timer.start(MS).unwrap();
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     f.timer.delete().unwrap();
     assert_eq!(f.timer.delete(), Err(NtStatus::DELETE_PENDING));
     assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
     assert_eq!(f.timer.stop(true), Ok(false));
-    f.runtime.advance(10 * MS);
+    f.runtime.advance(10 * MS).unwrap();
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
     assert!(f.node.with_context(|_: &LabDevice| ()).is_ok(), "the device is untouched");
 }
@@ -195,7 +195,7 @@ fn delete_from_the_callback_completes_when_it_returns() {
         assert_eq!(timer.start(MS), Err(NtStatus::DELETE_PENDING));
     });
     f.timer.start(MS).unwrap();
-    f.runtime.advance(5 * MS);
+    f.runtime.advance(5 * MS).unwrap();
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
 }
 
@@ -204,7 +204,7 @@ fn the_parent_device_disposes_its_timer_first() {
     let f = lab(Some(MS), |_| {});
     f.timer.start(MS).unwrap();
     f.node.apply(PnpAction::Start).unwrap();
-    f.runtime.advance(2 * MS);
+    f.runtime.advance(2 * MS).unwrap();
     let _ = f.runtime.take_trace();
     f.node.apply(PnpAction::Remove).unwrap();
     // The timer released its parent at its rundown, so the device is destroyed at once;
@@ -217,7 +217,7 @@ fn the_parent_device_disposes_its_timer_first() {
             "EvtDestroyCallback(WDFDEVICE)"
         ]
     );
-    f.runtime.advance(10 * MS);
+    f.runtime.advance(10 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
     assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
     let Fixture { runtime, timer, .. } = f;

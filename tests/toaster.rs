@@ -41,8 +41,8 @@ impl Bench {
     /// Lets `ticks` heating periods pass and the work they started finish.
     fn heat(&self, ticks: u32) {
         for _ in 0..ticks {
-            self.runtime.advance(TICK);
-            self.runtime.wait_for_work_items();
+            self.runtime.advance(TICK).unwrap();
+            self.runtime.wait_for_work_items().unwrap();
         }
     }
 
@@ -173,7 +173,7 @@ fn query_remove_flushes_the_work_item_first() {
     bench.submit();
     // A tick hands work to the item, which stays queued while the workers are held.
     let held = bench.runtime.hold_workers();
-    bench.runtime.advance(TICK);
+    bench.runtime.advance(TICK).unwrap();
     let _ = bench.runtime.take_trace();
     std::thread::scope(|scope| {
         let remover = scope.spawn(|| bench.node.apply(PnpAction::Remove));
