@@ -211,7 +211,7 @@ pub fn run(args: &[String]) -> Outcome {
 /// Ends early with the action's error when one is refused or breaks KMDF's invariants, and
 /// with `Ok(Some(..))` when a callback of the timer or the work item panicked, reported by
 /// the next call: the machine has bug-checked.
-fn play(
+pub fn play(
     runtime: &Runtime,
     node: &DeviceNode,
     actions: &[PnpAction],
