@@ -53,7 +53,7 @@ impl<T> Device<T> {
     /// Callable at `IRQL <= DISPATCH_LEVEL`, from any callback. The removal happens after
     /// the call returns, never inside it. On the host runtime the PnP manager answers when
     /// the action in progress on the device ends, or before the next one, or when the test
-    /// waits for work items (`Runtime::wait_for_work_items`).
+    /// lets it (`DeviceNode::settle`).
     pub fn set_failed(&self, action: FailedAction) {
         backend::device::set_failed(&self.raw, action);
     }

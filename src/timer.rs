@@ -57,7 +57,8 @@
 //!
 //! On the host runtime, time is virtual: timers fire when the test (or the sample runner)
 //! advances the runtime's clock with `Runtime::advance`, in due-time order, each run traced
-//! as `EvtTimerFunc`. Tests are deterministic and never sleep.
+//! as `EvtTimerFunc`, and the work an expiry hands to work items finishes before the next
+//! expiry fires. Tests are deterministic and never sleep.
 //!
 //! # The rules (KMDF's `FxTimer`)
 //!

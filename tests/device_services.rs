@@ -190,9 +190,9 @@ fn restarts_stop_after_five_within_a_minute() {
 fn set_failed_from_a_work_item_is_answered_by_settle_or_the_next_action() {
     let (runtime, _driver, node) = load(Plan::default());
     node.start().unwrap();
-    runtime.advance(Duration::from_millis(1500));
+    runtime.advance(Duration::from_millis(1500)).unwrap();
     node.with_context(|unit: &Unit| unit.work.lock().as_ref().unwrap().enqueue().unwrap()).unwrap();
-    runtime.wait_for_work_items();
+    runtime.wait_for_work_items().unwrap();
     // The PnP manager has not answered yet: the device is still working.
     assert_eq!(node.state(), NodeState::Working);
     let seen = node.with_context(|unit: &Unit| unit.seen.lock().clone()).unwrap();
@@ -207,7 +207,7 @@ fn set_failed_from_a_work_item_is_answered_by_settle_or_the_next_action() {
     let (runtime, _driver, node) = load(Plan::default());
     node.start().unwrap();
     node.with_context(|unit: &Unit| unit.work.lock().as_ref().unwrap().enqueue().unwrap()).unwrap();
-    runtime.wait_for_work_items();
+    runtime.wait_for_work_items().unwrap();
     assert!(matches!(
         node.apply(PnpAction::Idle),
         Err(kmdf::host::PnpError::InvalidAction { state: NodeState::Removed, .. })
@@ -261,7 +261,7 @@ fn the_clocks_follow_the_virtual_clock() {
         }
     }
     let runtime = Runtime::new();
-    runtime.advance(Duration::from_micros(2500));
+    runtime.advance(Duration::from_micros(2500)).unwrap();
     let _driver = runtime.load::<Clocked>().unwrap();
     assert_eq!(
         runtime.trace().lines(),

@@ -8,6 +8,11 @@
 //! `EvtCleanupCallback`; its context is dropped when its last reference goes
 //! (`EvtDestroyCallback`).
 //!
+//! A panic in a driver callback, a bug check in the kernel, fails the test: see
+//! [`Runtime::panics`]. Timers run on a virtual clock that only [`Runtime::advance`] moves,
+//! one expiry at a time, each followed by the work it handed on, so a test gives the same
+//! trace every time.
+//!
 //! ```
 //! use kmdf::host::{PnpAction, Runtime};
 //! use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result};
@@ -73,7 +78,7 @@ use std::vec::Vec;
 
 pub use object::ObjectKind;
 pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
-pub use trace::{PanicReport, Trace, TraceEntry, VerifierFinding};
+pub use trace::{CallbackPanicked, PanicReport, Trace, TraceEntry, VerifierFinding};
 
 pub(crate) use device::RawDeviceInit;
 pub(crate) use object::RawObject;
@@ -159,29 +164,98 @@ impl Runtime {
         self.shared.findings()
     }
 
-    /// The panics caught at callback boundaries so far, oldest first.
+    /// The panics caught at callback boundaries and not taken by
+    /// [`take_panics`](Self::take_panics), oldest first.
+    ///
+    /// Reading them acknowledges them: a test that looked at its panics is not failed for
+    /// them. The runtime fails a test for a panic nobody looked at (in the kernel, every one
+    /// of them is a bug check):
+    ///
+    /// * A panic in *deferred work* (a work item's or timer's callback, or an object's
+    ///   cleanup run from one) makes the next [`DeviceNode::apply`] (or its shorthands),
+    ///   [`advance`](Self::advance) or [`wait_for_work_items`](Self::wait_for_work_items)
+    ///   return an error naming the callback and the panic message ([`CallbackPanicked`]).
+    /// * A panic in a PnP or driver callback (`EvtDeviceD0Entry`, `DriverEntry`, ...) fails
+    ///   that callback as if it returned `STATUS_UNSUCCESSFUL`: the device takes KMDF's
+    ///   failure path within the action, whose trace shows `(panicked)`, and the action does
+    ///   not return an error for it.
+    /// * Dropping the runtime with a panic of either kind that no error returned and no
+    ///   `panics`/`take_panics` call acknowledged panics, listing them (unless the thread is
+    ///   panicking already: the test has failed anyway).
+    ///
+    /// ```
+    /// # use kmdf::host::Runtime;
+    /// # use kmdf::{Driver, DeviceInit, Result};
+    /// struct Doomed;
+    /// impl Driver for Doomed {
+    ///     fn driver_entry() -> Result<Self> { panic!("out of pool") }
+    ///     fn device_add(&self, _init: DeviceInit<'_>) -> Result { Ok(()) }
+    /// }
+    /// let runtime = Runtime::new();
+    /// assert!(runtime.load::<Doomed>().is_err());
+    /// // The test meant it: it acknowledges the panic, and the runtime drops quietly.
+    /// assert_eq!(runtime.panics()[0].message, "out of pool");
+    /// ```
     #[must_use]
     pub fn panics(&self) -> Vec<PanicReport> {
         self.shared.panics()
     }
 
-    /// Moves the runtime's virtual clock `by` forward: every timer that falls due on the way
-    /// fires, in due-time order, on this thread at `DISPATCH_LEVEL` (periodic ones again and
-    /// again). Work items they enqueue run on the worker threads as usual; see
-    /// [`wait_for_work_items`](Self::wait_for_work_items) to let them finish.
-    pub fn advance(&self, by: std::time::Duration) {
-        timer::advance(self.shared.clock(), by);
+    /// The panics caught at callback boundaries, oldest first, as [`panics`](Self::panics)
+    /// returns them, but forgetting them: the next call returns only newer ones. Like
+    /// `panics`, it acknowledges them.
+    #[must_use]
+    pub fn take_panics(&self) -> Vec<PanicReport> {
+        self.shared.take_panics()
+    }
+
+    /// Moves the runtime's virtual clock `by` forward, firing every timer expiry that falls
+    /// due on the way, on this thread at `DISPATCH_LEVEL` (periodic timers again and again).
+    ///
+    /// Expiries fire one at a time, in due-time order (when due together, in the order the
+    /// timers were set, a periodic timer counting as set again when it fires), and after each the advance waits until the work it handed on is done:
+    /// the work items its callback enqueued run on the worker threads, as do the ones they
+    /// enqueue in turn, before the next expiry fires. So a test gives the same trace every
+    /// time: a 100 ms periodic timer whose callback enqueues a work item, advanced by one
+    /// second, fires 10 times and the item runs 10 times, alternately. (In the kernel time
+    /// does not wait, and an enqueue while the item is still queued is lost; the host models
+    /// the schedule a driver is designed for, work short next to the period.) Work the
+    /// expiries did not hand on (an item the test enqueued) is not waited for; see
+    /// [`wait_for_work_items`](Self::wait_for_work_items).
+    ///
+    /// While [`hold_workers`](Self::hold_workers) holds the workers, the advance does not
+    /// wait: every due expiry fires, the work they handed on stays queued (and an item still
+    /// queued is not queued twice), as if the work were slower than the timer.
+    ///
+    /// A work-item callback that never returns (or enqueues itself forever) hangs the
+    /// advance; after 10 s of waiting, and every 10 s after, the runtime says on stderr what
+    /// it waits for.
+    ///
+    /// # Errors
+    ///
+    /// [`CallbackPanicked`] when deferred work panicked (see [`panics`](Self::panics)) and
+    /// no call reported it yet: panics from before the call (the clock does not move), or
+    /// from an expiry's callback or the work it handed on (the clock stays at that expiry's
+    /// time, and the later ones do not fire).
+    pub fn advance(&self, by: std::time::Duration) -> core::result::Result<(), CallbackPanicked> {
+        timer::advance(&self.shared, by)
     }
 
     /// Waits until no work-item callback is queued or running, runs queued by running
-    /// callbacks included: after [`advance`](Self::advance), the work its timers handed to
-    /// work items is done.
+    /// callbacks included.
     ///
     /// Call it from the test's thread, never from a driver callback (a work item waiting for
     /// itself would never return). It returns at once while [`hold_workers`](Self::hold_workers)
-    /// holds the workers.
-    pub fn wait_for_work_items(&self) {
+    /// holds the workers. A callback that never returns hangs it; after 10 s of waiting, and
+    /// every 10 s after, the runtime says on stderr what it waits for.
+    ///
+    /// # Errors
+    ///
+    /// [`CallbackPanicked`] when deferred work panicked (see [`panics`](Self::panics)) and
+    /// no call reported it yet, before or during the wait.
+    pub fn wait_for_work_items(&self) -> core::result::Result<(), CallbackPanicked> {
         self.shared.pool().wait_idle();
+        self.shared.report_deferred_panics()
     }
 
     /// The virtual clock's time since the runtime was created.
@@ -220,6 +294,8 @@ impl Runtime {
     ///
     /// A test aid, to observe an item that is queued but not running. Do not wait for a
     /// queued item (flush, delete, remove its device) on the thread holding the guard.
+    /// [`wait_for_work_items`](Self::wait_for_work_items) and [`advance`](Self::advance)
+    /// do not wait for work while the workers are held.
     #[must_use = "the workers are released when the guard is dropped"]
     pub fn hold_workers(&self) -> HeldWorkers<'_> {
         self.shared.pool().hold();
@@ -240,6 +316,21 @@ impl Runtime {
 impl Default for Runtime {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl Drop for Runtime {
+    /// Fails the test for the panics nobody looked at; see [`Runtime::panics`].
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(unreported) = self.shared.report_all_panics() {
+            panic!(
+                "kmdf host runtime dropped with driver callback panics that no call reported and \
+                 no Runtime::panics or take_panics acknowledged: {unreported}"
+            );
+        }
     }
 }
 
@@ -548,14 +639,32 @@ impl DeviceNode {
     ///   while in D0, anything after removal, ...): nothing is called and nothing changes.
     /// * [`PnpError::InvariantViolated`] when the callbacks broke one of KMDF's invariants;
     ///   the error carries the device's trace.
+    /// * [`PnpError::CallbackPanicked`] when deferred work (a work item's or timer's
+    ///   callback, on any device) panicked and no call reported it yet (see
+    ///   [`Runtime::panics`]): before the action (which is then not applied), or while it
+    ///   ran (it completed). A panic in one of the action's own PnP callbacks is no error:
+    ///   the callback fails as described above and the trace shows `(panicked)`. When the
+    ///   invariants were violated too, that error wins and the panics fail the next call.
     pub fn apply(&self, action: PnpAction) -> core::result::Result<(), PnpError> {
+        let shared = &self.node.shared;
+        shared.report_deferred_panics().map_err(|panics| PnpError::CallbackPanicked {
+            action,
+            applied: false,
+            panics,
+        })?;
         let mut inner = lock(&self.node.state);
         // A failure the device reported since the last action is answered first.
         self.node.answer_failure(&mut inner)?;
         let NodeInner { machine, device, .. } = &mut *inner;
-        let result = machine.apply(action, &self.node.shared, self.node.id, device);
+        machine.apply(action, shared, self.node.id, device)?;
         // Then one reported during this action, once it is done.
-        result.and(self.node.answer_failure(&mut inner))
+        self.node.answer_failure(&mut inner)?;
+        drop(inner);
+        shared.report_deferred_panics().map_err(|panics| PnpError::CallbackPanicked {
+            action,
+            applied: true,
+            panics,
+        })
     }
 
     /// Lets the PnP manager answer what the device reported since the last action

@@ -19,9 +19,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
-use super::pool::Pool;
+use super::pool::{self, Pool};
 use super::timer::{Clock, TimerState};
-use super::trace::{PanicReport, TraceEntry, VerifierFinding};
+use super::trace::{CallbackPanicked, PanicReport, TraceEntry, VerifierFinding};
 use super::work_item::WorkItemState;
 use crate::device::FailedAction;
 use crate::object::sealed;
@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     live: Mutex<BTreeMap<u64, ObjectKind>>,
     injections: Mutex<Injections>,
-    panics: Mutex<Vec<PanicReport>>,
+    panics: Mutex<Vec<CaughtPanic>>,
     /// Whether callbacks are recorded in the trace.
     tracing: AtomicBool,
     /// Threads blocked until a work item's callback returns (in a flush or a deletion).
@@ -100,6 +100,16 @@ impl TraceLog {
         self.entries.push(entry);
         self.drained + self.entries.len() - 1
     }
+}
+
+/// A panic caught at a callback boundary, and whether the test has been told.
+struct CaughtPanic {
+    report: PanicReport,
+    /// Caught in deferred work (`pool::in_deferred_work`): no call of the test returned it,
+    /// so the next one reports it.
+    deferred: bool,
+    /// Returned in an error, or read by the test (`Runtime::panics`).
+    reported: bool,
 }
 
 /// Failures to inject: the Nth call of a callback fails with a status.
@@ -277,7 +287,11 @@ impl Shared {
                     .map(|s| String::from(*s))
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| String::from("(a panic payload that is not a string)"));
-                lock(&self.panics).push(PanicReport { callback, device, message });
+                lock(&self.panics).push(CaughtPanic {
+                    report: PanicReport { callback, device, message },
+                    deferred: pool::in_deferred_work(),
+                    reported: false,
+                });
                 let status = NtStatus::UNSUCCESSFUL;
                 self.finish(index, fallible.then_some(status), true);
                 Err(status)
@@ -345,8 +359,43 @@ impl Shared {
         });
     }
 
+    /// Every panic caught and not taken, marking them reported.
     pub(crate) fn panics(&self) -> Vec<PanicReport> {
-        lock(&self.panics).clone()
+        let mut panics = lock(&self.panics);
+        panics.iter_mut().for_each(|caught| caught.reported = true);
+        panics.iter().map(|caught| caught.report.clone()).collect()
+    }
+
+    /// Every panic caught and not taken, forgetting them.
+    pub(crate) fn take_panics(&self) -> Vec<PanicReport> {
+        lock(&self.panics).drain(..).map(|caught| caught.report).collect()
+    }
+
+    /// The panics caught in deferred work that no call reported yet, as an error, marking
+    /// them reported: what the next action, wait or advance returns.
+    pub(crate) fn report_deferred_panics(&self) -> core::result::Result<(), CallbackPanicked> {
+        self.report_panics(|caught| caught.deferred)
+    }
+
+    /// Every panic not reported yet, as an error, marking them reported.
+    pub(crate) fn report_all_panics(&self) -> core::result::Result<(), CallbackPanicked> {
+        self.report_panics(|_| true)
+    }
+
+    fn report_panics(
+        &self,
+        which: impl Fn(&CaughtPanic) -> bool,
+    ) -> core::result::Result<(), CallbackPanicked> {
+        let mut panics = lock(&self.panics);
+        let reports: Vec<PanicReport> = panics
+            .iter_mut()
+            .filter(|caught| !caught.reported && which(caught))
+            .map(|caught| {
+                caught.reported = true;
+                caught.report.clone()
+            })
+            .collect();
+        if reports.is_empty() { Ok(()) } else { Err(CallbackPanicked::new(reports)) }
     }
 
     /// Records and runs a fallible callback, or fails it without running it when a failure

@@ -42,7 +42,7 @@ use std::vec::Vec;
 
 use super::device::{CreatedDevice, PnpCall};
 use super::object::Shared;
-use super::trace::Trace;
+use super::trace::{CallbackPanicked, Trace};
 use crate::{Callback, DevicePowerState, NtStatus, Result};
 
 /// An action of the PnP manager (or of the power manager) on a device.
@@ -205,6 +205,7 @@ impl fmt::Display for NodeState {
 
 /// Why a PnP action failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PnpError {
     /// The action is not valid in the device's state; nothing was done.
     InvalidAction {
@@ -224,6 +225,21 @@ pub enum PnpError {
         /// The device's trace.
         trace: Trace,
     },
+    /// A work item's or timer's callback (or an object's cleanup run from one) panicked, on
+    /// any device of the runtime, and no call reported it yet: in the kernel, a bug check.
+    /// (A panic in a PnP callback is not reported this way: that callback fails as if it
+    /// returned `STATUS_UNSUCCESSFUL`, the device takes KMDF's failure path, and the
+    /// action's trace shows `(panicked)`.)
+    CallbackPanicked {
+        /// The action.
+        action: PnpAction,
+        /// `false` when the panics came before the action, which was then refused: nothing
+        /// was called and nothing changed. `true` when they came while it ran (in work its
+        /// callbacks waited for): the action completed.
+        applied: bool,
+        /// The panics.
+        panics: CallbackPanicked,
+    },
 }
 
 impl fmt::Display for PnpError {
@@ -239,11 +255,24 @@ impl fmt::Display for PnpError {
                 }
                 write!(f, "trace of the device:\n{trace}")
             }
+            PnpError::CallbackPanicked { action, applied: false, panics } => {
+                write!(f, "`{action}` was not applied: {panics}")
+            }
+            PnpError::CallbackPanicked { action, applied: true, panics } => {
+                write!(f, "while `{action}` ran, {panics}")
+            }
         }
     }
 }
 
-impl std::error::Error for PnpError {}
+impl std::error::Error for PnpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PnpError::CallbackPanicked { panics, .. } => Some(panics),
+            PnpError::InvalidAction { .. } | PnpError::InvariantViolated { .. } => None,
+        }
+    }
+}
 
 /// The self-managed I/O state machine (section 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
