@@ -80,9 +80,13 @@ pub(crate) fn driver<'a, D: Driver>() -> Option<&'a D> {
     if type_id_of_driver() != TypeId::of::<D>() {
         return None;
     }
-    // SAFETY: WdfGetDriver takes no argument and may be called at any IRQL once
-    // WdfDriverCreate succeeded, which it did before DRIVER_TYPE was set.
-    let handle = unsafe { call_unsafe_wdf_function_binding!(WdfGetDriver) };
+    // SAFETY: the KMDF stub sets the globals pointer before `DriverEntry` and never
+    // changes it again, so this read of the static races with no write.
+    let globals = unsafe { wdk_sys::WdfDriverGlobals };
+    // SAFETY: `WdfGetDriver` is this read (wdfdriver.h: `WdfDriverGlobals->Driver`); the
+    // globals live as long as the driver is loaded, and WdfDriverCreate, which succeeded
+    // before DRIVER_TYPE was set, wrote `Driver`.
+    let handle = unsafe { (*globals).Driver };
     // SAFETY: the driver object was created with `attributes_for::<D>` (its type is `D`,
     // checked above) and stays loaded while any of its devices, through which callers
     // reach it, exists.

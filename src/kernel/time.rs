@@ -20,6 +20,8 @@ pub(crate) fn performance_counter() -> crate::time::PerformanceCounter {
     // through the pointer, which is valid for the call.
     let count = unsafe { wdk_sys::ntddk::KeQueryPerformanceCounter(&raw mut frequency) };
     // SAFETY: a LARGE_INTEGER is always valid as its `QuadPart` (an i64 over all 8 bytes).
-    let (count, frequency) = unsafe { (count.QuadPart, frequency.QuadPart) };
+    let count = unsafe { count.QuadPart };
+    // SAFETY: as above.
+    let frequency = unsafe { frequency.QuadPart };
     crate::time::PerformanceCounter { count: count as u64, frequency: frequency as u64 }
 }
