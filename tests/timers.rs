@@ -177,6 +177,48 @@ fn stop_and_wait_waits_for_a_running_callback() {
 }
 
 #[test]
+fn a_start_while_stop_and_wait_runs_is_ignored() {
+    // FxTimer::Start with m_StopThread set: "Ignoring the request to start timer", and the
+    // stop then reports the timer as set (m_StartAborted).
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let restarts = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&restarts);
+    let f = lab(None, move |timer| {
+        let mut restarts = log.lock().unwrap();
+        if restarts.is_empty() {
+            entered_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+            restarts.push(timer.start(MS)); // re-arm from the callback, once
+        }
+    });
+    f.timer.start(MS).unwrap();
+    std::thread::scope(|scope| {
+        let runtime = &f.runtime;
+        scope.spawn(move || runtime.advance(MS).unwrap());
+        entered.recv().unwrap();
+        let (done_tx, done) = mpsc::channel();
+        let timer = f.timer.clone();
+        scope.spawn(move || done_tx.send(timer.stop(true)).unwrap());
+        while f.runtime.work_item_waiters() == 0 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(Ok(true)));
+    });
+    assert_eq!(*restarts.lock().unwrap(), [Ok(false)], "the start was ignored");
+    // The timer is not set: it never fires again, and a later stop finds nothing.
+    f.runtime.advance(10 * MS).unwrap();
+    assert_eq!(fired(&f.runtime), 1);
+    assert_eq!(f.timer.stop(false), Ok(false));
+    // Once the stop is over, starting works again.
+    assert_eq!(f.timer.start(MS), Ok(false));
+    f.runtime.advance(MS).unwrap();
+    assert_eq!(fired(&f.runtime), 2);
+}
+
+#[test]
 fn delete_stops_the_timer_for_good() {
     let f = lab(Some(MS), |_| {});
     f.timer.start(MS).unwrap();
@@ -238,9 +280,14 @@ fn periods_kmdf_cannot_express_are_refused() {
         fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
             let device = device_init.create(LabDevice { timer: SpinLock::new(None)? })?;
             let tick = || Tick { behavior: Box::new(|_| {}) };
-            for period in
-                [Duration::ZERO, Duration::from_micros(1500), Duration::from_secs(5_000_000)]
-            {
+            // Zero, not whole milliseconds, over MAXLONG ms (fxtimerapi.cpp: WdfTimerCreate).
+            let over_maxlong = Duration::from_millis(u64::from(i32::MAX.unsigned_abs()) + 1);
+            for period in [
+                Duration::ZERO,
+                Duration::from_micros(1500),
+                Duration::from_secs(5_000_000),
+                over_maxlong,
+            ] {
                 assert_eq!(
                     Timer::create(device, Some(period), tick()).map(|_| ()),
                     Err(NtStatus::INVALID_PARAMETER),
@@ -248,6 +295,8 @@ fn periods_kmdf_cannot_express_are_refused() {
                 );
             }
             assert!(Timer::create(device, Some(Duration::from_millis(1)), tick()).is_ok());
+            let maxlong = Duration::from_millis(u64::from(i32::MAX.unsigned_abs()));
+            assert!(Timer::create(device, Some(maxlong), tick()).is_ok());
             Ok(())
         }
     }

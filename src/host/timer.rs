@@ -69,6 +69,10 @@ struct Inner {
     runners: Vec<ThreadId>,
     /// Deletion has started: the timer cannot be set any more.
     deleting: bool,
+    /// `Some` while a `stop` with wait is in progress: a start meanwhile is ignored
+    /// (`FxTimer::Start` with `m_StopThread` set) and noted here (`m_StartAborted`), so that
+    /// the stop reports the timer as set.
+    waiting_stop: Option<bool>,
     /// Deleted from its own callback: the run disposes it when it returns.
     dispose_when_idle: bool,
     /// The parent, referenced until the timer is disposed.
@@ -120,6 +124,7 @@ pub(crate) fn create<T: TimerCallback>(
             running: 0,
             runners: Vec::new(),
             deleting: false,
+            waiting_stop: None,
             dispose_when_idle: false,
             parent: Some(Arc::clone(&parent)),
         }),
@@ -160,6 +165,11 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     if inner.deleting {
         return Err(NtStatus::DELETE_PENDING);
     }
+    if let Some(start_aborted) = &mut inner.waiting_stop {
+        // KMDF ignores a start while WdfTimerStop(Wait) runs: the stop wins.
+        *start_aborted = true;
+        return Ok(false);
+    }
     let mut clock = lock(timer.shared().clock());
     let was_set = inner.due.take().is_some_and(|key| clock.queue.remove(&key).is_some());
     let when = clock.now.checked_add(due).ok_or(NtStatus::INVALID_PARAMETER)?;
@@ -181,11 +191,17 @@ pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
         .take()
         .is_some_and(|key| lock(timer.shared().clock()).queue.remove(&key).is_some());
     if wait && inner.running > 0 {
-        timer.shared().waiting(|| {
+        inner.waiting_stop = Some(false);
+        inner = timer.shared().waiting(|| {
+            let mut inner = inner;
             while inner.running > 0 {
                 inner = state.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
             }
+            inner
         });
+        // `FxTimer::Stop`: TRUE when the start logic aborted because of this stop.
+        let start_aborted = inner.waiting_stop.take() == Some(true);
+        return Ok(was_set || start_aborted);
     }
     Ok(was_set)
 }
