@@ -15,7 +15,7 @@ use std::format;
 use std::ptr;
 use std::string::String;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
@@ -498,6 +498,8 @@ impl Extension {
 /// Every `RawObject` lives in an `Arc`: [`create_with`](Self::create_with) is its only
 /// constructor.
 pub struct RawObject {
+    /// The `Arc` this object lives in, to hand out more counted references from a borrow.
+    me: Weak<RawObject>,
     shared: Arc<Shared>,
     id: u64,
     kind: ObjectKind,
@@ -549,51 +551,53 @@ impl RawObject {
         extension: Option<Extension>,
         context: Option<Box<dyn Any + Send + Sync>>,
     ) -> Result<Arc<Self>> {
-        // INVARIANT: the object is created in an `Arc` and only ever handed out as one.
-        let mut object = Arc::new(Self {
-            shared: Arc::clone(shared),
-            id: shared.next_id(),
-            kind,
-            device: device.or_else(|| parent.and_then(|p| p.device)),
-            cleanup,
-            extension,
-            context: context.map(OnceLock::from).unwrap_or_default(),
-            owner: OnceLock::new(),
-            links: Mutex::new(Links {
-                parent: parent.cloned(),
-                children: Vec::new(),
-                lifecycle: Lifecycle::Alive,
-                disposer: None,
-            }),
-            disposed: Condvar::new(),
-        });
-        if let Some(parent) = parent {
-            let mut links = lock(&parent.links);
-            if links.lifecycle != Lifecycle::Alive {
-                drop(links);
-                // Never linked, so `object` is the only reference: dropping it releases the
-                // parent reference, and taking the context out first keeps `Drop` from
-                // tracing an `EvtDestroyCallback` for an object that never existed.
-                if let Some(unlinked) = Arc::get_mut(&mut object) {
-                    unlinked.context.take();
+        // INVARIANT: the object is created in an `Arc`, knows that `Arc` through `me`, and
+        // is only ever handed out as one.
+        let build = || {
+            Arc::new_cyclic(|me| Self {
+                me: me.clone(),
+                shared: Arc::clone(shared),
+                id: shared.next_id(),
+                kind,
+                device: device.or_else(|| parent.and_then(|p| p.device)),
+                cleanup,
+                extension,
+                context: context.map(OnceLock::from).unwrap_or_default(),
+                owner: OnceLock::new(),
+                links: Mutex::new(Links {
+                    parent: parent.cloned(),
+                    children: Vec::new(),
+                    lifecycle: Lifecycle::Alive,
+                    disposer: None,
+                }),
+                disposed: Condvar::new(),
+            })
+        };
+        let object = match parent {
+            Some(parent) => {
+                // Linked under the parent's lock, so that a deletion of the parent either
+                // finds the child whole or refused it. When refused, nothing was built: the
+                // context is dropped without an `EvtDestroyCallback` (the object never
+                // existed).
+                let mut links = lock(&parent.links);
+                if links.lifecycle != Lifecycle::Alive {
+                    return Err(NtStatus::DELETE_PENDING);
                 }
-                return Err(NtStatus::DELETE_PENDING);
+                let object = build();
+                links.children.push(Arc::clone(&object));
+                object
             }
-            links.children.push(Arc::clone(&object));
-        }
+            None => build(),
+        };
         lock(&shared.live).insert(object.id, kind);
         Ok(object)
     }
 
     /// Another counted reference to this object.
     pub(crate) fn to_arc(&self) -> Arc<Self> {
-        let this = ptr::from_ref(self);
-        // SAFETY: every `RawObject` lives in an `Arc` (type invariant) and `self` borrows it,
-        // so its strong count is at least one while this runs: adding one is sound.
-        unsafe { Arc::increment_strong_count(this) };
-        // SAFETY: `this` points into an `Arc<RawObject>`, and the count added just above is
-        // the one the returned `Arc` owns.
-        unsafe { Arc::from_raw(this) }
+        // A `RawObject` is only reached through an `Arc` that keeps it alive (type
+        // invariant), so the upgrade succeeds while `self` is borrowed.
+        self.me.upgrade().expect("kmdf host runtime: an object borrowed after its last reference")
     }
 
     /// Records the driver a device belongs to; see [`owner`](Self::owner).
