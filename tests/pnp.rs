@@ -509,12 +509,24 @@ fn s2_failed_forced_power_up_then_cancel_and_surprise_remove() {
             node.apply(cancel).unwrap();
             assert!(lines(&runtime).is_empty());
             assert_eq!(node.state(), NodeState::Failed);
-            // The failed device is not idled, queried or removed in order any more.
-            for refused in [PnpAction::Idle, PnpAction::QueryRemove, PnpAction::Remove] {
+            // The failed device is not idled, woken or started any more.
+            for refused in [PnpAction::Idle, PnpAction::Wake, PnpAction::Start] {
                 assert_eq!(
                     node.apply(refused),
                     Err(PnpError::InvalidAction { action: refused, state: NodeState::Failed })
                 );
+            }
+            // A query asks the driver, then fails: the power reference it takes fails
+            // (FxPowerIdleMachine::IoIncrementWithFlags, FxPowerIdlePowerFailed).
+            for (action, line) in [
+                (PnpAction::QueryRemove, QUERY_REMOVE),
+                (PnpAction::Remove, QUERY_REMOVE),
+                (PnpAction::QueryStop, QUERY_STOP),
+                (PnpAction::Stop, QUERY_STOP),
+            ] {
+                node.apply(action).unwrap();
+                assert_eq!(lines(&runtime), [line], "{action}");
+                assert_eq!(node.state(), NodeState::Failed);
             }
             // The PnP manager's surprise removal: SurpriseRemoval first, then the tail.
             node.apply(PnpAction::SurpriseRemove).unwrap();
@@ -547,6 +559,87 @@ fn s2_failed_forced_power_up_then_stop_removes_the_failed_device() {
     node.apply(PnpAction::Stop).unwrap();
     assert_eq!(lines(&runtime), FAILED_DEVICE_TAIL);
     assert_eq!(node.state(), NodeState::Removed);
+}
+
+// ---- Section 1: a start of a started device restarts it ----------------------------------
+
+#[test]
+fn s1_start_of_a_started_device_restarts_it() {
+    // m_PnpStartedOtherStates: PnpEventStartDevice -> PnpEventRestart. No query; the stop of
+    // a rebalance, ReleaseHardware, then the start with the new resources (SmioRestart).
+    let (runtime, _driver, node) = started();
+    node.start().unwrap();
+    assert_eq!(
+        lines(&runtime),
+        [
+            SUSPEND,
+            PRE_D3FINAL,
+            EXIT_D3FINAL,
+            RELEASE,
+            PREPARE,
+            ENTRY_D3FINAL,
+            POST_D3FINAL,
+            RESTART
+        ]
+    );
+    assert_eq!(node.state(), NodeState::Working);
+
+    // An idle device is brought back to D0 first (PwrPolStoppingResetDevice).
+    let (runtime, _driver, node) = idle();
+    node.start().unwrap();
+    assert_eq!(
+        lines(&runtime),
+        [
+            ENTRY_D3,
+            POST_D3,
+            RESTART,
+            SUSPEND,
+            PRE_D3FINAL,
+            EXIT_D3FINAL,
+            RELEASE,
+            PREPARE,
+            ENTRY_D3FINAL,
+            POST_D3FINAL,
+            RESTART
+        ]
+    );
+    assert_eq!(node.state(), NodeState::Working);
+}
+
+#[test]
+fn s2_failed_restart_of_a_started_device_fails_the_device() {
+    let (runtime, _driver, node) = full_device();
+    node.start().unwrap();
+    runtime.inject_failure(Callback::PrepareHardware, 2, NtStatus::UNSUCCESSFUL).unwrap();
+    let _ = lines(&runtime);
+    node.start().unwrap();
+    let expected = concat(&[
+        &[SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE, &failed(PREPARE)],
+        &FAILED_DEVICE_TAIL,
+    ]);
+    assert_eq!(lines(&runtime), expected);
+    assert_eq!(node.state(), NodeState::Removed);
+}
+
+// ---- A device that never started ------------------------------------------------------------
+
+#[test]
+fn a_never_started_device_takes_a_query_remove_without_a_callback() {
+    // PnpEventInitQueryRemove, then PnpEventInitQueryRemoveCanceled back to Init.
+    let (runtime, _driver, node) = full_device();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::QueryRemove).unwrap();
+    node.apply(PnpAction::CancelRemove).unwrap();
+    assert!(lines(&runtime).is_empty());
+    assert_eq!(node.state(), NodeState::Added);
+    node.start().unwrap();
+    assert_eq!(lines(&runtime), [PREPARE, ENTRY_D3FINAL, POST_D3FINAL, INIT]);
+    // Or the remove follows: the object is deleted, no PnP callback.
+    let (runtime, _driver, node) = full_device();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::QueryRemove).unwrap();
+    node.remove().unwrap();
+    assert_eq!(lines(&runtime), OBJECT_GONE);
 }
 
 // ---- Section 2: cancels after a vetoed query -------------------------------------------
@@ -703,10 +796,12 @@ fn invalid_actions_are_refused_without_side_effects() {
     let valid = |state: NodeState, action: PnpAction| -> bool {
         use PnpAction::*;
         match state {
-            Added => matches!(action, Start | Remove),
+            Added => matches!(action, Start | QueryRemove | CancelRemove | Remove),
             Working => matches!(
                 action,
-                Idle | Sleep
+                Start
+                    | Idle
+                    | Sleep
                     | QueryRemove
                     | CancelRemove
                     | Remove
@@ -717,7 +812,9 @@ fn invalid_actions_are_refused_without_side_effects() {
             ),
             NodeState::Idle => matches!(
                 action,
-                Wake | Sleep
+                Start
+                    | Wake
+                    | Sleep
                     | QueryRemove
                     | CancelRemove
                     | Remove
@@ -726,7 +823,16 @@ fn invalid_actions_are_refused_without_side_effects() {
                     | CancelStop
                     | Stop
             ),
-            Failed => matches!(action, CancelRemove | CancelStop | SurpriseRemove),
+            Failed => matches!(
+                action,
+                QueryRemove
+                    | CancelRemove
+                    | Remove
+                    | QueryStop
+                    | CancelStop
+                    | Stop
+                    | SurpriseRemove
+            ),
             Asleep { .. } => matches!(action, Resume),
             QueryRemovePending => matches!(action, CancelRemove | Remove | SurpriseRemove),
             QueryStopPending => matches!(action, CancelStop | Stop | SurpriseRemove),

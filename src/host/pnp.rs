@@ -58,7 +58,8 @@ use crate::{Callback, DevicePowerState, NtStatus, Result};
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PnpAction {
-    /// `IRP_MN_START_DEVICE`: first start, or start again after a rebalance stop.
+    /// `IRP_MN_START_DEVICE`: first start, start again after a rebalance stop, or the restart
+    /// of a started device with new resources.
     Start,
     /// The device idles out: to D3 while the system stays in S0.
     Idle,
@@ -180,8 +181,9 @@ pub enum NodeState {
     /// Started but failed, waiting for the PnP manager's surprise removal: a query-remove or
     /// query-stop forced the idle device back to D0, the power-up failed, and the query was
     /// then cancelled (KMDF reported the device failed with `IoInvalidateDeviceState`; the
-    /// PnP manager answers with `IRP_MN_SURPRISE_REMOVAL`). Only `surprise-remove` (and the
-    /// cancels, which KMDF's started state takes without a callback) are accepted.
+    /// PnP manager answers with `IRP_MN_SURPRISE_REMOVAL`). `surprise-remove` removes it; the
+    /// cancels are taken without a callback; a query (or `remove`, `stop`) asks the driver,
+    /// then fails because the device cannot be powered up; nothing else is accepted.
     Failed,
     /// The device object is gone (removed, surprise-removed, or torn down after a failure).
     Removed,
@@ -348,6 +350,20 @@ impl Machine {
         let mut run = Run { machine: self, shared, node, device: created, removed: false };
         match (action, run.machine.state) {
             (PnpAction::Start, NodeState::Added | NodeState::Stopped) => run.start(),
+            // A start of a started device (new resources, `PNP_RESOURCE_REQUIREMENTS_CHANGED`):
+            // `m_PnpStartedOtherStates` -> `PnpEventRestart`.
+            (PnpAction::Start, state @ (NodeState::Working | NodeState::Idle)) => {
+                run.restart(state);
+            }
+            // The failed device of a failed forced power-up: the driver is asked, then the
+            // power reference the query takes fails (`FxPowerIdleMachine::IoIncrementWithFlags`
+            // with `FxPowerIdlePowerFailed`), which fails the query: nothing else changes.
+            (PnpAction::QueryRemove | PnpAction::Remove, NodeState::Failed) => {
+                let _ = run.call(PnpCall::QueryRemove);
+            }
+            (PnpAction::QueryStop | PnpAction::Stop, NodeState::Failed) => {
+                let _ = run.call(PnpCall::QueryStop);
+            }
             (PnpAction::Idle, NodeState::Working) => run.power_down_while_running(false),
             (PnpAction::Wake, NodeState::Idle) => run.wake(NodeState::Working),
             (PnpAction::Sleep, NodeState::Working) => run.power_down_while_running(true),
@@ -367,11 +383,15 @@ impl Machine {
             | (PnpAction::CancelStop, NodeState::QueryStopPending) => run.cancel_query(),
             // The PnP manager cancels a query that a driver vetoed too; KMDF's started state
             // takes the cancel without a driver callback (`m_PnpStartedOtherStates`:
-            // StartedCancelRemove, StartedCancelStop).
+            // StartedCancelRemove, StartedCancelStop). A device never started takes a
+            // query-remove and its cancel without a callback (`m_PnpInitOtherStates` ->
+            // `PnpEventInitQueryRemove`, `PnpEventInitQueryRemoveCanceled`); a remove then
+            // deletes it as from `Added`.
             (
                 PnpAction::CancelRemove | PnpAction::CancelStop,
                 NodeState::Working | NodeState::Idle | NodeState::Failed,
-            ) => {}
+            )
+            | (PnpAction::QueryRemove | PnpAction::CancelRemove, NodeState::Added) => {}
             (PnpAction::Remove, NodeState::Added) => run.remove(),
             (PnpAction::Remove, NodeState::Working | NodeState::Idle) => {
                 if run.query(Callback::QueryRemove, NodeState::QueryRemovePending) {
@@ -682,6 +702,25 @@ impl Run<'_> {
             }
             Err(()) => self.fail(),
         }
+    }
+
+    /// The restart of a started device (`PnpEventRestart`): power policy stops it as for a
+    /// rebalance, without a query (an idle device is first brought back to D0,
+    /// `PwrPolStoppingResetDevice`), it releases its hardware
+    /// (`PnpEventRestartReleaseHardware`), then starts again with the new resources
+    /// (`PnpEventRestartHardwareAvailable`): PrepareHardware, D0Entry(D3Final), SmioRestart.
+    fn restart(&mut self, state: NodeState) {
+        if state == NodeState::Idle && self.power_up(DevicePowerState::D3).is_err() {
+            return self.fail();
+        }
+        if self.power_down(DevicePowerState::D3Final).is_err() {
+            return self.fail();
+        }
+        self.machine.owns_hardware = false;
+        if self.call(PnpCall::ReleaseHardware).is_err() {
+            return self.fail();
+        }
+        self.start();
     }
 
     /// D0Entry, D0EntryPost, SMIO Init/Restart; on a failure, undoes what the failure path
