@@ -91,11 +91,13 @@ impl<T> SpinLock<T> {
     /// # Errors
     ///
     /// `WdfSpinLockCreate`'s failure, `STATUS_INSUFFICIENT_RESOURCES`.
+    #[track_caller]
     pub fn new(value: T) -> Result<Self> {
         Ok(Self { inner: backend::sync::SpinLock::new(value)? })
     }
 
     /// Acquires the lock (`WdfSpinLockAcquire`), spinning until it is free.
+    #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         SpinLockGuard { inner: self.inner.lock() }
     }
@@ -156,6 +158,7 @@ impl<T> WaitLock<T> {
     /// # Errors
     ///
     /// `WdfWaitLockCreate`'s failure, `STATUS_INSUFFICIENT_RESOURCES`.
+    #[track_caller]
     pub fn new(value: T) -> Result<Self> {
         Ok(Self { inner: backend::sync::WaitLock::new(value)? })
     }
@@ -166,12 +169,14 @@ impl<T> WaitLock<T> {
     ///
     /// On the host runtime, when called above `APC_LEVEL` (while holding a [`SpinLock`]),
     /// where the kernel would bug check.
+    #[track_caller]
     pub fn lock(&self) -> WaitLockGuard<'_, T> {
         WaitLockGuard { inner: self.inner.lock() }
     }
 
     /// Acquires the lock only if it is free (`WdfWaitLockAcquire` with a zero timeout);
     /// usable at `DISPATCH_LEVEL`.
+    #[track_caller]
     pub fn try_lock(&self) -> Option<WaitLockGuard<'_, T>> {
         self.inner.try_lock().map(|inner| WaitLockGuard { inner })
     }

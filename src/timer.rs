@@ -99,6 +99,7 @@ impl<T: TimerCallback> Timer<T> {
     ///   milliseconds or does not fit KMDF's 32-bit millisecond period;
     /// * `STATUS_DELETE_PENDING` when the parent is being deleted;
     /// * `WdfTimerCreate`'s failures, e.g. `STATUS_INSUFFICIENT_RESOURCES`.
+    #[track_caller]
     pub fn create(
         parent: &T::Parent,
         period: Option<Duration>,
@@ -139,6 +140,7 @@ impl<T: TimerCallback> Timer<T> {
     ///
     /// `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` for `wait` above `PASSIVE_LEVEL` (from the
     /// timer's own callback, or while a spin lock is held), where KMDF would wait forever.
+    #[track_caller]
     pub fn stop(&self, wait: bool) -> Result<bool> {
         backend::timer::stop(self, wait)
     }
@@ -150,6 +152,7 @@ impl<T: TimerCallback> Timer<T> {
     /// # Errors
     ///
     /// `STATUS_DELETE_PENDING` when the timer is already being deleted.
+    #[track_caller]
     pub fn delete(&self) -> Result {
         backend::timer::delete(self)
     }

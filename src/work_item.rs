@@ -190,6 +190,7 @@ impl<T: WorkItemCallback> WorkItem<T> {
     /// * `STATUS_INSUFFICIENT_RESOURCES`, or another failure of `WdfWorkItemCreate`.
     ///
     /// `context` is dropped on failure.
+    #[track_caller]
     pub fn create(parent: &T::Parent, context: T) -> Result<ObjectRef<Self>> {
         backend::work_item::create(parent, context)
     }
@@ -239,6 +240,7 @@ impl<T: WorkItemCallback> WorkItem<T> {
     ///   example while a [`SpinLock`](crate::sync::SpinLock) guard is held: it waits.
     /// * `STATUS_POSSIBLE_DEADLOCK` when called from this item's own callback (on the
     ///   thread running it): it would wait for itself.
+    #[track_caller]
     pub fn flush(&self) -> Result {
         backend::work_item::flush(self)
     }
@@ -258,6 +260,7 @@ impl<T: WorkItemCallback> WorkItem<T> {
     ///
     /// `STATUS_DELETE_PENDING` when the deletion has already started, by an earlier call
     /// or because the parent is being deleted.
+    #[track_caller]
     pub fn delete(&self) -> Result {
         backend::work_item::delete(self)
     }

@@ -54,6 +54,7 @@ extern crate std;
 
 pub(crate) mod device;
 pub(crate) mod entry;
+pub(crate) mod lockdep;
 pub(crate) mod object;
 mod pnp;
 pub(crate) mod pool;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
+use super::lockdep;
 use super::pool::Pool;
 use super::timer::{Clock, TimerState};
 use super::trace::{PanicReport, TraceEntry, VerifierFinding};
@@ -206,6 +207,8 @@ impl Shared {
         fallible: bool,
         run: impl FnOnce() -> Result,
     ) -> Result {
+        // Lockdep's reports name the callback the thread runs.
+        let _callback = lockdep::enter(callback);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(result) => {
                 self.finish(index, fallible.then(|| result.into()), false);
