@@ -285,8 +285,8 @@ impl Graph {
         None
     }
 
-    /// One edge as a line of a report.
-    fn describe(&self, from: ClassId, to: ClassId, dep: &Dep) -> String {
+    /// One edge as a line of a report: the one being added (`now`), or one seen before.
+    fn describe(&self, from: ClassId, to: ClassId, dep: &Dep, now: bool) -> String {
         let (from_key, to_key) = (self.classes[from as usize], self.classes[to as usize]);
         let mut line = std::format!("in {}: ", dep.context);
         if from_key.kind.is_callback() {
@@ -294,20 +294,24 @@ impl Graph {
         } else {
             let _ = write!(line, "holding {from_key}");
             if let Some(at) = dep.from_at {
-                let _ = write!(line, " (acquired at {at})");
+                // Inside the parenthesis of the creation site.
+                line.pop();
+                let _ = write!(line, ", acquired at {at})");
             }
             line.push_str(", ");
         }
         match dep.wait {
             Some(what) => {
-                let _ = write!(line, "waited for the callback of {to_key} ({what}");
+                let verb = if now { "waits" } else { "waited" };
+                let _ = write!(line, "{verb} for the callback of {to_key} ({what}");
                 if let Some(at) = dep.to_at {
                     let _ = write!(line, " at {at}");
                 }
                 line.push(')');
             }
             None => {
-                let _ = write!(line, "acquired {to_key}");
+                let verb = if now { "acquires" } else { "acquired" };
+                let _ = write!(line, "{verb} {to_key}");
                 if let Some(at) = dep.to_at {
                     let _ = write!(line, " at {at}");
                 }
@@ -322,11 +326,11 @@ impl Graph {
             "kmdf lockdep: possible deadlock (lock-order inversion), reported before it \
              happens:\n  now ",
         );
-        report.push_str(&self.describe(from, to, dep));
+        report.push_str(&self.describe(from, to, dep, true));
         report.push_str(";\n  but earlier (the opposite order):");
         for &(a, b) in path {
             report.push_str("\n    ");
-            report.push_str(&self.describe(a, b, &self.edges[&(a, b)]));
+            report.push_str(&self.describe(a, b, &self.edges[&(a, b)], false));
         }
         report.push_str(
             ".\nThreads taking these paths at the same time wait for each other forever: take \
@@ -569,9 +573,14 @@ mod tests {
         lock(&b);
         let message = panic_message(|| lock(&a)).expect("B then A after A then B is reported");
         assert!(message.contains("possible deadlock"), "{message}");
-        assert!(message.contains(&std::format!("holding {}", b.key)), "{message}");
-        assert!(message.contains(&std::format!("acquired {}", a.key)), "{message}");
-        assert!(message.contains(&std::format!("holding {}", a.key)), "{message}");
+        // "holding <class> (created at <site>, acquired at <site>)"
+        let holding = |map: &LockMap| {
+            let class = std::format!("{}", map.key);
+            std::format!("holding {}, acquired at", &class[..class.len() - 1])
+        };
+        assert!(message.contains(&holding(&b)), "{message}");
+        assert!(message.contains(&std::format!("acquires {}", a.key)), "{message}");
+        assert!(message.contains(&holding(&a)), "{message}");
         assert!(message.contains("in the test thread"), "{message}");
         // The failed acquisition recorded nothing: only B is held, and the report repeats.
         HELD.with_borrow(|held| assert_eq!(held.len(), 1));
@@ -610,7 +619,7 @@ mod tests {
         lock(&l);
         let message = panic_message(|| wait_for(&item, id(&item), "WorkItem::flush", None))
             .expect("holding L while waiting for a callback that takes L is reported");
-        assert!(message.contains("waited for the callback of WorkItem<"), "{message}");
+        assert!(message.contains("waits for the callback of WorkItem<"), "{message}");
         assert!(message.contains("running the callback of WorkItem<"), "{message}");
         release(id(&l));
         // Without L held, the wait is fine.
