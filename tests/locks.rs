@@ -288,21 +288,24 @@ fn a_wait_lock_taken_twice_panics_but_try_lock_only_returns_none() {
 
 #[test]
 fn try_lock_on_a_wait_lock_the_thread_holds_returns_none_outside_callbacks_too() {
-    let lock = WaitLock::new(State(1)).unwrap();
-    let held = lock.lock();
-    assert!(lock.try_lock().is_none(), "WdfWaitLockAcquire(timeout 0) times out");
-    drop(held);
-    let again = lock.try_lock().expect("free again");
-    // A lock taken by try_lock counts as held: taking it again is recursion.
-    let message = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lock.lock()))
-        .err()
-        .and_then(|payload| payload.downcast::<String>().ok())
-        .expect("recursion panics");
+    let (message, value) = within_a_second(|| {
+        let lock = WaitLock::new(State(1)).unwrap();
+        let held = lock.lock();
+        assert!(lock.try_lock().is_none(), "WdfWaitLockAcquire(timeout 0) times out");
+        drop(held);
+        let again = lock.try_lock().expect("free again");
+        // A lock taken by try_lock counts as held: taking it again is recursion.
+        let message = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(lock.lock())))
+            .err()
+            .and_then(|payload| payload.downcast::<String>().ok())
+            .expect("recursion panics");
+        (message, again.0)
+    });
     assert_contains(
         &message,
         &["recursive acquisition of WaitLock<locks::State>", "in the test thread"],
     );
-    assert_eq!(again.0, 1);
+    assert_eq!(value, 1);
 }
 
 #[test]

@@ -300,21 +300,18 @@ impl Graph {
             }
             line.push_str(", ");
         }
-        match dep.wait {
-            Some(what) => {
-                let verb = if now { "waits" } else { "waited" };
-                let _ = write!(line, "{verb} for the callback of {to_key} ({what}");
-                if let Some(at) = dep.to_at {
-                    let _ = write!(line, " at {at}");
-                }
-                line.push(')');
+        if let Some(what) = dep.wait {
+            let verb = if now { "waits" } else { "waited" };
+            let _ = write!(line, "{verb} for the callback of {to_key} ({what}");
+            if let Some(at) = dep.to_at {
+                let _ = write!(line, " at {at}");
             }
-            None => {
-                let verb = if now { "acquires" } else { "acquired" };
-                let _ = write!(line, "{verb} {to_key}");
-                if let Some(at) = dep.to_at {
-                    let _ = write!(line, " at {at}");
-                }
+            line.push(')');
+        } else {
+            let verb = if now { "acquires" } else { "acquired" };
+            let _ = write!(line, "{verb} {to_key}");
+            if let Some(at) = dep.to_at {
+                let _ = write!(line, " at {at}");
             }
         }
         line
@@ -488,12 +485,10 @@ impl Drop for Running {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::boxed::Box;
-
     /// A fresh class per call site (`#[track_caller]`), so tests in parallel share none.
     #[track_caller]
-    fn map(kind: Kind) -> Box<LockMap> {
-        Box::new(LockMap::new(kind, "lockdep::tests::T", Location::caller()))
+    fn map(kind: Kind) -> LockMap {
+        LockMap::new(kind, "lockdep::tests::T", Location::caller())
     }
 
     fn id(map: &LockMap) -> usize {
@@ -516,6 +511,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::many_single_char_names, reason = "classes named like the edges they form")]
     fn a_path_is_found_through_several_edges_and_is_shortest() {
         let mut graph = Graph::new();
         let dep = Dep { context: Context(None, None), from_at: None, to_at: None, wait: None };
@@ -594,7 +590,7 @@ mod tests {
     #[test]
     fn recursion_is_reported_with_the_callback() {
         let a = map(Kind::SpinLock);
-        let _callback = enter(Callback::SelfManagedIoSuspend);
+        let callback = enter(Callback::SelfManagedIoSuspend);
         lock(&a);
         let message = panic_message(|| lock(&a)).expect("recursion panics");
         assert!(
@@ -603,7 +599,7 @@ mod tests {
         );
         assert!(message.contains("in EvtDeviceSelfManagedIoSuspend"), "{message}");
         release(id(&a));
-        drop(_callback);
+        drop(callback);
         assert_eq!(CALLBACK.get(), None);
     }
 
@@ -640,7 +636,7 @@ mod tests {
     #[test]
     fn locks_of_one_class_nest_without_an_edge() {
         // Two instances of one class (one creation site): no self-edge, no report.
-        let maps: Vec<Box<LockMap>> = (0..2).map(|_| map(Kind::SpinLock)).collect();
+        let maps: Vec<LockMap> = (0..2).map(|_| map(Kind::SpinLock)).collect();
         lock(&maps[0]);
         lock(&maps[1]);
         release(id(&maps[1]));
