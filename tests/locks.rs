@@ -643,3 +643,29 @@ fn lock_classes_are_per_creation_site_and_type() {
         ],
     );
 }
+
+#[test]
+fn an_item_deleting_itself_under_a_lock_it_takes_is_not_reported() {
+    // From its own callback the deletion does not wait (it completes when the callback
+    // returns, kmdf-semantics.md section 4): holding a lock then is no inversion.
+    let (panics, seen) = within_a_second(|| {
+        let (runtime, _driver, node) = device(|init| {
+            let dev = init.create(Dev::new()?)?;
+            let job = Job(Box::new(|dev| {
+                let _state = dev.state.lock();
+                dev.see(format!("delete: {:?}", dev.item().delete()));
+            }));
+            let _ = dev.context().item.set(WorkItem::create(dev, job)?);
+            Ok(())
+        });
+        node.start().unwrap();
+        with(&node, |dev| {
+            dev.item().enqueue().unwrap();
+            dev.item().flush().unwrap();
+        });
+        runtime.wait_for_work_items();
+        (runtime.panics(), seen(&node))
+    });
+    assert!(panics.is_empty(), "{panics:#?}");
+    assert_eq!(seen, ["delete: Ok(())"]);
+}
