@@ -53,13 +53,14 @@
 //! object half deleted); the driver's own `WorkItem::delete` and `Timer::delete` are.
 //!
 //! Cost: taking a lock with no other lock held is a thread-local push (and a pop on
-//! release); with locks held, one lookup per held lock in a per-thread cache of known
-//! edges. Only an edge never seen on this thread takes the global graph's mutex (and a
-//! search of the graph if the edge is new to the process).
+//! release); with locks held, a scan of them for recursion and one lookup per held lock in
+//! a per-thread cache of known edges. Only an edge not in that cache takes the global
+//! graph's mutex (and a search of the graph if the edge is new to the process). Measured
+//! in `benches/locks.rs` and `benches/work_item.rs` (`BENCHMARKS.md`).
 
 use super::std;
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::panic::Location;
 use std::string::String;
@@ -116,13 +117,17 @@ impl LockMap {
 
     fn class(&self) -> ClassId {
         match self.class.load(Ordering::Relaxed) {
-            0 => {
-                let class = lock_graph().register(self.key);
-                self.class.store(class + 1, Ordering::Relaxed);
-                class
-            }
+            0 => self.register(),
             stored => stored - 1,
         }
+    }
+
+    /// Looks the class up in the graph, once per lock.
+    #[cold]
+    fn register(&self) -> ClassId {
+        let class = lock_graph().register(self.key);
+        self.class.store(class + 1, Ordering::Relaxed);
+        class
     }
 }
 
@@ -206,8 +211,34 @@ impl fmt::Display for Context {
 std::thread_local! {
     static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
     static CALLBACK: Cell<Option<Callback>> = const { Cell::new(None) };
-    /// Edges this thread has checked already: they are in the graph for good.
-    static KNOWN: RefCell<BTreeSet<(ClassId, ClassId)>> = const { RefCell::new(BTreeSet::new()) };
+    /// Edges this thread has checked already (they are in the graph for good): a
+    /// direct-mapped cache, so that the nested acquisitions a thread repeats cost a lookup.
+    static KNOWN: RefCell<KnownEdges> = const { RefCell::new(KnownEdges([0; KNOWN_SLOTS])) };
+}
+
+const KNOWN_SLOTS: usize = 256;
+
+/// A cache of edges known to be in the graph; an edge evicted by another one is looked up
+/// in the graph again.
+struct KnownEdges([u64; KNOWN_SLOTS]);
+
+impl KnownEdges {
+    /// The edge packed in a `u64`, plus one (0 is an empty slot), and its slot.
+    fn slot(from: ClassId, to: ClassId) -> (u64, usize) {
+        let packed = ((u64::from(from) << 32) | u64::from(to)).wrapping_add(1);
+        let hash = packed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+        (packed, usize::try_from(hash).unwrap_or(0) % KNOWN_SLOTS)
+    }
+
+    fn contains(&self, from: ClassId, to: ClassId) -> bool {
+        let (packed, slot) = Self::slot(from, to);
+        self.0[slot] == packed
+    }
+
+    fn insert(&mut self, from: ClassId, to: ClassId) {
+        let (packed, slot) = Self::slot(from, to);
+        self.0[slot] = packed;
+    }
 }
 
 /// The order graph, over classes.
@@ -375,14 +406,14 @@ fn check_order(
         KNOWN.with_borrow_mut(|known| {
             let mut graph = None;
             for h in held {
-                if h.class == class || h.instance == instance || known.contains(&(h.class, class)) {
+                if h.class == class || h.instance == instance || known.contains(h.class, class) {
                     continue;
                 }
                 let graph = graph.get_or_insert_with(lock_graph);
                 let dep = Dep { context: Context::current(), from_at: h.at, to_at: at, wait };
                 match graph.add(h.class, class, dep.clone()) {
                     Ok(()) => {
-                        known.insert((h.class, class));
+                        known.insert(h.class, class);
                     }
                     Err(path) => return Some(graph.report(h.class, class, &dep, &path)),
                 }
@@ -403,18 +434,57 @@ fn check_order(
 /// When the thread holds that lock already (it would hang forever), or when the
 /// acquisition inverts an order seen before (see the module docs). Nothing is recorded then.
 pub(crate) fn acquire(map: &LockMap, instance: usize, at: &'static Location<'static>) {
-    let recursive = HELD.with_borrow(|held| held.iter().find(|h| h.instance == instance).copied());
-    if let Some(held) = recursive {
-        let held_at = held.at.map_or_else(String::new, |at| std::format!(" (acquired at {at})"));
-        panic!(
-            "kmdf lockdep: recursive acquisition of {map} in {}: this thread already holds it{held_at} \
-             and acquiring it again at {at} would wait for itself forever (KMDF's verifier stops \
-             here too: WDF_RECURSIVE_LOCK). Drop the guard before locking again.",
-            Context::current(),
-        );
+    let entry = Held { instance, class: map.class(), at: Some(at) };
+    // The common case, kept short: no other lock held, so nothing to check.
+    let pushed = HELD.with_borrow_mut(|held| {
+        let empty = held.is_empty();
+        if empty {
+            held.push(entry);
+        }
+        empty
+    });
+    if !pushed {
+        acquire_nested(map, entry);
     }
-    let class = check_order(map, instance, Some(at), None);
-    push(Held { instance, class, at: Some(at) });
+}
+
+/// [`acquire`] while the thread holds other locks: the recursion and order checks.
+#[inline(never)]
+fn acquire_nested(map: &LockMap, entry: Held) {
+    let Held { instance, class, at } = entry;
+    // Recursion, or every edge known already (then the lock is taken), or a new edge.
+    let checked = HELD.with_borrow_mut(|held| {
+        if let Some(mine) = held.iter().find(|h| h.instance == instance) {
+            return Err(*mine);
+        }
+        let known = KNOWN.with_borrow(|known| {
+            held.iter().all(|h| h.class == class || known.contains(h.class, class))
+        });
+        if known {
+            held.push(entry);
+        }
+        Ok(known)
+    });
+    match checked {
+        Err(mine) => recursion(map, mine, at),
+        Ok(true) => {}
+        Ok(false) => {
+            check_order(map, instance, at, None);
+            push(entry);
+        }
+    }
+}
+
+#[cold]
+fn recursion(map: &LockMap, held: Held, at: Option<&'static Location<'static>>) -> ! {
+    let held_at = held.at.map_or_else(String::new, |at| std::format!(" (acquired at {at})"));
+    let at = at.map_or_else(String::new, |at| std::format!(" at {at}"));
+    panic!(
+        "kmdf lockdep: recursive acquisition of {map} in {}: this thread already holds \
+         it{held_at} and acquiring it again{at} would wait for itself forever (KMDF's verifier \
+         stops here too: WDF_RECURSIVE_LOCK). Drop the guard before locking again.",
+        Context::current(),
+    );
 }
 
 /// After a try-lock took the lock at `instance`: it is held from now on, but the
@@ -433,7 +503,10 @@ pub(crate) fn release(instance: usize) {
     // `try_with`: a guard dropped while the thread's locals are torn down has nothing to do.
     let _ = HELD.try_with(|held| {
         let mut held = held.borrow_mut();
-        if let Some(index) = held.iter().rposition(|h| h.instance == instance) {
+        // Usually the last one taken; guards may also be dropped out of order.
+        if held.last().is_some_and(|h| h.instance == instance) {
+            held.pop();
+        } else if let Some(index) = held.iter().rposition(|h| h.instance == instance) {
             held.remove(index);
         }
     });
