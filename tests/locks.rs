@@ -354,6 +354,15 @@ fn suspend_flushing_under_the_lock(dev: &Dev) -> Result {
     dev.item().flush()
 }
 
+/// The same, with a first flush before the enqueue: the order "state lock, then a wait for
+/// the item" is seen before the item can run, so the run is what closes the cycle.
+fn suspend_flushing_twice_under_the_lock(dev: &Dev) -> Result {
+    let _state = dev.state.lock();
+    dev.item().flush()?;
+    dev.item().enqueue()?;
+    dev.item().flush()
+}
+
 #[test]
 fn suspend_holding_a_lock_while_flushing_an_item_that_takes_it_is_reported_at_the_flush() {
     let (message, state, runs, idle) = within_a_second(|| {
@@ -404,12 +413,12 @@ fn suspend_holding_a_lock_while_flushing_an_item_that_never_ran_is_reported_in_t
         let (runtime, _driver, node) = device(|init| {
             let dev = init.create(Dev::new()?)?;
             item_taking_state(dev)?;
-            dev.context().on(Callback::SelfManagedIoSuspend, suspend_flushing_under_the_lock);
+            dev.context().on(Callback::SelfManagedIoSuspend, suspend_flushing_twice_under_the_lock);
             Ok(())
         });
         node.start().unwrap();
         // First the flush under the lock is seen (no cycle yet), then the run taking the
-        // lock closes it: the run panics instead of waiting, so the flush returns.
+        // lock closes it: the run panics instead of waiting, so the second flush returns.
         node.apply(PnpAction::Idle).unwrap(); // hung forever before
         (the_panic(&runtime, Callback::WorkItem), node.state())
     });
