@@ -5,9 +5,9 @@
 //! The rules: KMDF's verifier bug checks on a recursive acquisition (`WDF_RECURSIVE_LOCK`,
 //! `FxVerifierLock::Lock`); `WdfWaitLockAcquire` with a zero timeout times out on a lock the
 //! thread holds (`FxWaitLockInternal::AcquireLock`); a flush waits for the item's callback
-//! (`WdfWorkItemFlush`, kmdf-semantics.md section 4), so holding a lock the callback takes
+//! (`WdfWorkItemFlush`, docs/kmdf-behaviour.md section 4), so holding a lock the callback takes
 //! while flushing deadlocks, which Linux's lockdep reports through the work's `lockdep_map`
-//! (`flush_work`). See `src/host/lockdep.rs`.
+//! (`flush_work`). See docs/kmdf-behaviour.md section 7 and `src/host/lockdep.rs`.
 //!
 //! Every scenario that hung before runs on its own thread under a watchdog
 //! ([`within_a_second`]): a regression fails the test instead of hanging it.
@@ -23,7 +23,7 @@ type Log = Arc<Mutex<Vec<String>>>;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kmdf::host::{DeviceNode, LoadedDriver, NodeState, PanicReport, PnpAction, Runtime};
+use kmdf::host::{DeviceNode, LoadedDriver, NodeState, PanicReport, PnpAction, PnpError, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, WaitLock, current_irql};
 use kmdf::{
@@ -248,7 +248,7 @@ fn a_spin_lock_taken_twice_in_a_pnp_callback_panics_naming_the_lock_and_the_call
         ],
     );
     assert_eq!(irql, Irql::Passive);
-    // A failed SmioSuspend fails the device (kmdf-semantics.md section 2): like any panic.
+    // A failed SmioSuspend fails the device (docs/kmdf-behaviour.md section 2): like any panic.
     assert_eq!(state, NodeState::Removed);
 }
 
@@ -282,7 +282,7 @@ fn a_wait_lock_taken_twice_panics_but_try_lock_only_returns_none() {
         ],
     );
     assert_eq!(*log.lock().unwrap(), ["try_lock: false"]);
-    // A failed SmioInit on the first start removes the device (kmdf-semantics.md section 2).
+    // A failed SmioInit on the first start removes the device (docs/kmdf-behaviour.md section 2).
     assert_eq!(state, NodeState::Removed);
 }
 
@@ -310,7 +310,7 @@ fn try_lock_on_a_wait_lock_the_thread_holds_returns_none_outside_callbacks_too()
 
 #[test]
 fn a_spin_lock_taken_twice_in_a_timer_callback_names_evt_timer_func() {
-    let message = within_a_second(|| {
+    let (message, advanced) = within_a_second(|| {
         let (runtime, _driver, node) = device(|init| {
             let dev = init.create(Dev::new()?)?;
             let tick = Tick(Box::new(|dev| {
@@ -323,14 +323,16 @@ fn a_spin_lock_taken_twice_in_a_timer_callback_names_evt_timer_func() {
             Ok(())
         });
         node.start().unwrap();
-        runtime.advance(Duration::from_millis(5));
+        // A panic in a timer callback fails the advance (README, Reliability).
+        let advanced = runtime.advance(Duration::from_millis(5)).expect_err("the panic fails it");
         assert_eq!(current_irql(), Irql::Passive);
-        the_panic(&runtime, Callback::TimerFunc)
+        (the_panic(&runtime, Callback::TimerFunc), advanced.to_string())
     });
     assert_contains(
         &message,
         &["recursive acquisition of SpinLock<locks::Queue>", "in EvtTimerFunc"],
     );
+    assert_contains(&advanced, &["EvtTimerFunc panicked", "recursive acquisition of SpinLock"]);
 }
 
 // ----------------------------------------------------------------------------------------
@@ -382,7 +384,7 @@ fn suspend_holding_a_lock_while_flushing_an_item_that_takes_it_is_reported_at_th
         // run Suspend queued goes when the lock is free, before or after SmioFlush (then the
         // verifier reports it: the driver left it queued).
         let idle = node.apply(PnpAction::Idle).err().map(|error| error.to_string());
-        runtime.wait_for_work_items();
+        runtime.wait_for_work_items().unwrap();
         let message = the_panic(&runtime, Callback::SelfManagedIoSuspend);
         let runs = runtime.trace().lines().iter().filter(|l| *l == "EvtWorkItem").count();
         (message, node.state(), runs, idle)
@@ -419,7 +421,10 @@ fn suspend_holding_a_lock_while_flushing_an_item_that_never_ran_is_reported_in_t
         node.start().unwrap();
         // First the flush under the lock is seen (no cycle yet), then the run taking the
         // lock closes it: the run panics instead of waiting, so the second flush returns.
-        node.apply(PnpAction::Idle).unwrap(); // hung forever before
+        // Hung forever before. The item's panic fails the action (README, Reliability),
+        // which itself went through: the device is idle.
+        let idle = node.apply(PnpAction::Idle).expect_err("the item's panic is reported");
+        assert!(matches!(idle, PnpError::CallbackPanicked { applied: true, .. }), "{idle:?}");
         (the_panic(&runtime, Callback::WorkItem), node.state())
     });
     assert_contains(
@@ -503,7 +508,7 @@ fn stopping_a_timer_with_wait_under_a_lock_its_callback_only_try_locks_is_not_re
             Ok(())
         });
         node.start().unwrap();
-        runtime.advance(Duration::from_millis(10));
+        runtime.advance(Duration::from_millis(10)).unwrap();
         node.apply(PnpAction::Idle).unwrap();
         (runtime.panics(), seen(&node))
     });
@@ -550,7 +555,7 @@ fn the_same_order_everywhere_is_not_reported() {
             node.apply(PnpAction::Idle).unwrap();
             node.apply(PnpAction::Wake).unwrap();
         }
-        runtime.wait_for_work_items();
+        runtime.wait_for_work_items().unwrap();
         (runtime.panics(), node.state(), seen(&node))
     });
     assert!(panics.is_empty(), "{panics:#?}");
@@ -589,7 +594,7 @@ fn an_inversion_is_reported_before_the_threads_deadlock_when_they_do_overlap() {
     // Two threads that would really deadlock: the test thread holds `left` and takes
     // `right`, the item holds `right` and takes `left`. Whichever acquisition comes second
     // in the graph closes the cycle and panics instead of waiting, and the other goes on.
-    let (test_thread_reported, panics) = within_a_second(|| {
+    let (test_thread_reported, panics, waited_failed) = within_a_second(|| {
         let (runtime, _driver, node) = device(|init| {
             let dev = init.create(Dev::new()?)?;
             let job = Job(Box::new(|dev| {
@@ -614,11 +619,13 @@ fn an_inversion_is_reported_before_the_threads_deadlock_when_they_do_overlap() {
             drop(left);
             right.is_err()
         });
-        runtime.wait_for_work_items();
-        (reported, runtime.panics())
+        // A report in the item fails the wait (README, Reliability).
+        let waited = runtime.wait_for_work_items().is_err();
+        (reported, runtime.panics(), waited)
     });
     let reports = usize::from(test_thread_reported) + panics.len();
     assert_eq!(reports, 1, "one report, on one side: {test_thread_reported} {panics:#?}");
+    assert_eq!(waited_failed, !panics.is_empty());
     if let Some(report) = panics.first() {
         assert_eq!(report.callback, Callback::WorkItem);
         assert_contains(&report.message, &["now in EvtWorkItem: holding WaitLock<locks::Right>"]);
@@ -656,7 +663,7 @@ fn lock_classes_are_per_creation_site_and_type() {
 #[test]
 fn an_item_deleting_itself_under_a_lock_it_takes_is_not_reported() {
     // From its own callback the deletion does not wait (it completes when the callback
-    // returns, kmdf-semantics.md section 4): holding a lock then is no inversion.
+    // returns, docs/kmdf-behaviour.md section 4): holding a lock then is no inversion.
     let (panics, seen) = within_a_second(|| {
         let (runtime, _driver, node) = device(|init| {
             let dev = init.create(Dev::new()?)?;
@@ -672,7 +679,7 @@ fn an_item_deleting_itself_under_a_lock_it_takes_is_not_reported() {
             dev.item().enqueue().unwrap();
             dev.item().flush().unwrap();
         });
-        runtime.wait_for_work_items();
+        runtime.wait_for_work_items().unwrap();
         (runtime.panics(), seen(&node))
     });
     assert!(panics.is_empty(), "{panics:#?}");

@@ -35,9 +35,11 @@
 //!   calls the one hook [`wait_for`].
 //!
 //! A report is a panic at the offending acquisition or wait, before the thread blocks. In a
-//! driver callback it is caught at the callback boundary like any panic: the callback fails
-//! with `STATUS_UNSUCCESSFUL` and `Runtime::panics` carries the message; on the test's own
-//! thread it fails the test. The message names both paths: the callback each ran in, the
+//! driver callback it is caught at the callback boundary like any panic, so it fails the
+//! test: a PnP callback fails with `STATUS_UNSUCCESSFUL` (its device takes KMDF's failure
+//! path), a work item's or timer's makes the next action, `advance` or
+//! `wait_for_work_items` return `CallbackPanicked`, and `Runtime::panics` carries the
+//! message; on the test's own thread it fails the test directly. The message names both paths: the callback each ran in, the
 //! lock types and where they were created and acquired. The edge that would close the
 //! cycle is not added, so the same inversion is reported again each time it is attempted.
 //!
