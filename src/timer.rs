@@ -94,12 +94,16 @@ impl<T: TimerCallback> Timer<T> {
     /// `period` after that. The callback runs at `DISPATCH_LEVEL`; automatic serialization
     /// is on, as `WDF_TIMER_CONFIG_INIT` sets it.
     ///
+    /// The caller's location names the timer's class for the host runtime's lock-order
+    /// checks (a wait for its callback depends on the locks the callback takes).
+    ///
     /// # Errors
     ///
     /// * `STATUS_INVALID_PARAMETER` for a zero period, or one that is not a whole number of
     ///   milliseconds or exceeds KMDF's limit of `MAXLONG` milliseconds (about 24.8 days);
     /// * `STATUS_DELETE_PENDING` when the parent is being deleted;
     /// * `WdfTimerCreate`'s failures, e.g. `STATUS_INSUFFICIENT_RESOURCES`.
+    #[track_caller]
     pub fn create(
         parent: &T::Parent,
         period: Option<Duration>,
@@ -140,6 +144,14 @@ impl<T: TimerCallback> Timer<T> {
     ///
     /// `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` for `wait` above `PASSIVE_LEVEL` (from the
     /// timer's own callback, or while a spin lock is held), where KMDF would wait forever.
+    ///
+    /// # Panics
+    ///
+    /// On the host runtime, with `wait`, when the thread holds a lock that the timer's
+    /// callback was seen to take (a potential deadlock, reported by the lock-order checks
+    /// of [`sync`](crate::sync)). (A callback at `DISPATCH_LEVEL` only takes spin locks,
+    /// and a waiting thread cannot hold one, so this matters for passive-level callbacks.)
+    #[track_caller]
     pub fn stop(&self, wait: bool) -> Result<bool> {
         backend::timer::stop(self, wait)
     }
@@ -151,6 +163,11 @@ impl<T: TimerCallback> Timer<T> {
     /// # Errors
     ///
     /// `STATUS_DELETE_PENDING` when the timer is already being deleted.
+    ///
+    /// # Panics
+    ///
+    /// On the host runtime, at `PASSIVE_LEVEL`, as [`stop`](Self::stop) with `wait`.
+    #[track_caller]
     pub fn delete(&self) -> Result {
         backend::timer::delete(self)
     }

@@ -61,6 +61,7 @@ mod current;
 pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
+pub(crate) mod lockdep;
 pub(crate) mod object;
 mod pnp;
 pub(crate) mod pool;

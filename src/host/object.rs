@@ -19,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
+use super::lockdep;
 use super::pool::{self, Pool};
 use super::timer::{Clock, TimerState};
 use super::trace::{CallbackPanicked, PanicReport, TraceEntry, VerifierFinding};
@@ -275,6 +276,8 @@ impl Shared {
         fallible: bool,
         run: impl FnOnce() -> Result,
     ) -> Result {
+        // Lockdep's reports name the callback the thread runs.
+        let _callback = lockdep::enter(callback);
         let _entered = super::current::enter(self, device);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(result) => {

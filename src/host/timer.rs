@@ -17,13 +17,16 @@
 //! (`Runtime::hold_workers`): the advance then does not wait.
 
 use super::std;
+use std::any::type_name;
 use std::boxed::Box;
 use std::collections::BTreeMap;
+use std::panic::Location;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 use std::vec::Vec;
 
+use super::lockdep::{self, Kind, LockMap};
 use super::object::{Extension, ObjectKind, RawObject, RawRef, Shared, lock, view};
 use super::pool::{self, Origin};
 use super::sync::{at_dispatch, current_irql};
@@ -58,6 +61,8 @@ pub(crate) struct TimerState {
     /// The driver's callback, monomorphized for the context type.
     run: fn(&RawObject, &RawObject),
     period: Option<Duration>,
+    /// The timer's lockdep class: a firing holds it as a pseudo-lock, a wait acquires it.
+    map: LockMap,
 }
 
 struct Inner {
@@ -80,6 +85,11 @@ struct Inner {
 }
 
 impl TimerState {
+    /// The timer's identity for lockdep: the state's address.
+    fn instance(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
     /// Called by `RawObject::delete` before the timer's cleanup callback
     /// (`FxTimer::FlushAndRundown`: `Stop(TRUE)`, then the parent is released).
     pub(crate) fn rundown(&self, timer: &RawObject) {
@@ -112,11 +122,13 @@ fn state(timer: &RawObject) -> &Arc<TimerState> {
     }
 }
 
+#[track_caller]
 pub(crate) fn create<T: TimerCallback>(
     parent: &T::Parent,
     period_ms: u32,
     context: T,
 ) -> Result<ObjectRef<Timer<T>>> {
+    let map = LockMap::new(Kind::Timer, type_name::<T>(), Location::caller());
     let parent = parent.raw().to_arc();
     let state = Arc::new(TimerState {
         inner: Mutex::new(Inner {
@@ -131,6 +143,7 @@ pub(crate) fn create<T: TimerCallback>(
         idle: Condvar::new(),
         run: run::<T>,
         period: (period_ms > 0).then(|| Duration::from_millis(u64::from(period_ms))),
+        map,
     });
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let object = RawObject::create_with(
@@ -179,12 +192,17 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     Ok(was_set)
 }
 
+#[track_caller]
 pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
     let timer = &timer.raw;
     if wait && current_irql() != Irql::Passive {
         return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     let state = state(timer);
+    if wait {
+        let at = Some(Location::caller());
+        lockdep::wait_for(&state.map, state.instance(), "Timer::stop(wait)", at);
+    }
     let mut inner = lock(&state.inner);
     let was_set = inner
         .due
@@ -206,8 +224,15 @@ pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
     Ok(was_set)
 }
 
+#[track_caller]
 pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
     let timer = &timer.raw;
+    if current_irql() == Irql::Passive {
+        // The deletion waits for a running callback.
+        let state = state(timer);
+        let at = Some(Location::caller());
+        lockdep::wait_for(&state.map, state.instance(), "Timer::delete", at);
+    }
     let mut inner = lock(&state(timer).inner);
     if inner.deleting {
         return Err(NtStatus::DELETE_PENDING);
@@ -259,6 +284,8 @@ fn fire_here(timer: RawRef, key: Key) {
     if let Some(parent) = parent {
         at_dispatch(|| {
             timer.shared().invoke_void(Callback::TimerFunc, None, timer.device(), || {
+                // What the callback takes, a wait for the timer depends on.
+                let _running = lockdep::running(&state.map, state.instance());
                 (state.run)(&timer, &parent);
             });
         });
