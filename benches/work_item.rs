@@ -3,7 +3,9 @@
 //! * Round trip: `enqueue`, the (empty) callback runs on a worker thread, `flush` returns;
 //!   against a dedicated thread waiting on a `Mutex` + `Condvar`, handed a job (flag,
 //!   notify) that runs the same empty work, sets done and notifies. Goal (issue:
-//!   benchmarks): at most 1.5x the baseline.
+//!   benchmarks): at most 1.5x the baseline. A variant with locks (trace off) measures
+//!   lockdep's checks on their nested path: the flushing thread holds a `WaitLock`
+//!   across the enqueue and the flush, and the callback takes a `SpinLock`.
 //! * Enqueue throughput when the item is already queued (the coalescing path: the workers
 //!   are held, every `enqueue` returns `Ok(false)`), against a `Mutex<bool>` flag; from 1
 //!   and from 2 threads at once on the same item.
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use kmdf::host::{DeviceNode, LoadedDriver, PnpAction, Runtime};
 use kmdf::object::ObjectRef;
+use kmdf::sync::{SpinLock, WaitLock};
 use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback};
 
 /// Work items each thread of the not-queued benchmark enqueues before flushing them.
@@ -47,16 +50,28 @@ impl Driver for Bench {
     }
 
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
-        let device = device_init.create(BenchDevice { items: Mutex::new(Vec::new()) })?;
+        let device = device_init.create(BenchDevice {
+            items: Mutex::new(Vec::new()),
+            locked: Mutex::new(None),
+            held: WaitLock::new(())?,
+            counter: SpinLock::new(0)?,
+        })?;
         let items =
             (0..ITEMS).map(|_| WorkItem::create(device, Empty)).collect::<Result<Vec<_>>>()?;
         *device.context().items.lock().unwrap() = items;
+        *device.context().locked.lock().unwrap() = Some(WorkItem::create(device, Locking)?);
         Ok(())
     }
 }
 
 struct BenchDevice {
     items: Mutex<Vec<ObjectRef<WorkItem<Empty>>>>,
+    /// The item of the round trip with locks.
+    locked: Mutex<Option<ObjectRef<WorkItem<Locking>>>>,
+    /// Held by the flushing thread in the round trip with locks.
+    held: WaitLock<()>,
+    /// Taken by the `Locking` callback.
+    counter: SpinLock<u64>,
 }
 
 kmdf::vtable! {
@@ -72,6 +87,19 @@ kmdf::vtable! {
 
         fn run(&self, item: &WorkItem<Self>, _device: &Device<BenchDevice>) {
             black_box(item);
+        }
+    }
+}
+
+/// The locking work item's context: the callback takes the device's spin lock.
+struct Locking;
+
+kmdf::vtable! {
+    impl WorkItemCallback for Locking {
+        type Parent = Device<BenchDevice>;
+
+        fn run(&self, _item: &WorkItem<Self>, device: &Device<BenchDevice>) {
+            *device.context().counter.lock() += 1;
         }
     }
 }
@@ -114,6 +142,26 @@ impl Host {
             item.flush().expect("flush");
         }
         let elapsed = started.elapsed();
+        self.clear_trace();
+        elapsed
+    }
+
+    /// [`round_trips`](Self::round_trips) with locks: the device's wait lock held across
+    /// the enqueue and the flush, the callback taking its spin lock.
+    fn locked_round_trips(&self, n: u64) -> Duration {
+        let elapsed = self
+            .node
+            .with_context(|device: &BenchDevice| {
+                let item = device.locked.lock().unwrap().clone().expect("created");
+                let started = Instant::now();
+                for _ in 0..n {
+                    let _held = device.held.lock();
+                    item.enqueue().expect("enqueue");
+                    item.flush().expect("flush");
+                }
+                started.elapsed()
+            })
+            .expect("context");
         self.clear_trace();
         elapsed
     }
@@ -412,6 +460,9 @@ fn round_trip(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("host, trace on", |b| b.iter_custom(|n| traced.round_trips(n)));
     group.bench_function("host, trace off", |b| b.iter_custom(|n| untraced.round_trips(n)));
+    group.bench_function("host, trace off, locks", |b| {
+        b.iter_custom(|n| untraced.locked_round_trips(n));
+    });
     group.bench_function("baseline: Mutex+Condvar hand-off", |b| {
         b.iter_custom(|n| baseline.round_trips(n));
     });
@@ -484,9 +535,10 @@ fn summary() {
     let traced = Host::new(true);
     let untraced = Host::new(false);
     let hand_off = HandOff::new();
-    let [on, off, hand] = per_op([
+    let [on, off, locks, hand] = per_op([
         &|| (traced.round_trips(ROUND_TRIPS), ROUND_TRIPS),
         &|| (untraced.round_trips(ROUND_TRIPS), ROUND_TRIPS),
+        &|| (untraced.locked_round_trips(ROUND_TRIPS), ROUND_TRIPS),
         &|| (hand_off.round_trips(ROUND_TRIPS), ROUND_TRIPS),
     ]);
     drop(hand_off);
@@ -494,13 +546,15 @@ fn summary() {
     println!(
         "summary: round trip ({ROUNDS} rounds of {ROUND_TRIPS}, medians): host trace on \
          {:.2} us, trace off {:.2} us, baseline {:.2} us; ratio x{:.2} (trace on), x{:.2} \
-         (trace off); goal x1.50: {}",
+         (trace off); goal x1.50: {}; with locks (trace off) {:.2} us, x{:.2}",
         on / 1e3,
         off / 1e3,
         hand / 1e3,
         on / hand,
         off / hand,
         if on <= 1.5 * hand && off <= 1.5 * hand { "met" } else { "MISSED" },
+        locks / 1e3,
+        locks / hand,
     );
 
     let host = traced;

@@ -99,6 +99,10 @@ callbacks! {
     /// `EvtWorkItem`: a work item's callback
     /// ([`WorkItemCallback::run`](crate::WorkItemCallback::run)).
     WorkItem = "EvtWorkItem", "run";
+    /// Not a callback: a debug print of the driver (`DbgPrintEx`, see
+    /// [`debug_print!`](crate::debug_print)), which the host runtime records in its trace
+    /// with the text as the argument: `DbgPrintEx(toaster: heating)`.
+    DebugPrint = "DbgPrintEx", "";
 }
 
 impl Callback {

@@ -1,6 +1,6 @@
 //! Devices: creating a WDFDEVICE with a typed context, and using it.
 //!
-//! [`Driver::device_add`](crate::Driver::device_add) gets a [`DeviceInit`] and turns it into
+//! [`Driver::device_add`] gets a [`DeviceInit`] and turns it into
 //! a device with [`DeviceInit::create`], handing over the value that becomes the device's
 //! context. The context type is the device's behaviour too: it implements
 //! [`PnpPowerCallbacks`], and `create` registers exactly the callbacks it implements.
@@ -14,7 +14,7 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use crate::backend;
-use crate::{PnpPowerCallbacks, Result};
+use crate::{Driver, PnpPowerCallbacks, Result};
 
 /// A framework device object (`WDFDEVICE`) whose context is a `T`.
 ///
@@ -37,6 +37,67 @@ impl<T: PnpPowerCallbacks> Device<T> {
     }
 }
 
+impl<T> Device<T> {
+    /// Reports the device failed (`WdfDeviceSetFailed`): the driver found it unusable, for
+    /// example after a hardware error seen in a work item.
+    ///
+    /// KMDF marks the device failed and invalidates its PnP state; the PnP manager then
+    /// asks for the state, learns that the device failed and removes it with a surprise
+    /// removal (`EvtDeviceSurpriseRemoval`, the power-down of a device in D0,
+    /// `EvtDeviceReleaseHardware`, `EvtDeviceSelfManagedIoFlush`, then on the remove IRP
+    /// `EvtDeviceSelfManagedIoCleanup` and the object's cleanup). With
+    /// [`FailedAction::AttemptRestart`] KMDF asks the bus to re-enumerate the device, so a
+    /// new device object is added and started for the same hardware, unless the device
+    /// restarted five times within a minute already (`FxPkgPnp::PnpIncrementRestartCountLogic`).
+    ///
+    /// Callable at `IRQL <= DISPATCH_LEVEL`, from any callback. The removal happens after
+    /// the call returns, never inside it. On the host runtime the PnP manager answers when
+    /// the action in progress on the device ends, or before the next one, or when the test
+    /// lets it (`DeviceNode::settle`).
+    pub fn set_failed(&self, action: FailedAction) {
+        backend::device::set_failed(&self.raw, action);
+    }
+
+    /// The driver's value (the `WDFDRIVER`'s context, `WdfGetDriver`), if the driver is a
+    /// `D`: what [`Driver::driver_entry`] built, shared by every device of the driver.
+    ///
+    /// ```
+    /// # use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result};
+    /// struct Toaster { model: &'static str }
+    /// # impl Driver for Toaster {
+    /// #     fn driver_entry() -> Result<Self> { Ok(Toaster { model: "T-1000" }) }
+    /// #     fn device_add(&self, init: DeviceInit<'_>) -> Result { init.create(Slot)?; Ok(()) }
+    /// # }
+    /// struct Slot;
+    /// kmdf::vtable! {
+    ///     impl PnpPowerCallbacks for Slot {
+    ///         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
+    ///             let driver = device.driver::<Toaster>().expect("this driver's device");
+    ///             assert_eq!(driver.model, "T-1000");
+    ///             Ok(())
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    #[must_use]
+    pub fn driver<D: Driver>(&self) -> Option<&D> {
+        backend::device::driver(&self.raw)
+    }
+}
+
+/// What the PnP manager does after [`Device::set_failed`] removed the device
+/// (`WDF_DEVICE_FAILED_ACTION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailedAction {
+    /// `WdfDeviceFailedAttemptRestart`: a software failure; the device is removed, then a
+    /// new device object is created and started for the same hardware, at most five times a
+    /// minute.
+    AttemptRestart,
+    /// `WdfDeviceFailedNoRestart`: the hardware is unusable; the device is removed and
+    /// stays so.
+    NoRestart,
+}
+
 impl<T> fmt::Debug for Device<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Device<{}>({:?})", core::any::type_name::<T>(), self.raw)
@@ -45,7 +106,7 @@ impl<T> fmt::Debug for Device<T> {
 
 /// The device the PnP manager found, before it is created (`PWDFDEVICE_INIT`).
 ///
-/// Given to [`Driver::device_add`](crate::Driver::device_add); [`create`](Self::create)
+/// Given to [`Driver::device_add`]; [`create`](Self::create)
 /// consumes it. A `DeviceInit` that is dropped without `create` leaves the driver without
 /// a device for that hardware, and the add fails.
 pub struct DeviceInit<'a> {

@@ -68,6 +68,8 @@
 //! | timers | [`timer`] |
 //! | counted object references | [`object`] |
 //! | spin locks, wait locks, IRQL | [`sync`] |
+//! | the system clocks | [`time`] |
+//! | debug output (`DbgPrintEx`) | [`debug`], [`debug_print!`] |
 //! | the host runtime | [`host`] (host builds only) |
 //!
 //! Only the two backend folders, `src/kernel` and `src/host`, hold code that the compiler
@@ -77,12 +79,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod callback;
+pub mod debug;
 pub mod device;
 pub mod driver;
 pub mod object;
 pub mod pnp;
 pub mod status;
 pub mod sync;
+pub mod time;
 pub mod timer;
 pub mod work_item;
 
@@ -97,7 +101,7 @@ use host as backend;
 use kernel as backend;
 
 pub use callback::Callback;
-pub use device::{Device, DeviceInit};
+pub use device::{Device, DeviceInit, FailedAction};
 pub use driver::Driver;
 pub use pnp::{DevicePowerState, PnpPowerCallbacks};
 pub use status::{NtStatus, Result};

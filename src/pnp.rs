@@ -95,13 +95,25 @@ impl fmt::Display for DevicePowerState {
 }
 
 /// The hardware resources the PnP manager assigned to a device, as passed to
-/// `EvtDevicePrepareHardware` and `EvtDeviceReleaseHardware`.
+/// `EvtDevicePrepareHardware` and `EvtDeviceReleaseHardware`: two lists of the same
+/// resources, raw (as the bus sees them) and translated (as the processor reaches them).
+/// `EvtDeviceReleaseHardware` only gets the translated list; its raw list is empty.
+///
+/// ```
+/// # use kmdf::pnp::{HardwareResources, Resource};
+/// fn find_registers(resources: &HardwareResources<'_>) -> Option<(u64, u32)> {
+///     resources.translated().find_map(|resource| match resource {
+///         Resource::Memory { start, length } => Some((start, length)),
+///         _ => None,
+///     })
+/// }
+/// ```
 #[derive(Clone, Copy)]
 pub struct HardwareResources<'a> {
     pub(crate) raw: backend::RawResources<'a>,
 }
 
-impl HardwareResources<'_> {
+impl<'a> HardwareResources<'a> {
     /// How many descriptors the raw (bus-relative) resource list has.
     #[must_use]
     pub fn raw_count(&self) -> u32 {
@@ -113,6 +125,31 @@ impl HardwareResources<'_> {
     pub fn translated_count(&self) -> u32 {
         self.raw.translated_count()
     }
+
+    /// The raw list's descriptor at `index` (`WdfCmResourceListGetDescriptor`), or `None`
+    /// past the end.
+    #[must_use]
+    pub fn raw_descriptor(&self, index: u32) -> Option<Resource> {
+        self.raw.raw_descriptor(index)
+    }
+
+    /// The translated list's descriptor at `index`, or `None` past the end.
+    #[must_use]
+    pub fn translated_descriptor(&self, index: u32) -> Option<Resource> {
+        self.raw.translated_descriptor(index)
+    }
+
+    /// The raw list, in order.
+    pub fn raw(&self) -> impl Iterator<Item = Resource> + 'a {
+        let this = *self;
+        (0..self.raw_count()).filter_map(move |index| this.raw_descriptor(index))
+    }
+
+    /// The translated list, in order.
+    pub fn translated(&self) -> impl Iterator<Item = Resource> + 'a {
+        let this = *self;
+        (0..self.translated_count()).filter_map(move |index| this.translated_descriptor(index))
+    }
 }
 
 impl fmt::Debug for HardwareResources<'_> {
@@ -121,6 +158,63 @@ impl fmt::Debug for HardwareResources<'_> {
             .field("raw_count", &self.raw_count())
             .field("translated_count", &self.translated_count())
             .finish()
+    }
+}
+
+/// One hardware resource: a `CM_PARTIAL_RESOURCE_DESCRIPTOR`, by its `Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Resource {
+    /// `CmResourceTypePort`: an I/O port range (or, translated, the memory it is mapped at
+    /// on platforms without I/O ports).
+    Port {
+        /// The first port (`u.Port.Start`).
+        start: u64,
+        /// How many ports (`u.Port.Length`).
+        length: u32,
+    },
+    /// `CmResourceTypeMemory`: a memory range, such as a device's registers.
+    Memory {
+        /// The physical address of its first byte (`u.Memory.Start`).
+        start: u64,
+        /// Its length in bytes (`u.Memory.Length`).
+        length: u32,
+    },
+    /// `CmResourceTypeInterrupt`: an interrupt, line-based or message-signaled.
+    Interrupt {
+        /// The vector (`u.Interrupt.Vector`).
+        vector: u32,
+        /// The processors it can be delivered to (`u.Interrupt.Affinity`).
+        affinity: u64,
+        /// A message-signaled interrupt (`CM_RESOURCE_INTERRUPT_MESSAGE` in `Flags`).
+        message_signaled: bool,
+    },
+    /// A descriptor of another type (DMA, bus number, device-specific, ...), by its `Type`.
+    Other {
+        /// The `CmResourceType*` value.
+        kind: u8,
+    },
+}
+
+impl Resource {
+    /// `CmResourceTypePort`.
+    pub const TYPE_PORT: u8 = 1;
+    /// `CmResourceTypeInterrupt`.
+    pub const TYPE_INTERRUPT: u8 = 2;
+    /// `CmResourceTypeMemory`.
+    pub const TYPE_MEMORY: u8 = 3;
+    /// `CM_RESOURCE_INTERRUPT_MESSAGE`, in the descriptor's `Flags`.
+    pub const FLAG_INTERRUPT_MESSAGE: u16 = 2;
+
+    /// The descriptor's `Type` (`CmResourceType*`).
+    #[must_use]
+    pub const fn kind(&self) -> u8 {
+        match self {
+            Resource::Port { .. } => Self::TYPE_PORT,
+            Resource::Interrupt { .. } => Self::TYPE_INTERRUPT,
+            Resource::Memory { .. } => Self::TYPE_MEMORY,
+            Resource::Other { kind } => *kind,
+        }
     }
 }
 

@@ -12,6 +12,13 @@
 //! the IRQL) it was acquired on. On the host runtime the IRQL is modelled per thread, so the
 //! rules that the kernel enforces with a bug check fail loudly in tests too.
 //!
+//! On the host runtime the locks are also checked for deadlocks, in the spirit of Linux's
+//! lockdep: taking a lock the thread already holds panics at once (in the kernel it hangs,
+//! or Driver Verifier bug checks), and so does the first acquisition, or wait for a work
+//! item's or timer's callback, that takes locks in the opposite order to one seen before
+//! (which can deadlock when the two paths run at the same time), naming both paths. A lock's
+//! class, for that ordering, is its type and the place where it was created.
+//!
 //! ```
 //! use kmdf::sync::{current_irql, Irql, SpinLock};
 //!
@@ -86,16 +93,26 @@ pub struct SpinLock<T> {
 
 impl<T> SpinLock<T> {
     /// Creates the lock (`WdfSpinLockCreate`, parented to the driver; deleted when the
-    /// `SpinLock` is dropped).
+    /// `SpinLock` is dropped). The caller's location is the lock's class for the host
+    /// runtime's lock-order checks.
     ///
     /// # Errors
     ///
     /// `WdfSpinLockCreate`'s failure, `STATUS_INSUFFICIENT_RESOURCES`.
+    #[track_caller]
     pub fn new(value: T) -> Result<Self> {
         Ok(Self { inner: backend::sync::SpinLock::new(value)? })
     }
 
     /// Acquires the lock (`WdfSpinLockAcquire`), spinning until it is free.
+    ///
+    /// # Panics
+    ///
+    /// On the host runtime, when the thread already holds this lock (it would spin
+    /// forever), or when taking it inverts a lock order seen before (a potential deadlock,
+    /// see the [module docs](self)). The message names the lock, the driver callback and,
+    /// for an inversion, both orders.
+    #[track_caller]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         SpinLockGuard { inner: self.inner.lock() }
     }
@@ -151,11 +168,13 @@ pub struct WaitLock<T> {
 
 impl<T> WaitLock<T> {
     /// Creates the lock (`WdfWaitLockCreate`, parented to the driver; deleted when the
-    /// `WaitLock` is dropped).
+    /// `WaitLock` is dropped). The caller's location is the lock's class for the host
+    /// runtime's lock-order checks.
     ///
     /// # Errors
     ///
     /// `WdfWaitLockCreate`'s failure, `STATUS_INSUFFICIENT_RESOURCES`.
+    #[track_caller]
     pub fn new(value: T) -> Result<Self> {
         Ok(Self { inner: backend::sync::WaitLock::new(value)? })
     }
@@ -168,13 +187,23 @@ impl<T> WaitLock<T> {
     /// `WdfWaitLockAcquire` would bug check there. The calls that wait and return a
     /// [`Result`] anyway (`WorkItem::flush`, `Timer::stop`) return an error instead; a lock
     /// has no error to return but this bug, so it panics (in the kernel, `wdk-panic` makes
-    /// that a bug check that names the mistake).
+    /// that a bug check that names the mistake). On the host runtime also when the thread
+    /// already holds this lock (it would wait forever; KMDF's verifier breaks with
+    /// `WDF_RECURSIVE_LOCK`), or when taking it inverts a lock order seen before (a
+    /// potential deadlock, see the [module docs](self)).
+    #[track_caller]
     pub fn lock(&self) -> WaitLockGuard<'_, T> {
         WaitLockGuard { inner: self.inner.lock() }
     }
 
     /// Acquires the lock only if it is free (`WdfWaitLockAcquire` with a zero timeout);
     /// usable at `DISPATCH_LEVEL`.
+    ///
+    /// Returns `None` when the lock is held, also by the calling thread itself: like
+    /// `WdfWaitLockAcquire` with a zero timeout, which then times out, this is not treated
+    /// as a recursive acquisition and never panics. A lock taken this way counts as held
+    /// for the host runtime's lock-order checks.
+    #[track_caller]
     pub fn try_lock(&self) -> Option<WaitLockGuard<'_, T>> {
         self.inner.try_lock().map(|inner| WaitLockGuard { inner })
     }

@@ -57,7 +57,8 @@
 //!
 //! On the host runtime, time is virtual: timers fire when the test (or the sample runner)
 //! advances the runtime's clock with `Runtime::advance`, in due-time order, each run traced
-//! as `EvtTimerFunc`. Tests are deterministic and never sleep.
+//! as `EvtTimerFunc`, and the work an expiry hands to work items finishes before the next
+//! expiry fires. Tests are deterministic and never sleep.
 //!
 //! # The rules (KMDF's `FxTimer`)
 //!
@@ -93,12 +94,16 @@ impl<T: TimerCallback> Timer<T> {
     /// `period` after that. The callback runs at `DISPATCH_LEVEL`; automatic serialization
     /// is on, as `WDF_TIMER_CONFIG_INIT` sets it.
     ///
+    /// The caller's location names the timer's class for the host runtime's lock-order
+    /// checks (a wait for its callback depends on the locks the callback takes).
+    ///
     /// # Errors
     ///
     /// * `STATUS_INVALID_PARAMETER` for a zero period, or one that is not a whole number of
-    ///   milliseconds or does not fit KMDF's 32-bit millisecond period;
+    ///   milliseconds or exceeds KMDF's limit of `MAXLONG` milliseconds (about 24.8 days);
     /// * `STATUS_DELETE_PENDING` when the parent is being deleted;
     /// * `WdfTimerCreate`'s failures, e.g. `STATUS_INSUFFICIENT_RESOURCES`.
+    #[track_caller]
     pub fn create(
         parent: &T::Parent,
         period: Option<Duration>,
@@ -139,6 +144,14 @@ impl<T: TimerCallback> Timer<T> {
     ///
     /// `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` for `wait` above `PASSIVE_LEVEL` (from the
     /// timer's own callback, or while a spin lock is held), where KMDF would wait forever.
+    ///
+    /// # Panics
+    ///
+    /// On the host runtime, with `wait`, when the thread holds a lock that the timer's
+    /// callback was seen to take (a potential deadlock, reported by the lock-order checks
+    /// of [`sync`](crate::sync)). (A callback at `DISPATCH_LEVEL` only takes spin locks,
+    /// and a waiting thread cannot hold one, so this matters for passive-level callbacks.)
+    #[track_caller]
     pub fn stop(&self, wait: bool) -> Result<bool> {
         backend::timer::stop(self, wait)
     }
@@ -150,6 +163,11 @@ impl<T: TimerCallback> Timer<T> {
     /// # Errors
     ///
     /// `STATUS_DELETE_PENDING` when the timer is already being deleted.
+    ///
+    /// # Panics
+    ///
+    /// On the host runtime, at `PASSIVE_LEVEL`, as [`stop`](Self::stop) with `wait`.
+    #[track_caller]
     pub fn delete(&self) -> Result {
         backend::timer::delete(self)
     }
@@ -184,11 +202,13 @@ pub trait TimerCallback: Sized + Send + Sync + 'static {
     fn cleanup(&self, _timer: &Timer<Self>) {}
 }
 
-/// KMDF's `Period` is a `ULONG` of milliseconds.
+/// KMDF's `Period` is a `ULONG` of milliseconds, at most `MAXLONG` (`WdfTimerCreate` in
+/// `fxtimerapi.cpp` refuses more with `STATUS_INVALID_PARAMETER`).
 fn period_millis(period: Duration) -> Result<u32> {
+    const MAXLONG: u32 = i32::MAX.unsigned_abs();
     let whole_millis = period.subsec_nanos().is_multiple_of(1_000_000);
     match u32::try_from(period.as_millis()) {
-        Ok(millis) if millis > 0 && whole_millis => Ok(millis),
+        Ok(millis) if millis > 0 && millis <= MAXLONG && whole_millis => Ok(millis),
         _ => Err(crate::NtStatus::INVALID_PARAMETER),
     }
 }

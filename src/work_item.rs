@@ -184,12 +184,16 @@ impl<T: WorkItemCallback> WorkItem<T> {
     ///
     /// Callable at `IRQL <= DISPATCH_LEVEL`.
     ///
+    /// The caller's location names the work item's class for the host runtime's lock-order
+    /// checks (a wait for its callback depends on the locks the callback takes).
+    ///
     /// # Errors
     ///
     /// * `STATUS_DELETE_PENDING` when the parent is being deleted.
     /// * `STATUS_INSUFFICIENT_RESOURCES`, or another failure of `WdfWorkItemCreate`.
     ///
     /// `context` is dropped on failure.
+    #[track_caller]
     pub fn create(parent: &T::Parent, context: T) -> Result<ObjectRef<Self>> {
         backend::work_item::create(parent, context)
     }
@@ -239,6 +243,14 @@ impl<T: WorkItemCallback> WorkItem<T> {
     ///   example while a [`SpinLock`](crate::sync::SpinLock) guard is held: it waits.
     /// * `STATUS_POSSIBLE_DEADLOCK` when called from this item's own callback (on the
     ///   thread running it): it would wait for itself.
+    ///
+    /// # Panics
+    ///
+    /// On the host runtime, when the thread holds a lock that the item's callback was seen
+    /// to take (or the callback takes it later: the callback panics then): the flush waits
+    /// for the callback, which waits for the lock, a potential deadlock reported by the
+    /// lock-order checks of [`sync`](crate::sync). This holds whether or not a run is queued.
+    #[track_caller]
     pub fn flush(&self) -> Result {
         backend::work_item::flush(self)
     }
@@ -258,6 +270,12 @@ impl<T: WorkItemCallback> WorkItem<T> {
     ///
     /// `STATUS_DELETE_PENDING` when the deletion has already started, by an earlier call
     /// or because the parent is being deleted.
+    ///
+    /// # Panics
+    ///
+    /// On the host runtime, at `PASSIVE_LEVEL` outside the item's callback, as
+    /// [`flush`](Self::flush) does: the deletion waits for the callback.
+    #[track_caller]
     pub fn delete(&self) -> Result {
         backend::work_item::delete(self)
     }

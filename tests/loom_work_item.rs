@@ -15,7 +15,9 @@
 //! What the model leaves out:
 //! * The worker pool is one loom thread per job. The real pool starts a thread whenever every
 //!   thread is busy, so a job never waits behind another one (up to 64 threads); runs of one
-//!   item can overlap in both. `Runtime::hold_workers`, a test aid, is not modelled.
+//!   item can overlap in both. `Runtime::hold_workers`, a test aid, is not modelled, nor
+//!   are the jobs' origins (the timer expiry whose work `Runtime::advance` waits for) and
+//!   the deferred-work flag panics are classified by: neither changes the item's states.
 //! * The callback boundary (`invoke_void`) records a run's start and return in a log instead
 //!   of the trace, and does not catch panics: in the model a panic is a failed check.
 //! * Contexts, object ids, the live-object table and `EvtDestroyCallback`: they play no part

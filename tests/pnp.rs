@@ -374,28 +374,299 @@ fn s2_self_managed_io_restart_fails() {
         DESTROY.into(),
     ];
     assert_eq!(lines(&runtime), expected);
+}
 
-    // On the start after a rebalance stop the start IRP fails: no surprise removal.
+// ---- Section 2: a failed start after a rebalance stop fails the device ---------------------
+
+/// A device started, then stopped for rebalance (from D0, or from idle: the query-stop
+/// brings it back to D0 first), with `callback`'s next call failing and an empty trace.
+fn stopped_then_failing(
+    from_idle: bool,
+    callback: Callback,
+) -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode) {
+    let (runtime, driver, node) = full_device();
+    node.start().unwrap();
+    if from_idle {
+        node.apply(PnpAction::Idle).unwrap();
+    }
+    node.apply(PnpAction::Stop).unwrap();
+    assert_eq!(node.state(), NodeState::Stopped);
+    let nth = runtime.trace().count(callback) as u64 + 1;
+    runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    let _ = lines(&runtime);
+    (runtime, driver, node)
+}
+
+/// The teardown of a device that had run (section 2, "start after stop" rows):
+/// ReleaseHardware, SmioFlush, the late SurpriseRemoval, SmioCleanup, the object.
+const FAILED_DEVICE_TAIL: [&str; 6] = [RELEASE, FLUSH, SURPRISE, SMIO_CLEANUP, CLEANUP, DESTROY];
+
+#[test]
+fn s2_failed_start_after_stop_fails_the_device() {
+    for from_idle in [false, true] {
+        // PrepareHardware: ReleaseHardware (always paired), then the failed device's tail.
+        let (runtime, _driver, node) = stopped_then_failing(from_idle, Callback::PrepareHardware);
+        node.start().unwrap();
+        let expected = concat(&[&[&failed(PREPARE)], &FAILED_DEVICE_TAIL]);
+        assert_eq!(lines(&runtime), expected, "from_idle {from_idle}");
+        assert_eq!(node.state(), NodeState::Removed);
+
+        // D0Entry: never D0Exit for the failed entry.
+        let (runtime, _driver, node) = stopped_then_failing(from_idle, Callback::D0Entry);
+        node.start().unwrap();
+        let expected = concat(&[&[PREPARE, &failed(ENTRY_D3FINAL)], &FAILED_DEVICE_TAIL]);
+        assert_eq!(lines(&runtime), expected, "from_idle {from_idle}");
+
+        // D0EntryPost: D0Exit without D0ExitPre.
+        let (runtime, _driver, node) =
+            stopped_then_failing(from_idle, Callback::D0EntryPostInterruptsEnabled);
+        node.start().unwrap();
+        let expected = concat(&[
+            &[PREPARE, ENTRY_D3FINAL, &failed(POST_D3FINAL), EXIT_D3FINAL],
+            &FAILED_DEVICE_TAIL,
+        ]);
+        assert_eq!(lines(&runtime), expected, "from_idle {from_idle}");
+
+        // SmioRestart (not Init): the queues stop, D0ExitPre, D0Exit; no Suspend.
+        let (runtime, _driver, node) =
+            stopped_then_failing(from_idle, Callback::SelfManagedIoRestart);
+        node.start().unwrap();
+        let expected = concat(&[
+            &[PREPARE, ENTRY_D3FINAL, POST_D3FINAL, &failed(RESTART), PRE_D3FINAL, EXIT_D3FINAL],
+            &FAILED_DEVICE_TAIL,
+        ]);
+        assert_eq!(lines(&runtime), expected, "from_idle {from_idle}");
+        assert_eq!(node.state(), NodeState::Removed);
+    }
+}
+
+// ---- Section 2: a failed power-up forced by a query does not fail the query ----------------
+
+/// An idle device whose next D0Entry/D0EntryPost/SmioRestart (`callback`) fails, queried
+/// with `query` (query-remove or query-stop). Returns the lines of the query.
+fn query_with_failing_power_up(
+    callback: Callback,
+    query: PnpAction,
+) -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode, Vec<String>) {
+    let (runtime, driver, node) = full_device();
+    node.start().unwrap();
+    node.apply(PnpAction::Idle).unwrap();
+    let nth = runtime.trace().count(callback) as u64 + 1;
+    runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    let _ = lines(&runtime);
+    node.apply(query).unwrap();
+    let lines = lines(&runtime);
+    (runtime, driver, node, lines)
+}
+
+/// What each failing callback of the forced power-up leaves in the trace after the query.
+fn forced_power_up(query: &str, callback: Callback) -> Vec<String> {
+    match callback {
+        Callback::D0Entry => vec![query.into(), failed(ENTRY_D3)],
+        Callback::D0EntryPostInterruptsEnabled => {
+            vec![query.into(), ENTRY_D3.into(), failed(POST_D3), EXIT_D3FINAL.into()]
+        }
+        _ => vec![
+            query.into(),
+            ENTRY_D3.into(),
+            POST_D3.into(),
+            failed(RESTART),
+            PRE_D3FINAL.into(),
+            EXIT_D3FINAL.into(),
+        ],
+    }
+}
+
+const POWER_UP_STEPS: [Callback; 3] =
+    [Callback::D0Entry, Callback::D0EntryPostInterruptsEnabled, Callback::SelfManagedIoRestart];
+
+#[test]
+fn s2_failed_forced_power_up_then_orderly_remove_runs_the_tail_without_surprise_removal() {
+    for callback in POWER_UP_STEPS {
+        let (runtime, _driver, node, query) =
+            query_with_failing_power_up(callback, PnpAction::QueryRemove);
+        assert_eq!(query, forced_power_up(QUERY_REMOVE, callback), "{callback}");
+        // FxPowerIdleMachine::PowerFailed still reports D0: the query succeeds.
+        assert_eq!(node.state(), NodeState::QueryRemovePending, "{callback}");
+        node.remove().unwrap();
+        // The device is already off: no second power-down, no SurpriseRemoval.
+        assert_eq!(lines(&runtime), [RELEASE, FLUSH, SMIO_CLEANUP, CLEANUP, DESTROY], "{callback}");
+        assert_eq!(node.state(), NodeState::Removed);
+    }
+}
+
+#[test]
+fn s2_failed_forced_power_up_then_cancel_and_surprise_remove() {
+    for (query, cancel, name) in [
+        (PnpAction::QueryRemove, PnpAction::CancelRemove, QUERY_REMOVE),
+        (PnpAction::QueryStop, PnpAction::CancelStop, QUERY_STOP),
+    ] {
+        for callback in POWER_UP_STEPS {
+            let (runtime, _driver, node, lines_of_query) =
+                query_with_failing_power_up(callback, query);
+            assert_eq!(lines_of_query, forced_power_up(name, callback), "{callback}");
+            // The cancel calls nothing; the device is back in the started state, failed.
+            node.apply(cancel).unwrap();
+            assert!(lines(&runtime).is_empty());
+            assert_eq!(node.state(), NodeState::Failed);
+            // The failed device is not idled, woken or started any more.
+            for refused in [PnpAction::Idle, PnpAction::Wake, PnpAction::Start] {
+                assert_eq!(
+                    node.apply(refused),
+                    Err(PnpError::InvalidAction { action: refused, state: NodeState::Failed })
+                );
+            }
+            // A query asks the driver, then fails: the power reference it takes fails
+            // (FxPowerIdleMachine::IoIncrementWithFlags, FxPowerIdlePowerFailed).
+            for (action, line) in [
+                (PnpAction::QueryRemove, QUERY_REMOVE),
+                (PnpAction::Remove, QUERY_REMOVE),
+                (PnpAction::QueryStop, QUERY_STOP),
+                (PnpAction::Stop, QUERY_STOP),
+            ] {
+                node.apply(action).unwrap();
+                assert_eq!(lines(&runtime), [line], "{action}");
+                assert_eq!(node.state(), NodeState::Failed);
+            }
+            // The PnP manager's surprise removal: SurpriseRemoval first, then the tail.
+            node.apply(PnpAction::SurpriseRemove).unwrap();
+            assert_eq!(
+                lines(&runtime),
+                [SURPRISE, RELEASE, FLUSH, SMIO_CLEANUP, CLEANUP, DESTROY],
+                "{query} {callback}"
+            );
+            assert_eq!(node.state(), NodeState::Removed);
+        }
+    }
+}
+
+#[test]
+fn s2_failed_forced_power_up_then_surprise_remove_while_pending() {
+    let (runtime, _driver, node, _) =
+        query_with_failing_power_up(Callback::D0Entry, PnpAction::QueryRemove);
+    node.apply(PnpAction::SurpriseRemove).unwrap();
+    assert_eq!(lines(&runtime), [SURPRISE, RELEASE, FLUSH, SMIO_CLEANUP, CLEANUP, DESTROY]);
+}
+
+#[test]
+fn s2_failed_forced_power_up_then_stop_removes_the_failed_device() {
+    // The stop releases the hardware of the device that is already off; KMDF had set
+    // m_InternalFailure when the power-up failed, so the device is then removed as a failed
+    // device (as when ReleaseHardware fails during a stop).
+    let (runtime, _driver, node, _) =
+        query_with_failing_power_up(Callback::D0Entry, PnpAction::QueryStop);
+    assert_eq!(node.state(), NodeState::QueryStopPending);
+    node.apply(PnpAction::Stop).unwrap();
+    assert_eq!(lines(&runtime), FAILED_DEVICE_TAIL);
+    assert_eq!(node.state(), NodeState::Removed);
+}
+
+// ---- Section 1: a start of a started device restarts it ----------------------------------
+
+#[test]
+fn s1_start_of_a_started_device_restarts_it() {
+    // m_PnpStartedOtherStates: PnpEventStartDevice -> PnpEventRestart. No query; the stop of
+    // a rebalance, ReleaseHardware, then the start with the new resources (SmioRestart).
+    let (runtime, _driver, node) = started();
+    node.start().unwrap();
+    assert_eq!(
+        lines(&runtime),
+        [
+            SUSPEND,
+            PRE_D3FINAL,
+            EXIT_D3FINAL,
+            RELEASE,
+            PREPARE,
+            ENTRY_D3FINAL,
+            POST_D3FINAL,
+            RESTART
+        ]
+    );
+    assert_eq!(node.state(), NodeState::Working);
+
+    // An idle device is brought back to D0 first (PwrPolStoppingResetDevice).
+    let (runtime, _driver, node) = idle();
+    node.start().unwrap();
+    assert_eq!(
+        lines(&runtime),
+        [
+            ENTRY_D3,
+            POST_D3,
+            RESTART,
+            SUSPEND,
+            PRE_D3FINAL,
+            EXIT_D3FINAL,
+            RELEASE,
+            PREPARE,
+            ENTRY_D3FINAL,
+            POST_D3FINAL,
+            RESTART
+        ]
+    );
+    assert_eq!(node.state(), NodeState::Working);
+}
+
+#[test]
+fn s2_failed_restart_of_a_started_device_fails_the_device() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
-    node.apply(PnpAction::Stop).unwrap();
-    runtime.inject_failure(Callback::SelfManagedIoRestart, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::PrepareHardware, 2, NtStatus::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.start().unwrap();
-    let expected = [
-        PREPARE.into(),
-        ENTRY_D3FINAL.into(),
-        POST_D3FINAL.into(),
-        failed(RESTART),
-        PRE_D3FINAL.into(),
-        EXIT_D3FINAL.into(),
-        RELEASE.into(),
-        FLUSH.into(),
-        SMIO_CLEANUP.into(),
-        CLEANUP.into(),
-        DESTROY.into(),
-    ];
+    let expected = concat(&[
+        &[SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE, &failed(PREPARE)],
+        &FAILED_DEVICE_TAIL,
+    ]);
     assert_eq!(lines(&runtime), expected);
+    assert_eq!(node.state(), NodeState::Removed);
+}
+
+// ---- A device that never started ------------------------------------------------------------
+
+#[test]
+fn a_never_started_device_takes_a_query_remove_without_a_callback() {
+    // PnpEventInitQueryRemove, then PnpEventInitQueryRemoveCanceled back to Init.
+    let (runtime, _driver, node) = full_device();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::QueryRemove).unwrap();
+    node.apply(PnpAction::CancelRemove).unwrap();
+    assert!(lines(&runtime).is_empty());
+    assert_eq!(node.state(), NodeState::Added);
+    node.start().unwrap();
+    assert_eq!(lines(&runtime), [PREPARE, ENTRY_D3FINAL, POST_D3FINAL, INIT]);
+    // Or the remove follows: the object is deleted, no PnP callback.
+    let (runtime, _driver, node) = full_device();
+    let _ = lines(&runtime);
+    node.apply(PnpAction::QueryRemove).unwrap();
+    node.remove().unwrap();
+    assert_eq!(lines(&runtime), OBJECT_GONE);
+}
+
+// ---- Section 2: cancels after a vetoed query -------------------------------------------
+
+#[test]
+fn s2_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
+    for (query, cancel, callback) in [
+        (PnpAction::QueryRemove, PnpAction::CancelRemove, Callback::QueryRemove),
+        (PnpAction::QueryStop, PnpAction::CancelStop, Callback::QueryStop),
+        (PnpAction::Remove, PnpAction::CancelRemove, Callback::QueryRemove),
+        (PnpAction::Stop, PnpAction::CancelStop, Callback::QueryStop),
+    ] {
+        for from_idle in [false, true] {
+            let (runtime, _driver, node) = if from_idle { idle() } else { started() };
+            let state = node.state();
+            runtime.inject_failure(callback, 1, NtStatus::DEVICE_BUSY).unwrap();
+            node.apply(query).unwrap();
+            assert_eq!(lines(&runtime).len(), 1, "only the vetoing query ran");
+            // m_PnpStartedOtherStates: StartedCancelRemove / StartedCancelStop.
+            node.apply(cancel).unwrap();
+            assert!(lines(&runtime).is_empty(), "{query} then {cancel}");
+            assert_eq!(node.state(), state);
+            // The device goes on as before.
+            node.remove().unwrap();
+            assert_eq!(node.state(), NodeState::Removed);
+        }
+    }
 }
 
 #[test]
@@ -502,6 +773,11 @@ fn device_in(
         NodeState::QueryStopPending => &[PnpAction::Start, PnpAction::QueryStop],
         NodeState::Stopped => &[PnpAction::Start, PnpAction::Stop],
         NodeState::Removed => &[PnpAction::Start, PnpAction::Remove],
+        NodeState::Failed => {
+            // The power-up that the query forces fails; the query is cancelled.
+            runtime.inject_failure(Callback::D0Entry, 2, NtStatus::UNSUCCESSFUL).unwrap();
+            &[PnpAction::Start, PnpAction::Idle, PnpAction::QueryRemove, PnpAction::CancelRemove]
+        }
     };
     for step in steps {
         node.apply(*step).unwrap();
@@ -514,19 +790,48 @@ fn device_in(
 #[test]
 fn invalid_actions_are_refused_without_side_effects() {
     use NodeState::{
-        Added, Asleep, Idle, QueryRemovePending, QueryStopPending, Removed, Stopped, Working,
+        Added, Asleep, Failed, Idle, QueryRemovePending, QueryStopPending, Removed, Stopped,
+        Working,
     };
     let valid = |state: NodeState, action: PnpAction| -> bool {
         use PnpAction::*;
         match state {
-            Added => matches!(action, Start | Remove),
+            Added => matches!(action, Start | QueryRemove | CancelRemove | Remove),
             Working => matches!(
                 action,
-                Idle | Sleep | QueryRemove | Remove | SurpriseRemove | QueryStop | Stop
+                Start
+                    | Idle
+                    | Sleep
+                    | QueryRemove
+                    | CancelRemove
+                    | Remove
+                    | SurpriseRemove
+                    | QueryStop
+                    | CancelStop
+                    | Stop
             ),
             NodeState::Idle => matches!(
                 action,
-                Wake | Sleep | QueryRemove | Remove | SurpriseRemove | QueryStop | Stop
+                Start
+                    | Wake
+                    | Sleep
+                    | QueryRemove
+                    | CancelRemove
+                    | Remove
+                    | SurpriseRemove
+                    | QueryStop
+                    | CancelStop
+                    | Stop
+            ),
+            Failed => matches!(
+                action,
+                QueryRemove
+                    | CancelRemove
+                    | Remove
+                    | QueryStop
+                    | CancelStop
+                    | Stop
+                    | SurpriseRemove
             ),
             Asleep { .. } => matches!(action, Resume),
             QueryRemovePending => matches!(action, CancelRemove | Remove | SurpriseRemove),
@@ -544,6 +849,7 @@ fn invalid_actions_are_refused_without_side_effects() {
         QueryRemovePending,
         QueryStopPending,
         Stopped,
+        Failed,
         Removed,
     ];
     let mut refused = 0;
@@ -673,4 +979,43 @@ fn one_smio_callback_creates_the_smio_machine() {
     let _ = lines(&runtime);
     node.remove().unwrap();
     assert_eq!(lines(&runtime), [DESTROY]);
+}
+
+// ---- Failure injection on one device ----------------------------------------------------
+
+#[test]
+fn per_device_injection_counts_only_that_devices_calls() {
+    let runtime = Runtime::new();
+    let driver = runtime.load::<common::FullDriver>().unwrap();
+    let (first, second) = (driver.add_device().unwrap(), driver.add_device().unwrap());
+    // The second D0Entry of `second`: its wake, not the runtime's second D0Entry (which is
+    // `second`'s first start).
+    second.inject_failure(Callback::D0Entry, 2, NtStatus::DEVICE_NOT_READY).unwrap();
+    first.start().unwrap();
+    second.start().unwrap();
+    first.apply(PnpAction::Idle).unwrap();
+    first.apply(PnpAction::Wake).unwrap();
+    assert_eq!(first.state(), NodeState::Working, "the first device's calls do not count");
+    second.apply(PnpAction::Idle).unwrap();
+    let _ = lines(&runtime);
+    second.apply(PnpAction::Wake).unwrap();
+    assert_eq!(lines(&runtime)[0], "EvtDeviceD0Entry(D3) -> STATUS_DEVICE_NOT_READY (injected)");
+    assert_eq!(second.state(), NodeState::Removed);
+    // It fires once.
+    first.apply(PnpAction::Idle).unwrap();
+    first.apply(PnpAction::Wake).unwrap();
+    assert_eq!(first.state(), NodeState::Working);
+    // Driver-wide callbacks are not a device's; the usual checks apply.
+    for (callback, nth, status) in [
+        (Callback::DriverDeviceAdd, 1, NtStatus::UNSUCCESSFUL),
+        (Callback::SelfManagedIoFlush, 1, NtStatus::UNSUCCESSFUL),
+        (Callback::D0Entry, 0, NtStatus::UNSUCCESSFUL),
+        (Callback::D0Entry, 1, NtStatus::SUCCESS),
+    ] {
+        assert_eq!(
+            first.inject_failure(callback, nth, status),
+            Err(NtStatus::INVALID_PARAMETER),
+            "{callback} {nth} {status}"
+        );
+    }
 }

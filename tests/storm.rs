@@ -110,8 +110,8 @@ fn play(storm: &Storm) -> Result<(), TestCaseError> {
 
 /// The same storm on the toaster sample: between two steps an application asks for toast
 /// (when the toaster works) and a heating period passes, so the timer fires and the work
-/// item runs, every other time concurrently with the next action; at the end every request
-/// completed exactly once and nothing ran after Flush.
+/// item runs, every other time on another thread, concurrently with the next action; at the
+/// end every request completed exactly once and nothing ran after Flush.
 fn play_toaster(storm: &Storm) -> Result<(), TestCaseError> {
     use driver::{TICK, Toaster, ToasterDriver};
     let runtime = Runtime::new();
@@ -121,22 +121,38 @@ fn play_toaster(storm: &Storm) -> Result<(), TestCaseError> {
     let driver = runtime.load::<ToasterDriver>().unwrap();
     let ledger = driver.with_driver(|d| std::sync::Arc::clone(&d.ledger)).unwrap();
     let node = driver.add_device().unwrap();
-    for (step, &action) in storm.actions.iter().enumerate() {
-        match node.apply(action) {
-            Ok(()) | Err(PnpError::InvalidAction { .. }) => {}
-            Err(violation) => {
-                return Err(TestCaseError::fail(format!("step {step} ({action}): {violation}")));
+    let heat = |runtime: &Runtime| {
+        runtime.advance(TICK).map_err(|panics| TestCaseError::fail(panics.to_string()))
+    };
+    std::thread::scope(|scope| {
+        // Every other period passes on another thread while the next action runs, so the
+        // timer and the heating work item race with the PnP callbacks; the others pass
+        // between two actions.
+        let mut heating = None;
+        for (step, &action) in storm.actions.iter().enumerate() {
+            let applied = node.apply(action);
+            if let Some(heating) = heating.take() {
+                std::thread::ScopedJoinHandle::join(heating).expect("advance returns")?;
+            }
+            match applied {
+                Ok(()) | Err(PnpError::InvalidAction { .. }) => {}
+                Err(violation) => {
+                    return Err(TestCaseError::fail(format!(
+                        "step {step} ({action}): {violation}"
+                    )));
+                }
+            }
+            if node.state() == NodeState::Working {
+                let _ = node.with_context(Toaster::submit);
+            }
+            if step % 2 == 0 {
+                heat(&runtime)?;
+            } else {
+                heating = Some(scope.spawn(|| heat(&runtime)));
             }
         }
-        if node.state() == NodeState::Working {
-            let _ = node.with_context(Toaster::submit);
-        }
-        runtime.advance(TICK);
-        // Every other period, the heating work item runs concurrently with the next action.
-        if step % 2 == 0 {
-            runtime.wait_for_work_items();
-        }
-    }
+        heating.map_or(Ok(()), |heating| heating.join().expect("advance returns"))
+    })?;
     if let NodeState::Asleep { .. } = node.state() {
         node.apply(PnpAction::Resume).map_err(|e| TestCaseError::fail(e.to_string()))?;
     }

@@ -2,6 +2,7 @@
 //! `DISPATCH_LEVEL` callbacks, and disposal with the parent device.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +11,8 @@ use kmdf::host::{DeviceNode, LoadedDriver, ObjectKind, PnpAction, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, current_irql};
 use kmdf::{
-    Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result, Timer, TimerCallback,
+    Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result, Timer,
+    TimerCallback, WorkItem, WorkItemCallback,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -97,11 +99,11 @@ fn fired(runtime: &Runtime) -> usize {
 fn a_one_shot_timer_fires_once_when_due() {
     let f = lab(None, |_| {});
     assert_eq!(f.timer.start(10 * MS), Ok(false));
-    f.runtime.advance(9 * MS);
+    f.runtime.advance(9 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     assert_eq!(fired(&f.runtime), 1);
-    f.runtime.advance(100 * MS);
+    f.runtime.advance(100 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 1);
     assert_eq!(f.runtime.now(), 110 * MS);
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc"]);
@@ -111,12 +113,12 @@ fn a_one_shot_timer_fires_once_when_due() {
 fn a_periodic_timer_fires_every_period() {
     let f = lab(Some(10 * MS), |_| {});
     f.timer.start(5 * MS).unwrap();
-    f.runtime.advance(36 * MS); // 5, 15, 25, 35
+    f.runtime.advance(36 * MS).unwrap(); // 5, 15, 25, 35
     assert_eq!(fired(&f.runtime), 4);
     // Stop reports that the timer was set, and cancels it.
     assert_eq!(f.timer.stop(false), Ok(true));
     assert_eq!(f.timer.stop(false), Ok(false));
-    f.runtime.advance(100 * MS);
+    f.runtime.advance(100 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 4);
 }
 
@@ -125,9 +127,9 @@ fn start_again_replaces_the_setting() {
     let f = lab(None, |_| {});
     assert_eq!(f.timer.start(10 * MS), Ok(false));
     assert_eq!(f.timer.start(50 * MS), Ok(true), "already set");
-    f.runtime.advance(49 * MS);
+    f.runtime.advance(49 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     assert_eq!(fired(&f.runtime), 1);
 }
 
@@ -139,7 +141,7 @@ fn the_callback_runs_at_dispatch_level_and_cannot_wait() {
         log.lock().unwrap().push((current_irql(), timer.stop(true), timer.start(MS)));
     });
     f.timer.start(MS).unwrap();
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
         [(Irql::Dispatch, Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL), Ok(true))]
@@ -159,7 +161,7 @@ fn stop_and_wait_waits_for_a_running_callback() {
     f.timer.start(MS).unwrap();
     std::thread::scope(|scope| {
         let runtime = &f.runtime;
-        scope.spawn(move || runtime.advance(MS));
+        scope.spawn(move || runtime.advance(MS).unwrap());
         entered.recv().unwrap();
         let (done_tx, done) = mpsc::channel();
         let timer = f.timer.clone();
@@ -175,15 +177,57 @@ fn stop_and_wait_waits_for_a_running_callback() {
 }
 
 #[test]
+fn a_start_while_stop_and_wait_runs_is_ignored() {
+    // FxTimer::Start with m_StopThread set: "Ignoring the request to start timer", and the
+    // stop then reports the timer as set (m_StartAborted).
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let restarts = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&restarts);
+    let f = lab(None, move |timer| {
+        let mut restarts = log.lock().unwrap();
+        if restarts.is_empty() {
+            entered_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv().unwrap();
+            restarts.push(timer.start(MS)); // re-arm from the callback, once
+        }
+    });
+    f.timer.start(MS).unwrap();
+    std::thread::scope(|scope| {
+        let runtime = &f.runtime;
+        scope.spawn(move || runtime.advance(MS).unwrap());
+        entered.recv().unwrap();
+        let (done_tx, done) = mpsc::channel();
+        let timer = f.timer.clone();
+        scope.spawn(move || done_tx.send(timer.stop(true)).unwrap());
+        while f.runtime.work_item_waiters() == 0 {
+            std::thread::yield_now();
+        }
+        release.send(()).unwrap();
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(Ok(true)));
+    });
+    assert_eq!(*restarts.lock().unwrap(), [Ok(false)], "the start was ignored");
+    // The timer is not set: it never fires again, and a later stop finds nothing.
+    f.runtime.advance(10 * MS).unwrap();
+    assert_eq!(fired(&f.runtime), 1);
+    assert_eq!(f.timer.stop(false), Ok(false));
+    // Once the stop is over, starting works again.
+    assert_eq!(f.timer.start(MS), Ok(false));
+    f.runtime.advance(MS).unwrap();
+    assert_eq!(fired(&f.runtime), 2);
+}
+
+#[test]
 fn delete_stops_the_timer_for_good() {
     let f = lab(Some(MS), |_| {});
     f.timer.start(MS).unwrap();
-    f.runtime.advance(MS);
+    f.runtime.advance(MS).unwrap();
     f.timer.delete().unwrap();
     assert_eq!(f.timer.delete(), Err(NtStatus::DELETE_PENDING));
     assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
     assert_eq!(f.timer.stop(true), Ok(false));
-    f.runtime.advance(10 * MS);
+    f.runtime.advance(10 * MS).unwrap();
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
     assert!(f.node.with_context(|_: &LabDevice| ()).is_ok(), "the device is untouched");
 }
@@ -195,7 +239,7 @@ fn delete_from_the_callback_completes_when_it_returns() {
         assert_eq!(timer.start(MS), Err(NtStatus::DELETE_PENDING));
     });
     f.timer.start(MS).unwrap();
-    f.runtime.advance(5 * MS);
+    f.runtime.advance(5 * MS).unwrap();
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
 }
 
@@ -204,7 +248,7 @@ fn the_parent_device_disposes_its_timer_first() {
     let f = lab(Some(MS), |_| {});
     f.timer.start(MS).unwrap();
     f.node.apply(PnpAction::Start).unwrap();
-    f.runtime.advance(2 * MS);
+    f.runtime.advance(2 * MS).unwrap();
     let _ = f.runtime.take_trace();
     f.node.apply(PnpAction::Remove).unwrap();
     // The timer released its parent at its rundown, so the device is destroyed at once;
@@ -217,7 +261,7 @@ fn the_parent_device_disposes_its_timer_first() {
             "EvtDestroyCallback(WDFDEVICE)"
         ]
     );
-    f.runtime.advance(10 * MS);
+    f.runtime.advance(10 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
     assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
     let Fixture { runtime, timer, .. } = f;
@@ -236,9 +280,14 @@ fn periods_kmdf_cannot_express_are_refused() {
         fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
             let device = device_init.create(LabDevice { timer: SpinLock::new(None)? })?;
             let tick = || Tick { behavior: Box::new(|_| {}) };
-            for period in
-                [Duration::ZERO, Duration::from_micros(1500), Duration::from_secs(5_000_000)]
-            {
+            // Zero, not whole milliseconds, over MAXLONG ms (fxtimerapi.cpp: WdfTimerCreate).
+            let over_maxlong = Duration::from_millis(u64::from(i32::MAX.unsigned_abs()) + 1);
+            for period in [
+                Duration::ZERO,
+                Duration::from_micros(1500),
+                Duration::from_secs(5_000_000),
+                over_maxlong,
+            ] {
                 assert_eq!(
                     Timer::create(device, Some(period), tick()).map(|_| ()),
                     Err(NtStatus::INVALID_PARAMETER),
@@ -246,10 +295,250 @@ fn periods_kmdf_cannot_express_are_refused() {
                 );
             }
             assert!(Timer::create(device, Some(Duration::from_millis(1)), tick()).is_ok());
+            let maxlong = Duration::from_millis(u64::from(i32::MAX.unsigned_abs()));
+            assert!(Timer::create(device, Some(maxlong), tick()).is_ok());
             Ok(())
         }
     }
     let runtime = Runtime::new();
     let driver = runtime.load::<Refuser>().unwrap();
     driver.add_device().unwrap();
+}
+
+// ----------------------------------------------------------------------------------------
+// Determinism: `Runtime::advance` fires one expiry at a time and lets the work it handed on
+// finish before the next (issue 11, B4). The driver: periodic timers, each enqueueing its
+// own work item, which may enqueue itself again a few times (a chain).
+
+/// What one timer of the relay device does: its period, and how many times its work item
+/// enqueues itself again after the run the timer asked for.
+#[derive(Clone, Copy)]
+struct Relay {
+    name: &'static str,
+    period: Duration,
+    chain: usize,
+}
+
+/// The test's own record of the callbacks, naming the timer or item.
+type Record = Arc<Mutex<Vec<String>>>;
+
+std::thread_local! {
+    static RELAYS: RefCell<Vec<Relay>> = const { RefCell::new(Vec::new()) };
+    static RECORD: RefCell<Option<Record>> = const { RefCell::new(None) };
+}
+
+struct RelayDriver;
+
+impl Driver for RelayDriver {
+    fn driver_entry() -> Result<Self> {
+        Ok(RelayDriver)
+    }
+
+    fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+        let record = RECORD.with(|record| record.borrow().clone()).expect("a record");
+        let device = device_init.create(RelayDevice { items: SpinLock::new(Vec::new())? })?;
+        for (index, relay) in RELAYS.with(|relays| relays.borrow().clone()).into_iter().enumerate()
+        {
+            let record = Arc::clone(&record);
+            let errand = Errand {
+                relay,
+                left: AtomicUsize::new(0),
+                record: Arc::clone(&record),
+                gate: Mutex::new(None),
+            };
+            device.context().items.lock().push(WorkItem::create(device, errand)?);
+            let timer = Timer::create(device, Some(relay.period), Ring { index, record })?;
+            timer.start(relay.period)?;
+        }
+        Ok(())
+    }
+}
+
+struct RelayDevice {
+    items: SpinLock<Vec<ObjectRef<WorkItem<Errand>>>>,
+}
+
+kmdf::vtable! {
+    impl PnpPowerCallbacks for RelayDevice {
+        fn cleanup(&self, _device: &Device<Self>) {}
+    }
+}
+
+/// A timer's context: which work item it hands its work to.
+struct Ring {
+    index: usize,
+    record: Record,
+}
+
+kmdf::vtable! {
+    impl TimerCallback for Ring {
+        type Parent = Device<RelayDevice>;
+
+        fn run(&self, _timer: &Timer<Self>, device: &Device<RelayDevice>) {
+            let items = device.context().items.lock();
+            let item = &items[self.index];
+            let errand = item.context();
+            self.record.lock().unwrap().push(format!("tick {}", errand.relay.name));
+            errand.left.store(errand.relay.chain, Ordering::SeqCst);
+            let _ = item.enqueue();
+        }
+    }
+}
+
+/// Where a run tells the test it started, and waits until the test lets it go.
+type Gate = (mpsc::Sender<()>, mpsc::Receiver<()>);
+
+/// A work item's context.
+struct Errand {
+    relay: Relay,
+    /// Enqueues left in the current chain.
+    left: AtomicUsize,
+    record: Record,
+    /// Taken by the next run, which then blocks until released.
+    gate: Mutex<Option<Gate>>,
+}
+
+kmdf::vtable! {
+    impl WorkItemCallback for Errand {
+        type Parent = Device<RelayDevice>;
+
+        fn run(&self, item: &WorkItem<Self>, _device: &Device<RelayDevice>) {
+            self.record.lock().unwrap().push(format!("work {}", self.relay.name));
+            let gate = self.gate.lock().unwrap().take();
+            if let Some((entered, release)) = gate {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
+            if self.left.load(Ordering::SeqCst) > 0 {
+                self.left.fetch_sub(1, Ordering::SeqCst);
+                item.enqueue().unwrap();
+            }
+        }
+    }
+}
+
+/// A runtime with one started relay device; returns it with the test's record.
+fn relay(relays: &[Relay]) -> (Runtime, LoadedDriver<RelayDriver>, DeviceNode, Record) {
+    let record = Record::default();
+    RELAYS.with(|slot| *slot.borrow_mut() = relays.to_vec());
+    RECORD.with(|slot| *slot.borrow_mut() = Some(Arc::clone(&record)));
+    let runtime = Runtime::new();
+    let driver = runtime.load::<RelayDriver>().unwrap();
+    let node = driver.add_device().unwrap();
+    node.start().unwrap();
+    let _ = runtime.take_trace();
+    (runtime, driver, node, record)
+}
+
+const HEATER: Relay = Relay { name: "heater", period: Duration::from_millis(100), chain: 0 };
+
+#[test]
+fn each_expiry_waits_for_the_work_it_handed_on() {
+    // The scenario of issue 11 (B4): a 100 ms periodic timer that enqueues a work item,
+    // advanced by one second. Before, the timer fired ten times while the first run was
+    // still queued, and WdfWorkItemEnqueue ignores an enqueue while the item is queued
+    // (kmdf-semantics.md section 4), so the item ran 1 to 10 times.
+    let (runtime, _driver, node, record) = relay(&[HEATER]);
+    runtime.advance(Duration::from_secs(1)).unwrap();
+    assert_eq!(runtime.now(), Duration::from_secs(1));
+    let trace = runtime.take_trace();
+    assert_eq!(trace.count(Callback::TimerFunc), 10);
+    assert_eq!(trace.count(Callback::WorkItem), 10);
+    assert_eq!(trace.lines(), ["EvtTimerFunc", "EvtWorkItem"].repeat(10));
+    assert_eq!(record.lock().unwrap().len(), 20);
+    node.remove().unwrap();
+}
+
+#[test]
+fn a_chain_of_re_enqueues_finishes_before_the_next_expiry() {
+    // Each tick's run enqueues the item twice more, one run after the other: the three runs
+    // are the work the expiry handed on.
+    let (runtime, _driver, node, record) = relay(&[Relay { chain: 2, ..HEATER }]);
+    runtime.advance(Duration::from_millis(300)).unwrap();
+    let tick = ["EvtTimerFunc", "EvtWorkItem", "EvtWorkItem", "EvtWorkItem"];
+    assert_eq!(runtime.take_trace().lines(), tick.repeat(3));
+    assert_eq!(
+        *record.lock().unwrap(),
+        ["tick heater", "work heater", "work heater", "work heater"].repeat(3)
+    );
+    node.remove().unwrap();
+}
+
+#[test]
+fn the_same_scenario_gives_the_same_trace_every_time() {
+    // Two timers due together at 300 ms, 600 ms and 900 ms fire in the order they were set
+    // or re-armed: the fan was set at 0 ms (and re-armed at 300 and 600), the heater
+    // re-armed at 200, 500 and 800 ms, so the fan fires first. Each expiry is followed by
+    // its work, chains of re-enqueues included.
+    let relays = [
+        Relay { name: "heater", period: Duration::from_millis(100), chain: 1 },
+        Relay { name: "fan", period: Duration::from_millis(300), chain: 2 },
+    ];
+    let play = || {
+        let (runtime, _driver, node, record) = relay(&relays);
+        runtime.advance(Duration::from_millis(250)).unwrap();
+        runtime.advance(Duration::from_millis(750)).unwrap();
+        let trace = runtime.take_trace().lines();
+        node.remove().unwrap();
+        let record = record.lock().unwrap().clone();
+        (trace, record)
+    };
+    let (first_trace, first_record) = play();
+    let heater = ["tick heater", "work heater", "work heater"];
+    let fan = ["tick fan", "work fan", "work fan", "work fan"];
+    let mut expected = Vec::new();
+    for ms in (100..=1000).step_by(100) {
+        if ms % 300 == 0 {
+            expected.extend(fan);
+        }
+        expected.extend(heater);
+    }
+    assert_eq!(first_record, expected);
+    assert_eq!(first_trace.len(), expected.len());
+    for run in 1..200 {
+        let (trace, record) = play();
+        assert_eq!(record, first_record, "run {run}");
+        assert_eq!(trace, first_trace, "run {run}");
+    }
+}
+
+#[test]
+fn with_the_workers_held_advance_fires_every_expiry_without_waiting() {
+    // Held workers start nothing, so advance cannot wait for the work: it fires each due
+    // expiry and returns. The run the first tick queued is still queued at the next ones,
+    // and an enqueue while the item is queued does nothing (kmdf-semantics.md section 4):
+    // one run serves all ten ticks, once the workers are released.
+    let (runtime, _driver, node, record) = relay(&[HEATER]);
+    let held = runtime.hold_workers();
+    runtime.advance(Duration::from_secs(1)).unwrap();
+    assert_eq!(runtime.take_trace().lines(), ["EvtTimerFunc"].repeat(10));
+    drop(held);
+    runtime.wait_for_work_items().unwrap();
+    assert_eq!(runtime.take_trace().lines(), ["EvtWorkItem"]);
+    assert_eq!(record.lock().unwrap().len(), 11);
+    node.remove().unwrap();
+}
+
+#[test]
+fn advance_does_not_wait_for_work_no_expiry_handed_on() {
+    // A work item the test enqueued, blocked until the test lets it go, is not the timers'
+    // work: advancing while it runs returns (it would hang if advance waited for every work
+    // item), and the timers' own work is still waited for.
+    let blocker = Relay { name: "blocker", period: Duration::from_hours(1), chain: 0 };
+    let (runtime, _driver, node, record) = relay(&[HEATER, blocker]);
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let item = node.with_context(|device: &RelayDevice| device.items.lock()[1].clone()).unwrap();
+    *item.context().gate.lock().unwrap() = Some((entered_tx, release_rx));
+    assert_eq!(item.enqueue(), Ok(true));
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    runtime.advance(Duration::from_millis(300)).unwrap();
+    assert_eq!(
+        record.lock().unwrap()[1..],
+        ["tick heater", "work heater"].repeat(3),
+        "the blocker ran first, then the timer's work, each tick's before the next"
+    );
+    release.send(()).unwrap();
+    runtime.wait_for_work_items().unwrap();
+    node.remove().unwrap();
 }

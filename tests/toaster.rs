@@ -41,8 +41,8 @@ impl Bench {
     /// Lets `ticks` heating periods pass and the work they started finish.
     fn heat(&self, ticks: u32) {
         for _ in 0..ticks {
-            self.runtime.advance(TICK);
-            self.runtime.wait_for_work_items();
+            self.runtime.advance(TICK).unwrap();
+            self.runtime.wait_for_work_items().unwrap();
         }
     }
 
@@ -173,7 +173,7 @@ fn query_remove_flushes_the_work_item_first() {
     bench.submit();
     // A tick hands work to the item, which stays queued while the workers are held.
     let held = bench.runtime.hold_workers();
-    bench.runtime.advance(TICK);
+    bench.runtime.advance(TICK).unwrap();
     let _ = bench.runtime.take_trace();
     std::thread::scope(|scope| {
         let remover = scope.spawn(|| bench.node.apply(PnpAction::Remove));
@@ -243,7 +243,7 @@ fn every_scenario_of_every_length_three_ends_clean() {
                     NodeState::Removed => {}
                     // The PnP manager restarts a stopped device before removing it; a
                     // stopped or stopping device can only be surprise-removed.
-                    NodeState::Stopped | NodeState::QueryStopPending => {
+                    NodeState::Stopped | NodeState::QueryStopPending | NodeState::Failed => {
                         bench.act(PnpAction::SurpriseRemove);
                     }
                     _ => bench.act(PnpAction::Remove),
@@ -399,4 +399,67 @@ fn an_action_invalid_in_the_state_stops_with_the_trace_so_far() {
     assert_eq!(outcome.stderr, "toaster: `wake` is not valid for a device that is started in D0\n");
     assert!(outcome.stdout.ends_with("EvtDeviceSelfManagedIoInit\nEvtTimerFunc\nEvtWorkItem\n"));
     assert!(!outcome.stdout.contains("toast:"), "no summary after an error");
+}
+
+/// A driver whose timer panics on its first tick, to drive the runner's loop into a bug
+/// check (the toaster itself never panics).
+mod sparky {
+    use std::time::Duration;
+
+    use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, Timer, TimerCallback};
+
+    pub struct Sparky;
+
+    impl Driver for Sparky {
+        fn driver_entry() -> Result<Self> {
+            Ok(Sparky)
+        }
+        fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+            let device = device_init.create(Wiring)?;
+            let timer = Timer::create(device, None, Spark)?;
+            timer.start(Duration::from_millis(50))?;
+            Ok(())
+        }
+    }
+
+    pub struct Wiring;
+
+    kmdf::vtable! {
+        impl PnpPowerCallbacks for Wiring {
+            fn cleanup(&self, _device: &Device<Self>) {}
+        }
+    }
+
+    struct Spark;
+
+    kmdf::vtable! {
+        impl TimerCallback for Spark {
+            type Parent = Device<Wiring>;
+
+            fn run(&self, _timer: &Timer<Self>, _device: &Device<Wiring>) {
+                panic!("short circuit");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_runner_s_life_ends_at_a_panic_in_deferred_work() {
+    // Issue 11, B3: the heating period after `start` reports the timer's panic; the runner
+    // stops there, as a bug check would, and does not apply `idle`.
+    let runtime = Runtime::new();
+    let driver = runtime.load::<sparky::Sparky>().unwrap();
+    let node = driver.add_device().unwrap();
+    let panics = runner::play(&runtime, &node, &[PnpAction::Start, PnpAction::Idle])
+        .unwrap()
+        .expect("the panic ends the life");
+    assert_eq!(
+        panics.to_string(),
+        format!(
+            "EvtTimerFunc panicked on device {}: short circuit (a bug check in the kernel)",
+            node.id()
+        )
+    );
+    assert_eq!(node.state(), NodeState::Working, "idle was not applied");
+    assert_eq!(runtime.trace().lines().last().unwrap(), "EvtTimerFunc (panicked)");
 }

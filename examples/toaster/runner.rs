@@ -8,10 +8,18 @@
 //! Between two actions one heating period passes on the runtime's virtual clock (the timer
 //! fires, the work item heats), and while the toaster is working an application first asks
 //! for a slice of toast. After the last action nothing more happens.
+//!
+//! Standard output: the trace, one callback per line, then the summary lines. Exit code 0,
+//! or 1 when the driver failed (an action was refused or broke KMDF's invariants, a driver
+//! callback panicked: stderr says which, in a line starting with `toaster: `), or 2 for a
+//! bad command line. A panic in the timer's or work item's callback ends the life there, as
+//! a bug check would: the trace and the summary are printed up to that point.
 
 use std::fmt::Write as _;
 
-use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
+use kmdf::host::{
+    CallbackPanicked, DeviceNode, NodeState, PanicReport, PnpAction, PnpError, Runtime,
+};
 use kmdf::{Callback, NtStatus};
 
 use crate::driver::{TICK, Toaster, ToasterDriver};
@@ -132,16 +140,11 @@ pub fn run(args: &[String]) -> Outcome {
         }
     }
     let mut outcome = Outcome::default();
-    let finish = |outcome: &mut Outcome, runtime: &Runtime| {
-        for line in runtime.trace().lines() {
-            let _ = writeln!(outcome.stdout, "{line}");
-        }
-    };
     let driver = match runtime.load::<ToasterDriver>() {
         Ok(driver) => driver,
         Err(status) => {
-            finish(&mut outcome, &runtime);
-            outcome.stderr = format!("toaster: the driver did not load: {status}\n");
+            finish(&mut outcome, &runtime, &[]);
+            let _ = writeln!(outcome.stderr, "toaster: the driver did not load: {status}");
             outcome.code = 1;
             return outcome;
         }
@@ -150,32 +153,32 @@ pub fn run(args: &[String]) -> Outcome {
     let node = match driver.add_device() {
         Ok(node) => node,
         Err(status) => {
-            finish(&mut outcome, &runtime);
-            outcome.stderr = format!("toaster: EvtDriverDeviceAdd failed: {status}\n");
+            finish(&mut outcome, &runtime, &[]);
+            let _ = writeln!(outcome.stderr, "toaster: EvtDriverDeviceAdd failed: {status}");
             outcome.code = 1;
             return outcome;
         }
     };
-    let last = plan.actions.len() - 1;
-    for (index, &action) in plan.actions.iter().enumerate() {
-        if let Err(error) = node.apply(action) {
-            finish(&mut outcome, &runtime);
-            outcome.stderr = match &error {
-                PnpError::InvalidAction { .. } => format!("toaster: {error}\n"),
+    let panicked = match play(&runtime, &node, &plan.actions) {
+        Ok(panicked) => panicked,
+        Err(error) => {
+            let named = match &error {
                 PnpError::InvariantViolated { .. } => format!("toaster: {error}"),
+                _ => format!("toaster: {error}\n"),
             };
+            finish(&mut outcome, &runtime, &[]);
+            outcome.stderr.insert_str(0, &named);
             outcome.code = 1;
             return outcome;
         }
-        if index < last {
-            if node.state() == NodeState::Working {
-                let _ = node.with_context(|toaster: &Toaster| toaster.submit());
-            }
-            runtime.advance(TICK);
-            runtime.wait_for_work_items();
-        }
+    };
+    if let Some(panics) = &panicked {
+        let _ = writeln!(outcome.stderr, "toaster: {panics}");
+        outcome.code = 1;
     }
-    finish(&mut outcome, &runtime);
+    let bug_check = panicked.is_some();
+    let named = panicked.map(CallbackPanicked::into_panics).unwrap_or_default();
+    let other_panics = finish(&mut outcome, &runtime, &named);
     // Every request completes at most once (exactly once unless it is still pending).
     let completions = ledger.completions();
     let mut ids: Vec<u64> = completions.iter().map(|(id, _)| *id).collect();
@@ -194,14 +197,55 @@ pub fn run(args: &[String]) -> Outcome {
         ledger.flushed(),
         pending
     );
-    let panics = runtime.panics();
-    if panics.is_empty() {
-        let _ = writeln!(outcome.stdout, "invariants: ok (checked after every action)");
-    } else {
-        for panic in panics {
-            let _ = writeln!(outcome.stderr, "toaster: {panic}");
-        }
+    if other_panics {
         outcome.code = 1;
+    } else if !bug_check {
+        let _ = writeln!(outcome.stdout, "invariants: ok (checked after every action)");
     }
     outcome
+}
+
+/// Plays `actions`, one heating period passing between two (an application first asks for
+/// toast while the toaster works).
+///
+/// Ends early with the action's error when one is refused or breaks KMDF's invariants, and
+/// with `Ok(Some(..))` when a callback of the timer or the work item panicked, reported by
+/// the next call: the machine has bug-checked.
+pub fn play(
+    runtime: &Runtime,
+    node: &DeviceNode,
+    actions: &[PnpAction],
+) -> Result<Option<CallbackPanicked>, PnpError> {
+    let last = actions.len() - 1;
+    for (index, &action) in actions.iter().enumerate() {
+        match node.apply(action) {
+            Ok(()) => {}
+            Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
+            Err(error) => return Err(error),
+        }
+        if index < last {
+            if node.state() == NodeState::Working {
+                let _ = node.with_context(|toaster: &Toaster| toaster.submit());
+            }
+            if let Err(panics) = runtime.advance(TICK).and_then(|()| runtime.wait_for_work_items())
+            {
+                return Ok(Some(panics));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Prints the trace, and lists on stderr the panics no error named (reading them
+/// acknowledges them, so the runtime drops quietly). Returns whether it listed any.
+fn finish(outcome: &mut Outcome, runtime: &Runtime, named: &[PanicReport]) -> bool {
+    for line in runtime.trace().lines() {
+        let _ = writeln!(outcome.stdout, "{line}");
+    }
+    let mut listed = false;
+    for panic in runtime.panics().iter().filter(|panic| !named.contains(panic)) {
+        let _ = writeln!(outcome.stderr, "toaster: {panic}");
+        listed = true;
+    }
+    listed
 }

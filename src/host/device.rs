@@ -1,11 +1,11 @@
 //! Devices on the host: `WdfDeviceCreate`, contexts and the PnP/power dispatch table.
 
 use super::std;
-use std::marker::PhantomData;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
 
 use super::object::{ObjectKind, RawObject};
+use super::resources::AssignedResources;
 use crate::pnp::{CallbackSet, HardwareResources};
 use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 
@@ -28,6 +28,7 @@ pub(crate) fn context<T: PnpPowerCallbacks>(device: &Device<T>) -> &T {
 pub(crate) struct DeviceSlot {
     pub(crate) driver: Arc<RawObject>,
     pub(crate) node: u64,
+    pub(crate) resources: Arc<AssignedResources>,
     pub(crate) created: OnceLock<CreatedDevice>,
 }
 
@@ -35,6 +36,8 @@ pub(crate) struct DeviceSlot {
 pub(crate) struct CreatedDevice {
     pub(crate) object: Arc<RawObject>,
     pub(crate) callbacks: PnpTable,
+    /// The hardware resources of its node.
+    pub(crate) resources: Arc<AssignedResources>,
 }
 
 /// `WDF_PNPPOWER_EVENT_CALLBACKS` on the host: which callbacks are registered, and one
@@ -42,7 +45,7 @@ pub(crate) struct CreatedDevice {
 #[derive(Clone, Copy)]
 pub(crate) struct PnpTable {
     pub(crate) registered: CallbackSet,
-    pub(crate) dispatch: fn(&RawObject, PnpCall) -> Result,
+    pub(crate) dispatch: fn(&RawObject, PnpCall, &AssignedResources) -> Result,
 }
 
 /// A PnP/power callback with its arguments.
@@ -110,13 +113,20 @@ impl PnpTable {
     }
 }
 
-fn dispatch<T: PnpPowerCallbacks>(object: &RawObject, call: PnpCall) -> Result {
+fn dispatch<T: PnpPowerCallbacks>(
+    object: &RawObject,
+    call: PnpCall,
+    resources: &AssignedResources,
+) -> Result {
     let device = device_ref::<T>(object);
     let context = device.context();
-    let resources = HardwareResources { raw: RawResources::default() };
     match call {
-        PnpCall::PrepareHardware => context.prepare_hardware(device, resources),
-        PnpCall::ReleaseHardware => context.release_hardware(device, resources),
+        PnpCall::PrepareHardware => {
+            context.prepare_hardware(device, HardwareResources { raw: resources.lists(true) })
+        }
+        PnpCall::ReleaseHardware => {
+            context.release_hardware(device, HardwareResources { raw: resources.lists(false) })
+        }
         PnpCall::D0Entry(previous) => context.d0_entry(device, previous),
         PnpCall::D0EntryPostInterruptsEnabled(previous) => {
             context.d0_entry_post_interrupts_enabled(device, previous)
@@ -170,7 +180,12 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
         cleanup_hook,
     )?;
     object.set_context(context);
-    let created = CreatedDevice { object, callbacks: PnpTable::of::<T>() };
+    object.set_owner(Arc::clone(&slot.driver));
+    let created = CreatedDevice {
+        object,
+        callbacks: PnpTable::of::<T>(),
+        resources: Arc::clone(&slot.resources),
+    };
     // `DeviceInit::create` consumes the only `DeviceInit` of this slot, so it is empty.
     let created = match slot.created.set(created) {
         Ok(()) => slot.created.get().expect("just set"),
@@ -179,19 +194,14 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
     Ok(device_ref(&created.object))
 }
 
-/// The resource lists: the host runtime assigns no hardware resources.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct RawResources<'a> {
-    _lists: PhantomData<&'a ()>,
+/// `WdfDeviceSetFailed`: the runtime's PnP manager answers after the call returns.
+pub(crate) fn set_failed(device: &RawObject, action: crate::device::FailedAction) {
+    if let Some(node) = device.device() {
+        device.shared().request_failure(node, action);
+    }
 }
 
-#[allow(clippy::unused_self, reason = "the same interface as the kernel's resource lists")]
-impl RawResources<'_> {
-    pub(crate) fn raw_count(self) -> u32 {
-        0
-    }
-
-    pub(crate) fn translated_count(self) -> u32 {
-        0
-    }
+/// `WdfGetDriver`, and its context if it is a `D`.
+pub(crate) fn driver<D: crate::Driver>(device: &RawObject) -> Option<&D> {
+    device.owner()?.context::<D>()
 }

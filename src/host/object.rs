@@ -15,14 +15,16 @@ use std::format;
 use std::ptr;
 use std::string::String;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
-use super::pool::Pool;
+use super::lockdep;
+use super::pool::{self, Pool};
 use super::timer::{Clock, TimerState};
-use super::trace::{PanicReport, TraceEntry, VerifierFinding};
+use super::trace::{CallbackPanicked, PanicReport, TraceEntry, VerifierFinding};
 use super::work_item::WorkItemState;
+use crate::device::FailedAction;
 use crate::object::sealed;
 use crate::{Callback, NtStatus, Result};
 
@@ -63,7 +65,7 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     live: Mutex<BTreeMap<u64, ObjectKind>>,
     injections: Mutex<Injections>,
-    panics: Mutex<Vec<PanicReport>>,
+    panics: Mutex<Vec<CaughtPanic>>,
     /// Whether callbacks are recorded in the trace.
     tracing: AtomicBool,
     /// Threads blocked until a work item's callback returns (in a flush or a deletion).
@@ -74,6 +76,9 @@ pub(crate) struct Shared {
     clock: Mutex<Clock>,
     /// What the runtime's verifier saw drivers do wrong.
     verifier: Mutex<Verifier>,
+    /// Devices that reported themselves failed (`WdfDeviceSetFailed`) and that the PnP
+    /// manager has not answered yet, by device node.
+    failures: Mutex<BTreeMap<u64, FailedAction>>,
 }
 
 /// The verifier's state: devices whose `SelfManagedIoFlush` has returned, and findings.
@@ -98,13 +103,33 @@ impl TraceLog {
     }
 }
 
+/// A panic caught at a callback boundary, and whether the test has been told.
+struct CaughtPanic {
+    report: PanicReport,
+    /// Caught in deferred work (`pool::in_deferred_work`): no call of the test returned it,
+    /// so the next one reports it.
+    deferred: bool,
+    /// Returned in an error, or read by the test (`Runtime::panics`).
+    reported: bool,
+}
+
 /// Failures to inject: the Nth call of a callback fails with a status.
 #[derive(Default)]
 struct Injections {
-    /// (callback, nth call, status); each fires once.
-    planned: Vec<(Callback, u64, NtStatus)>,
-    /// How many times each callback was reached so far.
-    calls: BTreeMap<Callback, u64>,
+    /// Each fires once.
+    planned: Vec<Injection>,
+    /// How many times each callback was reached so far: over the whole runtime (`None`) and
+    /// per device node.
+    calls: BTreeMap<(Option<u64>, Callback), u64>,
+}
+
+/// One planned failure: the `nth` call of `callback` (counted over the whole runtime, or on
+/// one device node when `device` is set) fails with `status`.
+struct Injection {
+    callback: Callback,
+    device: Option<u64>,
+    nth: u64,
+    status: NtStatus,
 }
 
 impl Shared {
@@ -120,6 +145,7 @@ impl Shared {
             pool: Pool::new(),
             clock: Mutex::new(Clock::default()),
             verifier: Mutex::new(Verifier::default()),
+            failures: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -145,20 +171,64 @@ impl Shared {
         self.waiters.load(Ordering::SeqCst)
     }
 
-    /// Plans a failure: the `nth` call (counting from 1) of `callback` returns `status`.
-    pub(crate) fn inject(&self, callback: Callback, nth: u64, status: NtStatus) {
-        lock(&self.injections).planned.push((callback, nth, status));
+    /// Plans a failure: the `nth` call (counting from 1) of `callback` returns `status`;
+    /// calls are counted over the whole runtime, or on `device` alone when given.
+    pub(crate) fn inject(
+        &self,
+        callback: Callback,
+        device: Option<u64>,
+        nth: u64,
+        status: NtStatus,
+    ) {
+        lock(&self.injections).planned.push(Injection { callback, device, nth, status });
     }
 
-    /// Counts a call of `callback`; returns the status to fail it with, if one is planned.
-    fn injected(&self, callback: Callback) -> Option<NtStatus> {
+    /// Counts a call of `callback` on `device`; returns the status to fail it with, if one
+    /// is planned for this call.
+    fn injected(&self, callback: Callback, device: Option<u64>) -> Option<NtStatus> {
         let mut injections = lock(&self.injections);
-        let count = injections.calls.entry(callback).or_insert(0);
-        *count += 1;
-        let count = *count;
-        let planned = &mut injections.planned;
-        let index = planned.iter().position(|&(c, nth, _)| c == callback && nth == count)?;
-        Some(planned.remove(index).2)
+        let mut count = |key| {
+            let count = injections.calls.entry(key).or_insert(0);
+            *count += 1;
+            *count
+        };
+        let overall = count((None, callback));
+        let on_device = device.map(|device| count((Some(device), callback)));
+        let index = injections.planned.iter().position(|planned| {
+            planned.callback == callback
+                && match planned.device {
+                    None => planned.nth == overall,
+                    Some(_) => planned.device == device && Some(planned.nth) == on_device,
+                }
+        })?;
+        Some(injections.planned.remove(index).status)
+    }
+
+    /// `WdfDeviceSetFailed` on the device of `node`: the PnP manager answers later
+    /// ([`take_failure`](Self::take_failure)). A second report before the answer keeps the
+    /// stronger action: no restart wins.
+    pub(crate) fn request_failure(&self, node: u64, action: FailedAction) {
+        let mut failures = lock(&self.failures);
+        let entry = failures.entry(node).or_insert(action);
+        if action == FailedAction::NoRestart {
+            *entry = action;
+        }
+    }
+
+    /// The failure `node` reported and the PnP manager has not answered, if any.
+    pub(crate) fn take_failure(&self, node: u64) -> Option<FailedAction> {
+        lock(&self.failures).remove(&node)
+    }
+
+    /// Records a driver's debug print (`DbgPrintEx`) in the trace.
+    pub(crate) fn record_print(&self, device: Option<u64>, message: String) {
+        let _ = self.record(Callback::DebugPrint, Some(message), device);
+    }
+
+    /// Forgets what the verifier knows of the device that `node` had: a new device object
+    /// was created for the same hardware (a restart after `WdfDeviceSetFailed`).
+    pub(crate) fn forget_device(&self, node: u64) {
+        lock(&self.verifier).flushed.remove(&node);
     }
 
     pub(crate) fn next_id(&self) -> u64 {
@@ -206,6 +276,9 @@ impl Shared {
         fallible: bool,
         run: impl FnOnce() -> Result,
     ) -> Result {
+        // Lockdep's reports name the callback the thread runs.
+        let _callback = lockdep::enter(callback);
+        let _entered = super::current::enter(self, device);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
             Ok(result) => {
                 self.finish(index, fallible.then(|| result.into()), false);
@@ -217,7 +290,11 @@ impl Shared {
                     .map(|s| String::from(*s))
                     .or_else(|| payload.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| String::from("(a panic payload that is not a string)"));
-                lock(&self.panics).push(PanicReport { callback, device, message });
+                lock(&self.panics).push(CaughtPanic {
+                    report: PanicReport { callback, device, message },
+                    deferred: pool::in_deferred_work(),
+                    reported: false,
+                });
                 let status = NtStatus::UNSUCCESSFUL;
                 self.finish(index, fallible.then_some(status), true);
                 Err(status)
@@ -285,8 +362,43 @@ impl Shared {
         });
     }
 
+    /// Every panic caught and not taken, marking them reported.
     pub(crate) fn panics(&self) -> Vec<PanicReport> {
-        lock(&self.panics).clone()
+        let mut panics = lock(&self.panics);
+        panics.iter_mut().for_each(|caught| caught.reported = true);
+        panics.iter().map(|caught| caught.report.clone()).collect()
+    }
+
+    /// Every panic caught and not taken, forgetting them.
+    pub(crate) fn take_panics(&self) -> Vec<PanicReport> {
+        lock(&self.panics).drain(..).map(|caught| caught.report).collect()
+    }
+
+    /// The panics caught in deferred work that no call reported yet, as an error, marking
+    /// them reported: what the next action, wait or advance returns.
+    pub(crate) fn report_deferred_panics(&self) -> core::result::Result<(), CallbackPanicked> {
+        self.report_panics(|caught| caught.deferred)
+    }
+
+    /// Every panic not reported yet, as an error, marking them reported.
+    pub(crate) fn report_all_panics(&self) -> core::result::Result<(), CallbackPanicked> {
+        self.report_panics(|_| true)
+    }
+
+    fn report_panics(
+        &self,
+        which: impl Fn(&CaughtPanic) -> bool,
+    ) -> core::result::Result<(), CallbackPanicked> {
+        let mut panics = lock(&self.panics);
+        let reports: Vec<PanicReport> = panics
+            .iter_mut()
+            .filter(|caught| !caught.reported && which(caught))
+            .map(|caught| {
+                caught.reported = true;
+                caught.report.clone()
+            })
+            .collect();
+        if reports.is_empty() { Ok(()) } else { Err(CallbackPanicked::new(reports)) }
     }
 
     /// Records and runs a fallible callback, or fails it without running it when a failure
@@ -298,7 +410,7 @@ impl Shared {
         device: Option<u64>,
         run: impl FnOnce() -> Result,
     ) -> Result {
-        if let Some(status) = self.injected(callback) {
+        if let Some(status) = self.injected(callback, device) {
             let entry = TraceEntry {
                 callback,
                 args,
@@ -389,6 +501,8 @@ impl Extension {
 /// Every `RawObject` lives in an `Arc`: [`create_with`](Self::create_with) is its only
 /// constructor.
 pub struct RawObject {
+    /// The `Arc` this object lives in, to hand out more counted references from a borrow.
+    me: Weak<RawObject>,
     shared: Arc<Shared>,
     id: u64,
     kind: ObjectKind,
@@ -396,6 +510,9 @@ pub struct RawObject {
     cleanup: Option<CleanupHook>,
     extension: Option<Extension>,
     context: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// For a device, the `WDFDRIVER` it belongs to (`WdfGetDriver`), held as long as the
+    /// device object exists so its driver value can be lent out with the device's lifetime.
+    owner: OnceLock<Arc<RawObject>>,
     links: Mutex<Links>,
     /// Signalled when a disposal completes.
     disposed: Condvar,
@@ -437,50 +554,63 @@ impl RawObject {
         extension: Option<Extension>,
         context: Option<Box<dyn Any + Send + Sync>>,
     ) -> Result<Arc<Self>> {
-        // INVARIANT: the object is created in an `Arc` and only ever handed out as one.
-        let mut object = Arc::new(Self {
-            shared: Arc::clone(shared),
-            id: shared.next_id(),
-            kind,
-            device: device.or_else(|| parent.and_then(|p| p.device)),
-            cleanup,
-            extension,
-            context: context.map(OnceLock::from).unwrap_or_default(),
-            links: Mutex::new(Links {
-                parent: parent.cloned(),
-                children: Vec::new(),
-                lifecycle: Lifecycle::Alive,
-                disposer: None,
-            }),
-            disposed: Condvar::new(),
-        });
-        if let Some(parent) = parent {
-            let mut links = lock(&parent.links);
-            if links.lifecycle != Lifecycle::Alive {
-                drop(links);
-                // Never linked, so `object` is the only reference: dropping it releases the
-                // parent reference, and taking the context out first keeps `Drop` from
-                // tracing an `EvtDestroyCallback` for an object that never existed.
-                if let Some(unlinked) = Arc::get_mut(&mut object) {
-                    unlinked.context.take();
+        // INVARIANT: the object is created in an `Arc`, knows that `Arc` through `me`, and
+        // is only ever handed out as one.
+        let build = || {
+            Arc::new_cyclic(|me| Self {
+                me: me.clone(),
+                shared: Arc::clone(shared),
+                id: shared.next_id(),
+                kind,
+                device: device.or_else(|| parent.and_then(|p| p.device)),
+                cleanup,
+                extension,
+                context: context.map(OnceLock::from).unwrap_or_default(),
+                owner: OnceLock::new(),
+                links: Mutex::new(Links {
+                    parent: parent.cloned(),
+                    children: Vec::new(),
+                    lifecycle: Lifecycle::Alive,
+                    disposer: None,
+                }),
+                disposed: Condvar::new(),
+            })
+        };
+        let object = match parent {
+            Some(parent) => {
+                // Linked under the parent's lock, so that a deletion of the parent either
+                // finds the child whole or refused it. When refused, nothing was built: the
+                // context is dropped without an `EvtDestroyCallback` (the object never
+                // existed).
+                let mut links = lock(&parent.links);
+                if links.lifecycle != Lifecycle::Alive {
+                    return Err(NtStatus::DELETE_PENDING);
                 }
-                return Err(NtStatus::DELETE_PENDING);
+                let object = build();
+                links.children.push(Arc::clone(&object));
+                object
             }
-            links.children.push(Arc::clone(&object));
-        }
+            None => build(),
+        };
         lock(&shared.live).insert(object.id, kind);
         Ok(object)
     }
 
     /// Another counted reference to this object.
     pub(crate) fn to_arc(&self) -> Arc<Self> {
-        let this = ptr::from_ref(self);
-        // SAFETY: every `RawObject` lives in an `Arc` (type invariant) and `self` borrows it,
-        // so its strong count is at least one while this runs: adding one is sound.
-        unsafe { Arc::increment_strong_count(this) };
-        // SAFETY: `this` points into an `Arc<RawObject>`, and the count added just above is
-        // the one the returned `Arc` owns.
-        unsafe { Arc::from_raw(this) }
+        // A `RawObject` is only reached through an `Arc` that keeps it alive (type
+        // invariant), so the upgrade succeeds while `self` is borrowed.
+        self.me.upgrade().expect("kmdf host runtime: an object borrowed after its last reference")
+    }
+
+    /// Records the driver a device belongs to; see [`owner`](Self::owner).
+    pub(crate) fn set_owner(&self, driver: Arc<RawObject>) {
+        let _ = self.owner.set(driver);
+    }
+
+    /// The `WDFDRIVER` of a device.
+    pub(crate) fn owner(&self) -> Option<&RawObject> {
+        self.owner.get().map(|driver| &**driver)
     }
 
     /// The kind-specific state given to [`create_with`](Self::create_with).

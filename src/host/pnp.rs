@@ -16,12 +16,20 @@
 //!   without Suspend.
 //! * Power-down (idle, sleep, stop, remove, surprise removal in D0): self-managed I/O
 //!   Suspend, `D0ExitPre`, `D0Exit`. A failure does not stop the power-down.
-//! * A failure during a start (the start IRP fails) makes the PnP manager remove the device:
-//!   `ReleaseHardware`, self-managed I/O Flush and Cleanup, object cleanup. A failure while
-//!   the device runs (idle, wake, sleep, resume, stop) fails the device
-//!   (`PnpEventFailedPowerPolicyRemoved` invalidates its state), so the PnP manager sends a
-//!   surprise removal before the remove (`PnpEventFailedSurpriseRemoved`):
-//!   `ReleaseHardware`, Flush, `SurpriseRemoval`, Cleanup, object cleanup.
+//! * A failure before any start completed (the first start IRP fails) makes the PnP manager
+//!   remove the device: `ReleaseHardware`, self-managed I/O Flush and Cleanup, object
+//!   cleanup. Any later failure (idle, wake, sleep, resume, stop, and the start that follows a
+//!   rebalance stop) fails a device that ran (`PnpEventFailedPowerPolicyRemoved` invalidates
+//!   its state), so the PnP manager sends a surprise removal that arrives after the teardown
+//!   (`PnpEventFailedSurpriseRemoved`): `ReleaseHardware`, Flush, `SurpriseRemoval`, Cleanup,
+//!   object cleanup. `Run::fail` is the one place that decides.
+//! * A failed power-up that a query-remove or query-stop forces on an idle device does not
+//!   fail the query (`FxPowerIdleMachine::PowerFailed` still reports D0): the device waits in
+//!   the query's pending state, off and failed. A remove then runs the remove tail without a
+//!   power-down or surprise removal; a cancel leaves it [`NodeState::Failed`] until the
+//!   surprise removal, which runs `SurpriseRemoval`, then the tail.
+//! * The cancels are taken in the started state with no callback, also after a vetoed query
+//!   (`m_PnpStartedOtherStates`: `StartedCancelRemove`, `StartedCancelStop`).
 //! * The self-managed I/O machine exists only when the driver registered one of its
 //!   callbacks (`fxpkgpnp.cpp: RegisterCallbacks`); its transitions are the table of
 //!   section 3, and events it does not expect are dropped.
@@ -34,7 +42,7 @@ use std::vec::Vec;
 
 use super::device::{CreatedDevice, PnpCall};
 use super::object::Shared;
-use super::trace::Trace;
+use super::trace::{CallbackPanicked, Trace};
 use crate::{Callback, DevicePowerState, NtStatus, Result};
 
 /// An action of the PnP manager (or of the power manager) on a device.
@@ -50,7 +58,8 @@ use crate::{Callback, DevicePowerState, NtStatus, Result};
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PnpAction {
-    /// `IRP_MN_START_DEVICE`: first start, or start again after a rebalance stop.
+    /// `IRP_MN_START_DEVICE`: first start, start again after a rebalance stop, or the restart
+    /// of a started device with new resources.
     Start,
     /// The device idles out: to D3 while the system stays in S0.
     Idle,
@@ -169,6 +178,13 @@ pub enum NodeState {
     QueryStopPending,
     /// Stopped for rebalance: hardware released, waiting to start again.
     Stopped,
+    /// Started but failed, waiting for the PnP manager's surprise removal: a query-remove or
+    /// query-stop forced the idle device back to D0, the power-up failed, and the query was
+    /// then cancelled (KMDF reported the device failed with `IoInvalidateDeviceState`; the
+    /// PnP manager answers with `IRP_MN_SURPRISE_REMOVAL`). `surprise-remove` removes it; the
+    /// cancels are taken without a callback; a query (or `remove`, `stop`) asks the driver,
+    /// then fails because the device cannot be powered up; nothing else is accepted.
+    Failed,
     /// The device object is gone (removed, surprise-removed, or torn down after a failure).
     Removed,
 }
@@ -183,6 +199,7 @@ impl fmt::Display for NodeState {
             NodeState::QueryRemovePending => "query-remove pending",
             NodeState::QueryStopPending => "query-stop pending",
             NodeState::Stopped => "stopped for rebalance",
+            NodeState::Failed => "failed, waiting for its surprise removal",
             NodeState::Removed => "removed",
         })
     }
@@ -190,6 +207,7 @@ impl fmt::Display for NodeState {
 
 /// Why a PnP action failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PnpError {
     /// The action is not valid in the device's state; nothing was done.
     InvalidAction {
@@ -209,6 +227,21 @@ pub enum PnpError {
         /// The device's trace.
         trace: Trace,
     },
+    /// A work item's or timer's callback (or an object's cleanup run from one) panicked, on
+    /// any device of the runtime, and no call reported it yet: in the kernel, a bug check.
+    /// (A panic in a PnP callback is not reported this way: that callback fails as if it
+    /// returned `STATUS_UNSUCCESSFUL`, the device takes KMDF's failure path, and the
+    /// action's trace shows `(panicked)`.)
+    CallbackPanicked {
+        /// The action.
+        action: PnpAction,
+        /// `false` when the panics came before the action, which was then refused: nothing
+        /// was called and nothing changed. `true` when they came while it ran (in work its
+        /// callbacks waited for): the action completed.
+        applied: bool,
+        /// The panics.
+        panics: CallbackPanicked,
+    },
 }
 
 impl fmt::Display for PnpError {
@@ -224,11 +257,24 @@ impl fmt::Display for PnpError {
                 }
                 write!(f, "trace of the device:\n{trace}")
             }
+            PnpError::CallbackPanicked { action, applied: false, panics } => {
+                write!(f, "`{action}` was not applied: {panics}")
+            }
+            PnpError::CallbackPanicked { action, applied: true, panics } => {
+                write!(f, "while `{action}` ran, {panics}")
+            }
         }
     }
 }
 
-impl std::error::Error for PnpError {}
+impl std::error::Error for PnpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PnpError::CallbackPanicked { panics, .. } => Some(panics),
+            PnpError::InvalidAction { .. } | PnpError::InvariantViolated { .. } => None,
+        }
+    }
+}
 
 /// The self-managed I/O state machine (section 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,18 +309,16 @@ pub(crate) struct Machine {
     smio: Option<Smio>,
     /// PrepareHardware was called (even if it failed) and ReleaseHardware not yet.
     owns_hardware: bool,
+    /// A start completed: from now on a failure fails a running device (a late surprise
+    /// removal) instead of failing a start IRP.
+    started_once: bool,
+    /// A power-up that a query-remove or query-stop forced failed
+    /// (`FxPowerIdleMachine::PowerFailed`): the device is off and failed, but the query
+    /// succeeded; what follows runs without a power-down.
+    power_failed: bool,
     events: Vec<Event>,
     /// Where the device's entries start in the runtime's trace.
     trace_start: usize,
-}
-
-/// How a failure while powering up or down ends.
-#[derive(Clone, Copy)]
-enum Teardown {
-    /// The start IRP failed: the PnP manager removes the device.
-    StartFailed,
-    /// The running device failed: a surprise removal, then the remove.
-    DeviceFailed,
 }
 
 impl Machine {
@@ -285,6 +329,8 @@ impl Machine {
             state: NodeState::Added,
             smio: device.callbacks.registered.any_self_managed_io().then_some(Smio::Created),
             owns_hardware: false,
+            started_once: false,
+            power_failed: false,
             events: Vec::new(),
             trace_start,
         }
@@ -304,6 +350,20 @@ impl Machine {
         let mut run = Run { machine: self, shared, node, device: created, removed: false };
         match (action, run.machine.state) {
             (PnpAction::Start, NodeState::Added | NodeState::Stopped) => run.start(),
+            // A start of a started device (new resources, `PNP_RESOURCE_REQUIREMENTS_CHANGED`):
+            // `m_PnpStartedOtherStates` -> `PnpEventRestart`.
+            (PnpAction::Start, state @ (NodeState::Working | NodeState::Idle)) => {
+                run.restart(state);
+            }
+            // The failed device of a failed forced power-up: the driver is asked, then the
+            // power reference the query takes fails (`FxPowerIdleMachine::IoIncrementWithFlags`
+            // with `FxPowerIdlePowerFailed`), which fails the query: nothing else changes.
+            (PnpAction::QueryRemove | PnpAction::Remove, NodeState::Failed) => {
+                let _ = run.call(PnpCall::QueryRemove);
+            }
+            (PnpAction::QueryStop | PnpAction::Stop, NodeState::Failed) => {
+                let _ = run.call(PnpCall::QueryStop);
+            }
             (PnpAction::Idle, NodeState::Working) => run.power_down_while_running(false),
             (PnpAction::Wake, NodeState::Idle) => run.wake(NodeState::Working),
             (PnpAction::Sleep, NodeState::Working) => run.power_down_while_running(true),
@@ -320,9 +380,18 @@ impl Machine {
                 run.query(Callback::QueryRemove, NodeState::QueryRemovePending);
             }
             (PnpAction::CancelRemove, NodeState::QueryRemovePending)
-            | (PnpAction::CancelStop, NodeState::QueryStopPending) => {
-                run.machine.state = NodeState::Working;
-            }
+            | (PnpAction::CancelStop, NodeState::QueryStopPending) => run.cancel_query(),
+            // The PnP manager cancels a query that a driver vetoed too; KMDF's started state
+            // takes the cancel without a driver callback (`m_PnpStartedOtherStates`:
+            // StartedCancelRemove, StartedCancelStop). A device never started takes a
+            // query-remove and its cancel without a callback (`m_PnpInitOtherStates` ->
+            // `PnpEventInitQueryRemove`, `PnpEventInitQueryRemoveCanceled`); a remove then
+            // deletes it as from `Added`.
+            (
+                PnpAction::CancelRemove | PnpAction::CancelStop,
+                NodeState::Working | NodeState::Idle | NodeState::Failed,
+            )
+            | (PnpAction::QueryRemove | PnpAction::CancelRemove, NodeState::Added) => {}
             (PnpAction::Remove, NodeState::Added) => run.remove(),
             (PnpAction::Remove, NodeState::Working | NodeState::Idle) => {
                 if run.query(Callback::QueryRemove, NodeState::QueryRemovePending) {
@@ -336,7 +405,8 @@ impl Machine {
                 | NodeState::Idle
                 | NodeState::QueryRemovePending
                 | NodeState::QueryStopPending
-                | NodeState::Stopped),
+                | NodeState::Stopped
+                | NodeState::Failed),
             ) => run.surprise_remove(state),
             (PnpAction::QueryStop, NodeState::Working | NodeState::Idle) => {
                 run.query(Callback::QueryStop, NodeState::QueryStopPending);
@@ -570,12 +640,14 @@ impl Run<'_> {
             let args = call.power_state().map(|state| format!("{state}"));
             let object = &self.device.object;
             let dispatch = self.device.callbacks.dispatch;
+            let resources = &*self.device.resources;
             if call.returns_status() {
-                self.shared.invoke(callback, args, Some(self.node), || dispatch(object, call))
+                self.shared
+                    .invoke(callback, args, Some(self.node), || dispatch(object, call, resources))
             } else {
                 // Returns nothing in KMDF: even a panic cannot change what follows.
                 self.shared.invoke_void(callback, args, Some(self.node), || {
-                    let _ = dispatch(object, call);
+                    let _ = dispatch(object, call, resources);
                 });
                 Ok(())
             }
@@ -616,16 +688,39 @@ impl Run<'_> {
         result
     }
 
-    /// `start`: PrepareHardware, then the power-up from D3Final.
+    /// `start`: PrepareHardware, then the power-up from D3Final. The first start or a start
+    /// after a rebalance stop; a failure takes [`fail`](Self::fail)'s path for each.
     fn start(&mut self) {
         self.machine.owns_hardware = true;
         if self.call(PnpCall::PrepareHardware).is_err() {
-            return self.teardown(Teardown::StartFailed);
+            return self.fail();
         }
         match self.power_up(DevicePowerState::D3Final) {
-            Ok(()) => self.machine.state = NodeState::Working,
-            Err(()) => self.teardown(Teardown::StartFailed),
+            Ok(()) => {
+                self.machine.state = NodeState::Working;
+                self.machine.started_once = true;
+            }
+            Err(()) => self.fail(),
         }
+    }
+
+    /// The restart of a started device (`PnpEventRestart`): power policy stops it as for a
+    /// rebalance, without a query (an idle device is first brought back to D0,
+    /// `PwrPolStoppingResetDevice`), it releases its hardware
+    /// (`PnpEventRestartReleaseHardware`), then starts again with the new resources
+    /// (`PnpEventRestartHardwareAvailable`): PrepareHardware, D0Entry(D3Final), SmioRestart.
+    fn restart(&mut self, state: NodeState) {
+        if state == NodeState::Idle && self.power_up(DevicePowerState::D3).is_err() {
+            return self.fail();
+        }
+        if self.power_down(DevicePowerState::D3Final).is_err() {
+            return self.fail();
+        }
+        self.machine.owns_hardware = false;
+        if self.call(PnpCall::ReleaseHardware).is_err() {
+            return self.fail();
+        }
+        self.start();
     }
 
     /// D0Entry, D0EntryPost, SMIO Init/Restart; on a failure, undoes what the failure path
@@ -659,23 +754,28 @@ impl Run<'_> {
         match self.power_down(DevicePowerState::D3) {
             Ok(()) if sleep => self.machine.state = NodeState::Asleep { was_idle: false },
             Ok(()) => self.machine.state = NodeState::Idle,
-            Err(_) => {
-                // D0Exit ran: the device is off; it is failed with its hardware still owned.
-                self.teardown(Teardown::DeviceFailed);
-            }
+            // D0Exit ran: the device is off; it is failed with its hardware still owned.
+            Err(_) => self.fail(),
         }
     }
 
-    /// Back to D0 from D3 (wake, resume, or the wake-up a query forces).
+    /// Back to D0 from D3 (wake, resume).
     fn wake(&mut self, then: NodeState) {
         match self.power_up(DevicePowerState::D3) {
             Ok(()) => self.machine.state = then,
-            Err(()) => self.teardown(Teardown::DeviceFailed),
+            Err(()) => self.fail(),
         }
     }
 
     /// `query-remove` or `query-stop`: asks the driver, then makes sure the device is in D0.
-    /// Returns whether the query succeeded (and the device is still there).
+    /// Returns whether the query succeeded.
+    ///
+    /// A failure of the power-up the query forces does not fail the query: KMDF's idle
+    /// machine reports the device in D0 even then (`FxPowerIdleMachine::PowerFailed` sends
+    /// the D0 notification), so the PnP machine leaves `Pnp*EnsureDeviceAwake` for the
+    /// pending state, and the power-up failure it is sent later is dropped there
+    /// (`m_PnpQueryRemovePendingOtherStates` has no entry for `PnpEventPowerUpFailed`). The
+    /// device is left off and failed ([`Machine::power_failed`]).
     fn query(&mut self, callback: Callback, pending: NodeState) -> bool {
         let call = if callback == Callback::QueryRemove {
             PnpCall::QueryRemove
@@ -685,17 +785,28 @@ impl Run<'_> {
         if self.call(call).is_err() {
             return false; // vetoed: nothing else, the device stays as it was
         }
-        if self.machine.state == NodeState::Idle {
-            self.wake(pending);
-        } else {
-            self.machine.state = pending;
+        if self.machine.state == NodeState::Idle && self.power_up(DevicePowerState::D3).is_err() {
+            self.machine.power_failed = true;
         }
-        !self.removed
+        self.machine.state = pending;
+        true
     }
 
-    /// The orderly removal of a started device whose query-remove succeeded.
+    /// `cancel-remove` or `cancel-stop` of a query that succeeded: no driver callback
+    /// (`PnpEventQueryCanceled`). A device whose forced power-up failed goes back to the
+    /// started state failed, and waits for the surprise removal the PnP manager sends for
+    /// a failed device.
+    fn cancel_query(&mut self) {
+        self.machine.state =
+            if self.machine.power_failed { NodeState::Failed } else { NodeState::Working };
+    }
+
+    /// The orderly removal of a started device whose query-remove succeeded (the remove
+    /// tail: no power-down when the device is already off after a failed power-up).
     fn orderly_remove(&mut self) {
-        let _ = self.power_down(DevicePowerState::D3Final);
+        if !self.machine.power_failed {
+            let _ = self.power_down(DevicePowerState::D3Final);
+        }
         self.release_hardware();
         let _ = self.smio(SmioEvent::Flush);
         self.remove();
@@ -707,28 +818,32 @@ impl Run<'_> {
         self.removed = true;
     }
 
+    /// `IRP_MN_SURPRISE_REMOVAL` (the callback first: `PnpEventSurpriseRemoveIoStarted`),
+    /// the power-down of a device in D0, then the remove IRP.
     fn surprise_remove(&mut self, state: NodeState) {
         let _ = self.call(PnpCall::SurpriseRemoval);
-        match state {
-            NodeState::Working | NodeState::QueryRemovePending | NodeState::QueryStopPending => {
-                let _ = self.power_down(DevicePowerState::D3Final);
-                self.release_hardware();
-            }
-            NodeState::Idle => self.release_hardware(),
-            _ => {}
+        let in_d0 = matches!(
+            state,
+            NodeState::Working | NodeState::QueryRemovePending | NodeState::QueryStopPending
+        ) && !self.machine.power_failed;
+        if in_d0 {
+            let _ = self.power_down(DevicePowerState::D3Final);
         }
+        self.release_hardware();
         let _ = self.smio(SmioEvent::Flush);
         self.remove();
     }
 
-    /// The rebalance stop of a device whose query-stop succeeded.
+    /// The rebalance stop of a device whose query-stop succeeded. A device whose forced
+    /// power-up failed is already off: it releases its hardware, then is removed as a failed
+    /// device (KMDF set `m_InternalFailure` when the power-up failed).
     fn stop(&mut self) {
-        if self.power_down(DevicePowerState::D3Final).is_err() {
-            return self.teardown(Teardown::DeviceFailed);
+        if !self.machine.power_failed && self.power_down(DevicePowerState::D3Final).is_err() {
+            return self.fail();
         }
         self.machine.owns_hardware = false;
-        if self.call(PnpCall::ReleaseHardware).is_err() {
-            return self.teardown(Teardown::DeviceFailed);
+        if self.call(PnpCall::ReleaseHardware).is_err() || self.machine.power_failed {
+            return self.fail();
         }
         self.machine.state = NodeState::Stopped;
     }
@@ -740,11 +855,17 @@ impl Run<'_> {
         }
     }
 
-    /// The failure paths of section 2, down to the device object's deletion.
-    fn teardown(&mut self, how: Teardown) {
+    /// The failure paths of section 2, down to the device object's deletion. Which one is
+    /// decided here and only here: a failure before any start completed fails the start IRP
+    /// (the PnP manager removes the device directly, no surprise removal); any later failure
+    /// (idle, wake, sleep, resume, stop, or the start that follows a stop) fails a device
+    /// that ran, which KMDF reports with `IoInvalidateDeviceState`
+    /// (`PnpEventFailedPowerPolicyRemoved`), so the PnP manager sends a surprise removal that
+    /// arrives after the teardown (`PnpEventFailedSurpriseRemoved`).
+    fn fail(&mut self) {
         self.release_hardware();
         let _ = self.smio(SmioEvent::Flush);
-        if let Teardown::DeviceFailed = how {
+        if self.machine.started_once {
             let _ = self.call(PnpCall::SurpriseRemoval);
         }
         self.remove();
@@ -786,6 +907,8 @@ mod tests {
             state,
             smio: None,
             owns_hardware: false,
+            started_once: false,
+            power_failed: false,
             events: points.iter().map(|&(callback, ok)| Event { callback, ok }).collect(),
             trace_start: 0,
         };

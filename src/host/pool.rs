@@ -14,14 +14,25 @@
 //! callback to return, yet a burst of jobs wakes one thread at a time instead of one per
 //! job, and the pool only grows when every thread is running a job. Every counter is
 //! kept under the pool's mutex, where the queue is, so no wake-up is lost.
+//!
+//! Jobs are *deferred work*: code the framework runs later, on its own threads, as opposed to
+//! the PnP actions and calls a test makes on its own thread. A timer's firing is deferred
+//! work too, on the advancing thread ([`deferred`]). A panic caught in deferred work fails
+//! the test's next call (`Runtime::advance` and the others), since no call of the test
+//! returns it otherwise. Deferred work also remembers its *origin*: the timer expiry whose
+//! firing handed it on, directly or through jobs that job queued, so that `Runtime::advance`
+//! can wait for exactly that work before the next expiry ([`Pool::wait_origin`]).
 
 use super::std;
 use std::boxed::Box;
-use std::collections::VecDeque;
+use std::cell::Cell;
+use std::collections::{BTreeMap, VecDeque};
+use std::eprintln;
 use std::format;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
 use std::vec::Vec;
 
 use super::object::lock;
@@ -36,6 +47,45 @@ const MAX_THREADS: usize = 64;
 /// A job: one callback run, or a deferred deletion.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
+/// How long a wait for work items goes before it says on stderr what it is waiting for: a
+/// callback that never returns would otherwise hang the test silently. (Only a message:
+/// the wait goes on, since a callback may legitimately wait for the test's other threads.)
+const HANG_WARNING: Duration = Duration::from_secs(10);
+
+/// The origin of work handed on by a timer expiry; see [`deferred`].
+pub(crate) type Origin = u64;
+
+/// The origin of deferred work that no expiry handed on (a work item the test or a PnP
+/// callback enqueued, a deferred deletion).
+const NO_ORIGIN: Origin = 0;
+
+std::thread_local! {
+    /// What this thread runs now: `None` on a caller's thread (the test, a PnP action), or
+    /// deferred work of the given origin. A worker thread runs nothing else.
+    static DEFERRED: Cell<Option<Origin>> = const { Cell::new(None) };
+}
+
+/// Runs `work` as deferred work of `origin` on this thread (a timer's firing on the
+/// advancing thread): jobs it queues inherit the origin, and panics caught in it are
+/// reported as deferred-work panics.
+pub(crate) fn deferred<R>(origin: Origin, work: impl FnOnce() -> R) -> R {
+    /// Restores the thread's previous state, also when `work` unwinds.
+    struct Restore(Option<Origin>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEFERRED.with(|deferred| deferred.set(self.0));
+        }
+    }
+    let _restore = Restore(DEFERRED.with(|deferred| deferred.replace(Some(origin))));
+    work()
+}
+
+/// Whether this thread runs deferred work now: a work-item run, a deferred deletion, a
+/// timer's firing (and what they call, such as an object's cleanup).
+pub(crate) fn in_deferred_work() -> bool {
+    DEFERRED.with(Cell::get).is_some()
+}
+
 pub(crate) struct Pool {
     inner: Arc<Inner>,
 }
@@ -48,7 +98,13 @@ struct Inner {
 }
 
 struct State {
-    jobs: VecDeque<Job>,
+    /// Queued jobs, each with its origin.
+    jobs: VecDeque<(Job, Origin)>,
+    /// Jobs queued or running, by origin (but [`NO_ORIGIN`]); an origin with none left has
+    /// no entry.
+    outstanding: BTreeMap<Origin, usize>,
+    /// The last origin handed out by [`Pool::new_origin`].
+    last_origin: Origin,
     threads: Vec<JoinHandle<()>>,
     /// Threads not running a job that will look at the queue: started or woken for it, or
     /// back from a job.
@@ -72,6 +128,8 @@ impl Pool {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     jobs: VecDeque::new(),
+                    outstanding: BTreeMap::new(),
+                    last_origin: NO_ORIGIN,
                     threads: Vec::new(),
                     searching: 0,
                     sleeping: 0,
@@ -87,10 +145,15 @@ impl Pool {
     }
 
     /// Queues `job` to run on a worker thread: wakes a thread for it unless one is
-    /// searching already, and starts one if none is free.
+    /// searching already, and starts one if none is free. The job inherits the origin of
+    /// the deferred work queueing it, if any.
     pub(crate) fn submit(&self, job: Job) {
+        let origin = DEFERRED.with(Cell::get).unwrap_or(NO_ORIGIN);
         let mut state = lock(&self.inner.state);
-        state.jobs.push_back(job);
+        state.jobs.push_back((job, origin));
+        if origin != NO_ORIGIN {
+            *state.outstanding.entry(origin).or_insert(0) += 1;
+        }
         while state.threads.len() < MIN_THREADS {
             Inner::spawn(&self.inner, &mut state);
         }
@@ -104,14 +167,54 @@ impl Pool {
     /// Keeps every worker from starting a job until [`release`](Self::release).
     pub(crate) fn hold(&self) {
         lock(&self.inner.state).held += 1;
+        // A wait for work returns while the workers are held: wake the waits in progress.
+        self.inner.idle.notify_all();
+    }
+
+    /// A new origin, for the work one timer expiry hands on.
+    pub(crate) fn new_origin(&self) -> Origin {
+        let mut state = lock(&self.inner.state);
+        state.last_origin += 1;
+        state.last_origin
     }
 
     /// Waits until no job is queued or running, jobs queued by running jobs included. Returns
     /// at once while the workers are held (queued jobs cannot start then).
     pub(crate) fn wait_idle(&self) {
+        self.wait_until("Runtime::wait_for_work_items", |state| {
+            state.busy == 0 && state.jobs.is_empty()
+        });
+    }
+
+    /// Waits until no job of `origin` is queued or running: the work a timer expiry handed
+    /// on, and the work that work handed on in turn, is done. Returns at once while the
+    /// workers are held, like [`wait_idle`](Self::wait_idle).
+    pub(crate) fn wait_origin(&self, origin: Origin) {
+        self.wait_until("Runtime::advance", |state| !state.outstanding.contains_key(&origin));
+    }
+
+    /// Waits until `done` holds or the workers are held, saying on stderr every
+    /// [`HANG_WARNING`] what it still waits for.
+    fn wait_until(&self, waiter: &str, done: impl Fn(&State) -> bool) {
+        let started = Instant::now();
         let mut state = lock(&self.inner.state);
-        while (state.busy > 0 || !state.jobs.is_empty()) && state.held == 0 {
-            state = self.inner.idle.wait(state).unwrap_or_else(PoisonError::into_inner);
+        while !done(&state) && state.held == 0 {
+            let (next, timeout) = self
+                .inner
+                .idle
+                .wait_timeout(state, HANG_WARNING)
+                .unwrap_or_else(PoisonError::into_inner);
+            state = next;
+            if timeout.timed_out() && !done(&state) && state.held == 0 {
+                eprintln!(
+                    "kmdf host runtime: {waiter} has waited {:?} for work items ({} running, {} \
+                     queued); a work-item callback that never returns, or that enqueues itself \
+                     forever, hangs it",
+                    started.elapsed(),
+                    state.busy,
+                    state.jobs.len(),
+                );
+            }
         }
     }
 
@@ -166,7 +269,7 @@ impl Inner {
         let mut state = lock(&self.state);
         loop {
             let job = if state.held == 0 { state.jobs.pop_front() } else { None };
-            if let Some(job) = job {
+            if let Some((job, origin)) = job {
                 state.searching -= 1;
                 state.busy += 1;
                 // Jobs left: another thread searches before this one runs driver code, which
@@ -180,11 +283,19 @@ impl Inner {
                 // the pool itself) are dropped before the state is locked again. Jobs
                 // report their callbacks' panics themselves; catching here only keeps a
                 // panic in the runtime's own code from losing a thread.
-                let _ = panic::catch_unwind(AssertUnwindSafe(job));
+                let _ = deferred(origin, || panic::catch_unwind(AssertUnwindSafe(job)));
                 state = lock(&self.state);
                 state.searching += 1;
                 state.busy -= 1;
-                if state.busy == 0 && state.jobs.is_empty() {
+                let origin_done = origin != NO_ORIGIN && {
+                    let left = state.outstanding.get_mut(&origin).expect("counted at submit");
+                    *left -= 1;
+                    *left == 0
+                };
+                if origin_done {
+                    state.outstanding.remove(&origin);
+                }
+                if origin_done || (state.busy == 0 && state.jobs.is_empty()) {
                     self.idle.notify_all();
                 }
             } else if state.shutdown {

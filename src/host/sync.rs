@@ -3,10 +3,18 @@
 //! A thread's IRQL is `PASSIVE_LEVEL` until it acquires a spin lock, which raises it to
 //! `DISPATCH_LEVEL` until released, as `WdfSpinLockAcquire` does. Operations the kernel only
 //! allows at low IRQL (acquiring a wait lock, flushing a work item) check it.
+//!
+//! Every lock carries its lockdep identity (its class: the type it guards and where it was
+//! created) and reports its acquisitions and releases to [`lockdep`](super::lockdep), which
+//! panics on a recursive acquisition or an order inversion before the thread blocks.
 
 use super::std;
+use std::any::type_name;
 use std::cell::Cell;
+use std::panic::Location;
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+
+use super::lockdep::{self, Kind, LockMap};
 
 use crate::Result;
 use crate::sync::Irql;
@@ -40,19 +48,31 @@ fn raise_to_dispatch() -> u8 {
 
 pub(crate) struct SpinLock<T> {
     mutex: Mutex<T>,
+    map: LockMap,
 }
 
 impl<T> SpinLock<T> {
     #[allow(clippy::unnecessary_wraps, reason = "the kernel's WdfSpinLockCreate can fail")]
+    #[track_caller]
     pub(crate) fn new(value: T) -> Result<Self> {
-        Ok(Self { mutex: Mutex::new(value) })
+        let map = LockMap::new(Kind::SpinLock, type_name::<T>(), Location::caller());
+        Ok(Self { mutex: Mutex::new(value), map })
     }
 
+    /// The lock's identity for lockdep: its address.
+    fn instance(&self) -> usize {
+        std::ptr::from_ref(&self.mutex).addr()
+    }
+
+    #[track_caller]
     pub(crate) fn lock(&self) -> SpinLockGuard<'_, T> {
+        // Checked before anything changes: a report panics with nothing to undo.
+        let instance = self.instance();
+        lockdep::acquire(&self.map, instance, Location::caller());
         // Raise first, as KeAcquireSpinLock does: the wait itself happens at DISPATCH_LEVEL.
         let previous = raise_to_dispatch();
         let guard = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
-        SpinLockGuard { guard: Some(guard), previous }
+        SpinLockGuard { guard: Some(guard), previous, instance }
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut T {
@@ -67,6 +87,7 @@ impl<T> SpinLock<T> {
 pub(crate) struct SpinLockGuard<'a, T> {
     guard: Option<MutexGuard<'a, T>>,
     previous: u8,
+    instance: usize,
 }
 
 impl<T> std::ops::Deref for SpinLockGuard<'_, T> {
@@ -87,20 +108,30 @@ impl<T> Drop for SpinLockGuard<'_, T> {
     fn drop(&mut self) {
         // Release, then lower the IRQL, as KeReleaseSpinLock does.
         self.guard = None;
+        lockdep::release(self.instance);
         IRQL.set(self.previous);
     }
 }
 
 pub(crate) struct WaitLock<T> {
     mutex: Mutex<T>,
+    map: LockMap,
 }
 
 impl<T> WaitLock<T> {
     #[allow(clippy::unnecessary_wraps, reason = "the kernel's WdfWaitLockCreate can fail")]
+    #[track_caller]
     pub(crate) fn new(value: T) -> Result<Self> {
-        Ok(Self { mutex: Mutex::new(value) })
+        let map = LockMap::new(Kind::WaitLock, type_name::<T>(), Location::caller());
+        Ok(Self { mutex: Mutex::new(value), map })
     }
 
+    /// The lock's identity for lockdep: its address.
+    fn instance(&self) -> usize {
+        std::ptr::from_ref(&self.mutex).addr()
+    }
+
+    #[track_caller]
     pub(crate) fn lock(&self) -> WaitLockGuard<'_, T> {
         let irql = current_irql();
         assert!(
@@ -108,17 +139,25 @@ impl<T> WaitLock<T> {
             "WaitLock::lock at {irql:?}: WdfWaitLockAcquire waits, so it must be called at \
              PASSIVE_LEVEL or APC_LEVEL (is a SpinLock held?)"
         );
-        WaitLockGuard { guard: self.mutex.lock().unwrap_or_else(PoisonError::into_inner) }
+        let instance = self.instance();
+        lockdep::acquire(&self.map, instance, Location::caller());
+        let guard = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
+        WaitLockGuard { guard, instance }
     }
 
+    /// `None` when the lock is held, by another thread or by this one: a wait lock held by
+    /// the calling thread is not acquired again, as `WdfWaitLockAcquire` with a zero timeout
+    /// times out on it (`FxWaitLockInternal::AcquireLock` waits on the lock's event).
+    #[track_caller]
     pub(crate) fn try_lock(&self) -> Option<WaitLockGuard<'_, T>> {
-        match self.mutex.try_lock() {
-            Ok(guard) => Some(WaitLockGuard { guard }),
-            Err(TryLockError::Poisoned(poisoned)) => {
-                Some(WaitLockGuard { guard: poisoned.into_inner() })
-            }
-            Err(TryLockError::WouldBlock) => None,
-        }
+        let guard = match self.mutex.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        let instance = self.instance();
+        lockdep::acquired_without_wait(&self.map, instance, Location::caller());
+        Some(WaitLockGuard { guard, instance })
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut T {
@@ -132,6 +171,14 @@ impl<T> WaitLock<T> {
 
 pub(crate) struct WaitLockGuard<'a, T> {
     guard: MutexGuard<'a, T>,
+    instance: usize,
+}
+
+impl<T> Drop for WaitLockGuard<'_, T> {
+    fn drop(&mut self) {
+        // The mutex is released right after, with the `guard` field.
+        lockdep::release(self.instance);
+    }
 }
 
 impl<T> std::ops::Deref for WaitLockGuard<'_, T> {

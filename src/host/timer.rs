@@ -2,20 +2,35 @@
 //! `WdfObjectDelete`, and the runs.
 //!
 //! Time only moves when the test (or the sample runner) calls `Runtime::advance`: the due
-//! timers then fire in due-time order on the advancing thread, each at `DISPATCH_LEVEL` as a
-//! DPC would, periodic ones re-arming themselves. Nothing sleeps, so a scenario with timers
-//! is as deterministic as one without.
+//! expiries then fire one at a time in due-time order on the advancing thread, each at
+//! `DISPATCH_LEVEL` as a DPC would, periodic timers re-arming themselves. After each expiry
+//! the advance waits until the work that expiry handed on is done (the work items its
+//! callback enqueued, the work items those enqueued, ...: the pool tracks the expiry as the
+//! jobs' origin), so the next expiry never races with it. Nothing sleeps, so a scenario with
+//! timers gives the same trace every time.
+//!
+//! In the kernel, time does not wait for the work: a periodic timer whose work item is still
+//! queued when it fires again loses that enqueue (`WdfWorkItemEnqueue` does nothing while
+//! the item is queued). The host chooses the schedule where every piece of work is quick
+//! next to the timer's period, the one a driver is designed for; a test that wants the
+//! other, with work still queued when the timer fires again, holds the workers
+//! (`Runtime::hold_workers`): the advance then does not wait.
 
 use super::std;
+use std::any::type_name;
 use std::boxed::Box;
 use std::collections::BTreeMap;
+use std::panic::Location;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 use std::vec::Vec;
 
-use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
+use super::lockdep::{self, Kind, LockMap};
+use super::object::{Extension, ObjectKind, RawObject, RawRef, Shared, lock, view};
+use super::pool::{self, Origin};
 use super::sync::{at_dispatch, current_irql};
+use super::trace::CallbackPanicked;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
 use crate::{Callback, NtStatus, Result, Timer, TimerCallback};
@@ -46,6 +61,8 @@ pub(crate) struct TimerState {
     /// The driver's callback, monomorphized for the context type.
     run: fn(&RawObject, &RawObject),
     period: Option<Duration>,
+    /// The timer's lockdep class: a firing holds it as a pseudo-lock, a wait acquires it.
+    map: LockMap,
 }
 
 struct Inner {
@@ -57,6 +74,10 @@ struct Inner {
     runners: Vec<ThreadId>,
     /// Deletion has started: the timer cannot be set any more.
     deleting: bool,
+    /// `Some` while a `stop` with wait is in progress: a start meanwhile is ignored
+    /// (`FxTimer::Start` with `m_StopThread` set) and noted here (`m_StartAborted`), so that
+    /// the stop reports the timer as set.
+    waiting_stop: Option<bool>,
     /// Deleted from its own callback: the run disposes it when it returns.
     dispose_when_idle: bool,
     /// The parent, referenced until the timer is disposed.
@@ -64,6 +85,11 @@ struct Inner {
 }
 
 impl TimerState {
+    /// The timer's identity for lockdep: the state's address.
+    fn instance(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
     /// Called by `RawObject::delete` before the timer's cleanup callback
     /// (`FxTimer::FlushAndRundown`: `Stop(TRUE)`, then the parent is released).
     pub(crate) fn rundown(&self, timer: &RawObject) {
@@ -96,11 +122,13 @@ fn state(timer: &RawObject) -> &Arc<TimerState> {
     }
 }
 
+#[track_caller]
 pub(crate) fn create<T: TimerCallback>(
     parent: &T::Parent,
     period_ms: u32,
     context: T,
 ) -> Result<ObjectRef<Timer<T>>> {
+    let map = LockMap::new(Kind::Timer, type_name::<T>(), Location::caller());
     let parent = parent.raw().to_arc();
     let state = Arc::new(TimerState {
         inner: Mutex::new(Inner {
@@ -108,12 +136,14 @@ pub(crate) fn create<T: TimerCallback>(
             running: 0,
             runners: Vec::new(),
             deleting: false,
+            waiting_stop: None,
             dispose_when_idle: false,
             parent: Some(Arc::clone(&parent)),
         }),
         idle: Condvar::new(),
         run: run::<T>,
         period: (period_ms > 0).then(|| Duration::from_millis(u64::from(period_ms))),
+        map,
     });
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let object = RawObject::create_with(
@@ -148,6 +178,11 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     if inner.deleting {
         return Err(NtStatus::DELETE_PENDING);
     }
+    if let Some(start_aborted) = &mut inner.waiting_stop {
+        // KMDF ignores a start while WdfTimerStop(Wait) runs: the stop wins.
+        *start_aborted = true;
+        return Ok(false);
+    }
     let mut clock = lock(timer.shared().clock());
     let was_set = inner.due.take().is_some_and(|key| clock.queue.remove(&key).is_some());
     let when = clock.now.checked_add(due).ok_or(NtStatus::INVALID_PARAMETER)?;
@@ -157,29 +192,47 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     Ok(was_set)
 }
 
+#[track_caller]
 pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
     let timer = &timer.raw;
     if wait && current_irql() != Irql::Passive {
         return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     let state = state(timer);
+    if wait {
+        let at = Some(Location::caller());
+        lockdep::wait_for(&state.map, state.instance(), "Timer::stop(wait)", at);
+    }
     let mut inner = lock(&state.inner);
     let was_set = inner
         .due
         .take()
         .is_some_and(|key| lock(timer.shared().clock()).queue.remove(&key).is_some());
     if wait && inner.running > 0 {
-        timer.shared().waiting(|| {
+        inner.waiting_stop = Some(false);
+        inner = timer.shared().waiting(|| {
+            let mut inner = inner;
             while inner.running > 0 {
                 inner = state.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
             }
+            inner
         });
+        // `FxTimer::Stop`: TRUE when the start logic aborted because of this stop.
+        let start_aborted = inner.waiting_stop.take() == Some(true);
+        return Ok(was_set || start_aborted);
     }
     Ok(was_set)
 }
 
+#[track_caller]
 pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
     let timer = &timer.raw;
+    if current_irql() == Irql::Passive {
+        // The deletion waits for a running callback.
+        let state = state(timer);
+        let at = Some(Location::caller());
+        lockdep::wait_for(&state.map, state.instance(), "Timer::delete", at);
+    }
     let mut inner = lock(&state(timer).inner);
     if inner.deleting {
         return Err(NtStatus::DELETE_PENDING);
@@ -202,10 +255,15 @@ pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
     Ok(())
 }
 
-/// Fires the timer that sat at `key` in the queue, on the advancing thread. Like a work
-/// item's run, the firing counts itself out, then releases its reference on the timer
-/// before it wakes the waiters (unless it completes a deletion asked for from the callback).
-fn fire(timer: RawRef, key: Key) {
+/// Fires the timer that sat at `key` in the queue, on the advancing thread, as deferred work
+/// of `origin`. Like a work item's run, the firing counts itself out, then releases its
+/// reference on the timer before it wakes the waiters (unless it completes a deletion asked
+/// for from the callback).
+fn fire(timer: RawRef, key: Key, origin: Origin) {
+    pool::deferred(origin, || fire_here(timer, key));
+}
+
+fn fire_here(timer: RawRef, key: Key) {
     let state = Arc::clone(state(&timer));
     let parent = {
         let mut inner = lock(&state.inner);
@@ -226,6 +284,8 @@ fn fire(timer: RawRef, key: Key) {
     if let Some(parent) = parent {
         at_dispatch(|| {
             timer.shared().invoke_void(Callback::TimerFunc, None, timer.device(), || {
+                // What the callback takes, a wait for the timer depends on.
+                let _running = lockdep::running(&state.map, state.instance());
                 (state.run)(&timer, &parent);
             });
         });
@@ -256,9 +316,18 @@ fn fire(timer: RawRef, key: Key) {
     }
 }
 
-/// Moves the virtual clock `by` forward, firing every timer that falls due on the way, in
-/// due-time order.
-pub(crate) fn advance(clock: &Mutex<Clock>, by: Duration) {
+/// Moves the virtual clock `by` forward, firing every timer that falls due on the way, one
+/// expiry at a time in due-time order, and waiting after each for the work it handed on
+/// (unless the workers are held).
+///
+/// # Errors
+///
+/// The panics caught in deferred work that no call reported yet: found before the clock
+/// moves (it does not move then), or after an expiry's work (the clock stays at that
+/// expiry; later ones do not fire).
+pub(crate) fn advance(shared: &Shared, by: Duration) -> core::result::Result<(), CallbackPanicked> {
+    shared.report_deferred_panics()?;
+    let clock = shared.clock();
     let target = {
         let clock = lock(clock);
         clock.now.saturating_add(by)
@@ -278,10 +347,11 @@ pub(crate) fn advance(clock: &Mutex<Clock>, by: Duration) {
                 }
             }
         };
-        match due {
-            Some((key, timer)) => fire(timer, key),
-            None => break,
-        }
+        let Some((key, timer)) = due else { return Ok(()) };
+        let origin = shared.pool().new_origin();
+        fire(timer, key, origin);
+        shared.pool().wait_origin(origin);
+        shared.report_deferred_panics()?;
     }
 }
 

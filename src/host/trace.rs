@@ -127,7 +127,8 @@ impl fmt::Display for Trace {
 ///
 /// In the kernel a panic is a bug check (`wdk-panic`); on the host the runtime catches it,
 /// fails the callback as if it had returned `STATUS_UNSUCCESSFUL` (so the device takes KMDF's
-/// failure path) and keeps every other device working.
+/// failure path) and keeps every other device working, but the test fails unless it
+/// acknowledges the panic: see [`Runtime::panics`](super::Runtime::panics).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PanicReport {
     /// The callback that panicked.
@@ -147,6 +148,62 @@ impl fmt::Display for PanicReport {
         write!(f, ": {}", self.message)
     }
 }
+
+/// The error of a runtime call that found driver callbacks panicked in *deferred work*
+/// (a work item's or a timer's callback, or an object's cleanup run from one) since the last
+/// call that reported panics: returned by [`Runtime::advance`](super::Runtime::advance),
+/// [`Runtime::wait_for_work_items`](super::Runtime::wait_for_work_items) and, inside
+/// [`PnpError::CallbackPanicked`](super::PnpError::CallbackPanicked),
+/// [`DeviceNode::apply`](super::DeviceNode::apply).
+///
+/// In the kernel each of these panics is a bug check. Once returned, the panics count as
+/// reported: they fail no further call, and dropping the runtime does not complain of them.
+///
+/// Printed, it names each callback, its device and the panic message:
+/// `EvtWorkItem panicked on device 2: index out of bounds (a bug check in the kernel)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackPanicked {
+    panics: Vec<PanicReport>,
+}
+
+impl CallbackPanicked {
+    pub(crate) fn new(panics: Vec<PanicReport>) -> Self {
+        debug_assert!(!panics.is_empty());
+        Self { panics }
+    }
+
+    /// The panics, oldest first; never empty.
+    #[must_use]
+    pub fn panics(&self) -> &[PanicReport] {
+        &self.panics
+    }
+
+    /// The panics, oldest first; never empty.
+    #[must_use]
+    pub fn into_panics(self) -> Vec<PanicReport> {
+        self.panics
+    }
+}
+
+impl fmt::Display for CallbackPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [panic] = self.panics.as_slice() {
+            write!(f, "{panic} (a bug check in the kernel)")
+        } else {
+            write!(
+                f,
+                "{} driver callbacks panicked (a bug check in the kernel):",
+                self.panics.len()
+            )?;
+            for panic in &self.panics {
+                write!(f, "\n  - {panic}")?;
+            }
+            Ok(())
+        }
+    }
+}
+
+impl std::error::Error for CallbackPanicked {}
 
 /// A driver bug the runtime's verifier caught: something KMDF allows but that breaks the
 /// rules drivers must follow, as Driver Verifier reports them.

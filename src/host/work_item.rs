@@ -11,11 +11,14 @@
 //! it with any change here.
 
 use super::std;
+use std::any::type_name;
 use std::boxed::Box;
+use std::panic::Location;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
+use super::lockdep::{self, Kind, LockMap};
 use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
 use super::sync::current_irql;
 use crate::object::{ObjectRef, sealed::Object as _};
@@ -31,6 +34,8 @@ pub(crate) struct WorkItemState {
     idle: Condvar,
     /// The driver's callback, monomorphized for the context type.
     run: fn(&RawObject, &RawObject),
+    /// The item's lockdep class: a run holds it as a pseudo-lock, a wait acquires it.
+    map: LockMap,
 }
 
 struct Inner {
@@ -68,6 +73,11 @@ impl Inner {
 }
 
 impl WorkItemState {
+    /// The item's identity for lockdep: the state's address.
+    fn instance(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
     /// Called by `RawObject::delete` before the item's cleanup callback
     /// (`FxWorkItem::Dispose` and `FlushAndRundown`): no more enqueues, then wait for the
     /// queued or running callback (on a thread running it: for the other threads' runs),
@@ -100,10 +110,12 @@ fn state(item: &RawObject) -> &Arc<WorkItemState> {
     }
 }
 
+#[track_caller]
 pub(crate) fn create<T: WorkItemCallback>(
     parent: &T::Parent,
     context: T,
 ) -> Result<ObjectRef<WorkItem<T>>> {
+    let map = LockMap::new(Kind::WorkItem, type_name::<T>(), Location::caller());
     let parent = parent.raw().to_arc();
     let state = Arc::new(WorkItemState {
         inner: Mutex::new(Inner {
@@ -117,6 +129,7 @@ pub(crate) fn create<T: WorkItemCallback>(
         }),
         idle: Condvar::new(),
         run: run::<T>,
+        map,
     });
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let object = RawObject::create_with(
@@ -188,6 +201,8 @@ fn run_job(item: RawRef) {
     if let Some(parent) = parent {
         // A panic is caught at the boundary and reported; the worker goes on.
         item.shared().invoke_void(Callback::WorkItem, None, item.device(), || {
+            // What the callback takes, a flush of the item depends on.
+            let _running = lockdep::running(&state.map, state.instance());
             (state.run)(&item, &parent);
         });
     }
@@ -230,12 +245,15 @@ fn dispose_deferred(item: &Arc<RawObject>) {
     item.delete();
 }
 
+#[track_caller]
 pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
     let item = &item.raw;
     if current_irql() != Irql::Passive {
         return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     let state = state(item);
+    // Whether or not a run is queued now: the order is what could deadlock.
+    lockdep::wait_for(&state.map, state.instance(), "WorkItem::flush", Some(Location::caller()));
     let mut inner = lock(&state.inner);
     if inner.runners.contains(&thread::current().id()) {
         return Err(NtStatus::POSSIBLE_DEADLOCK);
@@ -251,9 +269,16 @@ pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
     Ok(())
 }
 
+#[track_caller]
 pub(crate) fn delete<T>(item: &WorkItem<T>) -> Result {
     let item = &item.raw;
     let state = state(item);
+    if current_irql() == Irql::Passive {
+        // The deletion waits for a queued or running callback (not from the callback itself,
+        // where lockdep sees the item's own pseudo-lock and adds nothing).
+        let at = Some(Location::caller());
+        lockdep::wait_for(&state.map, state.instance(), "WorkItem::delete", at);
+    }
     let mut inner = lock(&state.inner);
     if inner.deleting {
         return Err(NtStatus::DELETE_PENDING);

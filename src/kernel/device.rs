@@ -9,7 +9,7 @@ use wdk_sys::{
 };
 
 use super::{attributes_for, context as slot_context, status, struct_size, write_context};
-use crate::pnp::HardwareResources;
+use crate::pnp::{HardwareResources, Resource};
 use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 
 /// Views a device handle as `&Device<T>`.
@@ -183,6 +183,61 @@ impl RawResources<'_> {
     pub(crate) fn translated_count(self) -> u32 {
         count(self.translated)
     }
+
+    pub(crate) fn raw_descriptor(self, index: u32) -> Option<Resource> {
+        descriptor(self.raw, index)
+    }
+
+    pub(crate) fn translated_descriptor(self, index: u32) -> Option<Resource> {
+        descriptor(self.translated, index)
+    }
+}
+
+/// `WdfCmResourceListGetDescriptor`, read into a [`Resource`].
+#[allow(clippy::cast_sign_loss, reason = "physical addresses are unsigned; LARGE_INTEGER is not")]
+fn descriptor(list: WDFCMRESLIST, index: u32) -> Option<Resource> {
+    if list.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null list handle passed to the running callback, valid during it; an
+    // index past the end returns NULL.
+    let descriptor =
+        unsafe { call_unsafe_wdf_function_binding!(WdfCmResourceListGetDescriptor, list, index) };
+    if descriptor.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null descriptor of the list, valid while the list is (this callback);
+    // the structure is packed, so it is copied out unaligned.
+    let descriptor = unsafe { descriptor.read_unaligned() };
+    let resource = match descriptor.Type {
+        Resource::TYPE_PORT => {
+            // SAFETY: a port descriptor's union holds `Port`.
+            let port = unsafe { descriptor.u.Port };
+            // SAFETY: every bit pattern of a LARGE_INTEGER is a valid `QuadPart`.
+            let start = unsafe { port.Start.QuadPart };
+            Resource::Port { start: start as u64, length: port.Length }
+        }
+        Resource::TYPE_MEMORY => {
+            // SAFETY: a memory descriptor's union holds `Memory`.
+            let memory = unsafe { descriptor.u.Memory };
+            // SAFETY: every bit pattern of a LARGE_INTEGER is a valid `QuadPart`.
+            let start = unsafe { memory.Start.QuadPart };
+            Resource::Memory { start: start as u64, length: memory.Length }
+        }
+        Resource::TYPE_INTERRUPT => {
+            // SAFETY: an interrupt descriptor's union holds `Interrupt`, or for a
+            // message-signaled one `MessageInterrupt`, whose raw and translated forms keep
+            // `Vector` and `Affinity` at the same offsets.
+            let interrupt = unsafe { descriptor.u.Interrupt };
+            Resource::Interrupt {
+                vector: interrupt.Vector,
+                affinity: interrupt.Affinity,
+                message_signaled: descriptor.Flags & Resource::FLAG_INTERRUPT_MESSAGE != 0,
+            }
+        }
+        kind => Resource::Other { kind },
+    };
+    Some(resource)
 }
 
 fn count(list: WDFCMRESLIST) -> u32 {
@@ -191,4 +246,27 @@ fn count(list: WDFCMRESLIST) -> u32 {
     }
     // SAFETY: a non-null list handle passed to the running callback, valid during it.
     unsafe { call_unsafe_wdf_function_binding!(WdfCmResourceListGetCount, list) }
+}
+
+/// `WdfDeviceSetFailed`.
+pub(crate) fn set_failed(device: &super::RawObject, action: crate::FailedAction) {
+    let action = match action {
+        crate::FailedAction::AttemptRestart => {
+            wdk_sys::_WDF_DEVICE_FAILED_ACTION::WdfDeviceFailedAttemptRestart
+        }
+        crate::FailedAction::NoRestart => {
+            wdk_sys::_WDF_DEVICE_FAILED_ACTION::WdfDeviceFailedNoRestart
+        }
+    };
+    // SAFETY: `device` is a live device, lent to the running callback; WdfDeviceSetFailed
+    // may be called at any IRQL up to DISPATCH_LEVEL, which is as high as callbacks run.
+    unsafe {
+        call_unsafe_wdf_function_binding!(WdfDeviceSetFailed, device.handle().cast(), action);
+    }
+}
+
+/// `WdfGetDriver`'s context, if the driver value is a `D`. The device only borrows it: the
+/// driver outlives every one of its devices.
+pub(crate) fn driver<D: crate::Driver>(_device: &super::RawObject) -> Option<&D> {
+    super::entry::driver::<D>()
 }

@@ -1,7 +1,9 @@
 //! `DriverEntry` and the driver-wide callbacks.
 
+use core::any::TypeId;
 use core::marker::PhantomData;
 use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 pub use wdk_sys::{NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT};
 use wdk_sys::{WDF_DRIVER_CONFIG, WDFDEVICE_INIT, WDFDRIVER, call_unsafe_wdf_function_binding};
@@ -53,7 +55,42 @@ pub unsafe fn driver_entry<D: Driver>(
     // SAFETY: the driver object was just created with `attributes_for::<D>`; no device can
     // be added before `DriverEntry` returns.
     unsafe { write_context(driver.cast(), value) };
+    DRIVER_TYPE
+        .store((type_id_of::<D> as fn() -> TypeId as *const ()).cast_mut(), Ordering::Release);
     0
+}
+
+/// The type of the `WDFDRIVER`'s context, as a `type_id_of::<D>` function: a binary has one
+/// driver, set once by `DriverEntry`.
+static DRIVER_TYPE: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+fn type_id_of<D: 'static>() -> TypeId {
+    TypeId::of::<D>()
+}
+
+/// The driver value (`WdfGetDriver`'s context), if it is a `D`.
+pub(crate) fn driver<'a, D: Driver>() -> Option<&'a D> {
+    let stored = DRIVER_TYPE.load(Ordering::Acquire);
+    if stored.is_null() {
+        return None;
+    }
+    // SAFETY: the only value ever stored is a `type_id_of::<_>` function pointer, cast to a
+    // data pointer above; casting it back gives that function.
+    let type_id_of_driver: fn() -> TypeId = unsafe { core::mem::transmute(stored) };
+    if type_id_of_driver() != TypeId::of::<D>() {
+        return None;
+    }
+    // SAFETY: the KMDF stub sets the globals pointer before `DriverEntry` and never
+    // changes it again, so this read of the static races with no write.
+    let globals = unsafe { wdk_sys::WdfDriverGlobals };
+    // SAFETY: `WdfGetDriver` is this read (wdfdriver.h: `WdfDriverGlobals->Driver`); the
+    // globals live as long as the driver is loaded, and WdfDriverCreate, which succeeded
+    // before DRIVER_TYPE was set, wrote `Driver`.
+    let handle = unsafe { (*globals).Driver };
+    // SAFETY: the driver object was created with `attributes_for::<D>` (its type is `D`,
+    // checked above) and stays loaded while any of its devices, through which callers
+    // reach it, exists.
+    Some(unsafe { context(handle.cast()) })
 }
 
 /// `EvtDriverDeviceAdd`.

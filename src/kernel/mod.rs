@@ -13,10 +13,12 @@
 //! handle type (`Device<T>`), which only this backend creates, from handles of objects it
 //! created with that `T`.
 
+pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
 pub(crate) mod sync;
+pub(crate) mod time;
 pub(crate) mod timer;
 pub(crate) mod work_item;
 
