@@ -78,7 +78,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::vec::Vec;
 
 pub use object::ObjectKind;
-pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
+pub use pnp::{
+    InvariantViolation, NodeState, PnpAction, PnpError, UnknownAction, Violation, ViolationKind,
+};
 pub use trace::{CallbackPanicked, PanicReport, Trace, TraceEntry, VerifierFinding};
 
 pub(crate) use device::RawDeviceInit;
@@ -422,7 +424,7 @@ impl<D: Driver> LoadedDriver<D> {
                 resources,
                 device_add: device_add_of::<D>,
                 state: Mutex::new(NodeInner {
-                    machine: pnp::Machine::new(&created, trace_start),
+                    machine: pnp::machine::Machine::new(&created, trace_start),
                     device: Some(created),
                     restarts: None,
                 }),
@@ -519,7 +521,7 @@ struct Node {
 }
 
 struct NodeInner {
-    machine: pnp::Machine,
+    machine: pnp::machine::Machine,
     /// The device object, until it is removed.
     device: Option<CreatedDevice>,
     /// Restarts after `WdfDeviceSetFailed(AttemptRestart)`: when the current period began
@@ -571,7 +573,7 @@ impl Node {
             }
             _ => {}
         }
-        inner.machine.apply(PnpAction::SurpriseRemove, &self.shared, self.id, &mut inner.device)?;
+        self.apply(inner, PnpAction::SurpriseRemove)?;
         let now = timer::now(self.shared.clock());
         if action != crate::FailedAction::AttemptRestart || !inner.count_restart(now) {
             return Ok(());
@@ -583,9 +585,19 @@ impl Node {
             return Ok(());
         };
         self.shared.forget_device(self.id);
-        inner.machine = pnp::Machine::new(&created, trace_start);
+        inner.machine = pnp::machine::Machine::new(&created, trace_start);
         inner.device = Some(created);
-        inner.machine.apply(PnpAction::Start, &self.shared, self.id, &mut inner.device)
+        self.apply(inner, PnpAction::Start)
+    }
+
+    /// Applies `action` to the model, then lets the checker read what it did.
+    fn apply(
+        &self,
+        inner: &mut NodeInner,
+        action: PnpAction,
+    ) -> core::result::Result<(), PnpError> {
+        inner.machine.apply(action, &self.shared, self.id, &mut inner.device)?;
+        pnp::checker::after_action(action, &inner.machine, &self.shared, self.id)
     }
 }
 
@@ -656,8 +668,7 @@ impl DeviceNode {
         let mut inner = lock(&self.node.state);
         // A failure the device reported since the last action is answered first.
         self.node.answer_failure(&mut inner)?;
-        let NodeInner { machine, device, .. } = &mut *inner;
-        machine.apply(action, shared, self.node.id, device)?;
+        self.node.apply(&mut inner, action)?;
         // Then one reported during this action, once it is done.
         self.node.answer_failure(&mut inner)?;
         drop(inner);
