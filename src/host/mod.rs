@@ -57,27 +57,31 @@
 
 extern crate std;
 
-mod current;
+mod clock;
 pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod lockdep;
+mod mutex;
 pub(crate) mod object;
+mod object_kind;
 mod pnp;
 pub(crate) mod pool;
 mod resources;
+mod shared;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub(crate) mod timer;
 mod trace;
 pub(crate) mod work_item;
 
+use std::boxed::Box;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::vec::Vec;
 
-pub use object::ObjectKind;
+pub use object_kind::ObjectKind;
 pub use pnp::{
     InvariantViolation, NodeState, PnpAction, PnpError, UnknownAction, Violation, ViolationKind,
 };
@@ -89,7 +93,9 @@ pub use resources::AssignedResources;
 pub(crate) use resources::RawResources;
 
 use device::{CreatedDevice, DeviceSlot};
-use object::{Shared, lock};
+use mutex::lock;
+use object::NewObject;
+use shared::Shared;
 
 use crate::{Callback, DeviceInit, Driver, NtStatus, Result};
 
@@ -115,13 +121,15 @@ impl Runtime {
     /// What `driver_entry` returned: the driver is not loaded.
     pub fn load<D: Driver>(&self) -> Result<LoadedDriver<D>> {
         let mut value = None;
-        self.shared.invoke(Callback::DriverEntry, None, None, || {
+        self.shared.invoke(TraceEntry::new(Callback::DriverEntry, None), || {
             value = Some(D::driver_entry()?);
             Ok(())
         })?;
         let Some(value) = value else { unreachable!("driver_entry succeeded") };
-        let object = RawObject::create(&self.shared, ObjectKind::Driver, None, None, None)?;
-        object.set_context(value);
+        let object = RawObject::create(
+            &self.shared,
+            NewObject { context: Some(Box::new(value)), ..NewObject::new(ObjectKind::Driver) },
+        )?;
         Ok(LoadedDriver {
             shared: Arc::clone(&self.shared),
             object: Mutex::new(Some(object)),
@@ -264,7 +272,7 @@ impl Runtime {
     /// The virtual clock's time since the runtime was created.
     #[must_use]
     pub fn now(&self) -> std::time::Duration {
-        timer::now(self.shared.clock())
+        self.shared.now()
     }
 
     /// Turns the trace on (the default) or off. With the trace off, callbacks run and are
@@ -446,7 +454,7 @@ impl<D: Driver> LoadedDriver<D> {
         }
         let driver = slot.take().ok_or(NtStatus::DELETE_PENDING)?;
         drop(slot);
-        self.shared.invoke_void(Callback::DriverUnload, None, None, || {
+        self.shared.invoke_void(TraceEntry::new(Callback::DriverUnload, None), || {
             Self::driver(&driver).unload();
         });
         driver.delete();
@@ -479,8 +487,9 @@ fn add_device_on(
         created: OnceLock::new(),
     };
     let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
-    let result =
-        shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || device_add(driver, init));
+    let result = shared.invoke(TraceEntry::new(Callback::DriverDeviceAdd, Some(node)), || {
+        device_add(driver, init)
+    });
     match (result, slot.created.into_inner()) {
         (Ok(()), Some(created)) => Ok(created),
         (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
@@ -574,7 +583,7 @@ impl Node {
             _ => {}
         }
         self.apply(inner, PnpAction::SurpriseRemove)?;
-        let now = timer::now(self.shared.clock());
+        let now = self.shared.now();
         if action != crate::FailedAction::AttemptRestart || !inner.count_restart(now) {
             return Ok(());
         }

@@ -8,7 +8,8 @@
 use super::super::std;
 use std::vec::Vec;
 
-use super::super::object::Shared;
+use super::super::object_kind::ObjectKind;
+use super::super::shared::Shared;
 use super::super::trace::{Trace, TraceEntry};
 use super::machine::{Event, Machine};
 use super::{InvariantViolation, NodeState, PnpAction, PnpError, Violation, ViolationKind};
@@ -183,7 +184,7 @@ pub(crate) fn check(events: &[Event], removed: bool) -> Vec<InvariantViolation> 
 /// `EvtCleanupCallback`), over the device's trace.
 pub(crate) fn check_object_callbacks(trace: &Trace) -> Vec<InvariantViolation> {
     let of_device = |entry: &&TraceEntry, callback: Callback| {
-        entry.callback == callback && entry.args.as_deref() == Some("WDFDEVICE")
+        entry.callback == callback && entry.object == Some(ObjectKind::Device)
     };
     let position =
         |callback: Callback| trace.entries().iter().position(|e| of_device(&e, callback));

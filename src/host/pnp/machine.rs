@@ -36,7 +36,8 @@ use std::format;
 use std::vec::Vec;
 
 use super::super::device::{CreatedDevice, PnpCall};
-use super::super::object::Shared;
+use super::super::shared::Shared;
+use super::super::trace::TraceEntry;
 use super::{NodeState, PnpAction, PnpError};
 use crate::{Callback, DevicePowerState, Result};
 
@@ -92,7 +93,12 @@ impl Machine {
     pub(crate) fn new(device: &CreatedDevice, trace_start: usize) -> Self {
         Self {
             state: NodeState::Added,
-            smio: device.callbacks.registered.any_self_managed_io().then_some(Smio::Created),
+            smio: device
+                .state()
+                .callbacks
+                .registered
+                .any_self_managed_io()
+                .then_some(Smio::Created),
             owns_hardware: false,
             started_once: false,
             power_failed: false,
@@ -219,17 +225,20 @@ impl Run<'_> {
     /// count as success), and logs the point for the checks.
     fn call(&mut self, call: PnpCall) -> Result {
         let callback = call.callback();
-        let result = if self.device.callbacks.registered.contains(callback) {
-            let args = call.power_state().map(|state| format!("{state}"));
+        let state = self.device.state();
+        let result = if state.callbacks.registered.contains(callback) {
+            let mut entry = TraceEntry::new(callback, Some(self.node));
+            if let Some(power) = call.power_state() {
+                entry = entry.with_args(format!("{power}"));
+            }
             let object = &self.device.object;
-            let dispatch = self.device.callbacks.dispatch;
-            let resources = &*self.device.resources;
+            let dispatch = state.callbacks.dispatch;
+            let resources = &*state.resources;
             if call.returns_status() {
-                self.shared
-                    .invoke(callback, args, Some(self.node), || dispatch(object, call, resources))
+                self.shared.invoke(entry, || dispatch(object, call, resources))
             } else {
                 // Returns nothing in KMDF: even a panic cannot change what follows.
-                self.shared.invoke_void(callback, args, Some(self.node), || {
+                self.shared.invoke_void(entry, || {
                     let _ = dispatch(object, call, resources);
                 });
                 Ok(())
