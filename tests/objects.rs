@@ -215,3 +215,79 @@ fn driver_entry_failure_loads_nothing() {
     assert!(runtime.live_objects().is_empty());
     assert_eq!(runtime.trace().lines(), ["DriverEntry -> STATUS_NOT_SUPPORTED"]);
 }
+
+#[test]
+fn dropping_the_runtime_removes_the_devices_left_then_unloads_the_driver() {
+    use std::sync::{LazyLock, Mutex};
+    // What the driver saw, in order. A global: `driver_entry` builds the driver value.
+    static LOG: LazyLock<Mutex<Vec<String>>> = LazyLock::new(Mutex::default);
+    fn log(event: String) {
+        LOG.lock().unwrap().push(event);
+    }
+
+    struct Owner {
+        devices: AtomicUsize,
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            log("driver context dropped".into());
+        }
+    }
+    impl Driver for Owner {
+        fn driver_entry() -> Result<Self> {
+            Ok(Owner { devices: AtomicUsize::new(0) })
+        }
+        fn device_add(&self, init: DeviceInit<'_>) -> Result {
+            let serial = self.devices.fetch_add(1, Ordering::SeqCst) + 1;
+            init.create(Owned { serial })?;
+            Ok(())
+        }
+        fn unload(&self) {
+            log("EvtDriverUnload".into());
+        }
+    }
+    struct Owned {
+        serial: usize,
+    }
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            log(format!("device {} context dropped", self.serial));
+        }
+    }
+    kmdf::vtable! {
+        impl PnpPowerCallbacks for Owned {
+            fn surprise_removal(&self, _device: &Device<Self>) {
+                log(format!("device {} surprise removal", self.serial));
+            }
+            fn cleanup(&self, _device: &Device<Self>) {
+                log(format!("device {} cleanup", self.serial));
+            }
+        }
+    }
+
+    let runtime = Runtime::new();
+    let driver = runtime.load::<Owner>().unwrap();
+    let started = driver.add_device().unwrap();
+    let added = driver.add_device().unwrap();
+    started.start().unwrap();
+    // The handles only point into the runtime, which owns the driver and its devices.
+    drop((driver, started, added));
+    assert!(LOG.lock().unwrap().is_empty());
+
+    drop(runtime);
+    // Newest device first: the one that never started is removed, the started one
+    // surprise-removed; each device's cleanup and context before the driver's unload and
+    // context, and the unload once.
+    assert_eq!(
+        *LOG.lock().unwrap(),
+        [
+            "device 2 cleanup",
+            "device 2 context dropped",
+            "device 1 surprise removal",
+            "device 1 cleanup",
+            "device 1 context dropped",
+            "EvtDriverUnload",
+            "driver context dropped",
+        ]
+    );
+}

@@ -419,6 +419,9 @@ mod deferred {
         assert_eq!(taken[0].callback, Callback::D0Entry);
         assert!(runtime.panics().is_empty());
         assert!(runtime.take_panics().is_empty());
+        // Removed in order: the runtime's teardown would surprise-remove it, and this
+        // driver's surprise removal panics.
+        good.remove().unwrap();
     }
 
     #[test]
