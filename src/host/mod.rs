@@ -133,6 +133,52 @@ impl Runtime {
         driver::load(&self.registry, D::driver_entry)
     }
 
+    /// Loads a driver whose value the test built: as [`load`](Self::load), but `DriverEntry`
+    /// hands over `driver` instead of calling [`Driver::driver_entry`]. The trace still
+    /// shows `DriverEntry`, and a failure injected into it fails the load (`driver` is then
+    /// dropped without any callback).
+    ///
+    /// The way to give a test driver what its `device_add` needs (a plan, a log, the
+    /// test's closures) without globals:
+    ///
+    /// ```
+    /// use kmdf::host::Runtime;
+    /// use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result};
+    ///
+    /// struct Lamp {
+    ///     watts: u32,
+    /// }
+    /// impl Driver for Lamp {
+    ///     fn driver_entry() -> Result<Self> {
+    ///         Ok(Lamp { watts: 40 })
+    ///     }
+    ///     fn device_add(&self, init: DeviceInit<'_>) -> Result {
+    ///         init.create(Bulb(self.watts))?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// struct Bulb(u32);
+    /// kmdf::vtable! {
+    ///     impl PnpPowerCallbacks for Bulb {
+    ///         fn cleanup(&self, _device: &Device<Self>) {}
+    ///     }
+    /// }
+    ///
+    /// let runtime = Runtime::new();
+    /// let driver = runtime.load_with(Lamp { watts: 100 })?;
+    /// let node = driver.add_device()?;
+    /// assert_eq!(node.with_context(|bulb: &Bulb| bulb.0), Ok(100));
+    /// assert_eq!(runtime.trace().lines(), ["DriverEntry", "EvtDriverDeviceAdd"]);
+    /// # Ok::<(), kmdf::NtStatus>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A failure injected into `DriverEntry`: the driver is not loaded.
+    pub fn load_with<D: Driver>(&self, driver: D) -> Result<LoadedDriver<D>> {
+        driver::load(&self.registry, || Ok(driver))
+    }
+
     /// Makes the `nth` call (counting from 1, over the whole runtime: all devices and drivers
     /// together; [`DeviceNode::inject_failure`] counts one device's calls) of `callback` fail with
     /// `status`, without running the driver's code for it: the framework sees the failure and
