@@ -298,3 +298,52 @@ fn dropping_the_runtime_removes_the_devices_left_then_unloads_the_driver() {
         ]
     );
 }
+
+#[test]
+fn a_device_asleep_when_the_runtime_drops_is_resumed_then_surprise_removed() {
+    use kmdf::DevicePowerState;
+    use kmdf::host::{NodeState, PnpAction};
+    use std::sync::Mutex;
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    struct Sleeper(Log);
+    impl Driver for Sleeper {
+        fn driver_entry() -> Result<Self> {
+            Ok(Sleeper(Log::default()))
+        }
+        fn device_add(&self, init: DeviceInit<'_>) -> Result {
+            init.create(Bed(Arc::clone(&self.0)))?;
+            Ok(())
+        }
+    }
+    struct Bed(Log);
+    kmdf::vtable! {
+        impl PnpPowerCallbacks for Bed {
+            fn d0_entry(&self, _device: &Device<Self>, previous: DevicePowerState) -> Result {
+                self.0.lock().unwrap().push(format!("D0Entry({previous})"));
+                Ok(())
+            }
+            fn d0_exit(&self, _device: &Device<Self>, target: DevicePowerState) -> Result {
+                self.0.lock().unwrap().push(format!("D0Exit({target})"));
+                Ok(())
+            }
+            fn surprise_removal(&self, _device: &Device<Self>) {
+                self.0.lock().unwrap().push("SurpriseRemoval".into());
+            }
+        }
+    }
+
+    let log = Log::default();
+    let runtime = Runtime::new();
+    let driver = runtime.load_with(Sleeper(Arc::clone(&log))).unwrap();
+    let node = driver.add_device().unwrap();
+    node.start().unwrap();
+    node.apply(PnpAction::Sleep).unwrap();
+    log.lock().unwrap().clear();
+    drop(runtime);
+    // The system resumes before the PnP manager removes anything; then the surprise
+    // removal, its callback first, then the power-down.
+    assert_eq!(*log.lock().unwrap(), ["D0Entry(D3)", "SurpriseRemoval", "D0Exit(D3Final)"]);
+    assert_eq!(node.state(), NodeState::Removed);
+    assert_eq!(driver.unload(), Err(NtStatus::DELETE_PENDING));
+}

@@ -148,3 +148,24 @@ fn a_driver_that_flushes_is_not_reported() {
     node.apply(PnpAction::Remove).unwrap();
     assert!(runtime.verifier_findings().is_empty());
 }
+
+#[test]
+fn a_leaky_driver_left_to_the_runtimes_teardown_fails_the_drop() {
+    // The runtime surprise-removes the device it still owns when dropped; what the checks
+    // find then fails the drop, as it would fail the action.
+    let payload = std::panic::catch_unwind(|| {
+        let runtime = Runtime::new();
+        let driver = runtime.load::<Leaky>().unwrap();
+        driver.add_device().unwrap().start().unwrap();
+    })
+    .expect_err("the drop fails");
+    let message = payload.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        message.starts_with(
+            "kmdf host runtime: tearing down the devices left when it was dropped, after \
+             `surprise-remove`, KMDF invariants were violated:\n  - EvtWorkItem ran after \
+             EvtDeviceSelfManagedIoFlush returned"
+        ),
+        "{message}"
+    );
+}
