@@ -134,6 +134,12 @@ impl Node {
         })
     }
 
+    /// Whether the device is known to be gone, without waiting for an action in progress
+    /// (then it answers `false`).
+    pub(crate) fn is_surely_removed(&self) -> bool {
+        self.state.try_lock().is_ok_and(|inner| inner.machine.state == NodeState::Removed)
+    }
+
     /// Removes what is left of the device when the runtime goes away
     /// ([`Registry::tear_down`](super::registry::Registry::tear_down)): a device that never
     /// started is removed (`IRP_MN_REMOVE_DEVICE`, no PnP callback); a started one is

@@ -119,9 +119,12 @@ impl Registry {
         slot
     }
 
-    /// Takes ownership of a device node just added.
+    /// Takes ownership of a device node just added, and lets go of the nodes whose device
+    /// is gone (the test's handles keep those alive as long as it needs them).
     pub(crate) fn add_node(&self, node: &Arc<Node>) {
-        lock(&self.nodes).push(Arc::clone(node));
+        let mut nodes = lock(&self.nodes);
+        nodes.retain(|node| !node.is_surely_removed());
+        nodes.push(Arc::clone(node));
     }
 
     /// Removes every device left, then unloads every driver left (see the module's
