@@ -1,8 +1,9 @@
 //! Framework services a driver reaches from its callbacks: `WdfDeviceSetFailed` and the
 //! sequence KMDF runs after it, `WdfGetDriver`, the system clocks and `DbgPrintEx`.
 
-use std::cell::Cell;
 use std::time::Duration;
+
+mod common;
 
 use kmdf::host::{NodeState, PnpAction, Runtime};
 use kmdf::object::ObjectRef;
@@ -20,10 +21,6 @@ struct Plan {
     fail_in_init: Option<(FailedAction, u32)>,
 }
 
-std::thread_local! {
-    static PLAN: Cell<Plan> = Cell::new(Plan::default());
-}
-
 struct Services {
     plan: Plan,
     inits: SpinLock<u32>,
@@ -32,7 +29,7 @@ struct Services {
 
 impl Driver for Services {
     fn driver_entry() -> Result<Self> {
-        Ok(Services { plan: PLAN.get(), inits: SpinLock::new(0)?, name: "services" })
+        Services::with(Plan::default())
     }
 
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
@@ -114,12 +111,15 @@ kmdf::vtable! {
     }
 }
 
+impl Services {
+    fn with(plan: Plan) -> Result<Self> {
+        Ok(Services { plan, inits: SpinLock::new(0)?, name: "services" })
+    }
+}
+
+/// The services driver, following `plan`, with one device added.
 fn load(plan: Plan) -> (Runtime, kmdf::host::LoadedDriver<Services>, kmdf::host::DeviceNode) {
-    PLAN.set(plan);
-    let runtime = Runtime::new();
-    let driver = runtime.load::<Services>().unwrap();
-    let node = driver.add_device().unwrap();
-    (runtime, driver, node)
+    common::Rig::with(Services::with(plan).unwrap()).into_parts()
 }
 
 #[test]

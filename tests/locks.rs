@@ -23,6 +23,8 @@ type Log = Arc<Mutex<Vec<String>>>;
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use kmdf::host::{DeviceNode, LoadedDriver, NodeState, PanicReport, PnpAction, PnpError, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, WaitLock, current_irql};
@@ -162,18 +164,18 @@ kmdf::vtable! {
 
 type Setup = Box<dyn for<'a> FnOnce(DeviceInit<'a>) -> Result + Send>;
 
-/// The driver; `device_add` runs the setup the test handed over.
-struct TestDriver;
-
-static SETUP: Mutex<Option<Setup>> = Mutex::new(None);
+/// The driver; `device_add` runs the setup the test built it with.
+struct TestDriver {
+    setup: Mutex<Option<Setup>>,
+}
 
 impl Driver for TestDriver {
     fn driver_entry() -> Result<Self> {
-        Ok(TestDriver)
+        Ok(TestDriver { setup: Mutex::new(None) })
     }
 
     fn device_add(&self, init: DeviceInit<'_>) -> Result {
-        let setup = SETUP.lock().unwrap().take().expect("device() hands a setup over");
+        let setup = self.setup.lock().unwrap().take().expect("device() hands a setup over");
         setup(init)
     }
 }
@@ -184,15 +186,7 @@ impl Driver for TestDriver {
 fn device(
     setup: impl for<'a> FnOnce(DeviceInit<'a>) -> Result + Send + 'static,
 ) -> (Runtime, LoadedDriver<TestDriver>, DeviceNode) {
-    // Tests run in parallel: hand the setup over and add the device under one lock.
-    static ADDING: Mutex<()> = Mutex::new(());
-    let runtime = Runtime::new();
-    let driver = runtime.load::<TestDriver>().unwrap();
-    let adding = ADDING.lock().unwrap();
-    *SETUP.lock().unwrap() = Some(Box::new(setup));
-    let node = driver.add_device().unwrap();
-    drop(adding);
-    (runtime, driver, node)
+    common::Rig::with(TestDriver { setup: Mutex::new(Some(Box::new(setup))) }).into_parts()
 }
 
 /// Calls `f` with the device context.

@@ -5,6 +5,8 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod common;
+
 use kmdf::host::{NodeState, PnpAction, Runtime};
 use kmdf::{
     Callback, Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks, Result,
@@ -128,7 +130,9 @@ mod deferred {
     use std::sync::Mutex;
     use std::time::Duration;
 
-    use kmdf::host::{CallbackPanicked, DeviceNode, LoadedDriver, NodeState, PnpAction, PnpError};
+    use std::ops::Deref;
+
+    use kmdf::host::{CallbackPanicked, NodeState, PnpAction, PnpError};
     use kmdf::object::ObjectRef;
     use kmdf::sync::SpinLock;
     use kmdf::{Timer, TimerCallback, WorkItem, WorkItemCallback};
@@ -220,24 +224,27 @@ mod deferred {
         }
     }
 
-    struct Rig {
-        runtime: Runtime,
-        _driver: LoadedDriver<Bomb>,
-        node: DeviceNode,
+    /// The common fixture, with the device's work item and timer at hand.
+    struct Armed {
+        rig: common::Rig<Bomb>,
         item: ObjectRef<WorkItem<Chore>>,
         timer: ObjectRef<Timer<Alarm>>,
     }
 
-    /// A runtime with one started device.
-    fn rig() -> Rig {
-        let runtime = Runtime::new();
-        let driver = runtime.load::<Bomb>().unwrap();
-        let node = driver.add_device().unwrap();
-        let (item, timer) =
-            node.with_context(|device: &BombDevice| device.parts.lock().clone()).unwrap().unwrap();
-        node.start().unwrap();
-        let _ = runtime.take_trace();
-        Rig { runtime, _driver: driver, node, item, timer }
+    impl Deref for Armed {
+        type Target = common::Rig<Bomb>;
+
+        fn deref(&self) -> &common::Rig<Bomb> {
+            &self.rig
+        }
+    }
+
+    /// A runtime with one started device; the trace starts empty.
+    fn rig() -> Armed {
+        let rig = common::Rig::<Bomb>::new();
+        let (item, timer) = rig.context(|device: &BombDevice| device.parts.lock().clone()).unwrap();
+        rig.node.start().unwrap();
+        Armed { rig: rig.quiet(), item, timer }
     }
 
     fn arm(fuse: &Fuse, message: &'static str) {
@@ -419,6 +426,9 @@ mod deferred {
         assert_eq!(taken[0].callback, Callback::D0Entry);
         assert!(runtime.panics().is_empty());
         assert!(runtime.take_panics().is_empty());
+        // Removed in order: the runtime's teardown would surprise-remove it, and this
+        // driver's surprise removal panics.
+        good.remove().unwrap();
     }
 
     #[test]
@@ -452,7 +462,7 @@ mod deferred {
             arm(&rig.item.context().run, "left behind");
             rig.item.enqueue().unwrap();
             rig.item.flush().unwrap();
-            let Rig { runtime, _driver: driver, node, item, timer } = rig;
+            let Armed { rig: common::Rig { runtime, driver, node }, item, timer } = rig;
             drop((driver, node, item, timer));
             drop(runtime);
         });

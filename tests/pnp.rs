@@ -53,7 +53,7 @@ fn concat(parts: &[&[&str]]) -> Vec<String> {
 // ---- Section 1: callback order per scenario --------------------------------------------
 
 #[test]
-fn s1_first_start() {
+fn first_start_prepares_hardware_powers_up_and_inits_smio() {
     let runtime = Runtime::new();
     let driver = runtime.load::<common::FullDriver>().unwrap();
     let node = driver.add_device().unwrap();
@@ -69,7 +69,7 @@ fn s1_first_start() {
 }
 
 #[test]
-fn s1_idle_to_dx() {
+fn idle_suspends_smio_and_leaves_d0() {
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::Idle).unwrap();
     assert_eq!(lines(&runtime), [SUSPEND, PRE_D3, EXIT_D3]);
@@ -77,7 +77,7 @@ fn s1_idle_to_dx() {
 }
 
 #[test]
-fn s1_dx_back_to_d0() {
+fn wake_returns_to_d0_and_restarts_smio() {
     let (runtime, _driver, node) = idle();
     node.apply(PnpAction::Wake).unwrap();
     assert_eq!(lines(&runtime), [ENTRY_D3, POST_D3, RESTART]);
@@ -85,7 +85,7 @@ fn s1_dx_back_to_d0() {
 }
 
 #[test]
-fn s1_system_sleep_from_d0_keeps_hardware() {
+fn system_sleep_from_d0_powers_down_and_keeps_the_hardware() {
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::Sleep).unwrap();
     // As idle to Dx, with the Dx IRP's target D3; no ReleaseHardware.
@@ -94,7 +94,7 @@ fn s1_system_sleep_from_d0_keeps_hardware() {
 }
 
 #[test]
-fn s1_system_sleep_while_idle_calls_nothing() {
+fn system_sleep_while_idle_calls_nothing() {
     let (runtime, _driver, node) = idle();
     node.apply(PnpAction::Sleep).unwrap();
     assert!(lines(&runtime).is_empty());
@@ -102,7 +102,7 @@ fn s1_system_sleep_while_idle_calls_nothing() {
 }
 
 #[test]
-fn s1_system_resume() {
+fn system_resume_returns_to_the_power_state_before_sleep() {
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::Sleep).unwrap();
     let _ = lines(&runtime);
@@ -119,7 +119,7 @@ fn s1_system_resume() {
 }
 
 #[test]
-fn s1_query_remove_refused() {
+fn a_vetoed_query_remove_leaves_the_device_started() {
     let (runtime, _driver, node) = started();
     runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
     node.apply(PnpAction::QueryRemove).unwrap();
@@ -128,7 +128,7 @@ fn s1_query_remove_refused() {
 }
 
 #[test]
-fn s1_query_remove_then_cancelled() {
+fn a_cancelled_query_remove_calls_nothing_and_the_device_works_on() {
     // From D0.
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::QueryRemove).unwrap();
@@ -150,7 +150,7 @@ fn s1_query_remove_then_cancelled() {
 }
 
 #[test]
-fn s1_orderly_remove() {
+fn orderly_remove_queries_powers_down_releases_and_cleans_up() {
     let (runtime, _driver, node) = started();
     node.remove().unwrap();
     let tail = [SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE, FLUSH, SMIO_CLEANUP];
@@ -174,7 +174,7 @@ fn s1_orderly_remove() {
 }
 
 #[test]
-fn s1_orderly_remove_vetoed_leaves_the_device_started() {
+fn a_vetoed_orderly_remove_leaves_the_device_started() {
     let (runtime, _driver, node) = started();
     runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
     node.remove().unwrap();
@@ -183,7 +183,7 @@ fn s1_orderly_remove_vetoed_leaves_the_device_started() {
 }
 
 #[test]
-fn s1_surprise_remove_in_d0() {
+fn surprise_removal_in_d0_calls_the_driver_first_then_powers_down() {
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::SurpriseRemove).unwrap();
     assert_eq!(
@@ -198,7 +198,7 @@ fn s1_surprise_remove_in_d0() {
 }
 
 #[test]
-fn s1_surprise_remove_in_dx() {
+fn surprise_removal_in_dx_does_not_power_down_again() {
     let (runtime, _driver, node) = idle();
     node.apply(PnpAction::SurpriseRemove).unwrap();
     // No second Suspend or D0Exit.
@@ -209,7 +209,7 @@ fn s1_surprise_remove_in_dx() {
 }
 
 #[test]
-fn s1_surprise_remove_while_stopped() {
+fn surprise_removal_while_stopped_only_flushes_and_cleans_up() {
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::Stop).unwrap();
     let _ = lines(&runtime);
@@ -218,7 +218,7 @@ fn s1_surprise_remove_while_stopped() {
 }
 
 #[test]
-fn s1_rebalance_stop_and_start() {
+fn rebalance_stop_releases_the_hardware_and_the_next_start_restarts_smio() {
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::Stop).unwrap();
     assert_eq!(lines(&runtime), [QUERY_STOP, SUSPEND, PRE_D3FINAL, EXIT_D3FINAL, RELEASE]);
@@ -238,7 +238,7 @@ fn s1_rebalance_stop_and_start() {
 }
 
 #[test]
-fn s1_rebalance_cancelled() {
+fn a_cancelled_or_vetoed_query_stop_leaves_the_device_started() {
     let (runtime, _driver, node) = started();
     node.apply(PnpAction::QueryStop).unwrap();
     assert_eq!(lines(&runtime), [QUERY_STOP]);
@@ -268,7 +268,7 @@ fn failed(line: &str) -> String {
 }
 
 #[test]
-fn s2_prepare_hardware_fails() {
+fn a_failed_prepare_hardware_removes_the_device_without_powering_up() {
     let (runtime, _driver, node) = failing(Callback::PrepareHardware);
     node.start().unwrap();
     // ReleaseHardware always paired; no D0Entry, no SMIO callback at all.
@@ -279,7 +279,7 @@ fn s2_prepare_hardware_fails() {
 }
 
 #[test]
-fn s2_d0_entry_fails_on_first_start() {
+fn a_failed_first_d0_entry_removes_the_device_without_d0_exit() {
     let (runtime, _driver, node) = failing(Callback::D0Entry);
     node.start().unwrap();
     // Never D0Exit for the failed entry; no SMIO callback.
@@ -290,7 +290,7 @@ fn s2_d0_entry_fails_on_first_start() {
 }
 
 #[test]
-fn s2_d0_entry_fails_returning_from_dx() {
+fn a_failed_d0_entry_on_wake_fails_the_device_with_a_late_surprise_removal() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
     node.apply(PnpAction::Idle).unwrap();
@@ -311,7 +311,7 @@ fn s2_d0_entry_fails_returning_from_dx() {
 }
 
 #[test]
-fn s2_d0_entry_post_fails() {
+fn a_failed_d0_entry_post_gets_d0_exit_without_d0_exit_pre() {
     let (runtime, _driver, node) = failing(Callback::D0EntryPostInterruptsEnabled);
     node.start().unwrap();
     // D0Exit(D3Final) without D0ExitPre, then the start teardown.
@@ -328,7 +328,7 @@ fn s2_d0_entry_post_fails() {
 }
 
 #[test]
-fn s2_self_managed_io_init_fails() {
+fn a_failed_smio_init_powers_down_without_suspend_and_removes_the_device() {
     let (runtime, _driver, node) = failing(Callback::SelfManagedIoInit);
     node.start().unwrap();
     // No SmioSuspend.
@@ -351,7 +351,7 @@ fn s2_self_managed_io_init_fails() {
 }
 
 #[test]
-fn s2_self_managed_io_restart_fails() {
+fn a_failed_smio_restart_on_wake_fails_the_running_device() {
     // On wake: the same tail as a failed Init, no Suspend; the running device is failed, so
     // the PnP manager's surprise removal comes before the final Cleanup.
     let (runtime, _driver, node) = full_device();
@@ -402,7 +402,7 @@ fn stopped_then_failing(
 const FAILED_DEVICE_TAIL: [&str; 6] = [RELEASE, FLUSH, SURPRISE, SMIO_CLEANUP, CLEANUP, DESTROY];
 
 #[test]
-fn s2_failed_start_after_stop_fails_the_device() {
+fn a_failed_start_after_a_stop_fails_the_device() {
     for from_idle in [false, true] {
         // PrepareHardware: ReleaseHardware (always paired), then the failed device's tail.
         let (runtime, _driver, node) = stopped_then_failing(from_idle, Callback::PrepareHardware);
@@ -481,7 +481,7 @@ const POWER_UP_STEPS: [Callback; 3] =
     [Callback::D0Entry, Callback::D0EntryPostInterruptsEnabled, Callback::SelfManagedIoRestart];
 
 #[test]
-fn s2_failed_forced_power_up_then_orderly_remove_runs_the_tail_without_surprise_removal() {
+fn a_failed_forced_power_up_then_orderly_remove_runs_the_tail_without_surprise_removal() {
     for callback in POWER_UP_STEPS {
         let (runtime, _driver, node, query) =
             query_with_failing_power_up(callback, PnpAction::QueryRemove);
@@ -496,7 +496,7 @@ fn s2_failed_forced_power_up_then_orderly_remove_runs_the_tail_without_surprise_
 }
 
 #[test]
-fn s2_failed_forced_power_up_then_cancel_and_surprise_remove() {
+fn a_failed_forced_power_up_then_cancel_leaves_the_device_failed_until_surprise_removal() {
     for (query, cancel, name) in [
         (PnpAction::QueryRemove, PnpAction::CancelRemove, QUERY_REMOVE),
         (PnpAction::QueryStop, PnpAction::CancelStop, QUERY_STOP),
@@ -541,7 +541,7 @@ fn s2_failed_forced_power_up_then_cancel_and_surprise_remove() {
 }
 
 #[test]
-fn s2_failed_forced_power_up_then_surprise_remove_while_pending() {
+fn a_failed_forced_power_up_then_surprise_removal_while_pending() {
     let (runtime, _driver, node, _) =
         query_with_failing_power_up(Callback::D0Entry, PnpAction::QueryRemove);
     node.apply(PnpAction::SurpriseRemove).unwrap();
@@ -549,7 +549,7 @@ fn s2_failed_forced_power_up_then_surprise_remove_while_pending() {
 }
 
 #[test]
-fn s2_failed_forced_power_up_then_stop_removes_the_failed_device() {
+fn a_failed_forced_power_up_then_stop_removes_the_failed_device() {
     // The stop releases the hardware of the device that is already off; KMDF had set
     // m_InternalFailure when the power-up failed, so the device is then removed as a failed
     // device (as when ReleaseHardware fails during a stop).
@@ -564,7 +564,7 @@ fn s2_failed_forced_power_up_then_stop_removes_the_failed_device() {
 // ---- Section 1: a start of a started device restarts it ----------------------------------
 
 #[test]
-fn s1_start_of_a_started_device_restarts_it() {
+fn a_start_of_a_started_device_restarts_it() {
     // m_PnpStartedOtherStates: PnpEventStartDevice -> PnpEventRestart. No query; the stop of
     // a rebalance, ReleaseHardware, then the start with the new resources (SmioRestart).
     let (runtime, _driver, node) = started();
@@ -607,7 +607,7 @@ fn s1_start_of_a_started_device_restarts_it() {
 }
 
 #[test]
-fn s2_failed_restart_of_a_started_device_fails_the_device() {
+fn a_failed_restart_of_a_started_device_fails_the_device() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
     runtime.inject_failure(Callback::PrepareHardware, 2, NtStatus::UNSUCCESSFUL).unwrap();
@@ -645,7 +645,7 @@ fn a_never_started_device_takes_a_query_remove_without_a_callback() {
 // ---- Section 2: cancels after a vetoed query -------------------------------------------
 
 #[test]
-fn s2_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
+fn a_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
     for (query, cancel, callback) in [
         (PnpAction::QueryRemove, PnpAction::CancelRemove, Callback::QueryRemove),
         (PnpAction::QueryStop, PnpAction::CancelStop, Callback::QueryStop),
@@ -670,7 +670,7 @@ fn s2_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
 }
 
 #[test]
-fn s2_self_managed_io_suspend_fails() {
+fn a_failed_smio_suspend_completes_the_power_down_then_fails_the_device() {
     let (runtime, _driver, node) = started();
     runtime.inject_failure(Callback::SelfManagedIoSuspend, 1, NtStatus::UNSUCCESSFUL).unwrap();
     node.apply(PnpAction::Idle).unwrap();
@@ -693,7 +693,7 @@ fn s2_self_managed_io_suspend_fails() {
 }
 
 #[test]
-fn s2_release_hardware_fails_during_remove() {
+fn a_failed_release_hardware_during_remove_is_ignored() {
     let (runtime, _driver, node) = started();
     runtime.inject_failure(Callback::ReleaseHardware, 1, NtStatus::UNSUCCESSFUL).unwrap();
     node.remove().unwrap();

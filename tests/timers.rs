@@ -1,11 +1,14 @@
 //! Timers on the host runtime's virtual clock: start/stop/delete as `FxTimer` does them,
 //! `DISPATCH_LEVEL` callbacks, and disposal with the parent device.
 
-use std::cell::RefCell;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+mod common;
+use common::Rig;
 
 use kmdf::host::{DeviceNode, LoadedDriver, ObjectKind, PnpAction, Runtime};
 use kmdf::object::ObjectRef;
@@ -25,20 +28,19 @@ struct Plan {
     behavior: Behavior,
 }
 
-std::thread_local! {
-    static PLAN: RefCell<Option<Plan>> = const { RefCell::new(None) };
+/// The test driver: its value carries the plan of its device's timer.
+struct Lab {
+    plan: Mutex<Option<Plan>>,
 }
-
-struct Lab;
 
 impl Driver for Lab {
     fn driver_entry() -> Result<Self> {
-        Ok(Lab)
+        Ok(Lab { plan: Mutex::new(None) })
     }
 
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
         let device = device_init.create(LabDevice { timer: SpinLock::new(None)? })?;
-        let plan = PLAN.with(|plan| plan.borrow_mut().take()).expect("a plan");
+        let plan = self.plan.lock().unwrap().take().expect("a plan");
         let timer = Timer::create(device, plan.period, Tick { behavior: plan.behavior })?;
         *device.context().timer.lock() = Some(timer);
         Ok(())
@@ -71,24 +73,27 @@ kmdf::vtable! {
     }
 }
 
-struct Fixture {
-    runtime: Runtime,
-    _driver: LoadedDriver<Lab>,
-    node: DeviceNode,
+/// The common fixture, with the device's timer at hand.
+struct Timed {
+    rig: Rig<Lab>,
     timer: ObjectRef<Timer<Tick>>,
 }
 
-fn lab(
-    period: Option<Duration>,
-    behavior: impl Fn(&Timer<Tick>) + Send + Sync + 'static,
-) -> Fixture {
-    PLAN.with(|plan| *plan.borrow_mut() = Some(Plan { period, behavior: Box::new(behavior) }));
-    let runtime = Runtime::new();
-    let driver = runtime.load::<Lab>().unwrap();
-    let node = driver.add_device().unwrap();
-    let timer = node.with_context(|d: &LabDevice| d.timer.lock().clone()).unwrap().unwrap();
-    let _ = runtime.take_trace();
-    Fixture { runtime, _driver: driver, node, timer }
+impl Deref for Timed {
+    type Target = Rig<Lab>;
+
+    fn deref(&self) -> &Rig<Lab> {
+        &self.rig
+    }
+}
+
+/// A runtime with one device whose timer has `period` and runs `behavior`; the trace
+/// starts empty.
+fn lab(period: Option<Duration>, behavior: impl Fn(&Timer<Tick>) + Send + Sync + 'static) -> Timed {
+    let plan = Plan { period, behavior: Box::new(behavior) };
+    let rig = Rig::with(Lab { plan: Mutex::new(Some(plan)) }).quiet();
+    let timer = rig.context(|d: &LabDevice| d.timer.lock().clone()).unwrap();
+    Timed { rig, timer }
 }
 
 fn fired(runtime: &Runtime) -> usize {
@@ -264,7 +269,7 @@ fn the_parent_device_disposes_its_timer_first() {
     f.runtime.advance(10 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
     assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
-    let Fixture { runtime, timer, .. } = f;
+    let Timed { rig: Rig { runtime, .. }, timer } = f;
     drop(timer);
     assert_eq!(runtime.trace().lines(), ["EvtDestroyCallback(WDFTIMER)"]);
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver]);
@@ -322,24 +327,21 @@ struct Relay {
 /// The test's own record of the callbacks, naming the timer or item.
 type Record = Arc<Mutex<Vec<String>>>;
 
-std::thread_local! {
-    static RELAYS: RefCell<Vec<Relay>> = const { RefCell::new(Vec::new()) };
-    static RECORD: RefCell<Option<Record>> = const { RefCell::new(None) };
+/// The test driver: its value carries the relays of its device and the test's record.
+struct RelayDriver {
+    relays: Vec<Relay>,
+    record: Record,
 }
-
-struct RelayDriver;
 
 impl Driver for RelayDriver {
     fn driver_entry() -> Result<Self> {
-        Ok(RelayDriver)
+        Ok(RelayDriver { relays: Vec::new(), record: Record::default() })
     }
 
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
-        let record = RECORD.with(|record| record.borrow().clone()).expect("a record");
         let device = device_init.create(RelayDevice { items: SpinLock::new(Vec::new())? })?;
-        for (index, relay) in RELAYS.with(|relays| relays.borrow().clone()).into_iter().enumerate()
-        {
-            let record = Arc::clone(&record);
+        for (index, &relay) in self.relays.iter().enumerate() {
+            let record = Arc::clone(&self.record);
             let errand = Errand {
                 relay,
                 left: AtomicUsize::new(0),
@@ -420,13 +422,9 @@ kmdf::vtable! {
 /// A runtime with one started relay device; returns it with the test's record.
 fn relay(relays: &[Relay]) -> (Runtime, LoadedDriver<RelayDriver>, DeviceNode, Record) {
     let record = Record::default();
-    RELAYS.with(|slot| *slot.borrow_mut() = relays.to_vec());
-    RECORD.with(|slot| *slot.borrow_mut() = Some(Arc::clone(&record)));
-    let runtime = Runtime::new();
-    let driver = runtime.load::<RelayDriver>().unwrap();
-    let node = driver.add_device().unwrap();
-    node.start().unwrap();
-    let _ = runtime.take_trace();
+    let rig = Rig::with(RelayDriver { relays: relays.to_vec(), record: Arc::clone(&record) });
+    rig.node.start().unwrap();
+    let (runtime, driver, node) = rig.quiet().into_parts();
     (runtime, driver, node, record)
 }
 

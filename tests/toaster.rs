@@ -8,37 +8,42 @@ mod driver;
 #[path = "../examples/toaster/runner.rs"]
 mod runner;
 
+mod common;
+
 use std::sync::Arc;
 
+use common::Rig;
 use driver::{HEAT_TICKS, Ledger, TICK, Toaster, ToasterDriver};
-use kmdf::host::{DeviceNode, LoadedDriver, NodeState, PnpAction, Runtime, Trace};
+use kmdf::host::{NodeState, PnpAction, Runtime, Trace};
 use kmdf::{Callback, NtStatus};
 
-struct Bench {
-    runtime: Runtime,
-    driver: LoadedDriver<ToasterDriver>,
-    node: DeviceNode,
-    ledger: Arc<Ledger>,
+/// The toaster driver loaded with one device added.
+fn toaster() -> Rig<ToasterDriver> {
+    Rig::new()
 }
 
-fn toaster() -> Bench {
-    let runtime = Runtime::new();
-    let driver = runtime.load::<ToasterDriver>().unwrap();
-    let ledger = driver.with_driver(|d| Arc::clone(&d.ledger)).unwrap();
-    let node = driver.add_device().unwrap();
-    Bench { runtime, driver, node, ledger }
+/// What the scenarios do with the toaster.
+trait Toasting {
+    /// The driver's record of the requests.
+    fn ledger(&self) -> Arc<Ledger>;
+    /// Submits a request to the device; returns its id.
+    fn submit(&self) -> u64;
+    /// Lets `ticks` heating periods pass and the work they started finish.
+    fn heat(&self, ticks: u32);
+    /// The end of every scenario: the device is gone, each request completed exactly once,
+    /// nothing ran after Flush, and nothing Init allocated is left.
+    fn assert_clean_end(&self);
 }
 
-impl Bench {
-    fn act(&self, action: PnpAction) {
-        self.node.apply(action).unwrap_or_else(|e| panic!("{action}: {e}"));
+impl Toasting for Rig<ToasterDriver> {
+    fn ledger(&self) -> Arc<Ledger> {
+        self.driver_value(|driver| Arc::clone(&driver.ledger))
     }
 
     fn submit(&self) -> u64 {
         self.node.with_context(Toaster::submit).unwrap().unwrap()
     }
 
-    /// Lets `ticks` heating periods pass and the work they started finish.
     fn heat(&self, ticks: u32) {
         for _ in 0..ticks {
             self.runtime.advance(TICK).unwrap();
@@ -46,14 +51,12 @@ impl Bench {
         }
     }
 
-    /// The end of every scenario: the device is gone, each request completed exactly once,
-    /// nothing ran after Flush, and nothing Init allocated is left.
     fn assert_clean_end(&self) {
         assert_eq!(self.node.state(), NodeState::Removed);
-        let completions = self.ledger.completions();
+        let completions = self.ledger().completions();
         let mut ids: Vec<u64> = completions.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
-        let expected: Vec<u64> = (1..=self.ledger.submitted()).collect();
+        let expected: Vec<u64> = (1..=self.ledger().submitted()).collect();
         assert_eq!(ids, expected, "every request completed exactly once: {completions:?}");
         let trace = self.node.trace();
         assert_quiet_after_flush(&trace);
@@ -105,10 +108,10 @@ fn requests_are_toasted_after_enough_heat() {
     bench.heat(1);
     let second = bench.submit();
     bench.heat(u32::try_from(HEAT_TICKS).unwrap() - 1);
-    assert_eq!(bench.ledger.completions(), [(first, NtStatus::SUCCESS)]);
+    assert_eq!(bench.ledger().completions(), [(first, NtStatus::SUCCESS)]);
     bench.heat(1);
     assert_eq!(
-        bench.ledger.completions(),
+        bench.ledger().completions(),
         [(first, NtStatus::SUCCESS), (second, NtStatus::SUCCESS)]
     );
     bench.act(PnpAction::Remove);
@@ -126,7 +129,7 @@ fn nothing_heats_while_the_toaster_is_out_of_d0() {
     assert!(bench.runtime.take_trace().is_empty(), "the timer was stopped by Suspend");
     bench.act(PnpAction::Wake);
     bench.heat(u32::try_from(HEAT_TICKS).unwrap());
-    assert_eq!(bench.ledger.completed(), 1);
+    assert_eq!(bench.ledger().completed(), 1);
     bench.act(PnpAction::Remove);
     bench.assert_clean_end();
 }
@@ -140,9 +143,9 @@ fn surprise_removal_with_requests_pending_in_d0() {
     }
     bench.heat(1);
     bench.act(PnpAction::SurpriseRemove);
-    assert_eq!(bench.ledger.completed(), 0);
-    assert_eq!(bench.ledger.flushed(), 3);
-    assert!(bench.ledger.completions().iter().all(|(_, s)| *s == NtStatus::DEVICE_REMOVED));
+    assert_eq!(bench.ledger().completed(), 0);
+    assert_eq!(bench.ledger().flushed(), 3);
+    assert!(bench.ledger().completions().iter().all(|(_, s)| *s == NtStatus::DEVICE_REMOVED));
     bench.assert_clean_end();
 }
 
@@ -162,7 +165,7 @@ fn surprise_removal_with_requests_pending_while_idle() {
         &tail[..3],
         ["EvtDeviceSurpriseRemoval", "EvtDeviceReleaseHardware", "EvtDeviceSelfManagedIoFlush"]
     );
-    assert_eq!((bench.ledger.completed(), bench.ledger.flushed()), (1, 1));
+    assert_eq!((bench.ledger().completed(), bench.ledger().flushed()), (1, 1));
     bench.assert_clean_end();
 }
 
@@ -200,10 +203,10 @@ fn requests_survive_a_rebalance() {
     let id = bench.submit();
     bench.act(PnpAction::Stop);
     bench.heat(5);
-    assert!(bench.ledger.completions().is_empty());
+    assert!(bench.ledger().completions().is_empty());
     bench.act(PnpAction::Start); // SelfManagedIoRestart, not Init
     bench.heat(u32::try_from(HEAT_TICKS).unwrap());
-    assert_eq!(bench.ledger.completions(), [(id, NtStatus::SUCCESS)]);
+    assert_eq!(bench.ledger().completions(), [(id, NtStatus::SUCCESS)]);
     assert_eq!(bench.node.trace().count(Callback::SelfManagedIoInit), 1);
     bench.act(PnpAction::Remove);
     bench.assert_clean_end();

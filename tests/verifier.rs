@@ -2,7 +2,7 @@
 //! item after `SelfManagedIoFlush`, which kmdf-semantics.md section 4 says drivers must not
 //! let happen (KMDF would run it during removal, after the device's resources are gone).
 
-use kmdf::host::{PnpAction, PnpError, Runtime};
+use kmdf::host::{PnpAction, PnpError, Runtime, Violation};
 use kmdf::object::ObjectRef;
 use kmdf::sync::SpinLock;
 use kmdf::{
@@ -67,7 +67,12 @@ fn a_work_item_run_after_flush_is_reported() {
     };
     assert_eq!(*action, PnpAction::Remove);
     assert_eq!(violations.len(), 1, "{violations:?}");
-    assert!(violations[0].starts_with(
+    let Violation::Verifier(finding) = &violations[0] else {
+        panic!("expected a verifier finding, got {:?}", violations[0]);
+    };
+    assert_eq!((finding.device, finding.callback), (node.id(), Callback::WorkItem));
+    assert_eq!(violations[0].invariant(), None);
+    assert!(violations[0].to_string().starts_with(
         "EvtWorkItem ran after EvtDeviceSelfManagedIoFlush returned: the driver left it queued"
     ));
     // The report carries the device's trace, which shows the run after Flush.
@@ -142,4 +147,25 @@ fn a_driver_that_flushes_is_not_reported() {
     node.apply(PnpAction::Start).unwrap();
     node.apply(PnpAction::Remove).unwrap();
     assert!(runtime.verifier_findings().is_empty());
+}
+
+#[test]
+fn a_leaky_driver_left_to_the_runtimes_teardown_fails_the_drop() {
+    // The runtime surprise-removes the device it still owns when dropped; what the checks
+    // find then fails the drop, as it would fail the action.
+    let payload = std::panic::catch_unwind(|| {
+        let runtime = Runtime::new();
+        let driver = runtime.load::<Leaky>().unwrap();
+        driver.add_device().unwrap().start().unwrap();
+    })
+    .expect_err("the drop fails");
+    let message = payload.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        message.starts_with(
+            "kmdf host runtime: tearing down the devices left when it was dropped, after \
+             `surprise-remove`, KMDF invariants were violated:\n  - EvtWorkItem ran after \
+             EvtDeviceSelfManagedIoFlush returned"
+        ),
+        "{message}"
+    );
 }

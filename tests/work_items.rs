@@ -6,16 +6,16 @@
 //! thread has reached a flush or deletion wait), never with sleeps. Every wait is bounded
 //! by `TIMEOUT`, only so that a bug fails the test instead of hanging it.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kmdf::host::{DeviceNode, LoadedDriver, ObjectKind, Runtime};
+mod common;
+
+use kmdf::host::{DeviceNode, ObjectKind};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, current_irql};
 use kmdf::{
@@ -94,64 +94,49 @@ kmdf::vtable! {
     }
 }
 
-type Setup = Box<dyn FnOnce(&Device<Dev>) -> Result<Vec<ObjectRef<WorkItem<Job>>>>>;
+type Setup = Box<dyn FnOnce(&Device<Dev>) -> Result<Vec<ObjectRef<WorkItem<Job>>>> + Send>;
 
-thread_local! {
-    /// The setup of the device being added: `add_device` runs `device_add` on the calling
-    /// thread, so a thread-local hands it over.
-    static SETUP: RefCell<Option<Setup>> = const { RefCell::new(None) };
-    static CREATED: RefCell<Vec<ObjectRef<WorkItem<Job>>>> = const { RefCell::new(Vec::new()) };
+/// The test driver. Its value, built by the test, carries the test's log and the setup its
+/// `device_add` runs.
+struct TestDriver {
+    log: Log,
+    setup: Mutex<Option<Setup>>,
+    /// The items the setup created, until the test takes them.
+    created: Mutex<Vec<ObjectRef<WorkItem<Job>>>>,
 }
-
-struct TestDriver;
 
 impl Driver for TestDriver {
     fn driver_entry() -> Result<Self> {
-        Ok(TestDriver)
+        Ok(TestDriver { log: Log::default(), setup: Mutex::default(), created: Mutex::default() })
     }
 
     fn device_add(&self, init: DeviceInit<'_>) -> Result {
-        let log = SETUP_LOG.with(|log| log.borrow().clone());
-        let device = init.create(Dev { log, on_cleanup: Mutex::new(None) })?;
-        if let Some(setup) = SETUP.with(|setup| setup.borrow_mut().take()) {
+        let device = init.create(Dev { log: self.log.clone(), on_cleanup: Mutex::new(None) })?;
+        if let Some(setup) = self.setup.lock().unwrap().take() {
             let items = setup(device)?;
-            CREATED.with(|created| created.borrow_mut().extend(items));
+            self.created.lock().unwrap().extend(items);
         }
         Ok(())
     }
 }
 
-thread_local! {
-    static SETUP_LOG: RefCell<Log> = RefCell::new(Log::default());
-}
-
-/// A runtime with the test driver loaded.
-struct Rig {
-    runtime: Runtime,
-    _driver: LoadedDriver<TestDriver>,
-}
-
-impl Deref for Rig {
-    type Target = Runtime;
-
-    fn deref(&self) -> &Runtime {
-        &self.runtime
-    }
-}
+/// A runtime with the test driver loaded and its device added.
+type Rig = common::Rig<TestDriver>;
 
 /// A runtime with one device, after `setup` ran in its `device_add`; returns the items
 /// `setup` created.
 fn start(
     log: &Log,
-    setup: impl FnOnce(&Device<Dev>) -> Result<Vec<ObjectRef<WorkItem<Job>>>> + 'static,
+    setup: impl FnOnce(&Device<Dev>) -> Result<Vec<ObjectRef<WorkItem<Job>>>> + Send + 'static,
 ) -> (Rig, DeviceNode, Vec<ObjectRef<WorkItem<Job>>>) {
-    SETUP_LOG.with(|slot| *slot.borrow_mut() = log.clone());
-    SETUP.with(|slot| *slot.borrow_mut() = Some(Box::new(setup)));
-    let runtime = Runtime::new();
-    let driver = runtime.load::<TestDriver>().unwrap();
-    let node = driver.add_device().unwrap();
-    let items = CREATED.with(|created| std::mem::take(&mut *created.borrow_mut()));
-    (Rig { runtime, _driver: driver }, node, items)
+    let rig = Rig::with(TestDriver {
+        log: log.clone(),
+        setup: Mutex::new(Some(Box::new(setup))),
+        created: Mutex::default(),
+    });
+    let items = rig.driver_value(|driver| std::mem::take(&mut *driver.created.lock().unwrap()));
+    let node = rig.node.clone();
+    (rig, node, items)
 }
 
 /// A work item named `name` whose run does `body`.

@@ -1,10 +1,12 @@
 //! Devices on the host: `WdfDeviceCreate`, contexts and the PnP/power dispatch table.
 
 use super::std;
+use std::boxed::Box;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
 
-use super::object::{ObjectKind, RawObject};
+use super::object::{KindState, NewObject, RawObject};
+use super::object_kind::ObjectKind;
 use super::resources::AssignedResources;
 use crate::pnp::{CallbackSet, HardwareResources};
 use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
@@ -32,12 +34,34 @@ pub(crate) struct DeviceSlot {
     pub(crate) created: OnceLock<CreatedDevice>,
 }
 
-/// A created device and the callbacks registered for it.
+/// A device `EvtDriverDeviceAdd` created.
 pub(crate) struct CreatedDevice {
     pub(crate) object: Arc<RawObject>,
+}
+
+impl CreatedDevice {
+    /// The device's own state.
+    pub(crate) fn state(&self) -> &DeviceState {
+        self.object.state::<DeviceState>().expect("a device object has a device's state")
+    }
+}
+
+/// What a `WDFDEVICE` adds to the common object: its PnP/power callbacks, its node's
+/// hardware resources, and its driver.
+pub(crate) struct DeviceState {
+    /// The callbacks registered for it.
     pub(crate) callbacks: PnpTable,
     /// The hardware resources of its node.
     pub(crate) resources: Arc<AssignedResources>,
+    /// The `WDFDRIVER` it belongs to (`WdfGetDriver`), held as long as the device object
+    /// exists so its driver value can be lent out with the device's lifetime.
+    driver: Arc<RawObject>,
+}
+
+impl KindState for DeviceState {
+    fn kind(&self) -> ObjectKind {
+        ObjectKind::Device
+    }
 }
 
 /// `WDF_PNPPOWER_EVENT_CALLBACKS` on the host: which callbacks are registered, and one
@@ -172,20 +196,23 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
 ) -> Result<&Device<T>> {
     let slot = init.slot;
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
-    let object = RawObject::create(
-        slot.driver.shared(),
-        ObjectKind::Device,
-        Some(&slot.driver),
-        Some(slot.node),
-        cleanup_hook,
-    )?;
-    object.set_context(context);
-    object.set_owner(Arc::clone(&slot.driver));
-    let created = CreatedDevice {
-        object,
+    let state = DeviceState {
         callbacks: PnpTable::of::<T>(),
         resources: Arc::clone(&slot.resources),
+        driver: Arc::clone(&slot.driver),
     };
+    let object = RawObject::create(
+        slot.driver.shared(),
+        NewObject {
+            parent: Some(&slot.driver),
+            device: Some(slot.node),
+            cleanup: cleanup_hook,
+            state: Some(Arc::new(state)),
+            context: Some(Box::new(context)),
+            ..NewObject::new(ObjectKind::Device)
+        },
+    )?;
+    let created = CreatedDevice { object };
     // `DeviceInit::create` consumes the only `DeviceInit` of this slot, so it is empty.
     let created = match slot.created.set(created) {
         Ok(()) => slot.created.get().expect("just set"),
@@ -203,5 +230,5 @@ pub(crate) fn set_failed(device: &RawObject, action: crate::device::FailedAction
 
 /// `WdfGetDriver`, and its context if it is a `D`.
 pub(crate) fn driver<D: crate::Driver>(device: &RawObject) -> Option<&D> {
-    device.owner()?.context::<D>()
+    device.state::<DeviceState>()?.driver.context::<D>()
 }

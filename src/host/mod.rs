@@ -57,15 +57,21 @@
 
 extern crate std;
 
-mod current;
+mod clock;
 pub(crate) mod debug;
 pub(crate) mod device;
+mod driver;
 pub(crate) mod entry;
 pub(crate) mod lockdep;
+mod mutex;
+mod node;
 pub(crate) mod object;
+mod object_kind;
 mod pnp;
 pub(crate) mod pool;
+mod registry;
 mod resources;
+mod shared;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub(crate) mod timer;
@@ -73,12 +79,15 @@ mod trace;
 pub(crate) mod work_item;
 
 use std::fmt;
-use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 use std::vec::Vec;
 
-pub use object::ObjectKind;
-pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
+pub use driver::LoadedDriver;
+pub use node::DeviceNode;
+pub use object_kind::ObjectKind;
+pub use pnp::{
+    InvariantViolation, NodeState, PnpAction, PnpError, UnknownAction, Violation, ViolationKind,
+};
 pub use trace::{CallbackPanicked, PanicReport, Trace, TraceEntry, VerifierFinding};
 
 pub(crate) use device::RawDeviceInit;
@@ -86,23 +95,32 @@ pub(crate) use object::RawObject;
 pub use resources::AssignedResources;
 pub(crate) use resources::RawResources;
 
-use device::{CreatedDevice, DeviceSlot};
-use object::{Shared, lock};
+use registry::Registry;
+use shared::Shared;
 
-use crate::{Callback, DeviceInit, Driver, NtStatus, Result};
+use crate::{Callback, Driver, NtStatus, Result};
 
 /// One simulated machine: its drivers, devices, objects and callback trace.
 ///
 /// Runtimes are independent of each other, so tests can run in parallel, each with its own.
+///
+/// The runtime owns the drivers it loaded and their device nodes. Dropping it tears down
+/// what is left in KMDF's order, never a parent before a child: every device still present
+/// is removed (surprise-removed if it started, removed if it did not), newest first, then
+/// every driver still loaded is unloaded (`EvtDriverUnload`, then the `WDFDRIVER` is
+/// deleted and its context dropped). A test that dropped its [`LoadedDriver`] and
+/// [`DeviceNode`] handles without `remove` or `unload` still sees every cleanup, in order.
 pub struct Runtime {
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
 }
 
 impl Runtime {
     /// A machine with no driver loaded and an empty trace.
     #[must_use]
     pub fn new() -> Self {
-        Self { shared: Shared::new() }
+        let shared = Shared::new();
+        Self { registry: Registry::new(Arc::clone(&shared)), shared }
     }
 
     /// Loads driver `D`: runs `DriverEntry` ([`Driver::driver_entry`]) and creates the
@@ -112,19 +130,53 @@ impl Runtime {
     ///
     /// What `driver_entry` returned: the driver is not loaded.
     pub fn load<D: Driver>(&self) -> Result<LoadedDriver<D>> {
-        let mut value = None;
-        self.shared.invoke(Callback::DriverEntry, None, None, || {
-            value = Some(D::driver_entry()?);
-            Ok(())
-        })?;
-        let Some(value) = value else { unreachable!("driver_entry succeeded") };
-        let object = RawObject::create(&self.shared, ObjectKind::Driver, None, None, None)?;
-        object.set_context(value);
-        Ok(LoadedDriver {
-            shared: Arc::clone(&self.shared),
-            object: Mutex::new(Some(object)),
-            _driver: PhantomData,
-        })
+        driver::load(&self.registry, D::driver_entry)
+    }
+
+    /// Loads a driver whose value the test built: as [`load`](Self::load), but `DriverEntry`
+    /// hands over `driver` instead of calling [`Driver::driver_entry`]. The trace still
+    /// shows `DriverEntry`, and a failure injected into it fails the load (`driver` is then
+    /// dropped without any callback).
+    ///
+    /// The way to give a test driver what its `device_add` needs (a plan, a log, the
+    /// test's closures) without globals:
+    ///
+    /// ```
+    /// use kmdf::host::Runtime;
+    /// use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result};
+    ///
+    /// struct Lamp {
+    ///     watts: u32,
+    /// }
+    /// impl Driver for Lamp {
+    ///     fn driver_entry() -> Result<Self> {
+    ///         Ok(Lamp { watts: 40 })
+    ///     }
+    ///     fn device_add(&self, init: DeviceInit<'_>) -> Result {
+    ///         init.create(Bulb(self.watts))?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// struct Bulb(u32);
+    /// kmdf::vtable! {
+    ///     impl PnpPowerCallbacks for Bulb {
+    ///         fn cleanup(&self, _device: &Device<Self>) {}
+    ///     }
+    /// }
+    ///
+    /// let runtime = Runtime::new();
+    /// let driver = runtime.load_with(Lamp { watts: 100 })?;
+    /// let node = driver.add_device()?;
+    /// assert_eq!(node.with_context(|bulb: &Bulb| bulb.0), Ok(100));
+    /// assert_eq!(runtime.trace().lines(), ["DriverEntry", "EvtDriverDeviceAdd"]);
+    /// # Ok::<(), kmdf::NtStatus>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A failure injected into `DriverEntry`: the driver is not loaded.
+    pub fn load_with<D: Driver>(&self, driver: D) -> Result<LoadedDriver<D>> {
+        driver::load(&self.registry, || Ok(driver))
     }
 
     /// Makes the `nth` call (counting from 1, over the whole runtime: all devices and drivers
@@ -262,7 +314,7 @@ impl Runtime {
     /// The virtual clock's time since the runtime was created.
     #[must_use]
     pub fn now(&self) -> std::time::Duration {
-        timer::now(self.shared.clock())
+        self.shared.now()
     }
 
     /// Turns the trace on (the default) or off. With the trace off, callbacks run and are
@@ -321,15 +373,27 @@ impl Default for Runtime {
 }
 
 impl Drop for Runtime {
-    /// Fails the test for the panics nobody looked at; see [`Runtime::panics`].
+    /// Tears down the devices and drivers left (see [`Runtime`]), then fails the test for
+    /// the panics nobody looked at (see [`Runtime::panics`]) and for what the checks found
+    /// during the teardown (as [`DeviceNode::apply`] would report it).
+    ///
+    /// While the thread panics already (the test failed) it does neither: driver code
+    /// could wait for something the failed test will never do, and the failure that counts
+    /// is the test's own.
     fn drop(&mut self) {
         if std::thread::panicking() {
             return;
         }
+        let findings = self.registry.tear_down();
         if let Err(unreported) = self.shared.report_all_panics() {
             panic!(
                 "kmdf host runtime dropped with driver callback panics that no call reported and \
                  no Runtime::panics or take_panics acknowledged: {unreported}"
+            );
+        }
+        if let Some(finding) = findings.first() {
+            panic!(
+                "kmdf host runtime: tearing down the devices left when it was dropped, {finding}"
             );
         }
     }
@@ -355,408 +419,5 @@ impl Drop for HeldWorkers<'_> {
 impl fmt::Debug for HeldWorkers<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeldWorkers").finish_non_exhaustive()
-    }
-}
-
-/// A driver loaded into a [`Runtime`].
-///
-/// The handle holds the `WDFDRIVER` until [`unload`](Self::unload); after that every call
-/// answers `STATUS_DELETE_PENDING`.
-pub struct LoadedDriver<D> {
-    shared: Arc<Shared>,
-    object: Mutex<Option<Arc<RawObject>>>,
-    _driver: PhantomData<D>,
-}
-
-impl<D: Driver> LoadedDriver<D> {
-    /// Calls `f` with the driver value [`Driver::driver_entry`] built.
-    ///
-    /// # Errors
-    ///
-    /// `STATUS_DELETE_PENDING` once the driver was unloaded.
-    pub fn with_driver<R>(&self, f: impl FnOnce(&D) -> R) -> Result<R> {
-        let object = self.object()?;
-        Ok(f(Self::driver(&object)))
-    }
-
-    fn driver(object: &RawObject) -> &D {
-        object.context::<D>().expect("a loaded driver has its context")
-    }
-
-    fn object(&self) -> Result<Arc<RawObject>> {
-        lock(&self.object).clone().ok_or(NtStatus::DELETE_PENDING)
-    }
-
-    /// The PnP manager found a device for this driver: runs `EvtDriverDeviceAdd`
-    /// ([`Driver::device_add`]) and returns the node the test drives.
-    ///
-    /// # Errors
-    ///
-    /// * What `device_add` returned; a device it had created is deleted, as KMDF deletes
-    ///   it (its children are disposed and its cleanup callbacks run).
-    /// * `STATUS_NO_SUCH_DEVICE` when `device_add` succeeded without creating a device:
-    ///   KMDF accepts that (filters do it), but there is then nothing to drive.
-    /// * `STATUS_DELETE_PENDING` when the driver has been unloaded.
-    pub fn add_device(&self) -> Result<DeviceNode> {
-        self.add_device_with(AssignedResources::new())
-    }
-
-    /// [`add_device`](Self::add_device) for hardware with `resources`: the device's
-    /// `EvtDevicePrepareHardware` sees them (raw and translated), its
-    /// `EvtDeviceReleaseHardware` the translated list.
-    ///
-    /// # Errors
-    ///
-    /// As [`add_device`](Self::add_device).
-    pub fn add_device_with(&self, resources: AssignedResources) -> Result<DeviceNode> {
-        let driver = self.object()?;
-        let node = self.shared.next_id();
-        let trace_start = self.shared.trace_position();
-        let resources = Arc::new(resources);
-        let created = add_device_on(&driver, node, &resources, device_add_of::<D>)?;
-        Ok(DeviceNode {
-            node: Arc::new(Node {
-                shared: Arc::clone(&self.shared),
-                id: node,
-                driver: Arc::downgrade(&driver),
-                resources,
-                device_add: device_add_of::<D>,
-                state: Mutex::new(NodeInner {
-                    machine: pnp::Machine::new(&created, trace_start),
-                    device: Some(created),
-                    restarts: None,
-                }),
-            }),
-        })
-    }
-
-    /// Unloads the driver: `EvtDriverUnload` ([`Driver::unload`]), then the `WDFDRIVER` is
-    /// deleted and its context dropped.
-    ///
-    /// # Errors
-    ///
-    /// `STATUS_DEVICE_BUSY` while any of its devices has not been removed: the driver stays
-    /// loaded. `STATUS_DELETE_PENDING` when it was already unloaded.
-    pub fn unload(&self) -> Result {
-        let mut slot = lock(&self.object);
-        if slot.as_ref().is_some_and(|driver| driver.has_children()) {
-            return Err(NtStatus::DEVICE_BUSY);
-        }
-        let driver = slot.take().ok_or(NtStatus::DELETE_PENDING)?;
-        drop(slot);
-        self.shared.invoke_void(Callback::DriverUnload, None, None, || {
-            Self::driver(&driver).unload();
-        });
-        driver.delete();
-        // The last reference: the driver object is destroyed and its context dropped.
-        drop(driver);
-        Ok(())
-    }
-}
-
-/// `EvtDriverDeviceAdd` of a driver, monomorphized for its type.
-type DeviceAdd = fn(&RawObject, DeviceInit<'_>) -> Result;
-
-fn device_add_of<D: Driver>(driver: &RawObject, init: DeviceInit<'_>) -> Result {
-    LoadedDriver::<D>::driver(driver).device_add(init)
-}
-
-/// Runs `EvtDriverDeviceAdd` for the hardware of device node `node` and returns the device
-/// it created. On a failure the device it had created is deleted, as KMDF deletes it.
-fn add_device_on(
-    driver: &Arc<RawObject>,
-    node: u64,
-    resources: &Arc<AssignedResources>,
-    device_add: DeviceAdd,
-) -> Result<CreatedDevice> {
-    let shared = driver.shared();
-    let slot = DeviceSlot {
-        driver: Arc::clone(driver),
-        node,
-        resources: Arc::clone(resources),
-        created: OnceLock::new(),
-    };
-    let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
-    let result =
-        shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || device_add(driver, init));
-    match (result, slot.created.into_inner()) {
-        (Ok(()), Some(created)) => Ok(created),
-        (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
-        (Err(status), created) => {
-            if let Some(created) = created {
-                created.object.delete();
-            }
-            Err(status)
-        }
-    }
-}
-
-impl<D> fmt::Debug for LoadedDriver<D> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LoadedDriver<{}>({:?})", std::any::type_name::<D>(), lock(&self.object))
-    }
-}
-
-/// A device node: one device as the PnP manager sees it, driven by the test.
-///
-/// It outlives the device object: after removal it still answers (with errors) so that a
-/// test can check what happened.
-#[derive(Clone)]
-pub struct DeviceNode {
-    node: Arc<Node>,
-}
-
-struct Node {
-    shared: Arc<Shared>,
-    id: u64,
-    /// The driver that serves the hardware, to add a new device for it after a restart.
-    driver: Weak<RawObject>,
-    /// The hardware's resources, assigned again to a device added after a restart.
-    resources: Arc<AssignedResources>,
-    device_add: DeviceAdd,
-    /// Held for the whole of an action: the PnP manager sends a device one IRP at a time.
-    state: Mutex<NodeInner>,
-}
-
-struct NodeInner {
-    machine: pnp::Machine,
-    /// The device object, until it is removed.
-    device: Option<CreatedDevice>,
-    /// Restarts after `WdfDeviceSetFailed(AttemptRestart)`: when the current period began
-    /// and how many restarts it saw (`FxPkgPnp::PnpIncrementRestartCountLogic`).
-    restarts: Option<(std::time::Duration, u32)>,
-}
-
-/// KMDF allows [`RESTART_COUNT_MAXIMUM`] restarts of a device within this period
-/// (`FxPkgPnp::m_RestartTimePeriodMaximum`, 60 s).
-const RESTART_PERIOD: std::time::Duration = std::time::Duration::from_mins(1);
-/// `FxPkgPnp::m_RestartCountMaximum`.
-const RESTART_COUNT_MAXIMUM: u32 = 5;
-
-impl NodeInner {
-    /// Whether one more restart is allowed at `now`, counting it
-    /// (`PnpIncrementRestartCountLogic`: a new period starts when the last one is over).
-    fn count_restart(&mut self, now: std::time::Duration) -> bool {
-        match self.restarts {
-            Some((start, count)) if now.saturating_sub(start) <= RESTART_PERIOD => {
-                if count < RESTART_COUNT_MAXIMUM {
-                    self.restarts = Some((start, count + 1));
-                    true
-                } else {
-                    false
-                }
-            }
-            _ => {
-                self.restarts = Some((now, 1));
-                true
-            }
-        }
-    }
-}
-
-impl Node {
-    /// The PnP manager's answer to a `WdfDeviceSetFailed` of the device: it learns that the
-    /// device failed (`IRP_MN_QUERY_PNP_DEVICE_STATE` answered `PNP_DEVICE_FAILED`) and
-    /// removes it with a surprise removal; after `AttemptRestart` the bus re-enumerates the
-    /// hardware, so a new device is added and started, within KMDF's restart limit.
-    ///
-    /// A device that has not started yet, or sleeps with the system, is answered later.
-    fn answer_failure(&self, inner: &mut NodeInner) -> core::result::Result<(), PnpError> {
-        let Some(action) = self.shared.take_failure(self.id) else { return Ok(()) };
-        match inner.machine.state {
-            NodeState::Removed => return Ok(()),
-            NodeState::Added | NodeState::Asleep { .. } => {
-                self.shared.request_failure(self.id, action);
-                return Ok(());
-            }
-            _ => {}
-        }
-        inner.machine.apply(PnpAction::SurpriseRemove, &self.shared, self.id, &mut inner.device)?;
-        let now = timer::now(self.shared.clock());
-        if action != crate::FailedAction::AttemptRestart || !inner.count_restart(now) {
-            return Ok(());
-        }
-        let Some(driver) = self.driver.upgrade() else { return Ok(()) };
-        let trace_start = self.shared.trace_position();
-        // A failed EvtDriverDeviceAdd leaves the hardware without a device, as in KMDF.
-        let Ok(created) = add_device_on(&driver, self.id, &self.resources, self.device_add) else {
-            return Ok(());
-        };
-        self.shared.forget_device(self.id);
-        inner.machine = pnp::Machine::new(&created, trace_start);
-        inner.device = Some(created);
-        inner.machine.apply(PnpAction::Start, &self.shared, self.id, &mut inner.device)
-    }
-}
-
-impl DeviceNode {
-    /// The node's identifier, as in [`TraceEntry::device`].
-    #[must_use]
-    pub fn id(&self) -> u64 {
-        self.node.id
-    }
-
-    /// Calls `f` with the device's context, if it is a `T`.
-    ///
-    /// # Errors
-    ///
-    /// `STATUS_NO_SUCH_DEVICE` once the device was removed; `STATUS_OBJECT_TYPE_MISMATCH`
-    /// when the context is not a `T`.
-    pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
-        let object = self.object()?;
-        let context = object.context::<T>().ok_or(NtStatus::OBJECT_TYPE_MISMATCH)?;
-        Ok(f(context))
-    }
-
-    /// Whether the device object is gone.
-    #[must_use]
-    pub fn is_removed(&self) -> bool {
-        self.state() == NodeState::Removed
-    }
-
-    /// The callbacks recorded for this device (and its children), in order.
-    #[must_use]
-    pub fn trace(&self) -> Trace {
-        let entries = self.node.shared.trace();
-        Trace::new(entries.into_iter().filter(|e| e.device == Some(self.node.id)).collect())
-    }
-
-    /// Where the device is in its life.
-    #[must_use]
-    pub fn state(&self) -> NodeState {
-        lock(&self.node.state).machine.state
-    }
-
-    /// Applies a PnP action: runs, in order, every driver callback KMDF would for it
-    /// (kmdf-semantics.md sections 1 and 2), then checks KMDF's invariants (section 3).
-    ///
-    /// A callback that fails is not an error of the action: the device takes KMDF's failure
-    /// path (a vetoed query leaves it started; a failed start or power transition tears it
-    /// down to [`NodeState::Removed`] within this call) and the trace shows the status.
-    ///
-    /// # Errors
-    ///
-    /// * [`PnpError::InvalidAction`] when the device's state does not allow the action (wake
-    ///   while in D0, anything after removal, ...): nothing is called and nothing changes.
-    /// * [`PnpError::InvariantViolated`] when the callbacks broke one of KMDF's invariants;
-    ///   the error carries the device's trace.
-    /// * [`PnpError::CallbackPanicked`] when deferred work (a work item's or timer's
-    ///   callback, on any device) panicked and no call reported it yet (see
-    ///   [`Runtime::panics`]): before the action (which is then not applied), or while it
-    ///   ran (it completed). A panic in one of the action's own PnP callbacks is no error:
-    ///   the callback fails as described above and the trace shows `(panicked)`. When the
-    ///   invariants were violated too, that error wins and the panics fail the next call.
-    pub fn apply(&self, action: PnpAction) -> core::result::Result<(), PnpError> {
-        let shared = &self.node.shared;
-        shared.report_deferred_panics().map_err(|panics| PnpError::CallbackPanicked {
-            action,
-            applied: false,
-            panics,
-        })?;
-        let mut inner = lock(&self.node.state);
-        // A failure the device reported since the last action is answered first.
-        self.node.answer_failure(&mut inner)?;
-        let NodeInner { machine, device, .. } = &mut *inner;
-        machine.apply(action, shared, self.node.id, device)?;
-        // Then one reported during this action, once it is done.
-        self.node.answer_failure(&mut inner)?;
-        drop(inner);
-        shared.report_deferred_panics().map_err(|panics| PnpError::CallbackPanicked {
-            action,
-            applied: true,
-            panics,
-        })
-    }
-
-    /// Lets the PnP manager answer what the device reported since the last action
-    /// ([`Device::set_failed`](crate::Device::set_failed), from a work item or a timer):
-    /// the surprise removal of the failed device and, after
-    /// [`FailedAction::AttemptRestart`](crate::FailedAction::AttemptRestart), the start of a
-    /// new device on the same node. Does nothing when nothing was reported.
-    ///
-    /// # Errors
-    ///
-    /// [`PnpError::InvariantViolated`] as for [`apply`](Self::apply).
-    pub fn settle(&self) -> core::result::Result<(), PnpError> {
-        let mut inner = lock(&self.node.state);
-        self.node.answer_failure(&mut inner)
-    }
-
-    /// Makes the `nth` call (counting from 1) of `callback` *on this device* fail with
-    /// `status`, without running the driver's code for it; calls on other devices do not
-    /// count. Otherwise as [`Runtime::inject_failure`].
-    ///
-    /// ```
-    /// # use kmdf::{Callback, NtStatus, host::{PnpAction, Runtime}};
-    /// # struct Nop;
-    /// # impl kmdf::Driver for Nop {
-    /// #     fn driver_entry() -> kmdf::Result<Self> { Ok(Nop) }
-    /// #     fn device_add(&self, init: kmdf::DeviceInit<'_>) -> kmdf::Result {
-    /// #         init.create(Dev)?; Ok(())
-    /// #     }
-    /// # }
-    /// # struct Dev;
-    /// # kmdf::vtable! { impl kmdf::PnpPowerCallbacks for Dev {
-    /// #     fn d0_entry(&self, _: &kmdf::Device<Self>, _: kmdf::DevicePowerState) -> kmdf::Result { Ok(()) }
-    /// # } }
-    /// let runtime = Runtime::new();
-    /// let driver = runtime.load::<Nop>()?;
-    /// let (first, second) = (driver.add_device()?, driver.add_device()?);
-    /// second.inject_failure(Callback::D0Entry, 1, NtStatus::UNSUCCESSFUL)?;
-    /// first.start()?; // the first D0Entry of the runtime, but not of `second`
-    /// second.start()?; // fails: the start IRP fails and the device is removed
-    /// assert!(!first.is_removed() && second.is_removed());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    ///
-    /// # Errors
-    ///
-    /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail or is not a device's callback
-    /// (`DriverEntry`, `EvtDriverDeviceAdd`), `status` is not a failure status, or `nth` is 0.
-    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtStatus) -> Result {
-        pnp::check_injectable(callback, status)?;
-        if nth == 0 || matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
-            return Err(NtStatus::INVALID_PARAMETER);
-        }
-        self.node.shared.inject(callback, Some(self.node.id), nth, status);
-        Ok(())
-    }
-
-    /// [`apply`](Self::apply)`(PnpAction::Start)`: first start, or start after a stop.
-    ///
-    /// # Errors
-    ///
-    /// As [`apply`](Self::apply).
-    pub fn start(&self) -> core::result::Result<(), PnpError> {
-        self.apply(PnpAction::Start)
-    }
-
-    /// [`apply`](Self::apply)`(PnpAction::Remove)`: an orderly removal (query-remove first
-    /// unless one is pending). For a device that never started there is no PnP callback:
-    /// the device object is deleted, its children disposed first, its `EvtCleanupCallback`
-    /// run, and its context dropped when the last reference goes.
-    ///
-    /// # Errors
-    ///
-    /// As [`apply`](Self::apply).
-    pub fn remove(&self) -> core::result::Result<(), PnpError> {
-        self.apply(PnpAction::Remove)
-    }
-
-    fn object(&self) -> Result<Arc<RawObject>> {
-        lock(&self.node.state)
-            .device
-            .as_ref()
-            .map(|created| Arc::clone(&created.object))
-            .ok_or(NtStatus::NO_SUCH_DEVICE)
-    }
-}
-
-impl fmt::Debug for DeviceNode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceNode")
-            .field("id", &self.node.id)
-            .field("removed", &self.is_removed())
-            .finish()
     }
 }

@@ -35,7 +35,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
-use super::object::lock;
+use super::mutex::lock;
 
 /// Threads started with the first job: two, so that two runs of one work item can overlap,
 /// as they can in the kernel.

@@ -1,11 +1,10 @@
 //! The system clocks on the host: the virtual clock of the runtime whose callback the
 //! thread is running.
 
-use super::current;
-use super::timer;
+use super::shared;
 
 fn virtual_time() -> core::time::Duration {
-    current::with(|shared, _| timer::now(shared.clock())).unwrap_or_else(|| {
+    shared::with_current(|shared, _| shared.now()).unwrap_or_else(|| {
         panic!(
             "kmdf::time read outside a driver callback: on the host runtime the clock belongs \
              to a Runtime (use Runtime::now from a test)"

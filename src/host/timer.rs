@@ -19,41 +19,27 @@
 use super::std;
 use std::any::type_name;
 use std::boxed::Box;
-use std::collections::BTreeMap;
 use std::panic::Location;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 use std::vec::Vec;
 
+use super::clock::{self, Key};
 use super::lockdep::{self, Kind, LockMap};
-use super::object::{Extension, ObjectKind, RawObject, RawRef, Shared, lock, view};
+use super::mutex::lock;
+use super::object::{KindState, NewObject, RawObject, RawRef, view};
+use super::object_kind::ObjectKind;
 use super::pool::{self, Origin};
+use super::shared::Shared;
 use super::sync::{at_dispatch, current_irql};
 use super::trace::CallbackPanicked;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
 use crate::{Callback, NtStatus, Result, Timer, TimerCallback};
 
-/// Where a set timer sits in the clock's queue: its due time, then the order it was set in.
-type Key = (Duration, u64);
-
-/// The runtime's virtual clock and the timers set on it.
-#[derive(Default)]
-pub(crate) struct Clock {
-    now: Duration,
-    next_seq: u64,
-    queue: BTreeMap<Key, RawRef>,
-}
-
-impl Clock {
-    fn key(&mut self, due: Duration) -> Key {
-        self.next_seq += 1;
-        (due, self.next_seq)
-    }
-}
-
-/// The `Extension` of a `WDFTIMER`.
+/// What a `WDFTIMER` adds to the common object: its place on the virtual clock and its runs
+/// (shared with the runs likewise).
 pub(crate) struct TimerState {
     inner: Mutex<Inner>,
     /// Signalled when no callback runs any more.
@@ -89,10 +75,21 @@ impl TimerState {
     fn instance(&self) -> usize {
         std::ptr::from_ref(self).addr()
     }
+}
+
+impl KindState for TimerState {
+    fn kind(&self) -> ObjectKind {
+        ObjectKind::Timer
+    }
+
+    /// Its runs are deferred work: none may run after the device's `SelfManagedIoFlush`.
+    fn watched_by_verifier(&self) -> bool {
+        true
+    }
 
     /// Called by `RawObject::delete` before the timer's cleanup callback
     /// (`FxTimer::FlushAndRundown`: `Stop(TRUE)`, then the parent is released).
-    pub(crate) fn rundown(&self, timer: &RawObject) {
+    fn rundown(&self, timer: &RawObject) {
         let mut inner = lock(&self.inner);
         inner.deleting = true;
         inner.dispose_when_idle = false;
@@ -115,11 +112,10 @@ impl TimerState {
     }
 }
 
-fn state(timer: &RawObject) -> &Arc<TimerState> {
-    match timer.extension() {
-        Some(Extension::Timer(state)) => state,
-        _ => panic!("kmdf host runtime: {timer:?} is not a timer"),
-    }
+fn state(timer: &RawObject) -> &TimerState {
+    timer
+        .state::<TimerState>()
+        .unwrap_or_else(|| panic!("kmdf host runtime: {timer:?} is not a timer"))
 }
 
 #[track_caller]
@@ -146,14 +142,15 @@ pub(crate) fn create<T: TimerCallback>(
         map,
     });
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
-    let object = RawObject::create_with(
+    let object = RawObject::create(
         parent.shared(),
-        ObjectKind::Timer,
-        Some(&parent),
-        None,
-        cleanup_hook,
-        Some(Extension::Timer(state)),
-        Some(Box::new(context)),
+        NewObject {
+            parent: Some(&parent),
+            cleanup: cleanup_hook,
+            state: Some(state),
+            context: Some(Box::new(context)),
+            ..NewObject::new(ObjectKind::Timer)
+        },
     )?;
     Ok(ObjectRef::from_raw(object))
 }
@@ -187,7 +184,7 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     let was_set = inner.due.take().is_some_and(|key| clock.queue.remove(&key).is_some());
     let when = clock.now.checked_add(due).ok_or(NtStatus::INVALID_PARAMETER)?;
     let key = clock.key(when);
-    clock.queue.insert(key, timer.to_arc());
+    clock.queue.insert(key, entry(timer.to_arc()));
     inner.due = Some(key);
     Ok(was_set)
 }
@@ -264,7 +261,7 @@ fn fire(timer: RawRef, key: Key, origin: Origin) {
 }
 
 fn fire_here(timer: RawRef, key: Key) {
-    let state = Arc::clone(state(&timer));
+    let state = timer.state_arc::<TimerState>().expect("a timer has its state");
     let parent = {
         let mut inner = lock(&state.inner);
         if inner.due != Some(key) || inner.deleting {
@@ -274,7 +271,7 @@ fn fire_here(timer: RawRef, key: Key) {
         if let Some(period) = state.period {
             let mut clock = lock(timer.shared().clock());
             let next = clock.key(key.0 + period);
-            clock.queue.insert(next, Arc::clone(&timer));
+            clock.queue.insert(next, entry(Arc::clone(&timer)));
             inner.due = Some(next);
         }
         inner.running += 1;
@@ -283,7 +280,7 @@ fn fire_here(timer: RawRef, key: Key) {
     };
     if let Some(parent) = parent {
         at_dispatch(|| {
-            timer.shared().invoke_void(Callback::TimerFunc, None, timer.device(), || {
+            timer.run_callback(Callback::TimerFunc, || {
                 // What the callback takes, a wait for the timer depends on.
                 let _running = lockdep::running(&state.map, state.instance());
                 (state.run)(&timer, &parent);
@@ -348,6 +345,7 @@ pub(crate) fn advance(shared: &Shared, by: Duration) -> core::result::Result<(),
             }
         };
         let Some((key, timer)) = due else { return Ok(()) };
+        let timer = timer.downcast::<RawObject>().expect("only timer objects are on the clock");
         let origin = shared.pool().new_origin();
         fire(timer, key, origin);
         shared.pool().wait_origin(origin);
@@ -355,7 +353,7 @@ pub(crate) fn advance(shared: &Shared, by: Duration) -> core::result::Result<(),
     }
 }
 
-/// The virtual clock's time since the runtime started.
-pub(crate) fn now(clock: &Mutex<Clock>) -> Duration {
-    lock(clock).now
+/// A timer object as the clock holds it while the timer is set.
+fn entry(timer: RawRef) -> clock::Entry {
+    timer
 }

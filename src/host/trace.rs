@@ -6,12 +6,14 @@ use std::fmt;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
+use super::object_kind::ObjectKind;
 use crate::{Callback, NtStatus};
 
 /// One driver callback the runtime invoked.
 ///
 /// Printed (`Display`), it is one line that begins with the KMDF callback name, followed by
-/// the callback's arguments in parentheses where it has any, and, when a fallible callback
+/// the callback's arguments (or the object it belongs to) in parentheses where it has any,
+/// and, when a fallible callback
 /// failed, ` -> ` and the status: `EvtDeviceD0Exit(D3Final)`,
 /// `EvtDeviceSelfManagedIoInit -> STATUS_UNSUCCESSFUL`, then ` (injected)` when the runtime
 /// injected that failure or ` (panicked)` when the driver's code panicked.
@@ -20,8 +22,11 @@ pub struct TraceEntry {
     /// The callback.
     pub callback: Callback,
     /// Its arguments as printed in the parentheses, when it has any worth printing (a power
-    /// state, the type of the object being cleaned up).
+    /// state, a debug print's message).
     pub args: Option<String>,
+    /// For an object's own callback (`EvtCleanupCallback`, `EvtDestroyCallback`), the kind
+    /// of the object, printed in the parentheses as its handle type: `WDFDEVICE`.
+    pub object: Option<ObjectKind>,
     /// What a fallible callback returned; `None` for callbacks that return nothing, and
     /// while the callback is still running.
     pub status: Option<NtStatus>,
@@ -37,6 +42,31 @@ pub struct TraceEntry {
 }
 
 impl TraceEntry {
+    /// The entry of `callback` on `device`, before it ran.
+    pub(crate) fn new(callback: Callback, device: Option<u64>) -> Self {
+        Self {
+            callback,
+            args: None,
+            object: None,
+            status: None,
+            device,
+            injected: false,
+            panicked: false,
+        }
+    }
+
+    /// The entry with its arguments as printed.
+    #[must_use]
+    pub(crate) fn with_args(self, args: String) -> Self {
+        Self { args: Some(args), ..self }
+    }
+
+    /// The entry of a callback of an object of `kind`.
+    #[must_use]
+    pub(crate) fn of_object(self, kind: ObjectKind) -> Self {
+        Self { object: Some(kind), ..self }
+    }
+
     /// Whether the callback returned a failure status.
     #[must_use]
     pub fn failed(&self) -> bool {
@@ -49,6 +79,9 @@ impl fmt::Display for TraceEntry {
         f.write_str(self.callback.kmdf_name())?;
         if let Some(args) = &self.args {
             write!(f, "({args})")?;
+        }
+        if let Some(kind) = self.object {
+            write!(f, "({kind})")?;
         }
         match self.status {
             Some(status) if status.is_failure() => write!(f, " -> {status}")?,

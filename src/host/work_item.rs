@@ -19,13 +19,17 @@ use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
 use super::lockdep::{self, Kind, LockMap};
-use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
+use super::mutex::lock;
+use super::object::{KindState, NewObject, RawObject, RawRef, view};
+use super::object_kind::ObjectKind;
 use super::sync::current_irql;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
 use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
 
-/// The `Extension` of a `WDFWORKITEM`.
+/// What a `WDFWORKITEM` adds to the common object: its queue and run bookkeeping. Shared
+/// with the runs, which signal the end of a run after they released their reference on the
+/// object.
 pub(crate) struct WorkItemState {
     inner: Mutex<Inner>,
     /// Signalled when the item becomes idle (nothing queued, nothing running), which flushes
@@ -77,12 +81,23 @@ impl WorkItemState {
     fn instance(&self) -> usize {
         std::ptr::from_ref(self).addr()
     }
+}
+
+impl KindState for WorkItemState {
+    fn kind(&self) -> ObjectKind {
+        ObjectKind::WorkItem
+    }
+
+    /// Its runs are deferred work: none may run after the device's `SelfManagedIoFlush`.
+    fn watched_by_verifier(&self) -> bool {
+        true
+    }
 
     /// Called by `RawObject::delete` before the item's cleanup callback
     /// (`FxWorkItem::Dispose` and `FlushAndRundown`): no more enqueues, then wait for the
     /// queued or running callback (on a thread running it: for the other threads' runs),
     /// then release the parent.
-    pub(crate) fn rundown(&self, item: &RawObject) {
+    fn rundown(&self, item: &RawObject) {
         let me = thread::current().id();
         let mut inner = lock(&self.inner);
         inner.deleting = true;
@@ -103,11 +118,9 @@ impl WorkItemState {
     }
 }
 
-fn state(item: &RawObject) -> &Arc<WorkItemState> {
-    match item.extension() {
-        Some(Extension::WorkItem(state)) => state,
-        _ => panic!("kmdf host runtime: {item:?} is not a work item"),
-    }
+fn state(item: &RawObject) -> &WorkItemState {
+    item.state::<WorkItemState>()
+        .unwrap_or_else(|| panic!("kmdf host runtime: {item:?} is not a work item"))
 }
 
 #[track_caller]
@@ -132,14 +145,15 @@ pub(crate) fn create<T: WorkItemCallback>(
         map,
     });
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
-    let object = RawObject::create_with(
+    let object = RawObject::create(
         parent.shared(),
-        ObjectKind::WorkItem,
-        Some(&parent),
-        None,
-        cleanup_hook,
-        Some(Extension::WorkItem(state)),
-        Some(Box::new(context)),
+        NewObject {
+            parent: Some(&parent),
+            cleanup: cleanup_hook,
+            state: Some(state),
+            context: Some(Box::new(context)),
+            ..NewObject::new(ObjectKind::WorkItem)
+        },
     )?;
     Ok(ObjectRef::from_raw(object))
 }
@@ -185,7 +199,7 @@ pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
 /// `tests/loom_work_item.rs` checks.
 fn run_job(item: RawRef) {
     let me = thread::current().id();
-    let state = Arc::clone(state(&item));
+    let state = item.state_arc::<WorkItemState>().expect("a work item has its state");
     let parent = {
         let mut inner = lock(&state.inner);
         // Cleared before the callback, so that the callback can enqueue the item again.
@@ -200,7 +214,7 @@ fn run_job(item: RawRef) {
     // runs that got their parent here on other threads.)
     if let Some(parent) = parent {
         // A panic is caught at the boundary and reported; the worker goes on.
-        item.shared().invoke_void(Callback::WorkItem, None, item.device(), || {
+        item.run_callback(Callback::WorkItem, || {
             // What the callback takes, a flush of the item depends on.
             let _running = lockdep::running(&state.map, state.instance());
             (state.run)(&item, &parent);

@@ -1,8 +1,11 @@
-//! Test drivers shared by the integration tests.
+//! What the integration tests share: the fixture most tests start from ([`Rig`]: a
+//! runtime, a driver, a device) and a test driver that logs every callback.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
-use kmdf::host::{DeviceNode, LoadedDriver, Runtime};
+use std::ops::Deref;
+
+use kmdf::host::{DeviceNode, LoadedDriver, PnpAction, Runtime};
 use kmdf::pnp::HardwareResources;
 use kmdf::sync::SpinLock;
 use kmdf::{Device, DeviceInit, DevicePowerState, Driver, PnpPowerCallbacks, Result};
@@ -110,13 +113,76 @@ kmdf::vtable! {
     }
 }
 
+/// A runtime, a driver loaded into it and one device added: what most tests start from.
+///
+/// The test driver gets what its `device_add` needs (a plan, a log, the test's closures)
+/// in its value, built by the test ([`Rig::with`], which loads it with
+/// [`Runtime::load_with`]); no globals or thread-locals. It derefs to the [`Runtime`].
+pub struct Rig<D> {
+    pub runtime: Runtime,
+    pub driver: LoadedDriver<D>,
+    pub node: DeviceNode,
+}
+
+impl<D: Driver> Rig<D> {
+    /// `D` loaded as its `driver_entry` builds it, with one device added.
+    pub fn new() -> Self {
+        let runtime = Runtime::new();
+        let driver = runtime.load::<D>().expect("load the driver");
+        Self::add_device(runtime, driver)
+    }
+
+    /// `driver`, as the test built it, loaded with one device added.
+    pub fn with(driver: D) -> Self {
+        let runtime = Runtime::new();
+        let driver = runtime.load_with(driver).expect("load the driver");
+        Self::add_device(runtime, driver)
+    }
+
+    fn add_device(runtime: Runtime, driver: LoadedDriver<D>) -> Self {
+        let node = driver.add_device().expect("add the device");
+        Self { runtime, driver, node }
+    }
+
+    /// The same, its trace emptied: the test's own actions are what it will show.
+    #[must_use]
+    pub fn quiet(self) -> Self {
+        let _ = self.runtime.take_trace();
+        self
+    }
+
+    /// Applies `action` to the device; fails the test with the error if it fails.
+    pub fn act(&self, action: PnpAction) {
+        self.node.apply(action).unwrap_or_else(|error| panic!("{action}: {error}"));
+    }
+
+    /// Calls `f` with the device's context, a `T`.
+    pub fn context<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        self.node.with_context(f).expect("the device and its context")
+    }
+
+    /// Calls `f` with the driver value.
+    pub fn driver_value<R>(&self, f: impl FnOnce(&D) -> R) -> R {
+        self.driver.with_driver(f).expect("the driver is loaded")
+    }
+
+    /// The runtime, the driver and the device, for a test that moves them apart.
+    pub fn into_parts(self) -> (Runtime, LoadedDriver<D>, DeviceNode) {
+        (self.runtime, self.driver, self.node)
+    }
+}
+
+impl<D> Deref for Rig<D> {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
 /// A runtime with [`FullDriver`] loaded and one device added; the trace starts empty.
 pub fn full_device() -> (Runtime, LoadedDriver<FullDriver>, DeviceNode) {
-    let runtime = Runtime::new();
-    let driver = runtime.load::<FullDriver>().expect("load");
-    let node = driver.add_device().expect("add device");
-    let _ = runtime.take_trace();
-    (runtime, driver, node)
+    Rig::<FullDriver>::new().quiet().into_parts()
 }
 
 /// The printed trace lines since the last call.

@@ -1,0 +1,41 @@
+//! The runtime's virtual clock: the time, and the timers set on it in due-time order.
+//!
+//! The clock knows nothing of timers: it holds whatever the timer module puts on it
+//! ([`Entry`]) and hands it back when it falls due, so the runtime's shared state can own
+//! the clock without depending on the object table.
+
+use super::std;
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a set timer sits in the clock's queue: its due time, then the order it was set in.
+pub(crate) type Key = (Duration, u64);
+
+/// What sits on the clock: a set timer, as the timer module stored it.
+pub(crate) type Entry = Arc<dyn Any + Send + Sync>;
+
+/// The runtime's virtual clock and the timers set on it.
+#[derive(Default)]
+pub(crate) struct Clock {
+    /// The time since the runtime started; only `Runtime::advance` moves it.
+    pub(crate) now: Duration,
+    next_seq: u64,
+    /// The set timers, by due time, then the order they were set in.
+    pub(crate) queue: BTreeMap<Key, Entry>,
+}
+
+impl Clock {
+    /// The place of a timer set now to fall due at `due`: after every timer set before it
+    /// for the same time.
+    pub(crate) fn key(&mut self, due: Duration) -> Key {
+        self.next_seq += 1;
+        (due, self.next_seq)
+    }
+
+    /// The time since the runtime started.
+    pub(crate) fn now(&self) -> Duration {
+        self.now
+    }
+}
