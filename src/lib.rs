@@ -104,7 +104,7 @@ pub use callback::Callback;
 pub use device::{Device, DeviceInit, FailedAction};
 pub use driver::Driver;
 pub use pnp::{DevicePowerState, PnpPowerCallbacks};
-pub use status::{NtStatus, Result};
+pub use status::{NtError, NtStatus, Result};
 pub use timer::{Timer, TimerCallback};
 pub use work_item::{WorkItem, WorkItemCallback};
 

@@ -38,7 +38,7 @@ use core::fmt;
 
 use crate::backend;
 pub use crate::callback::{Callback, CallbackSet, UnknownCallback};
-use crate::{Device, NtStatus, Result};
+use crate::{Device, NtError, Result};
 
 /// A device power state, as KMDF passes it to `EvtDeviceD0Entry` and `EvtDeviceD0Exit`
 /// (`WDF_POWER_DEVICE_STATE`).
@@ -76,7 +76,7 @@ impl DevicePowerState {
             4 => Self::D3,
             5 => Self::D3Final,
             6 => Self::PrepareForHibernation,
-            _ => return Err(NtStatus::INVALID_PARAMETER),
+            _ => return Err(NtError::INVALID_PARAMETER),
         })
     }
 

@@ -209,6 +209,6 @@ fn period_millis(period: Duration) -> Result<u32> {
     let whole_millis = period.subsec_nanos().is_multiple_of(1_000_000);
     match u32::try_from(period.as_millis()) {
         Ok(millis) if millis > 0 && millis <= MAXLONG && whole_millis => Ok(millis),
-        _ => Err(crate::NtStatus::INVALID_PARAMETER),
+        _ => Err(crate::NtError::INVALID_PARAMETER),
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kmdf::host::{ObjectKind, PnpError, Runtime};
-use kmdf::{Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result};
+use kmdf::{Callback, Device, DeviceInit, Driver, NtError, NtStatus, PnpPowerCallbacks, Result};
 
 /// Counts drops of the device context, and remembers whether `cleanup` ran first.
 #[derive(Default)]
@@ -50,7 +50,7 @@ macro_rules! counting_driver {
             fn device_add(&self, init: DeviceInit<'_>) -> Result {
                 let device = init.create(Counted { serial: 42, drops: Arc::clone(&DROPS) })?;
                 assert_eq!(device.context().serial, 42);
-                let fail: Option<NtStatus> = $fail;
+                let fail: Option<NtError> = $fail;
                 fail.map_or(Ok(()), Err)
             }
         }
@@ -64,7 +64,7 @@ fn context_written_at_creation_reads_back() {
     let driver = runtime.load::<ReadBack>().unwrap();
     let node = driver.add_device().unwrap();
     assert_eq!(node.with_context(|c: &Counted| c.serial), Ok(42));
-    assert_eq!(node.with_context(|_: &u32| ()), Err(NtStatus::OBJECT_TYPE_MISMATCH));
+    assert_eq!(node.with_context(|_: &u32| ()), Err(NtError::OBJECT_TYPE_MISMATCH));
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver, ObjectKind::Device]);
 }
 
@@ -84,7 +84,7 @@ fn context_dropped_exactly_once_when_device_goes_away() {
 
     // A second removal is refused and drops nothing more.
     assert!(matches!(node.remove(), Err(PnpError::InvalidAction { .. })));
-    assert_eq!(node.with_context(|c: &Counted| c.serial), Err(NtStatus::NO_SUCH_DEVICE));
+    assert_eq!(node.with_context(|c: &Counted| c.serial), Err(NtError::NO_SUCH_DEVICE));
     driver.unload().unwrap();
     assert_eq!(DROPS.context.load(Ordering::SeqCst), 1);
     assert!(runtime.live_objects().is_empty());
@@ -99,7 +99,7 @@ fn context_dropped_exactly_once_when_device_goes_away() {
 
 #[test]
 fn failed_device_add_deletes_the_created_device() {
-    counting_driver!(FailAdd, Some(NtStatus::INSUFFICIENT_RESOURCES));
+    counting_driver!(FailAdd, Some(NtError::INSUFFICIENT_RESOURCES));
     let runtime = Runtime::new();
     let driver = runtime.load::<FailAdd>().unwrap();
     assert_eq!(driver.add_device().unwrap_err(), NtStatus::INSUFFICIENT_RESOURCES);
@@ -185,7 +185,7 @@ fn unload_with_a_device_present_is_refused() {
     let driver = runtime.load::<Busy>().unwrap();
     let node = driver.add_device().unwrap();
     let before = runtime.trace();
-    assert_eq!(driver.unload(), Err(NtStatus::DEVICE_BUSY));
+    assert_eq!(driver.unload(), Err(NtError::DEVICE_BUSY));
     assert!(!node.is_removed());
     assert_eq!(runtime.trace(), before, "a refused unload calls nothing");
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver, ObjectKind::Device]);
@@ -195,7 +195,7 @@ fn unload_with_a_device_present_is_refused() {
     node.remove().unwrap();
     second.remove().unwrap();
     driver.unload().unwrap();
-    assert_eq!(driver.unload(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(driver.unload(), Err(NtError::DELETE_PENDING));
     assert_eq!(driver.add_device().unwrap_err(), NtStatus::DELETE_PENDING);
 }
 
@@ -204,7 +204,7 @@ fn driver_entry_failure_loads_nothing() {
     struct Broken;
     impl Driver for Broken {
         fn driver_entry() -> Result<Self> {
-            Err(NtStatus::NOT_SUPPORTED)
+            Err(NtError::NOT_SUPPORTED)
         }
         fn device_add(&self, _init: DeviceInit<'_>) -> Result {
             unreachable!("never loaded")

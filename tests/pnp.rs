@@ -6,7 +6,7 @@ mod common;
 
 use common::{FullDevice, full_device, lines};
 use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
-use kmdf::{Callback, Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks};
+use kmdf::{Callback, Device, DeviceInit, DevicePowerState, Driver, NtError, PnpPowerCallbacks};
 
 const PREPARE: &str = "EvtDevicePrepareHardware";
 const RELEASE: &str = "EvtDeviceReleaseHardware";
@@ -121,7 +121,7 @@ fn s1_system_resume() {
 #[test]
 fn s1_query_remove_refused() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtError::DEVICE_BUSY).unwrap();
     node.apply(PnpAction::QueryRemove).unwrap();
     assert_eq!(lines(&runtime), ["EvtDeviceQueryRemove -> STATUS_DEVICE_BUSY (injected)"]);
     assert_eq!(node.state(), NodeState::Working);
@@ -176,7 +176,7 @@ fn s1_orderly_remove() {
 #[test]
 fn s1_orderly_remove_vetoed_leaves_the_device_started() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtError::DEVICE_BUSY).unwrap();
     node.remove().unwrap();
     assert_eq!(lines(&runtime), ["EvtDeviceQueryRemove -> STATUS_DEVICE_BUSY (injected)"]);
     assert_eq!(node.state(), NodeState::Working);
@@ -247,7 +247,7 @@ fn s1_rebalance_cancelled() {
     assert_eq!(node.state(), NodeState::Working);
 
     // A vetoed query-stop leaves the device started too.
-    runtime.inject_failure(Callback::QueryStop, 2, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryStop, 2, NtError::DEVICE_BUSY).unwrap();
     node.apply(PnpAction::Stop).unwrap();
     assert_eq!(lines(&runtime), ["EvtDeviceQueryStop -> STATUS_DEVICE_BUSY (injected)"]);
     assert_eq!(node.state(), NodeState::Working);
@@ -259,7 +259,7 @@ fn failing(
     callback: Callback,
 ) -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode) {
     let (runtime, driver, node) = full_device();
-    runtime.inject_failure(callback, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(callback, 1, NtError::UNSUCCESSFUL).unwrap();
     (runtime, driver, node)
 }
 
@@ -294,7 +294,7 @@ fn s2_d0_entry_fails_returning_from_dx() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
     node.apply(PnpAction::Idle).unwrap();
-    runtime.inject_failure(Callback::D0Entry, 2, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::D0Entry, 2, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.apply(PnpAction::Wake).unwrap();
     // The device is failed: surprise removal late, then SmioCleanup.
@@ -357,7 +357,7 @@ fn s2_self_managed_io_restart_fails() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
     node.apply(PnpAction::Idle).unwrap();
-    runtime.inject_failure(Callback::SelfManagedIoRestart, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::SelfManagedIoRestart, 1, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.apply(PnpAction::Wake).unwrap();
     let expected = [
@@ -392,7 +392,7 @@ fn stopped_then_failing(
     node.apply(PnpAction::Stop).unwrap();
     assert_eq!(node.state(), NodeState::Stopped);
     let nth = runtime.trace().count(callback) as u64 + 1;
-    runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     (runtime, driver, node)
 }
@@ -452,7 +452,7 @@ fn query_with_failing_power_up(
     node.start().unwrap();
     node.apply(PnpAction::Idle).unwrap();
     let nth = runtime.trace().count(callback) as u64 + 1;
-    runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.apply(query).unwrap();
     let lines = lines(&runtime);
@@ -610,7 +610,7 @@ fn s1_start_of_a_started_device_restarts_it() {
 fn s2_failed_restart_of_a_started_device_fails_the_device() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
-    runtime.inject_failure(Callback::PrepareHardware, 2, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::PrepareHardware, 2, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.start().unwrap();
     let expected = concat(&[
@@ -655,7 +655,7 @@ fn s2_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
         for from_idle in [false, true] {
             let (runtime, _driver, node) = if from_idle { idle() } else { started() };
             let state = node.state();
-            runtime.inject_failure(callback, 1, NtStatus::DEVICE_BUSY).unwrap();
+            runtime.inject_failure(callback, 1, NtError::DEVICE_BUSY).unwrap();
             node.apply(query).unwrap();
             assert_eq!(lines(&runtime).len(), 1, "only the vetoing query ran");
             // m_PnpStartedOtherStates: StartedCancelRemove / StartedCancelStop.
@@ -672,7 +672,7 @@ fn s2_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
 #[test]
 fn s2_self_managed_io_suspend_fails() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::SelfManagedIoSuspend, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::SelfManagedIoSuspend, 1, NtError::UNSUCCESSFUL).unwrap();
     node.apply(PnpAction::Idle).unwrap();
     // The power-down goes on, is reported failed, then the device is torn down; never
     // SmioRestart.
@@ -695,7 +695,7 @@ fn s2_self_managed_io_suspend_fails() {
 #[test]
 fn s2_release_hardware_fails_during_remove() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::ReleaseHardware, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::ReleaseHardware, 1, NtError::UNSUCCESSFUL).unwrap();
     node.remove().unwrap();
     // Ignored: the removal continues.
     let expected = [
@@ -716,7 +716,7 @@ fn s2_release_hardware_fails_during_remove() {
 #[test]
 fn injected_failures_skip_the_drivers_code() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtError::DEVICE_BUSY).unwrap();
     node.apply(PnpAction::QueryRemove).unwrap();
     node.apply(PnpAction::QueryRemove).unwrap();
     // The framework reached QueryRemove twice; the driver's code ran only the second time.
@@ -739,18 +739,16 @@ fn injection_rejects_callbacks_that_cannot_fail() {
         Callback::DriverUnload,
     ] {
         assert_eq!(
-            runtime.inject_failure(callback, 1, NtStatus::UNSUCCESSFUL),
-            Err(NtStatus::INVALID_PARAMETER),
+            runtime.inject_failure(callback, 1, NtError::UNSUCCESSFUL),
+            Err(NtError::INVALID_PARAMETER),
             "{callback}"
         );
     }
+    // A success status cannot be injected: `NtError` has none (a compile-fail doctest of
+    // `Runtime::inject_failure` shows it).
     assert_eq!(
-        runtime.inject_failure(Callback::D0Entry, 1, NtStatus::SUCCESS),
-        Err(NtStatus::INVALID_PARAMETER)
-    );
-    assert_eq!(
-        runtime.inject_failure(Callback::D0Entry, 0, NtStatus::UNSUCCESSFUL),
-        Err(NtStatus::INVALID_PARAMETER)
+        runtime.inject_failure(Callback::D0Entry, 0, NtError::UNSUCCESSFUL),
+        Err(NtError::INVALID_PARAMETER)
     );
 }
 
@@ -775,7 +773,7 @@ fn device_in(
         NodeState::Removed => &[PnpAction::Start, PnpAction::Remove],
         NodeState::Failed => {
             // The power-up that the query forces fails; the query is cancelled.
-            runtime.inject_failure(Callback::D0Entry, 2, NtStatus::UNSUCCESSFUL).unwrap();
+            runtime.inject_failure(Callback::D0Entry, 2, NtError::UNSUCCESSFUL).unwrap();
             &[PnpAction::Start, PnpAction::Idle, PnpAction::QueryRemove, PnpAction::CancelRemove]
         }
     };
@@ -990,7 +988,7 @@ fn per_device_injection_counts_only_that_devices_calls() {
     let (first, second) = (driver.add_device().unwrap(), driver.add_device().unwrap());
     // The second D0Entry of `second`: its wake, not the runtime's second D0Entry (which is
     // `second`'s first start).
-    second.inject_failure(Callback::D0Entry, 2, NtStatus::DEVICE_NOT_READY).unwrap();
+    second.inject_failure(Callback::D0Entry, 2, NtError::DEVICE_NOT_READY).unwrap();
     first.start().unwrap();
     second.start().unwrap();
     first.apply(PnpAction::Idle).unwrap();
@@ -1007,14 +1005,13 @@ fn per_device_injection_counts_only_that_devices_calls() {
     assert_eq!(first.state(), NodeState::Working);
     // Driver-wide callbacks are not a device's; the usual checks apply.
     for (callback, nth, status) in [
-        (Callback::DriverDeviceAdd, 1, NtStatus::UNSUCCESSFUL),
-        (Callback::SelfManagedIoFlush, 1, NtStatus::UNSUCCESSFUL),
-        (Callback::D0Entry, 0, NtStatus::UNSUCCESSFUL),
-        (Callback::D0Entry, 1, NtStatus::SUCCESS),
+        (Callback::DriverDeviceAdd, 1, NtError::UNSUCCESSFUL),
+        (Callback::SelfManagedIoFlush, 1, NtError::UNSUCCESSFUL),
+        (Callback::D0Entry, 0, NtError::UNSUCCESSFUL),
     ] {
         assert_eq!(
             first.inject_failure(callback, nth, status),
-            Err(NtStatus::INVALID_PARAMETER),
+            Err(NtError::INVALID_PARAMETER),
             "{callback} {nth} {status}"
         );
     }

@@ -11,8 +11,8 @@ use kmdf::host::{DeviceNode, LoadedDriver, ObjectKind, PnpAction, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, current_irql};
 use kmdf::{
-    Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result, Timer,
-    TimerCallback, WorkItem, WorkItemCallback,
+    Callback, Device, DeviceInit, Driver, NtError, PnpPowerCallbacks, Result, Timer, TimerCallback,
+    WorkItem, WorkItemCallback,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -144,7 +144,7 @@ fn the_callback_runs_at_dispatch_level_and_cannot_wait() {
     f.runtime.advance(MS).unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
-        [(Irql::Dispatch, Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL), Ok(true))]
+        [(Irql::Dispatch, Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL), Ok(true))]
     );
     assert_eq!(current_irql(), Irql::Passive, "the advancing thread is back at PASSIVE_LEVEL");
 }
@@ -224,8 +224,8 @@ fn delete_stops_the_timer_for_good() {
     f.timer.start(MS).unwrap();
     f.runtime.advance(MS).unwrap();
     f.timer.delete().unwrap();
-    assert_eq!(f.timer.delete(), Err(NtStatus::DELETE_PENDING));
-    assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(f.timer.delete(), Err(NtError::DELETE_PENDING));
+    assert_eq!(f.timer.start(MS), Err(NtError::DELETE_PENDING));
     assert_eq!(f.timer.stop(true), Ok(false));
     f.runtime.advance(10 * MS).unwrap();
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
@@ -236,7 +236,7 @@ fn delete_stops_the_timer_for_good() {
 fn delete_from_the_callback_completes_when_it_returns() {
     let f = lab(Some(MS), |timer| {
         assert_eq!(timer.delete(), Ok(()));
-        assert_eq!(timer.start(MS), Err(NtStatus::DELETE_PENDING));
+        assert_eq!(timer.start(MS), Err(NtError::DELETE_PENDING));
     });
     f.timer.start(MS).unwrap();
     f.runtime.advance(5 * MS).unwrap();
@@ -263,7 +263,7 @@ fn the_parent_device_disposes_its_timer_first() {
     );
     f.runtime.advance(10 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
-    assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(f.timer.start(MS), Err(NtError::DELETE_PENDING));
     let Fixture { runtime, timer, .. } = f;
     drop(timer);
     assert_eq!(runtime.trace().lines(), ["EvtDestroyCallback(WDFTIMER)"]);
@@ -290,7 +290,7 @@ fn periods_kmdf_cannot_express_are_refused() {
             ] {
                 assert_eq!(
                     Timer::create(device, Some(period), tick()).map(|_| ()),
-                    Err(NtStatus::INVALID_PARAMETER),
+                    Err(NtError::INVALID_PARAMETER),
                     "{period:?}"
                 );
             }

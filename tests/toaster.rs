@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use driver::{HEAT_TICKS, Ledger, TICK, Toaster, ToasterDriver};
 use kmdf::host::{DeviceNode, LoadedDriver, NodeState, PnpAction, Runtime, Trace};
-use kmdf::{Callback, NtStatus};
+use kmdf::{Callback, NtError, NtStatus};
 
 struct Bench {
     runtime: Runtime,
@@ -214,7 +214,7 @@ fn a_failed_init_tears_the_toaster_down_cleanly() {
     let bench = toaster();
     bench
         .runtime
-        .inject_failure(Callback::SelfManagedIoInit, 1, NtStatus::INSUFFICIENT_RESOURCES)
+        .inject_failure(Callback::SelfManagedIoInit, 1, NtError::INSUFFICIENT_RESOURCES)
         .unwrap();
     bench.act(PnpAction::Start);
     assert_eq!(bench.node.state(), NodeState::Removed);

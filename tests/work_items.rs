@@ -19,7 +19,7 @@ use kmdf::host::{DeviceNode, LoadedDriver, ObjectKind, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, current_irql};
 use kmdf::{
-    Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result, WorkItem,
+    Callback, Device, DeviceInit, Driver, NtError, PnpPowerCallbacks, Result, WorkItem,
     WorkItemCallback,
 };
 
@@ -492,7 +492,7 @@ fn flush_from_the_items_own_callback_is_an_error_not_a_deadlock() {
         tx.lock().unwrap().send(item.flush()).unwrap();
     });
     item.enqueue().unwrap();
-    assert_eq!(recv(&rx, "the flush result"), Err(NtStatus::POSSIBLE_DEADLOCK));
+    assert_eq!(recv(&rx, "the flush result"), Err(NtError::POSSIBLE_DEADLOCK));
     item.flush().unwrap();
     assert_eq!(log.events(), ["item ran"]);
 }
@@ -508,7 +508,7 @@ fn flush_above_passive_level_is_an_error() {
     item.enqueue().unwrap();
     {
         let _guard = lock.lock();
-        assert_eq!(item.flush(), Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL));
+        assert_eq!(item.flush(), Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL));
     }
     assert_eq!(runtime.work_item_waiters(), 0, "the refused flush did not wait");
 }
@@ -640,8 +640,8 @@ fn delete_twice_and_enqueue_after_delete_are_errors() {
     let log = Log::default();
     let (_runtime, node, item, _) = one_item(&log, |_, _| {});
     item.delete().unwrap();
-    assert_eq!(item.delete(), Err(NtStatus::DELETE_PENDING));
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(item.delete(), Err(NtError::DELETE_PENDING));
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
     assert_eq!(item.flush(), Ok(()));
     assert_eq!(node.trace().count(Callback::WorkItem), 0);
     assert_eq!(log.events(), ["item cleanup"]);
@@ -664,7 +664,7 @@ fn delete_while_queued_waits_for_the_run_then_cleans_up() {
         })
     };
     wait_until("the delete waits", || runtime.work_item_waiters() == 1);
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING), "deletion has started");
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING), "deletion has started");
     assert!(log.events().is_empty(), "nothing ran while the item was queued");
     drop(held);
     assert_eq!(deleter.join().unwrap(), Ok(()));
@@ -738,7 +738,7 @@ fn delete_from_inside_the_callback_returns_at_once_and_cleanup_follows_the_run()
             "item cleanup",
         ]
     );
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
     assert_eq!(item.flush(), Ok(()));
     assert_eq!(node.trace().count(Callback::WorkItem), 2);
     drop(item);
@@ -776,7 +776,7 @@ fn delete_at_dispatch_level_of_an_idle_item_completes_on_a_worker() {
         let _guard = lock.lock();
         assert_eq!(item.delete(), Ok(()));
     }
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING), "deletion has started");
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING), "deletion has started");
     assert!(log.events().is_empty(), "the disposal waits for a worker");
     drop(held);
     wait_until("the item's cleanup", || !log.events().is_empty());
@@ -821,8 +821,8 @@ fn a_queued_item_runs_during_device_removal_before_any_cleanup_and_never_after()
 
     // Nothing runs after the cleanup, and the items refuse new work.
     for item in &items {
-        assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
-        assert_eq!(item.delete(), Err(NtStatus::DELETE_PENDING));
+        assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
+        assert_eq!(item.delete(), Err(NtError::DELETE_PENDING));
         assert_eq!(item.flush(), Ok(()));
     }
     assert_eq!(node.trace().count(Callback::WorkItem), 1);
@@ -937,7 +937,7 @@ fn items_still_referenced_after_the_runtime_is_gone_are_safe_to_use() {
     node.remove().unwrap();
     drop(node);
     drop(runtime);
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
     assert_eq!(item.context().name, "item");
     // The last reference: the runtime's worker threads are joined here.
     drop(item);

@@ -32,8 +32,8 @@ use kmdf::object::ObjectRef;
 use kmdf::pnp::HardwareResources;
 use kmdf::sync::{SpinLock, WaitLock};
 use kmdf::{
-    Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks, Result, Timer,
-    TimerCallback, WorkItem, WorkItemCallback,
+    Device, DeviceInit, DevicePowerState, Driver, NtError, NtStatus, PnpPowerCallbacks, Result,
+    Timer, TimerCallback, WorkItem, WorkItemCallback,
 };
 
 /// How often the element heats.
@@ -145,7 +145,7 @@ impl Toaster {
         let mut pending = self.pending.lock();
         // Checked under the lock that Flush takes too: no request slips in after it.
         if self.flushed.load(Ordering::SeqCst) {
-            return Err(NtStatus::DEVICE_REMOVED);
+            return Err(NtError::DEVICE_REMOVED);
         }
         let id = self.ledger.next_id.fetch_add(1, Ordering::SeqCst);
         pending.push_back(Request { id, heat: 0 });

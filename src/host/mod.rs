@@ -89,7 +89,7 @@ pub(crate) use resources::RawResources;
 use device::{CreatedDevice, DeviceSlot};
 use object::{Shared, lock};
 
-use crate::{Callback, DeviceInit, Driver, NtStatus, Result};
+use crate::{Callback, DeviceInit, Driver, NtError, Result};
 
 /// One simulated machine: its drivers, devices, objects and callback trace.
 ///
@@ -134,24 +134,31 @@ impl Runtime {
     /// register is never called, so it never fails. The trace marks the call `(injected)`.
     ///
     /// ```
-    /// # use kmdf::{Callback, NtStatus, host::Runtime};
+    /// # use kmdf::{Callback, NtError, host::Runtime};
     /// let runtime = Runtime::new();
-    /// runtime.inject_failure(Callback::SelfManagedIoInit, 1, NtStatus::UNSUCCESSFUL)?;
+    /// runtime.inject_failure(Callback::SelfManagedIoInit, 1, NtError::UNSUCCESSFUL)?;
     /// assert_eq!(
-    ///     runtime.inject_failure(Callback::SelfManagedIoFlush, 1, NtStatus::UNSUCCESSFUL),
-    ///     Err(NtStatus::INVALID_PARAMETER), // EvtDeviceSelfManagedIoFlush returns nothing
+    ///     runtime.inject_failure(Callback::SelfManagedIoFlush, 1, NtError::UNSUCCESSFUL),
+    ///     Err(NtError::INVALID_PARAMETER), // EvtDeviceSelfManagedIoFlush returns nothing
     /// );
-    /// # Ok::<(), NtStatus>(())
+    /// # Ok::<(), NtError>(())
+    /// ```
+    ///
+    /// A success cannot be injected: `status` is an [`NtError`].
+    ///
+    /// ```compile_fail
+    /// # use kmdf::{Callback, NtStatus, host::Runtime};
+    /// Runtime::new().inject_failure(Callback::D0Entry, 1, NtStatus::SUCCESS);
     /// ```
     ///
     /// # Errors
     ///
     /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail (it returns nothing in KMDF),
-    /// `status` is not a failure status, or `nth` is 0.
-    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtStatus) -> Result {
-        pnp::check_injectable(callback, status)?;
+    /// or `nth` is 0.
+    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtError) -> Result {
+        pnp::check_injectable(callback)?;
         if nth == 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         self.shared.inject(callback, None, nth, status);
         Ok(())
@@ -384,7 +391,7 @@ impl<D: Driver> LoadedDriver<D> {
     }
 
     fn object(&self) -> Result<Arc<RawObject>> {
-        lock(&self.object).clone().ok_or(NtStatus::DELETE_PENDING)
+        lock(&self.object).clone().ok_or(NtError::DELETE_PENDING)
     }
 
     /// The PnP manager found a device for this driver: runs `EvtDriverDeviceAdd`
@@ -440,9 +447,9 @@ impl<D: Driver> LoadedDriver<D> {
     pub fn unload(&self) -> Result {
         let mut slot = lock(&self.object);
         if slot.as_ref().is_some_and(|driver| driver.has_children()) {
-            return Err(NtStatus::DEVICE_BUSY);
+            return Err(NtError::DEVICE_BUSY);
         }
-        let driver = slot.take().ok_or(NtStatus::DELETE_PENDING)?;
+        let driver = slot.take().ok_or(NtError::DELETE_PENDING)?;
         drop(slot);
         self.shared.invoke_void(Callback::DriverUnload, None, None, || {
             Self::driver(&driver).unload();
@@ -481,7 +488,7 @@ fn add_device_on(
         shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || device_add(driver, init));
     match (result, slot.created.into_inner()) {
         (Ok(()), Some(created)) => Ok(created),
-        (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
+        (Ok(()), None) => Err(NtError::NO_SUCH_DEVICE),
         (Err(status), created) => {
             if let Some(created) = created {
                 created.object.delete();
@@ -604,7 +611,7 @@ impl DeviceNode {
     /// when the context is not a `T`.
     pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
         let object = self.object()?;
-        let context = object.context::<T>().ok_or(NtStatus::OBJECT_TYPE_MISMATCH)?;
+        let context = object.context::<T>().ok_or(NtError::OBJECT_TYPE_MISMATCH)?;
         Ok(f(context))
     }
 
@@ -687,7 +694,7 @@ impl DeviceNode {
     /// count. Otherwise as [`Runtime::inject_failure`].
     ///
     /// ```
-    /// # use kmdf::{Callback, NtStatus, host::{PnpAction, Runtime}};
+    /// # use kmdf::{Callback, NtError, host::{PnpAction, Runtime}};
     /// # struct Nop;
     /// # impl kmdf::Driver for Nop {
     /// #     fn driver_entry() -> kmdf::Result<Self> { Ok(Nop) }
@@ -702,7 +709,7 @@ impl DeviceNode {
     /// let runtime = Runtime::new();
     /// let driver = runtime.load::<Nop>()?;
     /// let (first, second) = (driver.add_device()?, driver.add_device()?);
-    /// second.inject_failure(Callback::D0Entry, 1, NtStatus::UNSUCCESSFUL)?;
+    /// second.inject_failure(Callback::D0Entry, 1, NtError::UNSUCCESSFUL)?;
     /// first.start()?; // the first D0Entry of the runtime, but not of `second`
     /// second.start()?; // fails: the start IRP fails and the device is removed
     /// assert!(!first.is_removed() && second.is_removed());
@@ -712,11 +719,11 @@ impl DeviceNode {
     /// # Errors
     ///
     /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail or is not a device's callback
-    /// (`DriverEntry`, `EvtDriverDeviceAdd`), `status` is not a failure status, or `nth` is 0.
-    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtStatus) -> Result {
-        pnp::check_injectable(callback, status)?;
+    /// (`DriverEntry`, `EvtDriverDeviceAdd`), or `nth` is 0.
+    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtError) -> Result {
+        pnp::check_injectable(callback)?;
         if nth == 0 || matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(NtError::INVALID_PARAMETER);
         }
         self.node.shared.inject(callback, Some(self.node.id), nth, status);
         Ok(())
@@ -748,7 +755,7 @@ impl DeviceNode {
             .device
             .as_ref()
             .map(|created| Arc::clone(&created.object))
-            .ok_or(NtStatus::NO_SUCH_DEVICE)
+            .ok_or(NtError::NO_SUCH_DEVICE)
     }
 }
 

@@ -26,7 +26,7 @@ use super::trace::{CallbackPanicked, PanicReport, TraceEntry, VerifierFinding};
 use super::work_item::WorkItemState;
 use crate::device::FailedAction;
 use crate::object::sealed;
-use crate::{Callback, NtStatus, Result};
+use crate::{Callback, NtError, NtStatus, Result};
 
 /// Locks a mutex, ignoring poisoning: a panicking driver callback must not take the
 /// runtime's own bookkeeping down with it.
@@ -129,7 +129,7 @@ struct Injection {
     callback: Callback,
     device: Option<u64>,
     nth: u64,
-    status: NtStatus,
+    status: NtError,
 }
 
 impl Shared {
@@ -178,14 +178,14 @@ impl Shared {
         callback: Callback,
         device: Option<u64>,
         nth: u64,
-        status: NtStatus,
+        status: NtError,
     ) {
         lock(&self.injections).planned.push(Injection { callback, device, nth, status });
     }
 
     /// Counts a call of `callback` on `device`; returns the status to fail it with, if one
     /// is planned for this call.
-    fn injected(&self, callback: Callback, device: Option<u64>) -> Option<NtStatus> {
+    fn injected(&self, callback: Callback, device: Option<u64>) -> Option<NtError> {
         let mut injections = lock(&self.injections);
         let mut count = |key| {
             let count = injections.calls.entry(key).or_insert(0);
@@ -295,8 +295,8 @@ impl Shared {
                     deferred: pool::in_deferred_work(),
                     reported: false,
                 });
-                let status = NtStatus::UNSUCCESSFUL;
-                self.finish(index, fallible.then_some(status), true);
+                let status = NtError::UNSUCCESSFUL;
+                self.finish(index, fallible.then_some(status.status()), true);
                 Err(status)
             }
         }
@@ -414,7 +414,7 @@ impl Shared {
             let entry = TraceEntry {
                 callback,
                 args,
-                status: Some(status),
+                status: Some(status.status()),
                 device,
                 injected: true,
                 panicked: false,
@@ -584,7 +584,7 @@ impl RawObject {
                 // existed).
                 let mut links = lock(&parent.links);
                 if links.lifecycle != Lifecycle::Alive {
-                    return Err(NtStatus::DELETE_PENDING);
+                    return Err(NtError::DELETE_PENDING);
                 }
                 let object = build();
                 links.children.push(Arc::clone(&object));

@@ -43,7 +43,7 @@ use std::vec::Vec;
 use super::device::{CreatedDevice, PnpCall};
 use super::object::Shared;
 use super::trace::{CallbackPanicked, Trace};
-use crate::{Callback, DevicePowerState, NtStatus, Result};
+use crate::{Callback, DevicePowerState, NtError, Result};
 
 /// An action of the PnP manager (or of the power manager) on a device.
 ///
@@ -872,10 +872,8 @@ impl Run<'_> {
     }
 }
 
-/// Whether a failure with `status` can be injected into `callback`: only fallible callbacks
-/// can fail, and only with a failure status.
-#[allow(clippy::needless_pass_by_value, reason = "NtStatus is a Copy i32")]
-pub(crate) fn check_injectable(callback: Callback, status: NtStatus) -> Result {
+/// Whether a failure can be injected into `callback`: only fallible callbacks can fail.
+pub(crate) fn check_injectable(callback: Callback) -> Result {
     let fallible = matches!(
         callback,
         Callback::DriverEntry
@@ -892,7 +890,7 @@ pub(crate) fn check_injectable(callback: Callback, status: NtStatus) -> Result {
             | Callback::SelfManagedIoSuspend
             | Callback::SelfManagedIoRestart
     );
-    if fallible && status.is_failure() { Ok(()) } else { Err(NtStatus::INVALID_PARAMETER) }
+    if fallible { Ok(()) } else { Err(NtError::INVALID_PARAMETER) }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use super::sync::{at_dispatch, current_irql};
 use super::trace::CallbackPanicked;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, Timer, TimerCallback};
+use crate::{Callback, NtError, Result, Timer, TimerCallback};
 
 /// Where a set timer sits in the clock's queue: its due time, then the order it was set in.
 type Key = (Duration, u64);
@@ -176,7 +176,7 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     let timer = &timer.raw;
     let mut inner = lock(&state(timer).inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     if let Some(start_aborted) = &mut inner.waiting_stop {
         // KMDF ignores a start while WdfTimerStop(Wait) runs: the stop wins.
@@ -185,7 +185,7 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     }
     let mut clock = lock(timer.shared().clock());
     let was_set = inner.due.take().is_some_and(|key| clock.queue.remove(&key).is_some());
-    let when = clock.now.checked_add(due).ok_or(NtStatus::INVALID_PARAMETER)?;
+    let when = clock.now.checked_add(due).ok_or(NtError::INVALID_PARAMETER)?;
     let key = clock.key(when);
     clock.queue.insert(key, timer.to_arc());
     inner.due = Some(key);
@@ -196,7 +196,7 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
 pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
     let timer = &timer.raw;
     if wait && current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     let state = state(timer);
     if wait {
@@ -235,7 +235,7 @@ pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
     }
     let mut inner = lock(&state(timer).inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     inner.deleting = true;
     if current_irql() == Irql::Passive {

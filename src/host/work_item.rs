@@ -23,7 +23,7 @@ use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
 use super::sync::current_irql;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
+use crate::{Callback, NtError, Result, WorkItem, WorkItemCallback};
 
 /// The `Extension` of a `WDFWORKITEM`.
 pub(crate) struct WorkItemState {
@@ -162,7 +162,7 @@ pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
     let item = &item.raw;
     let mut inner = lock(&state(item).inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     if inner.queued {
         return Ok(false);
@@ -249,14 +249,14 @@ fn dispose_deferred(item: &Arc<RawObject>) {
 pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
     let item = &item.raw;
     if current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     let state = state(item);
     // Whether or not a run is queued now: the order is what could deadlock.
     lockdep::wait_for(&state.map, state.instance(), "WorkItem::flush", Some(Location::caller()));
     let mut inner = lock(&state.inner);
     if inner.runners.contains(&thread::current().id()) {
-        return Err(NtStatus::POSSIBLE_DEADLOCK);
+        return Err(NtError::POSSIBLE_DEADLOCK);
     }
     if !inner.is_idle() {
         let start = inner.idle_epoch;
@@ -281,7 +281,7 @@ pub(crate) fn delete<T>(item: &WorkItem<T>) -> Result {
     }
     let mut inner = lock(&state.inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     inner.deleting = true;
     let own_callback = inner.runners.contains(&thread::current().id());

@@ -17,7 +17,7 @@ use super::sync::current_irql;
 use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, Timer, TimerCallback};
+use crate::{Callback, NtError, NtStatus, Result, Timer, TimerCallback};
 
 /// The context of a timer created by `kmdf`: whether its deletion started, then the
 /// driver's `T`.
@@ -116,10 +116,10 @@ unsafe extern "C" fn cleanup<T: TimerCallback>(object: WDFOBJECT) {
 
 pub(crate) fn start<T: TimerCallback>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     if timer_context(timer).deleted.load(Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     // A negative due time is relative, in 100-nanosecond units (WDF_REL_TIMEOUT_IN_US).
-    let ticks = i64::try_from(due.as_nanos() / 100).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let ticks = i64::try_from(due.as_nanos() / 100).map_err(|_| NtError::INVALID_PARAMETER)?;
     // SAFETY: the timer is live (borrowed); callable at IRQL <= DISPATCH_LEVEL.
     let was_set =
         unsafe { call_unsafe_wdf_function_binding!(WdfTimerStart, handle(timer), -ticks) };
@@ -128,7 +128,7 @@ pub(crate) fn start<T: TimerCallback>(timer: &Timer<T>, due: Duration) -> Result
 
 pub(crate) fn stop<T: TimerCallback>(timer: &Timer<T>, wait: bool) -> Result<bool> {
     if wait && current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     // SAFETY: the timer is live (borrowed); waiting only at PASSIVE_LEVEL (checked above),
     // where this thread cannot be running the DPC it waits for.
@@ -139,7 +139,7 @@ pub(crate) fn stop<T: TimerCallback>(timer: &Timer<T>, wait: bool) -> Result<boo
 
 pub(crate) fn delete<T: TimerCallback>(timer: &Timer<T>) -> Result {
     if timer_context(timer).deleted.swap(true, Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     // SAFETY: the timer is live (borrowed) and deleted only once (the flag above). At
     // PASSIVE_LEVEL KMDF stops it and waits for a running callback, which this thread is not

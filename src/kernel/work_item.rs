@@ -55,7 +55,7 @@ use super::sync::current_irql;
 use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
+use crate::{Callback, NtError, NtStatus, Result, WorkItem, WorkItemCallback};
 
 /// The context of a work item created by `kmdf`.
 pub(crate) struct ItemContext<T> {
@@ -316,7 +316,7 @@ fn handle<T: WorkItemCallback>(item: &WorkItem<T>) -> WDFWORKITEM {
 pub(crate) fn enqueue<T: WorkItemCallback>(item: &WorkItem<T>) -> Result<bool> {
     let header = &item_context(item).header;
     if header.deleted.load(Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     let was_queued = header.queued.swap(true, Ordering::SeqCst);
     // SAFETY: the item is live (borrowed); callable at IRQL <= DISPATCH_LEVEL.
@@ -326,10 +326,10 @@ pub(crate) fn enqueue<T: WorkItemCallback>(item: &WorkItem<T>) -> Result<bool> {
 
 pub(crate) fn flush<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
     if current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     if item_context(item).header.runners.current_is_running() {
-        return Err(NtStatus::POSSIBLE_DEADLOCK);
+        return Err(NtError::POSSIBLE_DEADLOCK);
     }
     // SAFETY: the item is live (borrowed), the thread is at PASSIVE_LEVEL and does not run
     // the item's callback, so the wait can end.
@@ -340,7 +340,7 @@ pub(crate) fn flush<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
 pub(crate) fn delete<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
     let header = &item_context(item).header;
     if header.deleted.swap(true, Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     let object: WDFOBJECT = header.handle.0.cast();
     let me = current_thread();
