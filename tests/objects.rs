@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kmdf::host::{ObjectKind, PnpError, Runtime};
+use kmdf::host::{HarnessError, ObjectKind, PnpError, Runtime};
 use kmdf::{Callback, Device, DeviceInit, Driver, NtError, NtStatus, PnpPowerCallbacks, Result};
 
 /// Counts drops of the device context, and remembers whether `cleanup` ran first.
@@ -64,7 +64,7 @@ fn context_written_at_creation_reads_back() {
     let driver = runtime.load::<ReadBack>().unwrap();
     let node = driver.add_device().unwrap();
     assert_eq!(node.with_context(|c: &Counted| c.serial), Ok(42));
-    assert_eq!(node.with_context(|_: &u32| ()), Err(NtError::OBJECT_TYPE_MISMATCH));
+    assert_eq!(node.with_context(|_: &u32| ()), Err(HarnessError::WrongContextType));
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver, ObjectKind::Device]);
 }
 
@@ -84,7 +84,7 @@ fn context_dropped_exactly_once_when_device_goes_away() {
 
     // A second removal is refused and drops nothing more.
     assert!(matches!(node.remove(), Err(PnpError::InvalidAction { .. })));
-    assert_eq!(node.with_context(|c: &Counted| c.serial), Err(NtError::NO_SUCH_DEVICE));
+    assert_eq!(node.with_context(|c: &Counted| c.serial), Err(HarnessError::NoDevice));
     driver.unload().unwrap();
     assert_eq!(DROPS.context.load(Ordering::SeqCst), 1);
     assert!(runtime.live_objects().is_empty());
@@ -102,7 +102,7 @@ fn failed_device_add_deletes_the_created_device() {
     counting_driver!(FailAdd, Some(NtError::INSUFFICIENT_RESOURCES));
     let runtime = Runtime::new();
     let driver = runtime.load::<FailAdd>().unwrap();
-    assert_eq!(driver.add_device().unwrap_err(), NtStatus::INSUFFICIENT_RESOURCES);
+    assert_eq!(driver.add_device().unwrap_err(), HarnessError::Driver(NtError::INSUFFICIENT_RESOURCES));
     assert_eq!(DROPS.context.load(Ordering::SeqCst), 1);
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver]);
     assert_eq!(
@@ -129,7 +129,7 @@ fn device_add_without_a_device_is_reported() {
     }
     let runtime = Runtime::new();
     let driver = runtime.load::<Filter>().unwrap();
-    assert_eq!(driver.add_device().unwrap_err(), NtStatus::NO_SUCH_DEVICE);
+    assert_eq!(driver.add_device().unwrap_err(), HarnessError::NoDevice);
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver]);
 }
 
@@ -185,7 +185,7 @@ fn unload_with_a_device_present_is_refused() {
     let driver = runtime.load::<Busy>().unwrap();
     let node = driver.add_device().unwrap();
     let before = runtime.trace();
-    assert_eq!(driver.unload(), Err(NtError::DEVICE_BUSY));
+    assert_eq!(driver.unload(), Err(HarnessError::DevicesRemain));
     assert!(!node.is_removed());
     assert_eq!(runtime.trace(), before, "a refused unload calls nothing");
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver, ObjectKind::Device]);
@@ -195,8 +195,8 @@ fn unload_with_a_device_present_is_refused() {
     node.remove().unwrap();
     second.remove().unwrap();
     driver.unload().unwrap();
-    assert_eq!(driver.unload(), Err(NtError::DELETE_PENDING));
-    assert_eq!(driver.add_device().unwrap_err(), NtStatus::DELETE_PENDING);
+    assert_eq!(driver.unload(), Err(HarnessError::DriverUnloaded));
+    assert_eq!(driver.add_device().unwrap_err(), HarnessError::DriverUnloaded);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{FullDevice, full_device, lines};
-use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
+use kmdf::host::{HarnessError, NodeState, PnpAction, PnpError, Runtime};
 use kmdf::{Callback, Device, DeviceInit, DevicePowerState, Driver, NtError, PnpPowerCallbacks};
 
 const PREPARE: &str = "EvtDevicePrepareHardware";
@@ -740,7 +740,7 @@ fn injection_rejects_callbacks_that_cannot_fail() {
     ] {
         assert_eq!(
             runtime.inject_failure(callback, 1, NtError::UNSUCCESSFUL),
-            Err(NtError::INVALID_PARAMETER),
+            Err(HarnessError::NotInjectable(callback)),
             "{callback}"
         );
     }
@@ -748,7 +748,7 @@ fn injection_rejects_callbacks_that_cannot_fail() {
     // `Runtime::inject_failure` shows it).
     assert_eq!(
         runtime.inject_failure(Callback::D0Entry, 0, NtError::UNSUCCESSFUL),
-        Err(NtError::INVALID_PARAMETER)
+        Err(HarnessError::ZerothCall)
     );
 }
 
@@ -1004,14 +1004,24 @@ fn per_device_injection_counts_only_that_devices_calls() {
     first.apply(PnpAction::Wake).unwrap();
     assert_eq!(first.state(), NodeState::Working);
     // Driver-wide callbacks are not a device's; the usual checks apply.
-    for (callback, nth, status) in [
-        (Callback::DriverDeviceAdd, 1, NtError::UNSUCCESSFUL),
-        (Callback::SelfManagedIoFlush, 1, NtError::UNSUCCESSFUL),
-        (Callback::D0Entry, 0, NtError::UNSUCCESSFUL),
+    for (callback, nth, status, refused) in [
+        (
+            Callback::DriverDeviceAdd,
+            1,
+            NtError::UNSUCCESSFUL,
+            HarnessError::NotInjectable(Callback::DriverDeviceAdd),
+        ),
+        (
+            Callback::SelfManagedIoFlush,
+            1,
+            NtError::UNSUCCESSFUL,
+            HarnessError::NotInjectable(Callback::SelfManagedIoFlush),
+        ),
+        (Callback::D0Entry, 0, NtError::UNSUCCESSFUL, HarnessError::ZerothCall),
     ] {
         assert_eq!(
             first.inject_failure(callback, nth, status),
-            Err(NtError::INVALID_PARAMETER),
+            Err(refused),
             "{callback} {nth} {status}"
         );
     }

@@ -61,6 +61,7 @@ mod current;
 pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
+mod error;
 pub(crate) mod lockdep;
 pub(crate) mod object;
 mod pnp;
@@ -77,6 +78,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::vec::Vec;
 
+pub use error::HarnessError;
 pub use object::ObjectKind;
 pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};
 pub use trace::{CallbackPanicked, PanicReport, Trace, TraceEntry, VerifierFinding};
@@ -134,14 +136,14 @@ impl Runtime {
     /// register is never called, so it never fails. The trace marks the call `(injected)`.
     ///
     /// ```
-    /// # use kmdf::{Callback, NtError, host::Runtime};
+    /// # use kmdf::{Callback, NtError, host::{HarnessError, Runtime}};
     /// let runtime = Runtime::new();
     /// runtime.inject_failure(Callback::SelfManagedIoInit, 1, NtError::UNSUCCESSFUL)?;
     /// assert_eq!(
     ///     runtime.inject_failure(Callback::SelfManagedIoFlush, 1, NtError::UNSUCCESSFUL),
-    ///     Err(NtError::INVALID_PARAMETER), // EvtDeviceSelfManagedIoFlush returns nothing
+    ///     Err(HarnessError::NotInjectable(Callback::SelfManagedIoFlush)), // returns nothing
     /// );
-    /// # Ok::<(), NtError>(())
+    /// # Ok::<(), HarnessError>(())
     /// ```
     ///
     /// A success cannot be injected: `status` is an [`NtError`].
@@ -153,12 +155,17 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail (it returns nothing in KMDF),
-    /// or `nth` is 0.
-    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtError) -> Result {
+    /// [`HarnessError::NotInjectable`] when `callback` cannot fail (it returns nothing in
+    /// KMDF), [`HarnessError::ZerothCall`] when `nth` is 0.
+    pub fn inject_failure(
+        &self,
+        callback: Callback,
+        nth: u64,
+        status: NtError,
+    ) -> core::result::Result<(), HarnessError> {
         pnp::check_injectable(callback)?;
         if nth == 0 {
-            return Err(NtError::INVALID_PARAMETER);
+            return Err(HarnessError::ZerothCall);
         }
         self.shared.inject(callback, None, nth, status);
         Ok(())
@@ -380,8 +387,8 @@ impl<D: Driver> LoadedDriver<D> {
     ///
     /// # Errors
     ///
-    /// `STATUS_DELETE_PENDING` once the driver was unloaded.
-    pub fn with_driver<R>(&self, f: impl FnOnce(&D) -> R) -> Result<R> {
+    /// [`HarnessError::DriverUnloaded`] once the driver was unloaded.
+    pub fn with_driver<R>(&self, f: impl FnOnce(&D) -> R) -> core::result::Result<R, HarnessError> {
         let object = self.object()?;
         Ok(f(Self::driver(&object)))
     }
@@ -390,8 +397,8 @@ impl<D: Driver> LoadedDriver<D> {
         object.context::<D>().expect("a loaded driver has its context")
     }
 
-    fn object(&self) -> Result<Arc<RawObject>> {
-        lock(&self.object).clone().ok_or(NtError::DELETE_PENDING)
+    fn object(&self) -> core::result::Result<Arc<RawObject>, HarnessError> {
+        lock(&self.object).clone().ok_or(HarnessError::DriverUnloaded)
     }
 
     /// The PnP manager found a device for this driver: runs `EvtDriverDeviceAdd`
@@ -399,12 +406,13 @@ impl<D: Driver> LoadedDriver<D> {
     ///
     /// # Errors
     ///
-    /// * What `device_add` returned; a device it had created is deleted, as KMDF deletes
-    ///   it (its children are disposed and its cleanup callbacks run).
-    /// * `STATUS_NO_SUCH_DEVICE` when `device_add` succeeded without creating a device:
+    /// * [`HarnessError::Driver`] with what `device_add` returned; a device it had created
+    ///   is deleted, as KMDF deletes it (its children are disposed and its cleanup
+    ///   callbacks run).
+    /// * [`HarnessError::NoDevice`] when `device_add` succeeded without creating a device:
     ///   KMDF accepts that (filters do it), but there is then nothing to drive.
-    /// * `STATUS_DELETE_PENDING` when the driver has been unloaded.
-    pub fn add_device(&self) -> Result<DeviceNode> {
+    /// * [`HarnessError::DriverUnloaded`] when the driver has been unloaded.
+    pub fn add_device(&self) -> core::result::Result<DeviceNode, HarnessError> {
         self.add_device_with(AssignedResources::new())
     }
 
@@ -415,7 +423,10 @@ impl<D: Driver> LoadedDriver<D> {
     /// # Errors
     ///
     /// As [`add_device`](Self::add_device).
-    pub fn add_device_with(&self, resources: AssignedResources) -> Result<DeviceNode> {
+    pub fn add_device_with(
+        &self,
+        resources: AssignedResources,
+    ) -> core::result::Result<DeviceNode, HarnessError> {
         let driver = self.object()?;
         let node = self.shared.next_id();
         let trace_start = self.shared.trace_position();
@@ -442,14 +453,14 @@ impl<D: Driver> LoadedDriver<D> {
     ///
     /// # Errors
     ///
-    /// `STATUS_DEVICE_BUSY` while any of its devices has not been removed: the driver stays
-    /// loaded. `STATUS_DELETE_PENDING` when it was already unloaded.
-    pub fn unload(&self) -> Result {
+    /// [`HarnessError::DevicesRemain`] while any of its devices has not been removed: the
+    /// driver stays loaded. [`HarnessError::DriverUnloaded`] when it was already unloaded.
+    pub fn unload(&self) -> core::result::Result<(), HarnessError> {
         let mut slot = lock(&self.object);
         if slot.as_ref().is_some_and(|driver| driver.has_children()) {
-            return Err(NtError::DEVICE_BUSY);
+            return Err(HarnessError::DevicesRemain);
         }
-        let driver = slot.take().ok_or(NtError::DELETE_PENDING)?;
+        let driver = slot.take().ok_or(HarnessError::DriverUnloaded)?;
         drop(slot);
         self.shared.invoke_void(Callback::DriverUnload, None, None, || {
             Self::driver(&driver).unload();
@@ -475,7 +486,7 @@ fn add_device_on(
     node: u64,
     resources: &Arc<AssignedResources>,
     device_add: DeviceAdd,
-) -> Result<CreatedDevice> {
+) -> core::result::Result<CreatedDevice, HarnessError> {
     let shared = driver.shared();
     let slot = DeviceSlot {
         driver: Arc::clone(driver),
@@ -488,12 +499,12 @@ fn add_device_on(
         shared.invoke(Callback::DriverDeviceAdd, None, Some(node), || device_add(driver, init));
     match (result, slot.created.into_inner()) {
         (Ok(()), Some(created)) => Ok(created),
-        (Ok(()), None) => Err(NtError::NO_SUCH_DEVICE),
+        (Ok(()), None) => Err(HarnessError::NoDevice),
         (Err(status), created) => {
             if let Some(created) = created {
                 created.object.delete();
             }
-            Err(status)
+            Err(HarnessError::Driver(status))
         }
     }
 }
@@ -607,11 +618,14 @@ impl DeviceNode {
     ///
     /// # Errors
     ///
-    /// `STATUS_NO_SUCH_DEVICE` once the device was removed; `STATUS_OBJECT_TYPE_MISMATCH`
-    /// when the context is not a `T`.
-    pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
+    /// [`HarnessError::NoDevice`] once the device was removed;
+    /// [`HarnessError::WrongContextType`] when the context is not a `T`.
+    pub fn with_context<T: 'static, R>(
+        &self,
+        f: impl FnOnce(&T) -> R,
+    ) -> core::result::Result<R, HarnessError> {
         let object = self.object()?;
-        let context = object.context::<T>().ok_or(NtError::OBJECT_TYPE_MISMATCH)?;
+        let context = object.context::<T>().ok_or(HarnessError::WrongContextType)?;
         Ok(f(context))
     }
 
@@ -718,12 +732,21 @@ impl DeviceNode {
     ///
     /// # Errors
     ///
-    /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail or is not a device's callback
-    /// (`DriverEntry`, `EvtDriverDeviceAdd`), or `nth` is 0.
-    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtError) -> Result {
+    /// [`HarnessError::NotInjectable`] when `callback` cannot fail or is not a device's
+    /// callback (`DriverEntry`, `EvtDriverDeviceAdd`), [`HarnessError::ZerothCall`] when
+    /// `nth` is 0.
+    pub fn inject_failure(
+        &self,
+        callback: Callback,
+        nth: u64,
+        status: NtError,
+    ) -> core::result::Result<(), HarnessError> {
         pnp::check_injectable(callback)?;
-        if nth == 0 || matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
-            return Err(NtError::INVALID_PARAMETER);
+        if matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
+            return Err(HarnessError::NotInjectable(callback));
+        }
+        if nth == 0 {
+            return Err(HarnessError::ZerothCall);
         }
         self.node.shared.inject(callback, Some(self.node.id), nth, status);
         Ok(())
@@ -750,12 +773,12 @@ impl DeviceNode {
         self.apply(PnpAction::Remove)
     }
 
-    fn object(&self) -> Result<Arc<RawObject>> {
+    fn object(&self) -> core::result::Result<Arc<RawObject>, HarnessError> {
         lock(&self.node.state)
             .device
             .as_ref()
             .map(|created| Arc::clone(&created.object))
-            .ok_or(NtError::NO_SUCH_DEVICE)
+            .ok_or(HarnessError::NoDevice)
     }
 }
 

@@ -43,7 +43,7 @@ use std::vec::Vec;
 use super::device::{CreatedDevice, PnpCall};
 use super::object::Shared;
 use super::trace::{CallbackPanicked, Trace};
-use crate::{Callback, DevicePowerState, NtError, Result};
+use crate::{Callback, DevicePowerState, Result};
 
 /// An action of the PnP manager (or of the power manager) on a device.
 ///
@@ -873,7 +873,9 @@ impl Run<'_> {
 }
 
 /// Whether a failure can be injected into `callback`: only fallible callbacks can fail.
-pub(crate) fn check_injectable(callback: Callback) -> Result {
+pub(crate) fn check_injectable(
+    callback: Callback,
+) -> core::result::Result<(), super::HarnessError> {
     let fallible = matches!(
         callback,
         Callback::DriverEntry
@@ -890,7 +892,7 @@ pub(crate) fn check_injectable(callback: Callback) -> Result {
             | Callback::SelfManagedIoSuspend
             | Callback::SelfManagedIoRestart
     );
-    if fallible { Ok(()) } else { Err(NtError::INVALID_PARAMETER) }
+    if fallible { Ok(()) } else { Err(super::HarnessError::NotInjectable(callback)) }
 }
 
 #[cfg(test)]
