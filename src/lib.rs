@@ -78,7 +78,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod callback;
+pub(crate) mod callback;
 pub mod debug;
 pub mod device;
 pub mod driver;
@@ -111,7 +111,7 @@ pub use work_item::{WorkItem, WorkItemCallback};
 /// Items the crate's macros expand to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::callback::vtable;
     #[cfg(kmdf_kernel)]
     pub use crate::kernel::entry::*;
-    pub use crate::pnp::CallbackSet;
 }

@@ -76,7 +76,6 @@ use core::marker::PhantomData;
 use core::time::Duration;
 
 use crate::object::{ObjectRef, ParentObject};
-use crate::pnp::CallbackSet;
 use crate::{Result, backend};
 
 /// A framework timer (`WDFTIMER`) whose context is a `T`.
@@ -181,14 +180,12 @@ impl<T> fmt::Debug for Timer<T> {
 
 /// A timer's context and callbacks, implemented through [`vtable!`](crate::vtable).
 pub trait TimerCallback: Sized + Send + Sync + 'static {
-    /// The names of the methods the impl block defines.
+    /// Which methods the impl block wrote: the callbacks registered for this type.
     ///
-    /// Written by [`vtable!`](crate::vtable); never write it by hand.
-    const IMPLEMENTED: &'static [&'static str];
-
-    /// The callbacks registered for this type, derived from [`Self::IMPLEMENTED`].
+    /// Written by [`vtable!`](crate::vtable), the only way to implement this trait. Not part
+    /// of the public API.
     #[doc(hidden)]
-    const REGISTERED: CallbackSet = CallbackSet::from_methods(Self::IMPLEMENTED);
+    const REGISTERED: crate::callback::vtable::TimerCallback;
 
     /// The parent object's type: a device.
     type Parent: ParentObject;

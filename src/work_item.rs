@@ -163,7 +163,6 @@ use core::marker::PhantomData;
 
 use crate::Result;
 use crate::backend;
-use crate::callback::CallbackSet;
 use crate::object::{ObjectRef, ParentObject};
 
 /// A framework work-item object (`WDFWORKITEM`) whose context is a `T`.
@@ -294,14 +293,12 @@ impl<T> fmt::Debug for WorkItem<T> {
 /// which registers exactly the methods written in the impl block. The associated type
 /// `Parent` comes first in the block.
 pub trait WorkItemCallback: Sized + Send + Sync + 'static {
-    /// The names of the methods the impl block defines.
+    /// Which methods the impl block wrote: the callbacks registered for this type.
     ///
-    /// Written by [`vtable!`](crate::vtable); never write it by hand.
-    const IMPLEMENTED: &'static [&'static str];
-
-    /// The callbacks registered for this type, derived from [`Self::IMPLEMENTED`].
+    /// Written by [`vtable!`](crate::vtable), the only way to implement this trait. Not part
+    /// of the public API.
     #[doc(hidden)]
-    const REGISTERED: CallbackSet = CallbackSet::from_methods(Self::IMPLEMENTED);
+    const REGISTERED: crate::callback::vtable::WorkItemCallback;
 
     /// The type of the parent object: a [`Device<C>`](crate::Device).
     type Parent: ParentObject;

@@ -102,7 +102,10 @@ fn failed_device_add_deletes_the_created_device() {
     counting_driver!(FailAdd, Some(NtError::INSUFFICIENT_RESOURCES));
     let runtime = Runtime::new();
     let driver = runtime.load::<FailAdd>().unwrap();
-    assert_eq!(driver.add_device().unwrap_err(), HarnessError::Driver(NtError::INSUFFICIENT_RESOURCES));
+    assert_eq!(
+        driver.add_device().unwrap_err(),
+        HarnessError::Driver(NtError::INSUFFICIENT_RESOURCES)
+    );
     assert_eq!(DROPS.context.load(Ordering::SeqCst), 1);
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver]);
     assert_eq!(

@@ -909,7 +909,17 @@ kmdf::vtable! {
         fn d0_exit(&self, _device: &Device<Self>, _target: DevicePowerState) -> kmdf::Result {
             Ok(())
         }
+        /// Compiled out: neither registered nor the reason for a self-managed I/O machine.
+        #[cfg(any())]
+        fn self_managed_io_flush(&self, _device: &Device<Self>) {}
     }
+}
+
+#[test]
+fn a_cfg_disabled_method_is_not_registered() {
+    let registered = kmdf::pnp::registered::<PowerOnly>();
+    assert_eq!(registered.iter().collect::<Vec<_>>(), [Callback::D0Entry, Callback::D0Exit]);
+    assert!(!registered.any_self_managed_io());
 }
 
 #[test]

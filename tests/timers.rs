@@ -542,3 +542,15 @@ fn advance_does_not_wait_for_work_no_expiry_handed_on() {
     runtime.wait_for_work_items().unwrap();
     node.remove().unwrap();
 }
+
+#[test]
+fn a_timer_registers_its_own_callbacks_only() {
+    // Each callback trait has its own registration table: a timer's `run` is
+    // `EvtTimerFunc`, never `EvtWorkItem`.
+    let registered = <Tick as TimerCallback>::REGISTERED;
+    assert_eq!(
+        registered.iter().collect::<Vec<_>>(),
+        [Callback::TimerFunc, Callback::ObjectCleanup]
+    );
+    assert!(!registered.contains(Callback::WorkItem));
+}

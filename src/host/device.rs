@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use super::object::{ObjectKind, RawObject};
 use super::resources::AssignedResources;
-use crate::pnp::{CallbackSet, HardwareResources};
+use crate::callback::vtable;
+use crate::pnp::HardwareResources;
 use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 
 /// Views a device object as `&Device<T>`.
@@ -44,7 +45,7 @@ pub(crate) struct CreatedDevice {
 /// monomorphized function that calls them on the context type.
 #[derive(Clone, Copy)]
 pub(crate) struct PnpTable {
-    pub(crate) registered: CallbackSet,
+    pub(crate) registered: vtable::PnpPowerCallbacks,
     pub(crate) dispatch: fn(&RawObject, PnpCall, &AssignedResources) -> Result,
 }
 
@@ -89,10 +90,7 @@ impl PnpCall {
 
     /// Whether the KMDF callback returns an `NTSTATUS` (the others return nothing).
     pub(crate) fn returns_status(self) -> bool {
-        !matches!(
-            self,
-            PnpCall::SurpriseRemoval | PnpCall::SelfManagedIoFlush | PnpCall::SelfManagedIoCleanup
-        )
+        self.callback().is_fallible()
     }
 
     /// The power state argument, printed in the trace.

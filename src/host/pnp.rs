@@ -876,22 +876,7 @@ impl Run<'_> {
 pub(crate) fn check_injectable(
     callback: Callback,
 ) -> core::result::Result<(), super::HarnessError> {
-    let fallible = matches!(
-        callback,
-        Callback::DriverEntry
-            | Callback::DriverDeviceAdd
-            | Callback::PrepareHardware
-            | Callback::ReleaseHardware
-            | Callback::D0Entry
-            | Callback::D0EntryPostInterruptsEnabled
-            | Callback::D0ExitPreInterruptsDisabled
-            | Callback::D0Exit
-            | Callback::QueryRemove
-            | Callback::QueryStop
-            | Callback::SelfManagedIoInit
-            | Callback::SelfManagedIoSuspend
-            | Callback::SelfManagedIoRestart
-    );
+    let fallible = callback.is_fallible();
     if fallible { Ok(()) } else { Err(super::HarnessError::NotInjectable(callback)) }
 }
 

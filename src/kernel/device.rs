@@ -105,10 +105,19 @@ fn pnp_power_callbacks<T: PnpPowerCallbacks>() -> WDF_PNPPOWER_EVENT_CALLBACKS {
 }
 
 /// Trampolines: find the device and its context, call the trait method, return its status.
+/// Whether one returns a status is checked against [`Callback::is_fallible`], the one table.
 macro_rules! trampolines {
+    (@fallible) => { false };
+    (@fallible $ret:ty) => { true };
     ($(
-        $name:ident($($arg:ident: $raw:ty),*) $(-> $ret:ty)? = |$this:ident, $device:ident| $call:expr;
+        $name:ident[$callback:ident]($($arg:ident: $raw:ty),*) $(-> $ret:ty)?
+            = |$this:ident, $device:ident| $call:expr;
     )*) => {$(
+        const _: () = assert!(
+            Callback::$callback.is_fallible() == trampolines!(@fallible $($ret)?),
+            concat!(stringify!($name), ": its return type disagrees with Callback::is_fallible"),
+        );
+
         unsafe extern "C" fn $name<T: PnpPowerCallbacks>(
             device: WDFDEVICE $(, $arg: $raw)*
         ) $(-> $ret)? {
@@ -132,32 +141,32 @@ fn resources<'a>(raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> HardwareResourc
 }
 
 trampolines! {
-    prepare_hardware(raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> NTSTATUS
+    prepare_hardware[PrepareHardware](raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> NTSTATUS
         = |this, device| status(this.prepare_hardware(device, resources(raw, translated)));
-    release_hardware(translated: WDFCMRESLIST) -> NTSTATUS
+    release_hardware[ReleaseHardware](translated: WDFCMRESLIST) -> NTSTATUS
         = |this, device| status(this.release_hardware(device, resources(ptr::null_mut(), translated)));
-    d0_entry(previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_entry[D0Entry](previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(previous, |previous| this.d0_entry(device, previous));
-    d0_entry_post_interrupts_enabled(previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_entry_post_interrupts_enabled[D0EntryPostInterruptsEnabled](previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(previous, |previous| {
             this.d0_entry_post_interrupts_enabled(device, previous)
         });
-    d0_exit_pre_interrupts_disabled(target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_exit_pre_interrupts_disabled[D0ExitPreInterruptsDisabled](target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(target, |target| {
             this.d0_exit_pre_interrupts_disabled(device, target)
         });
-    d0_exit(target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_exit[D0Exit](target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(target, |target| this.d0_exit(device, target));
-    query_remove() -> NTSTATUS = |this, device| status(this.query_remove(device));
-    query_stop() -> NTSTATUS = |this, device| status(this.query_stop(device));
-    surprise_removal() = |this, device| this.surprise_removal(device);
-    self_managed_io_init() -> NTSTATUS = |this, device| status(this.self_managed_io_init(device));
-    self_managed_io_suspend() -> NTSTATUS
+    query_remove[QueryRemove]() -> NTSTATUS = |this, device| status(this.query_remove(device));
+    query_stop[QueryStop]() -> NTSTATUS = |this, device| status(this.query_stop(device));
+    surprise_removal[SurpriseRemoval]() = |this, device| this.surprise_removal(device);
+    self_managed_io_init[SelfManagedIoInit]() -> NTSTATUS = |this, device| status(this.self_managed_io_init(device));
+    self_managed_io_suspend[SelfManagedIoSuspend]() -> NTSTATUS
         = |this, device| status(this.self_managed_io_suspend(device));
-    self_managed_io_restart() -> NTSTATUS
+    self_managed_io_restart[SelfManagedIoRestart]() -> NTSTATUS
         = |this, device| status(this.self_managed_io_restart(device));
-    self_managed_io_flush() = |this, device| this.self_managed_io_flush(device);
-    self_managed_io_cleanup() = |this, device| this.self_managed_io_cleanup(device);
+    self_managed_io_flush[SelfManagedIoFlush]() = |this, device| this.self_managed_io_flush(device);
+    self_managed_io_cleanup[SelfManagedIoCleanup]() = |this, device| this.self_managed_io_cleanup(device);
 }
 
 /// The device's `EvtCleanupCallback`.
