@@ -107,6 +107,22 @@ impl<O: FrameworkObject> ObjectRef<O> {
     }
 }
 
+impl<T: WorkItemCallback> From<&WorkItem<T>> for ObjectRef<WorkItem<T>> {
+    /// Takes one more reference on a work item the caller borrows, for example in its own
+    /// callback: `ObjectRef::from(item)` (or `item.to_ref()`).
+    fn from(item: &WorkItem<T>) -> Self {
+        Self::from_raw(backend::work_item::new_ref(item))
+    }
+}
+
+impl<T: TimerCallback> From<&Timer<T>> for ObjectRef<Timer<T>> {
+    /// Takes one more reference on a timer the caller borrows, for example in its own
+    /// callback: `ObjectRef::from(timer)` (or `timer.to_ref()`).
+    fn from(timer: &Timer<T>) -> Self {
+        Self::from_raw(backend::timer::new_ref(timer))
+    }
+}
+
 impl<O: FrameworkObject> Deref for ObjectRef<O> {
     type Target = O;
 

@@ -115,6 +115,13 @@ impl<T: TimerCallback> Timer<T> {
         backend::timer::create(parent, period_ms, context)
     }
 
+    /// One more counted reference to the timer: [`ObjectRef::from`]`(self)`, for keeping a
+    /// timer that a callback got borrowed.
+    #[must_use]
+    pub fn to_ref(&self) -> ObjectRef<Self> {
+        ObjectRef::from(self)
+    }
+
     /// The timer's context: the value given to [`create`](Self::create).
     #[must_use]
     pub fn context(&self) -> &T {

@@ -197,6 +197,13 @@ impl<T: WorkItemCallback> WorkItem<T> {
         backend::work_item::create(parent, context)
     }
 
+    /// One more counted reference to the item: [`ObjectRef::from`]`(self)`, for keeping an
+    /// item that a callback got borrowed.
+    #[must_use]
+    pub fn to_ref(&self) -> ObjectRef<Self> {
+        ObjectRef::from(self)
+    }
+
     /// The item's context: the value given to [`create`](Self::create).
     ///
     /// It stays readable as long as the `WorkItem` is reachable, even once the item is

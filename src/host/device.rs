@@ -22,7 +22,13 @@ pub(crate) fn device_ref<T>(raw: &RawObject) -> &Device<T> {
 }
 
 pub(crate) fn context<T: PnpPowerCallbacks>(device: &Device<T>) -> &T {
-    device.raw.expect_context::<T>()
+    device.raw.context::<T>().unwrap_or_else(|| {
+        panic!(
+            "kmdf: Device::context() of {:?} before its context exists \
+             (inside DeviceInit::create_with's closure)",
+            device.raw
+        )
+    })
 }
 
 /// Where `EvtDriverDeviceAdd` leaves the device it created.
@@ -155,7 +161,10 @@ fn dispatch<T: PnpPowerCallbacks>(
 
 fn cleanup<T: PnpPowerCallbacks>(object: &RawObject) {
     let device = device_ref::<T>(object);
-    device.context().cleanup(device);
+    // No context when `create_with`'s closure failed: nothing to clean up.
+    if let Some(context) = object.context::<T>() {
+        context.cleanup(device);
+    }
 }
 
 /// `PWDFDEVICE_INIT` on the host.
@@ -164,9 +173,9 @@ pub(crate) struct RawDeviceInit<'a> {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "consumed like the kernel's PWDFDEVICE_INIT")]
-pub(crate) fn create<T: PnpPowerCallbacks>(
+pub(crate) fn create_with<T: PnpPowerCallbacks>(
     init: RawDeviceInit<'_>,
-    context: T,
+    build: impl FnOnce(&Device<T>) -> Result<T>,
 ) -> Result<&Device<T>> {
     let slot = init.slot;
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
@@ -177,8 +186,13 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
         Some(slot.node),
         cleanup_hook,
     )?;
-    object.set_context(context);
     object.set_owner(Arc::clone(&slot.driver));
+    // Children created by `build` are parented to the device; the context is set after. A
+    // failed (or panicking) `build` deletes the device, with them.
+    let unbuilt = DeleteOnDrop(&object);
+    let context = build(device_ref(&object))?;
+    core::mem::forget(unbuilt);
+    object.set_context(context);
     let created = CreatedDevice {
         object,
         callbacks: PnpTable::of::<T>(),
@@ -190,6 +204,15 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
         Err(_) => unreachable!("a DeviceInit creates one device"),
     };
     Ok(device_ref(&created.object))
+}
+
+/// Deletes a device whose context was not built.
+struct DeleteOnDrop<'a>(&'a Arc<RawObject>);
+
+impl Drop for DeleteOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.delete();
+    }
 }
 
 /// `WdfDeviceSetFailed`: the runtime's PnP manager answers after the call returns.

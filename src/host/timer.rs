@@ -168,6 +168,11 @@ fn cleanup<T: TimerCallback>(timer: &RawObject) {
     timer.context().cleanup(timer);
 }
 
+/// One more reference on the timer (`ObjectRef::from(&timer)`).
+pub(crate) fn new_ref<T>(timer: &Timer<T>) -> RawRef {
+    timer.raw.to_arc()
+}
+
 pub(crate) fn context<T: TimerCallback>(timer: &Timer<T>) -> &T {
     timer.raw.expect_context::<T>()
 }

@@ -154,6 +154,11 @@ fn cleanup<T: WorkItemCallback>(item: &RawObject) {
     item.context().cleanup(item);
 }
 
+/// One more reference on the item (`ObjectRef::from(&item)`).
+pub(crate) fn new_ref<T>(item: &WorkItem<T>) -> RawRef {
+    item.raw.to_arc()
+}
+
 pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
     item.raw.expect_context::<T>()
 }

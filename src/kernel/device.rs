@@ -8,7 +8,9 @@ use wdk_sys::{
     WDFDEVICE_INIT, WDFOBJECT, call_unsafe_wdf_function_binding,
 };
 
-use super::{attributes_for, context as slot_context, status, struct_size, write_context};
+use super::{
+    attributes_for, context as slot_context, status, struct_size, try_context, write_context,
+};
 use crate::pnp::{HardwareResources, Resource};
 use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 
@@ -36,9 +38,9 @@ pub(crate) struct RawDeviceInit<'a> {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "WdfDeviceCreate consumes the init")]
-pub(crate) fn create<T: PnpPowerCallbacks>(
+pub(crate) fn create_with<T: PnpPowerCallbacks>(
     init: RawDeviceInit<'_>,
-    context: T,
+    build: impl FnOnce(&Device<T>) -> Result<T>,
 ) -> Result<&Device<T>> {
     let mut callbacks = pnp_power_callbacks::<T>();
     // SAFETY: `init.init` is the live PWDFDEVICE_INIT of this `EvtDriverDeviceAdd`; the
@@ -64,12 +66,17 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
         )
     };
     crate::NtStatus::from_raw(created).ok()?;
-    // SAFETY: the device was just created with `attributes_for::<T>`; its callbacks cannot
-    // run before `EvtDriverDeviceAdd` returns.
-    unsafe { write_context(device.cast(), context) };
     // SAFETY: created above with `T`; KMDF keeps it alive at least until the end of
     // `EvtDriverDeviceAdd` (`'a`), and deletes it itself if the add fails.
-    Ok(unsafe { device_ref(device) })
+    let device_view: &Device<T> = unsafe { device_ref(device) };
+    // The context space is zero-filled, which `try_context` reads as "not written": a
+    // `context()` inside `build` panics rather than reading it. On failure the device stays
+    // without a context until KMDF deletes it (the add fails); its cleanup skips it.
+    let context = build(device_view)?;
+    // SAFETY: the device was created with `attributes_for::<T>`; its PnP callbacks cannot
+    // run before `EvtDriverDeviceAdd` returns, and the context is written only here.
+    unsafe { write_context(device.cast(), context) };
+    Ok(device_view)
 }
 
 /// `WDF_PNPPOWER_EVENT_CALLBACKS_INIT`, then a trampoline for each callback `T` registers.
@@ -171,9 +178,13 @@ trampolines! {
 
 /// The device's `EvtCleanupCallback`.
 unsafe extern "C" fn cleanup<T: PnpPowerCallbacks>(object: WDFOBJECT) {
-    // SAFETY: registered by `create::<T>` for that device, alive for the call.
+    // SAFETY: registered by `create_with::<T>` for that device, alive for the call.
     let device: &Device<T> = unsafe { device_ref(object.cast()) };
-    device.context().cleanup(device);
+    // SAFETY: as above; the device was created with `attributes_for::<T>`.
+    // No context when `create_with`'s closure failed: nothing to clean up.
+    if let Some(context) = unsafe { try_context::<T>(object) } {
+        context.cleanup(device);
+    }
 }
 
 /// `WDFCMRESLIST` handles, valid for the callback they were passed to.

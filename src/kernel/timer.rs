@@ -32,6 +32,11 @@ fn timer_context<T: TimerCallback>(timer: &Timer<T>) -> &TimerContext<T> {
     unsafe { slot_context(timer.raw.handle()) }
 }
 
+/// One more reference on the timer (`ObjectRef::from(&timer)`): `&Timer<T>` is its handle.
+pub(crate) fn new_ref<T>(timer: &Timer<T>) -> RawRef {
+    RawRef::new(&timer.raw)
+}
+
 pub(crate) fn context<T: TimerCallback>(timer: &Timer<T>) -> &T {
     &timer_context(timer).value
 }

@@ -230,6 +230,12 @@ fn view_of<T: WorkItemCallback>(context: &ItemContext<T>) -> &WorkItem<T> {
     view(raw)
 }
 
+/// One more reference on the item (`ObjectRef::from(&item)`): counted on its handle, viewed
+/// at its context, as `create` returns it.
+pub(crate) fn new_ref<T: WorkItemCallback>(item: &WorkItem<T>) -> RawRef {
+    RawRef::with_view(handle(item).cast(), &item.raw)
+}
+
 pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
     &item_context(item).value
 }
