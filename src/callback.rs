@@ -110,10 +110,10 @@ callbacks! {
     ObjectCleanup = "EvtCleanupCallback", "cleanup", false;
     /// `EvtDestroyCallback`: an object's last reference is gone; its context is dropped.
     ObjectDestroy = "EvtDestroyCallback", "", false;
-    /// `EvtTimerFunc`: a timer's callback ([`TimerCallback::run`](crate::TimerCallback::run)).
+    /// `EvtTimerFunc`: a timer's callback ([`TimerCallbacks::run`](crate::TimerCallbacks::run)).
     TimerFunc = "EvtTimerFunc", "run", false;
     /// `EvtWorkItem`: a work item's callback
-    /// ([`WorkItemCallback::run`](crate::WorkItemCallback::run)).
+    /// ([`WorkItemCallbacks::run`](crate::WorkItemCallbacks::run)).
     WorkItem = "EvtWorkItem", "run", false;
     /// Not a callback: a debug print of the driver (`DbgPrintEx`, see
     /// [`debug_print!`](crate::debug_print)), which the host runtime records in its trace
@@ -252,18 +252,18 @@ pub mod vtable {
     }
 
     registration! {
-        /// [`WorkItemCallback`](crate::WorkItemCallback): `EvtWorkItem` and the item's
+        /// [`WorkItemCallbacks`](crate::WorkItemCallbacks): `EvtWorkItem` and the item's
         /// `EvtCleanupCallback`.
-        WorkItemCallback {
+        WorkItemCallbacks {
             run => WorkItem,
             cleanup => ObjectCleanup,
         }
     }
 
     registration! {
-        /// [`TimerCallback`](crate::TimerCallback): `EvtTimerFunc` and the timer's
+        /// [`TimerCallbacks`](crate::TimerCallbacks): `EvtTimerFunc` and the timer's
         /// `EvtCleanupCallback`.
-        TimerCallback {
+        TimerCallbacks {
             run => TimerFunc,
             cleanup => ObjectCleanup,
         }
@@ -338,7 +338,7 @@ pub mod vtable {
 /// Associated types, such as a work item's `Parent`, come first in the block:
 ///
 /// ```
-/// use kmdf::{Callback, Device, PnpPowerCallbacks, WorkItem, WorkItemCallback};
+/// use kmdf::{Callback, Device, PnpPowerCallbacks, WorkItem, WorkItemCallbacks};
 ///
 /// struct Lamp;
 /// kmdf::vtable! { impl PnpPowerCallbacks for Lamp {} }
@@ -346,7 +346,7 @@ pub mod vtable {
 /// struct Blink;
 ///
 /// kmdf::vtable! {
-///     impl WorkItemCallback for Blink {
+///     impl WorkItemCallbacks for Blink {
 ///         type Parent = Device<Lamp>;
 ///
 ///         fn run(&self, _item: &WorkItem<Self>, _lamp: &Device<Lamp>) {}

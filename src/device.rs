@@ -142,7 +142,7 @@ impl<'a> DeviceInit<'a> {
     ///
     /// ```
     /// use kmdf::object::ObjectRef;
-    /// use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback};
+    /// use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
     ///
     /// struct Toaster {
     ///     poller: ObjectRef<WorkItem<Poll>>,
@@ -150,7 +150,7 @@ impl<'a> DeviceInit<'a> {
     ///
     /// struct Poll;
     /// kmdf::vtable! {
-    ///     impl WorkItemCallback for Poll {
+    ///     impl WorkItemCallbacks for Poll {
     ///         type Parent = Device<Toaster>;
     ///         fn run(&self, _item: &WorkItem<Self>, _toaster: &Device<Toaster>) {}
     ///     }

@@ -105,8 +105,8 @@ pub use device::{Device, DeviceInit, FailedAction};
 pub use driver::Driver;
 pub use pnp::{DevicePowerState, PnpPowerCallbacks};
 pub use status::{NtError, NtStatus, Result};
-pub use timer::{Timer, TimerCallback};
-pub use work_item::{WorkItem, WorkItemCallback};
+pub use timer::{Started, Stopped, Timer, TimerCallbacks};
+pub use work_item::{Enqueued, WorkItem, WorkItemCallbacks};
 
 /// Items the crate's macros expand to. Not part of the public API.
 #[doc(hidden)]

@@ -1,8 +1,8 @@
 //! Work items: driver code that runs later, at `PASSIVE_LEVEL`, on a system worker thread.
 //!
 //! A work item (`WDFWORKITEM`) is a framework object with a parent, a typed context and a
-//! callback. The context type *is* the work: it implements [`WorkItemCallback`] through
-//! [`vtable!`](crate::vtable), and [`run`](WorkItemCallback::run) gets the context as
+//! callback. The context type *is* the work: it implements [`WorkItemCallbacks`] through
+//! [`vtable!`](crate::vtable), and [`run`](WorkItemCallbacks::run) gets the context as
 //! `&self`, the work item, and the parent device. [`WorkItem::create`] returns an
 //! [`ObjectRef`], a counted reference the driver keeps (typically in its device context) to
 //! [`enqueue`](WorkItem::enqueue) the item, [`flush`](WorkItem::flush) it and
@@ -17,7 +17,7 @@
 //! ```
 //! use kmdf::object::ObjectRef;
 //! use kmdf::sync::SpinLock;
-//! use kmdf::{Device, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback};
+//! use kmdf::{Device, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
 //!
 //! /// The device context.
 //! struct Toaster {
@@ -31,7 +31,7 @@
 //! }
 //!
 //! kmdf::vtable! {
-//!     impl WorkItemCallback for Poll {
+//!     impl WorkItemCallbacks for Poll {
 //!         type Parent = Device<Toaster>;
 //!
 //!         fn run(&self, item: &WorkItem<Self>, toaster: &Device<Toaster>) {
@@ -70,7 +70,7 @@
 //!
 //! The framework deletes the work item with its parent: when the device is removed, the
 //! item is disposed before the device (its queued or running callback is waited for, then
-//! its [`cleanup`](WorkItemCallback::cleanup) runs, then the device's), and its context is
+//! its [`cleanup`](WorkItemCallbacks::cleanup) runs, then the device's), and its context is
 //! dropped when the last [`ObjectRef`] goes, here with the device context.
 //!
 //! On the host runtime the same code runs on real worker threads, concurrently with the
@@ -79,11 +79,11 @@
 //! ```
 //! # use kmdf::object::ObjectRef;
 //! # use kmdf::sync::SpinLock;
-//! # use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback};
+//! # use kmdf::{Device, DeviceInit, Driver, Enqueued, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
 //! # struct Toaster { poller: SpinLock<Option<ObjectRef<WorkItem<Poll>>>>, polls: SpinLock<u32> }
 //! # struct Poll { rounds: u32 }
 //! # kmdf::vtable! {
-//! #     impl WorkItemCallback for Poll {
+//! #     impl WorkItemCallbacks for Poll {
 //! #         type Parent = Device<Toaster>;
 //! #         fn run(&self, item: &WorkItem<Self>, toaster: &Device<Toaster>) {
 //! #             let mut polls = toaster.context().polls.lock();
@@ -104,7 +104,7 @@
 //!         let toaster = Toaster { poller: SpinLock::new(None)?, polls: SpinLock::new(0)? };
 //!         let device = init.create(toaster)?;
 //!         let poller = WorkItem::create(device, Poll { rounds: 3 })?;
-//!         assert_eq!(poller.enqueue(), Ok(true));
+//!         assert_eq!(poller.enqueue(), Ok(Enqueued::Queued));
 //!         *device.context().poller.lock() = Some(poller);
 //!         Ok(())
 //!     }
@@ -128,7 +128,7 @@
 //! # The rules (kmdf-semantics.md section 4)
 //!
 //! * **Enqueue** while the item is queued does nothing more: one run serves both calls, so
-//!   [`run`](WorkItemCallback::run) must handle everything pending when it starts. The
+//!   [`run`](WorkItemCallbacks::run) must handle everything pending when it starts. The
 //!   queued flag is cleared just before the callback runs: the callback may enqueue its
 //!   own item, and that next run may start while this one is still running.
 //! * **Flush** waits until the queued or running callback has returned, re-enqueues
@@ -175,11 +175,11 @@ pub struct WorkItem<T> {
     _context: PhantomData<T>,
 }
 
-impl<T: WorkItemCallback> WorkItem<T> {
+impl<T: WorkItemCallbacks> WorkItem<T> {
     /// Creates a work item (`WdfWorkItemCreate`) that is a child of `parent`, with
     /// `context` in its context space and `T`'s callbacks registered
     /// (`EvtWorkItem`, and `EvtCleanupCallback` if `T` implements
-    /// [`cleanup`](WorkItemCallback::cleanup)). `AutomaticSerialization` is `TRUE`.
+    /// [`cleanup`](WorkItemCallbacks::cleanup)). `AutomaticSerialization` is `TRUE`.
     ///
     /// Callable at `IRQL <= DISPATCH_LEVEL`.
     ///
@@ -216,9 +216,10 @@ impl<T: WorkItemCallback> WorkItem<T> {
     /// Queues the item to run its callback on a system worker thread
     /// (`WdfWorkItemEnqueue`). Callable at `IRQL <= DISPATCH_LEVEL`.
     ///
-    /// Returns `Ok(true)` when this call queued a run, and `Ok(false)` when a run was
-    /// queued already and has not started: that run will see whatever this call's caller
-    /// prepared, so nothing is lost. A run may therefore find nothing new to do.
+    /// Returns [`Enqueued::Queued`] when this call queued a run, and
+    /// [`Enqueued::AlreadyQueued`] when a run was queued already and has not started: that
+    /// run will see whatever this call's caller prepared, so nothing is lost. A run may
+    /// therefore find nothing new to do.
     ///
     /// # Errors
     ///
@@ -231,8 +232,9 @@ impl<T: WorkItemCallback> WorkItem<T> {
     /// another thread) still reaches KMDF, which ignores it (Driver Verifier breaks), and
     /// returns `Ok`. Stop re-enqueueing before the device goes away, in
     /// `self_managed_io_flush`.
-    pub fn enqueue(&self) -> Result<bool> {
-        backend::work_item::enqueue(self)
+    pub fn enqueue(&self) -> Result<Enqueued> {
+        let queued = backend::work_item::enqueue(self)?;
+        Ok(if queued { Enqueued::Queued } else { Enqueued::AlreadyQueued })
     }
 
     /// Waits until the queued or running callback has returned, including any run it
@@ -287,6 +289,15 @@ impl<T: WorkItemCallback> WorkItem<T> {
     }
 }
 
+/// What [`WorkItem::enqueue`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Enqueued {
+    /// This call queued a run (`WdfWorkItemEnqueue` queued the item).
+    Queued,
+    /// A run was queued already and has not started; it covers this call too.
+    AlreadyQueued,
+}
+
 impl<T> fmt::Debug for WorkItem<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WorkItem<{}>({:?})", core::any::type_name::<T>(), self.raw)
@@ -299,13 +310,13 @@ impl<T> fmt::Debug for WorkItem<T> {
 /// Implemented by the work item's context type, always through [`vtable!`](crate::vtable),
 /// which registers exactly the methods written in the impl block. The associated type
 /// `Parent` comes first in the block.
-pub trait WorkItemCallback: Sized + Send + Sync + 'static {
+pub trait WorkItemCallbacks: Sized + Send + Sync + 'static {
     /// Which methods the impl block wrote: the callbacks registered for this type.
     ///
     /// Written by [`vtable!`](crate::vtable), the only way to implement this trait. Not part
     /// of the public API.
     #[doc(hidden)]
-    const REGISTERED: crate::callback::vtable::WorkItemCallback;
+    const REGISTERED: crate::callback::vtable::WorkItemCallbacks;
 
     /// The type of the parent object: a [`Device<C>`](crate::Device).
     type Parent: ParentObject;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use kmdf::host::{HarnessError, ObjectKind, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::{Device, DeviceInit, Driver, NtError, PnpPowerCallbacks, Result, WorkItem};
-use kmdf::{Timer, TimerCallback, WorkItemCallback};
+use kmdf::{Timer, TimerCallbacks, WorkItemCallbacks};
 
 /// What `device_add` does, chosen by the test.
 #[derive(Clone, Copy, PartialEq)]
@@ -29,7 +29,7 @@ impl Driver for Lab {
         let plan = *PLAN.lock().unwrap();
         init.create_with(|device: &Device<Bench>| {
             let poller = WorkItem::create(device, Poll)?;
-            let ticker = Timer::create(device, None, Tick)?;
+            let ticker = Timer::one_shot(device, Tick)?;
             match plan {
                 Plan::Build => {}
                 Plan::ReadContextWhileBuilding => {
@@ -58,7 +58,7 @@ kmdf::vtable! {
 struct Poll;
 
 kmdf::vtable! {
-    impl WorkItemCallback for Poll {
+    impl WorkItemCallbacks for Poll {
         type Parent = Device<Bench>;
 
         fn run(&self, item: &WorkItem<Self>, bench: &Device<Bench>) {
@@ -73,7 +73,7 @@ kmdf::vtable! {
 struct Tick;
 
 kmdf::vtable! {
-    impl TimerCallback for Tick {
+    impl TimerCallbacks for Tick {
         type Parent = Device<Bench>;
 
         fn run(&self, timer: &Timer<Self>, _bench: &Device<Bench>) {

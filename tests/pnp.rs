@@ -776,6 +776,7 @@ fn device_in(
             runtime.inject_failure(Callback::D0Entry, 2, NtError::UNSUCCESSFUL).unwrap();
             &[PnpAction::Start, PnpAction::Idle, PnpAction::QueryRemove, PnpAction::CancelRemove]
         }
+        _ => unreachable!("a state this test does not know: {state:?}"),
     };
     for step in steps {
         node.apply(*step).unwrap();
@@ -836,6 +837,7 @@ fn invalid_actions_are_refused_without_side_effects() {
             QueryStopPending => matches!(action, CancelStop | Stop | SurpriseRemove),
             Stopped => matches!(action, Start | SurpriseRemove),
             Removed => false,
+            _ => unreachable!("a state this test does not know: {state:?}"),
         }
     };
     let states = [

@@ -406,7 +406,7 @@ fn an_action_invalid_in_the_state_stops_with_the_trace_so_far() {
 mod sparky {
     use std::time::Duration;
 
-    use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, Timer, TimerCallback};
+    use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, Timer, TimerCallbacks};
 
     pub struct Sparky;
 
@@ -416,7 +416,7 @@ mod sparky {
         }
         fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
             let device = device_init.create(Wiring)?;
-            let timer = Timer::create(device, None, Spark)?;
+            let timer = Timer::one_shot(device, Spark)?;
             timer.start(Duration::from_millis(50))?;
             Ok(())
         }
@@ -433,7 +433,7 @@ mod sparky {
     struct Spark;
 
     kmdf::vtable! {
-        impl TimerCallback for Spark {
+        impl TimerCallbacks for Spark {
             type Parent = Device<Wiring>;
 
             fn run(&self, _timer: &Timer<Self>, _device: &Device<Wiring>) {

@@ -15,12 +15,13 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kmdf::Enqueued;
 use kmdf::host::{DeviceNode, LoadedDriver, ObjectKind, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, current_irql};
 use kmdf::{
     Callback, Device, DeviceInit, Driver, NtError, PnpPowerCallbacks, Result, WorkItem,
-    WorkItemCallback,
+    WorkItemCallbacks,
 };
 
 /// The hang guard: far longer than any of these tests takes.
@@ -80,7 +81,7 @@ impl Drop for Job {
 }
 
 kmdf::vtable! {
-    impl WorkItemCallback for Job {
+    impl WorkItemCallbacks for Job {
         type Parent = Device<Dev>;
 
         fn run(&self, item: &WorkItem<Self>, device: &Device<Dev>) {
@@ -236,7 +237,7 @@ fn a_run_gets_its_context_and_parent_at_passive_level_on_a_worker_thread() {
     });
     let test_thread = thread::current().name().map(str::to_owned);
 
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let (parent, name, irql, thread_name) = recv(&rx, "the run");
     let device = node.with_context(|dev: &Dev| std::ptr::from_ref(dev) as usize).unwrap();
     assert_eq!(parent, device, "the parent is the device the item was created with");
@@ -293,7 +294,7 @@ fn a_panicking_run_is_recorded_and_the_workers_go_on() {
         (Callback::WorkItem, "first run fails")
     );
     assert!(runtime.trace().lines().contains(&"EvtWorkItem (panicked)".to_owned()));
-    assert_eq!(item.enqueue(), Ok(true), "the item is not left queued by the panic");
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued), "the item is not left queued by the panic");
     item.flush().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(log.events(), ["item ran"]);
@@ -310,9 +311,9 @@ fn enqueue_while_queued_does_nothing_more() {
     let (runtime, node, item, _) = one_item(&log, |_, _| {});
     {
         let _held = runtime.hold_workers();
-        assert_eq!(item.enqueue(), Ok(true));
-        assert_eq!(item.enqueue(), Ok(false));
-        assert_eq!(item.enqueue(), Ok(false));
+        assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
+        assert_eq!(item.enqueue(), Ok(Enqueued::AlreadyQueued));
+        assert_eq!(item.enqueue(), Ok(Enqueued::AlreadyQueued));
     }
     item.flush().unwrap();
     assert_eq!(node.trace().count(Callback::WorkItem), 1);
@@ -346,14 +347,14 @@ fn the_queued_flag_is_cleared_before_the_callback_so_runs_can_overlap() {
             second_started.lock().unwrap().send(()).unwrap();
         }
     });
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let mut results: Vec<String> = (0..3).map(|_| recv(&result_rx, "a result")).collect();
     results.sort();
     assert_eq!(
         results,
         [
             "first flush: Err(STATUS_POSSIBLE_DEADLOCK (0xC0000194))",
-            "re-enqueue: Ok(true)",
+            "re-enqueue: Ok(Queued)",
             "second flush: Err(STATUS_POSSIBLE_DEADLOCK (0xC0000194))",
         ]
     );
@@ -392,7 +393,7 @@ fn runs_that_block_never_keep_queued_runs_from_starting() {
         *gate.0.lock().unwrap() = false;
         let hold = held.then(|| runtime.hold_workers());
         for item in &items {
-            assert_eq!(item.enqueue(), Ok(true));
+            assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
         }
         drop(hold);
         for _ in 0..ITEMS {
@@ -429,7 +430,7 @@ fn flush_waits_for_a_running_callback() {
     let (started, started_rx) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
     let (runtime, _node, item, _) = one_item(&log, blocking_body(started, go_rx));
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     recv(&started_rx, "the run to start");
 
     let flusher = {
@@ -458,12 +459,12 @@ fn flush_waits_for_a_queued_callback_and_its_re_enqueue_chain() {
     let counted = Arc::clone(&rounds);
     let (runtime, node, item, _) = one_item(&log, move |item, _| {
         if counted.fetch_add(1, Ordering::SeqCst) + 1 < ROUNDS {
-            assert_eq!(item.enqueue(), Ok(true));
+            assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
         }
     });
     let flusher = {
         let held = runtime.hold_workers();
-        assert_eq!(item.enqueue(), Ok(true));
+        assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
         let item = item.clone();
         let flusher = thread::spawn(move || item.flush());
         // The flush is waiting before the first run could even start.
@@ -558,7 +559,7 @@ fn flush_sees_every_enqueue_that_returned_before_it_while_many_threads_enqueue()
                 for i in 0..PER_THREAD {
                     let id = t * PER_THREAD + i;
                     work.posted.lock().unwrap().push(id);
-                    if item.enqueue().unwrap() {
+                    if item.enqueue().unwrap() == Enqueued::Queued {
                         queued_now.fetch_add(1, Ordering::SeqCst);
                     }
                     returned.lock().unwrap().push(id);
@@ -654,7 +655,7 @@ fn delete_while_queued_waits_for_the_run_then_cleans_up() {
     let log = Log::default();
     let (runtime, node, item, _) = one_item(&log, |_, _| {});
     let held = runtime.hold_workers();
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let deleter = {
         let (item, log) = (item.clone(), log.clone());
         thread::spawn(move || {
@@ -729,7 +730,7 @@ fn delete_from_inside_the_callback_returns_at_once_and_cleanup_follows_the_run()
     assert_eq!(
         log.events(),
         [
-            "re-enqueue Ok(true)",
+            "re-enqueue Ok(Queued)",
             "delete Ok(())",
             "enqueue Err(STATUS_DELETE_PENDING (0xC0000056))",
             "item ran",
@@ -808,7 +809,7 @@ fn a_queued_item_runs_during_device_removal_before_any_cleanup_and_never_after()
     let log = Log::default();
     let (runtime, node, items, drops) = two_items(&log, |_, _| {});
     let held = runtime.hold_workers();
-    assert_eq!(items[0].enqueue(), Ok(true));
+    assert_eq!(items[0].enqueue(), Ok(Enqueued::Queued));
     let remover = {
         let node = node.clone();
         thread::spawn(move || node.remove())
@@ -886,7 +887,7 @@ fn device_removal_from_an_items_callback_waits_for_the_items_other_runs() {
     let (in_run, node_in_run) = (log.clone(), Arc::clone(&slot));
     let (runtime, node, item, _) = one_item(&log, move |item, device| {
         if runs.fetch_add(1, Ordering::SeqCst) == 0 {
-            assert_eq!(item.enqueue(), Ok(true));
+            assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
             recv(&started_rx.lock().unwrap(), "the second run to start");
             let node = node_in_run.lock().unwrap().clone().unwrap();
             in_run.push(format!("remove {:?}", node.remove()));
@@ -896,7 +897,7 @@ fn device_removal_from_an_items_callback_waits_for_the_items_other_runs() {
     });
     *slot.lock().unwrap() = Some(node.clone());
 
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let cleaned_up = || log.events().contains(&"item cleanup".to_owned());
     wait_until("the removal waits for the second run (or cleans up without waiting)", || {
         runtime.work_item_waiters() == 1 || cleaned_up()

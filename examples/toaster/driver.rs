@@ -33,7 +33,7 @@ use kmdf::pnp::HardwareResources;
 use kmdf::sync::{SpinLock, WaitLock};
 use kmdf::{
     Device, DeviceInit, DevicePowerState, Driver, NtError, NtStatus, PnpPowerCallbacks, Result,
-    Timer, TimerCallback, WorkItem, WorkItemCallback,
+    Timer, TimerCallbacks, WorkItem, WorkItemCallbacks,
 };
 
 /// How often the element heats.
@@ -167,7 +167,7 @@ impl Toaster {
     /// Stops the element and waits until neither its timer nor its work item runs.
     fn quiesce(&self) -> Result {
         if let Some((timer, heater)) = self.parts() {
-            timer.stop(true)?;
+            timer.stop_and_wait()?;
             heater.flush()?;
         }
         Ok(())
@@ -178,7 +178,7 @@ impl Toaster {
 struct Thermostat;
 
 kmdf::vtable! {
-    impl TimerCallback for Thermostat {
+    impl TimerCallbacks for Thermostat {
         type Parent = Device<Toaster>;
 
         /// `EvtTimerFunc`, at `DISPATCH_LEVEL`: hand the heating to the work item.
@@ -197,7 +197,7 @@ kmdf::vtable! {
 struct Heater;
 
 kmdf::vtable! {
-    impl WorkItemCallback for Heater {
+    impl WorkItemCallbacks for Heater {
         type Parent = Device<Toaster>;
 
         /// `EvtWorkItem`, at `PASSIVE_LEVEL`: heat every pending slice one tick and complete
@@ -274,7 +274,7 @@ kmdf::vtable! {
 
         /// Allocate the element and start heating.
         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
-            let timer = Timer::create(device, Some(TICK), Thermostat)?;
+            let timer = Timer::periodic(device, TICK, Thermostat)?;
             let heater = WorkItem::create(device, Heater)?;
             timer.start(TICK)?;
             *self.element.lock() = Some(Element { timer, heater });

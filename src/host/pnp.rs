@@ -57,6 +57,7 @@ use crate::{Callback, DevicePowerState, Result};
 /// assert!("unplug".parse::<PnpAction>().is_err());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PnpAction {
     /// `IRP_MN_START_DEVICE`: first start, start again after a rebalance stop, or the restart
     /// of a started device with new resources.
@@ -160,6 +161,7 @@ impl std::str::FromStr for PnpAction {
 
 /// Where a device is in its life, as the PnP manager sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NodeState {
     /// `EvtDriverDeviceAdd` created the device; it has not started.
     Added,

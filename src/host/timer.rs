@@ -33,7 +33,7 @@ use super::sync::{at_dispatch, current_irql};
 use super::trace::CallbackPanicked;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtError, Result, Timer, TimerCallback};
+use crate::{Callback, NtError, Result, Timer, TimerCallbacks};
 
 /// Where a set timer sits in the clock's queue: its due time, then the order it was set in.
 type Key = (Duration, u64);
@@ -123,7 +123,7 @@ fn state(timer: &RawObject) -> &Arc<TimerState> {
 }
 
 #[track_caller]
-pub(crate) fn create<T: TimerCallback>(
+pub(crate) fn create<T: TimerCallbacks>(
     parent: &T::Parent,
     period_ms: u32,
     context: T,
@@ -158,12 +158,12 @@ pub(crate) fn create<T: TimerCallback>(
     Ok(ObjectRef::from_raw(object))
 }
 
-fn run<T: TimerCallback>(timer: &RawObject, parent: &RawObject) {
+fn run<T: TimerCallbacks>(timer: &RawObject, parent: &RawObject) {
     let timer = view::<Timer<T>>(timer);
     timer.context().run(timer, view::<T::Parent>(parent));
 }
 
-fn cleanup<T: TimerCallback>(timer: &RawObject) {
+fn cleanup<T: TimerCallbacks>(timer: &RawObject) {
     let timer = view::<Timer<T>>(timer);
     timer.context().cleanup(timer);
 }
@@ -173,7 +173,7 @@ pub(crate) fn new_ref<T>(timer: &Timer<T>) -> RawRef {
     timer.raw.to_arc()
 }
 
-pub(crate) fn context<T: TimerCallback>(timer: &Timer<T>) -> &T {
+pub(crate) fn context<T: TimerCallbacks>(timer: &Timer<T>) -> &T {
     timer.raw.expect_context::<T>()
 }
 

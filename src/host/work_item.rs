@@ -23,7 +23,7 @@ use super::object::{Extension, ObjectKind, RawObject, RawRef, lock, view};
 use super::sync::current_irql;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtError, Result, WorkItem, WorkItemCallback};
+use crate::{Callback, NtError, Result, WorkItem, WorkItemCallbacks};
 
 /// The `Extension` of a `WDFWORKITEM`.
 pub(crate) struct WorkItemState {
@@ -111,7 +111,7 @@ fn state(item: &RawObject) -> &Arc<WorkItemState> {
 }
 
 #[track_caller]
-pub(crate) fn create<T: WorkItemCallback>(
+pub(crate) fn create<T: WorkItemCallbacks>(
     parent: &T::Parent,
     context: T,
 ) -> Result<ObjectRef<WorkItem<T>>> {
@@ -144,12 +144,12 @@ pub(crate) fn create<T: WorkItemCallback>(
     Ok(ObjectRef::from_raw(object))
 }
 
-fn run<T: WorkItemCallback>(item: &RawObject, parent: &RawObject) {
+fn run<T: WorkItemCallbacks>(item: &RawObject, parent: &RawObject) {
     let item = view::<WorkItem<T>>(item);
     item.context().run(item, view::<T::Parent>(parent));
 }
 
-fn cleanup<T: WorkItemCallback>(item: &RawObject) {
+fn cleanup<T: WorkItemCallbacks>(item: &RawObject) {
     let item = view::<WorkItem<T>>(item);
     item.context().cleanup(item);
 }
@@ -159,7 +159,7 @@ pub(crate) fn new_ref<T>(item: &WorkItem<T>) -> RawRef {
     item.raw.to_arc()
 }
 
-pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
+pub(crate) fn context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &T {
     item.raw.expect_context::<T>()
 }
 
