@@ -125,10 +125,8 @@ pub struct Toaster {
     resources: AtomicU64,
 }
 
-/// The element's timer and work item, as the callbacks use them.
-type Parts = (ObjectRef<Timer<Thermostat>>, ObjectRef<WorkItem<Heater>>);
-
 /// What self-managed I/O Init allocates.
+#[derive(Clone)]
 struct Element {
     timer: ObjectRef<Timer<Thermostat>>,
     heater: ObjectRef<WorkItem<Heater>>,
@@ -157,16 +155,15 @@ impl Toaster {
         self.pending.lock().len()
     }
 
-    /// The timer and work item of the element, if allocated. Clones of the references, so
-    /// no lock is held while they are used.
-    fn parts(&self) -> Option<Parts> {
-        let element = self.element.lock();
-        element.as_ref().map(|e| (e.timer.clone(), e.heater.clone()))
+    /// The element, if allocated: a clone of its references, so no lock is held while it is
+    /// used.
+    fn element(&self) -> Option<Element> {
+        self.element.lock().clone()
     }
 
     /// Stops the element and waits until neither its timer nor its work item runs.
     fn quiesce(&self) -> Result {
-        if let Some((timer, heater)) = self.parts() {
+        if let Some(Element { timer, heater }) = self.element() {
             timer.stop_and_wait()?;
             heater.flush()?;
         }
@@ -256,8 +253,8 @@ kmdf::vtable! {
         /// Like toastmon before `WdfIoTargetCloseForQueryRemove`: nothing of ours may be in
         /// flight once the removal goes ahead.
         fn query_remove(&self, _device: &Device<Self>) -> Result {
-            if let Some((_, heater)) = self.parts() {
-                heater.flush()?;
+            if let Some(element) = self.element() {
+                element.heater.flush()?;
             }
             Ok(())
         }
@@ -288,8 +285,8 @@ kmdf::vtable! {
 
         /// Back in D0: heat again.
         fn self_managed_io_restart(&self, _device: &Device<Self>) -> Result {
-            if let Some((timer, _)) = self.parts() {
-                timer.start(TICK)?;
+            if let Some(element) = self.element() {
+                element.timer.start(TICK)?;
             }
             Ok(())
         }
