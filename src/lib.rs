@@ -60,7 +60,7 @@
 //!
 //! | concept | module |
 //! |---|---|
-//! | status codes, `Result` | [`status`] |
+//! | status codes, `NtError`, `Result` | [`status`] |
 //! | the driver object, `DriverEntry` | [`driver`], [`driver_entry!`] |
 //! | devices and their typed contexts | [`device`] |
 //! | PnP, power and self-managed I/O callbacks | [`pnp`], [`vtable!`] |

@@ -15,11 +15,20 @@
 //! use core::time::Duration;
 //! use kmdf::object::ObjectRef;
 //! use kmdf::sync::SpinLock;
-//! use kmdf::{Device, PnpPowerCallbacks, Result, Timer, TimerCallbacks};
+//! use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, Timer, TimerCallbacks};
+//!
+//! const PERIOD: Duration = Duration::from_millis(10);
 //!
 //! struct Sensor {
-//!     poll: SpinLock<Option<ObjectRef<Timer<Tick>>>>,
+//!     poll: ObjectRef<Timer<Tick>>,
 //!     ticks: SpinLock<u64>,
+//! }
+//!
+//! fn device_add(init: DeviceInit<'_>) -> Result {
+//!     init.create_with(|device| {
+//!         Ok(Sensor { poll: Timer::periodic(device, PERIOD, Tick)?, ticks: SpinLock::new(0)? })
+//!     })?;
+//!     Ok(())
 //! }
 //!
 //! struct Tick;
@@ -36,19 +45,14 @@
 //!
 //! kmdf::vtable! {
 //!     impl PnpPowerCallbacks for Sensor {
-//!         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
-//!             let timer = Timer::periodic(device, Duration::from_millis(10), Tick)?;
-//!             timer.start(Duration::from_millis(10))?;
-//!             *self.poll.lock() = Some(timer);
+//!         fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+//!             self.poll.start(PERIOD)?;
 //!             Ok(())
 //!         }
 //!
 //!         fn self_managed_io_suspend(&self, _device: &Device<Self>) -> Result {
-//!             let timer = self.poll.lock().clone();
-//!             if let Some(timer) = timer {
-//!                 // Waits for a running tick: PASSIVE_LEVEL only, so not under the lock.
-//!                 timer.stop_and_wait()?;
-//!             }
+//!             // Waits for a running tick: PASSIVE_LEVEL only.
+//!             self.poll.stop_and_wait()?;
 //!             Ok(())
 //!         }
 //!     }
@@ -65,9 +69,9 @@
 //! * **Start** (`WdfTimerStart`) sets the timer to fire after `due`, replacing an earlier
 //!   setting; it tells whether the timer was already set. A periodic timer then fires every
 //!   period until stopped.
-//! * **Stop** (`WdfTimerStop`) cancels the setting and tells whether there was one. With
-//!   `wait`, it also waits for a running callback: only at `PASSIVE_LEVEL`, so never from
-//!   the callback itself.
+//! * **Stop** (`WdfTimerStop`) cancels the setting and tells whether there was one.
+//!   [`stop_and_wait`](Timer::stop_and_wait) also waits for a running callback: only at
+//!   `PASSIVE_LEVEL`, so never from the callback itself.
 //! * **Deletion**, explicit or with the parent, stops the timer and waits for a running
 //!   callback before the timer's `cleanup`; the parent's cleanup comes after.
 

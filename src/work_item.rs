@@ -10,19 +10,28 @@
 //!
 //! # Example
 //!
-//! A device polls its hardware from a work item. The item is created when self-managed I/O
-//! starts, re-enqueues itself while there is work, and is flushed when the device is being
-//! removed, before its resources go away:
+//! A device polls its hardware from a work item. The item is created with the device
+//! ([`DeviceInit::create_with`](crate::DeviceInit::create_with)), first enqueued when
+//! self-managed I/O starts, re-enqueues itself while there is work, and is flushed when the
+//! device is being removed, before its resources go away:
 //!
 //! ```
 //! use kmdf::object::ObjectRef;
 //! use kmdf::sync::SpinLock;
-//! use kmdf::{Device, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
+//! use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
 //!
-//! /// The device context.
+//! /// The device context, built with the device: its poller is the device's child.
 //! struct Toaster {
-//!     poller: SpinLock<Option<ObjectRef<WorkItem<Poll>>>>,
+//!     poller: ObjectRef<WorkItem<Poll>>,
 //!     polls: SpinLock<u32>,
+//! }
+//!
+//! fn device_add(init: DeviceInit<'_>) -> Result {
+//!     init.create_with(|device| {
+//!         let poller = WorkItem::create(device, Poll { rounds: 3 })?;
+//!         Ok(Toaster { poller, polls: SpinLock::new(0)? })
+//!     })?;
+//!     Ok(())
 //! }
 //!
 //! /// The work item's context: the work to do.
@@ -48,21 +57,14 @@
 //!
 //! kmdf::vtable! {
 //!     impl PnpPowerCallbacks for Toaster {
-//!         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
-//!             let poller = WorkItem::create(device, Poll { rounds: 3 })?;
-//!             poller.enqueue()?;
-//!             *self.poller.lock() = Some(poller);
+//!         fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+//!             self.poller.enqueue()?;
 //!             Ok(())
 //!         }
 //!
 //!         fn self_managed_io_flush(&self, _device: &Device<Self>) {
-//!             // Take a reference out of the spin lock first: flushing waits, which is only
-//!             // allowed at PASSIVE_LEVEL, not while the lock is held.
-//!             let poller = self.poller.lock().clone();
-//!             if let Some(poller) = poller {
-//!                 // Waits for the queued or running poll, including its re-enqueues.
-//!                 poller.flush().expect("at PASSIVE_LEVEL, outside the item's callback");
-//!             }
+//!             // Waits for the queued or running poll, including its re-enqueues.
+//!             self.poller.flush().expect("at PASSIVE_LEVEL, outside the item's callback");
 //!         }
 //!     }
 //! }
@@ -80,7 +82,7 @@
 //! # use kmdf::object::ObjectRef;
 //! # use kmdf::sync::SpinLock;
 //! # use kmdf::{Device, DeviceInit, Driver, Enqueued, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
-//! # struct Toaster { poller: SpinLock<Option<ObjectRef<WorkItem<Poll>>>>, polls: SpinLock<u32> }
+//! # struct Toaster { poller: ObjectRef<WorkItem<Poll>>, polls: SpinLock<u32> }
 //! # struct Poll { rounds: u32 }
 //! # kmdf::vtable! {
 //! #     impl WorkItemCallbacks for Poll {
@@ -101,11 +103,11 @@
 //!     }
 //!
 //!     fn device_add(&self, init: DeviceInit<'_>) -> Result {
-//!         let toaster = Toaster { poller: SpinLock::new(None)?, polls: SpinLock::new(0)? };
-//!         let device = init.create(toaster)?;
-//!         let poller = WorkItem::create(device, Poll { rounds: 3 })?;
-//!         assert_eq!(poller.enqueue(), Ok(Enqueued::Queued));
-//!         *device.context().poller.lock() = Some(poller);
+//!         let device = init.create_with(|device| {
+//!             let poller = WorkItem::create(device, Poll { rounds: 3 })?;
+//!             Ok(Toaster { poller, polls: SpinLock::new(0)? })
+//!         })?;
+//!         assert_eq!(device.context().poller.enqueue(), Ok(Enqueued::Queued));
 //!         Ok(())
 //!     }
 //! }
@@ -116,8 +118,7 @@
 //!
 //! let runtime = Runtime::new();
 //! let node = runtime.load::<ToasterDriver>()?.add_device()?;
-//! let poller = node.with_context(|toaster: &Toaster| toaster.poller.lock().clone())?;
-//! poller.unwrap().flush()?;
+//! node.with_context(|toaster: &Toaster| toaster.poller.flush())??;
 //! assert_eq!(node.with_context(|toaster: &Toaster| *toaster.polls.lock())?, 3);
 //! assert_eq!(node.trace().count(Callback::WorkItem), 3);
 //! node.remove()?;
