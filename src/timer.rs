@@ -17,8 +17,6 @@
 //! use kmdf::sync::SpinLock;
 //! use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, Timer, TimerCallbacks};
 //!
-//! const PERIOD: Duration = Duration::from_millis(10);
-//!
 //! struct Sensor {
 //!     poll: ObjectRef<Timer<Tick>>,
 //!     ticks: SpinLock<u64>,
@@ -26,7 +24,8 @@
 //!
 //! fn device_add(init: DeviceInit<'_>) -> Result {
 //!     init.create_with(|device| {
-//!         Ok(Sensor { poll: Timer::periodic(device, PERIOD, Tick)?, ticks: SpinLock::new(0)? })
+//!         let poll = Timer::periodic(device, Duration::from_millis(10), Tick)?;
+//!         Ok(Sensor { poll, ticks: SpinLock::new(0)? })
 //!     })?;
 //!     Ok(())
 //! }
@@ -46,7 +45,7 @@
 //! kmdf::vtable! {
 //!     impl PnpPowerCallbacks for Sensor {
 //!         fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
-//!             self.poll.start(PERIOD)?;
+//!             self.poll.start(Duration::from_millis(10))?;
 //!             Ok(())
 //!         }
 //!
