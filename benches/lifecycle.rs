@@ -34,7 +34,7 @@ impl BenchDevice {
         let mut transitions = self.transitions.lock();
         *transitions += 1;
         // A callback that fails sometimes, as real ones do; never in this benchmark.
-        if *transitions == u64::MAX { Err(kmdf::NtStatus::UNSUCCESSFUL) } else { Ok(()) }
+        if *transitions == u64::MAX { Err(kmdf::NtError::UNSUCCESSFUL) } else { Ok(()) }
     }
 }
 

@@ -28,10 +28,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use kmdf::Enqueued;
 use kmdf::host::{DeviceNode, LoadedDriver, PnpAction, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{SpinLock, WaitLock};
-use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback};
+use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
 
 /// Work items each thread of the not-queued benchmark enqueues before flushing them.
 const BATCH: usize = 16;
@@ -82,7 +83,7 @@ kmdf::vtable! {
 struct Empty;
 
 kmdf::vtable! {
-    impl WorkItemCallback for Empty {
+    impl WorkItemCallbacks for Empty {
         type Parent = Device<BenchDevice>;
 
         fn run(&self, item: &WorkItem<Self>, _device: &Device<BenchDevice>) {
@@ -95,7 +96,7 @@ kmdf::vtable! {
 struct Locking;
 
 kmdf::vtable! {
-    impl WorkItemCallback for Locking {
+    impl WorkItemCallbacks for Locking {
         type Parent = Device<BenchDevice>;
 
         fn run(&self, _item: &WorkItem<Self>, device: &Device<BenchDevice>) {
@@ -170,10 +171,10 @@ impl Host {
     fn coalesced_enqueues(&self, threads: usize, n: u64) -> Duration {
         let item = self.item();
         let held = self.runtime.hold_workers();
-        assert_eq!(item.enqueue(), Ok(true));
+        assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
         let elapsed = on_threads(threads, |_| {
             for _ in 0..n {
-                assert_eq!(black_box(item.enqueue()), Ok(false));
+                assert_eq!(black_box(item.enqueue()), Ok(Enqueued::AlreadyQueued));
             }
         });
         drop(held);
@@ -189,7 +190,7 @@ impl Host {
             let items = &self.items[thread * BATCH..][..BATCH];
             for _ in 0..n {
                 for item in items {
-                    assert_eq!(item.enqueue(), Ok(true));
+                    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
                 }
                 for item in items {
                     item.flush().expect("flush");

@@ -3,13 +3,17 @@
 //! [`Callback`] names every callback `kmdf` can register, by its KMDF name
 //! (`EvtDeviceSelfManagedIoFlush`) and by the Rust method that implements it
 //! (`self_managed_io_flush`). The host runtime's trace and failure injection speak in these
-//! names; [`CallbackSet`] is what [`vtable!`](crate::vtable) derives from an impl block.
+//! names. The same table says which callbacks can fail ([`Callback::is_fallible`]).
+//!
+//! Each callback trait has its own registration table (module `vtable`, hidden): a `bool`
+//! per optional method, which [`vtable!`](crate::vtable) fills from the impl block, so new
+//! traits (I/O queues, files) add tables of their own rather than bits to a shared set.
 
 use core::fmt;
 use core::str::FromStr;
 
 macro_rules! callbacks {
-    ($($(#[$doc:meta])* $variant:ident = $kmdf:literal, $method:literal;)*) => {
+    ($($(#[$doc:meta])* $variant:ident = $kmdf:literal, $method:literal, $fallible:literal;)*) => {
         /// A driver callback, named as KMDF names it.
         ///
         /// `Display` and [`FromStr`] use the KMDF name:
@@ -20,6 +24,7 @@ macro_rules! callbacks {
         /// let flush: Callback = "EvtDeviceSelfManagedIoFlush".parse().unwrap();
         /// assert_eq!(flush, Callback::SelfManagedIoFlush);
         /// assert_eq!(flush.method_name(), Some("self_managed_io_flush"));
+        /// assert!(!flush.is_fallible()); // it returns VOID
         /// assert!("EvtDeviceFlush".parse::<Callback>().is_err());
         /// ```
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,60 +54,71 @@ macro_rules! callbacks {
                 };
                 if name.is_empty() { None } else { Some(name) }
             }
+
+            /// Whether the callback can fail: KMDF's callback returns an `NTSTATUS` (the
+            /// trait method a `Result`), rather than `VOID`. This table is the one place that
+            /// says so: the kernel trampolines are checked against it at compile time, and
+            /// the host runtime's trace and failure injection read it.
+            #[must_use]
+            pub const fn is_fallible(self) -> bool {
+                match self {
+                    $(Callback::$variant => $fallible,)*
+                }
+            }
         }
     };
 }
 
 callbacks! {
     /// `DriverEntry`: the driver is loaded ([`Driver::driver_entry`](crate::Driver::driver_entry)).
-    DriverEntry = "DriverEntry", "";
+    DriverEntry = "DriverEntry", "", true;
     /// `EvtDriverDeviceAdd` ([`Driver::device_add`](crate::Driver::device_add)).
-    DriverDeviceAdd = "EvtDriverDeviceAdd", "";
+    DriverDeviceAdd = "EvtDriverDeviceAdd", "", true;
     /// `EvtDriverUnload` ([`Driver::unload`](crate::Driver::unload)).
-    DriverUnload = "EvtDriverUnload", "";
+    DriverUnload = "EvtDriverUnload", "", false;
     /// `EvtDevicePrepareHardware`.
-    PrepareHardware = "EvtDevicePrepareHardware", "prepare_hardware";
+    PrepareHardware = "EvtDevicePrepareHardware", "prepare_hardware", true;
     /// `EvtDeviceReleaseHardware`.
-    ReleaseHardware = "EvtDeviceReleaseHardware", "release_hardware";
+    ReleaseHardware = "EvtDeviceReleaseHardware", "release_hardware", true;
     /// `EvtDeviceD0Entry`.
-    D0Entry = "EvtDeviceD0Entry", "d0_entry";
+    D0Entry = "EvtDeviceD0Entry", "d0_entry", true;
     /// `EvtDeviceD0EntryPostInterruptsEnabled`.
     D0EntryPostInterruptsEnabled =
-        "EvtDeviceD0EntryPostInterruptsEnabled", "d0_entry_post_interrupts_enabled";
+        "EvtDeviceD0EntryPostInterruptsEnabled", "d0_entry_post_interrupts_enabled", true;
     /// `EvtDeviceD0ExitPreInterruptsDisabled`.
     D0ExitPreInterruptsDisabled =
-        "EvtDeviceD0ExitPreInterruptsDisabled", "d0_exit_pre_interrupts_disabled";
+        "EvtDeviceD0ExitPreInterruptsDisabled", "d0_exit_pre_interrupts_disabled", true;
     /// `EvtDeviceD0Exit`.
-    D0Exit = "EvtDeviceD0Exit", "d0_exit";
+    D0Exit = "EvtDeviceD0Exit", "d0_exit", true;
     /// `EvtDeviceQueryRemove`.
-    QueryRemove = "EvtDeviceQueryRemove", "query_remove";
+    QueryRemove = "EvtDeviceQueryRemove", "query_remove", true;
     /// `EvtDeviceQueryStop`.
-    QueryStop = "EvtDeviceQueryStop", "query_stop";
+    QueryStop = "EvtDeviceQueryStop", "query_stop", true;
     /// `EvtDeviceSurpriseRemoval`.
-    SurpriseRemoval = "EvtDeviceSurpriseRemoval", "surprise_removal";
+    SurpriseRemoval = "EvtDeviceSurpriseRemoval", "surprise_removal", false;
     /// `EvtDeviceSelfManagedIoInit`.
-    SelfManagedIoInit = "EvtDeviceSelfManagedIoInit", "self_managed_io_init";
+    SelfManagedIoInit = "EvtDeviceSelfManagedIoInit", "self_managed_io_init", true;
     /// `EvtDeviceSelfManagedIoSuspend`.
-    SelfManagedIoSuspend = "EvtDeviceSelfManagedIoSuspend", "self_managed_io_suspend";
+    SelfManagedIoSuspend = "EvtDeviceSelfManagedIoSuspend", "self_managed_io_suspend", true;
     /// `EvtDeviceSelfManagedIoRestart`.
-    SelfManagedIoRestart = "EvtDeviceSelfManagedIoRestart", "self_managed_io_restart";
+    SelfManagedIoRestart = "EvtDeviceSelfManagedIoRestart", "self_managed_io_restart", true;
     /// `EvtDeviceSelfManagedIoFlush`.
-    SelfManagedIoFlush = "EvtDeviceSelfManagedIoFlush", "self_managed_io_flush";
+    SelfManagedIoFlush = "EvtDeviceSelfManagedIoFlush", "self_managed_io_flush", false;
     /// `EvtDeviceSelfManagedIoCleanup`.
-    SelfManagedIoCleanup = "EvtDeviceSelfManagedIoCleanup", "self_managed_io_cleanup";
+    SelfManagedIoCleanup = "EvtDeviceSelfManagedIoCleanup", "self_managed_io_cleanup", false;
     /// `EvtCleanupCallback`: an object's deletion has started.
-    ObjectCleanup = "EvtCleanupCallback", "cleanup";
+    ObjectCleanup = "EvtCleanupCallback", "cleanup", false;
     /// `EvtDestroyCallback`: an object's last reference is gone; its context is dropped.
-    ObjectDestroy = "EvtDestroyCallback", "";
-    /// `EvtTimerFunc`: a timer's callback.
-    TimerFunc = "EvtTimerFunc", "";
+    ObjectDestroy = "EvtDestroyCallback", "", false;
+    /// `EvtTimerFunc`: a timer's callback ([`TimerCallbacks::run`](crate::TimerCallbacks::run)).
+    TimerFunc = "EvtTimerFunc", "run", false;
     /// `EvtWorkItem`: a work item's callback
-    /// ([`WorkItemCallback::run`](crate::WorkItemCallback::run)).
-    WorkItem = "EvtWorkItem", "run";
+    /// ([`WorkItemCallbacks::run`](crate::WorkItemCallbacks::run)).
+    WorkItem = "EvtWorkItem", "run", false;
     /// Not a callback: a debug print of the driver (`DbgPrintEx`, see
     /// [`debug_print!`](crate::debug_print)), which the host runtime records in its trace
     /// with the text as the argument: `DbgPrintEx(toaster: heating)`.
-    DebugPrint = "DbgPrintEx", "";
+    DebugPrint = "DbgPrintEx", "", false;
 }
 
 impl Callback {
@@ -117,10 +133,6 @@ impl Callback {
                 | Callback::SelfManagedIoFlush
                 | Callback::SelfManagedIoCleanup
         )
-    }
-
-    const fn bit(self) -> u32 {
-        1 << self as u32
     }
 }
 
@@ -154,89 +166,107 @@ impl FromStr for Callback {
     }
 }
 
-/// A set of [`Callback`]s: the callbacks a type registers.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct CallbackSet(u32);
-
-impl CallbackSet {
-    /// The empty set.
-    pub const EMPTY: Self = Self(0);
-
-    /// The set of callbacks implemented by the methods named in `methods`, as
-    /// [`vtable!`](crate::vtable) lists them.
-    ///
-    /// # Panics
-    ///
-    /// At compile time (it is evaluated in a constant) when a name is not the method of an
-    /// optional callback: `vtable!` was used on a trait it does not serve.
-    #[must_use]
-    pub const fn from_methods(methods: &[&str]) -> Self {
-        let mut set = 0;
-        let mut i = 0;
-        while i < methods.len() {
-            set |= Self::method_bit(methods[i]);
-            i += 1;
+/// Generates one trait's registration table: a `bool` per optional method, named as the
+/// method (Rust-for-Linux's `HAS_*` constants, gathered in one value per trait), and the
+/// KMDF callback each one registers.
+macro_rules! registration {
+    ($(#[$doc:meta])* $name:ident { $($method:ident => $callback:ident,)* }) => {
+        $(#[$doc])*
+        ///
+        /// Written by [`vtable!`](crate::vtable) from the methods of the impl block: a field is
+        /// `true` when its method is written (and not disabled by `#[cfg]`). Not part of the
+        /// public API.
+        #[doc(hidden)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        #[allow(non_camel_case_types, clippy::struct_excessive_bools)]
+        pub struct $name {
+            $(#[doc = concat!("`", stringify!($method), "` is written.")] pub $method: bool,)*
+            _sealed: Sealed,
         }
-        Self(set)
-    }
 
-    /// Whether `callback` is in the set.
-    #[must_use]
-    pub const fn contains(self, callback: Callback) -> bool {
-        self.0 & callback.bit() != 0
-    }
+        impl $name {
+            /// No method written: what `vtable!` starts from.
+            pub const NONE: Self = Self { $($method: false,)* _sealed: Sealed };
 
-    /// Whether any self-managed I/O callback is in the set. KMDF creates a device's
-    /// self-managed I/O state machine only then.
-    #[must_use]
-    pub const fn any_self_managed_io(self) -> bool {
-        let mut i = 0;
-        while i < Callback::ALL.len() {
-            if Callback::ALL[i].is_self_managed_io() && self.contains(Callback::ALL[i]) {
-                return true;
+            /// Whether `callback` is registered.
+            #[must_use]
+            pub const fn contains(&self, callback: Callback) -> bool {
+                match callback {
+                    $(Callback::$callback => self.$method,)*
+                    _ => false,
+                }
             }
-            i += 1;
-        }
-        false
-    }
 
-    /// The callbacks in the set, in declaration order.
-    pub fn iter(self) -> impl Iterator<Item = Callback> {
-        Callback::ALL.iter().copied().filter(move |c| self.contains(*c))
-    }
-
-    const fn method_bit(method: &str) -> u32 {
-        let mut i = 0;
-        while i < Callback::ALL.len() {
-            if let Some(name) = Callback::ALL[i].method_name()
-                && const_str_eq(name, method)
-            {
-                return Callback::ALL[i].bit();
+            /// Whether any self-managed I/O callback is registered. KMDF creates a device's
+            /// self-managed I/O state machine only then.
+            #[must_use]
+            pub const fn any_self_managed_io(&self) -> bool {
+                $((Callback::$callback.is_self_managed_io() && self.$method) ||)* false
             }
-            i += 1;
+
+            /// The registered callbacks, in declaration order.
+            pub fn iter(self) -> impl Iterator<Item = Callback> {
+                [$((Callback::$callback, self.$method),)*]
+                    .into_iter()
+                    .filter_map(|(callback, on)| on.then_some(callback))
+            }
         }
-        panic!("kmdf::vtable!: a method is not an optional kmdf callback")
-    }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_set().entries(self.iter()).finish()
+            }
+        }
+    };
 }
 
-const fn const_str_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
+/// Keeps the tables' fields from being written as a struct literal outside this crate:
+/// [`vtable!`](crate::vtable) starts from `NONE`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Sealed;
 
-impl fmt::Debug for CallbackSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.iter()).finish()
+/// The registration tables, one per callback trait, named as the trait.
+pub mod vtable {
+    use super::{Callback, Sealed, fmt};
+
+    registration! {
+        /// [`PnpPowerCallbacks`](crate::PnpPowerCallbacks): `WDF_PNPPOWER_EVENT_CALLBACKS`
+        /// and the device's `EvtCleanupCallback`.
+        PnpPowerCallbacks {
+            prepare_hardware => PrepareHardware,
+            release_hardware => ReleaseHardware,
+            d0_entry => D0Entry,
+            d0_entry_post_interrupts_enabled => D0EntryPostInterruptsEnabled,
+            d0_exit_pre_interrupts_disabled => D0ExitPreInterruptsDisabled,
+            d0_exit => D0Exit,
+            query_remove => QueryRemove,
+            query_stop => QueryStop,
+            surprise_removal => SurpriseRemoval,
+            self_managed_io_init => SelfManagedIoInit,
+            self_managed_io_suspend => SelfManagedIoSuspend,
+            self_managed_io_restart => SelfManagedIoRestart,
+            self_managed_io_flush => SelfManagedIoFlush,
+            self_managed_io_cleanup => SelfManagedIoCleanup,
+            cleanup => ObjectCleanup,
+        }
+    }
+
+    registration! {
+        /// [`WorkItemCallbacks`](crate::WorkItemCallbacks): `EvtWorkItem` and the item's
+        /// `EvtCleanupCallback`.
+        WorkItemCallbacks {
+            run => WorkItem,
+            cleanup => ObjectCleanup,
+        }
+    }
+
+    registration! {
+        /// [`TimerCallbacks`](crate::TimerCallbacks): `EvtTimerFunc` and the timer's
+        /// `EvtCleanupCallback`.
+        TimerCallbacks {
+            run => TimerFunc,
+            cleanup => ObjectCleanup,
+        }
     }
 }
 
@@ -245,10 +275,10 @@ impl fmt::Debug for CallbackSet {
 /// KMDF behaves differently depending on which callbacks a driver registers: once any
 /// self-managed I/O callback is registered, the device gets a self-managed I/O state
 /// machine (kmdf-semantics section 3). A trait with default methods cannot tell which ones
-/// a driver wrote, so traits with optional callbacks, such as
-/// [`PnpPowerCallbacks`](crate::PnpPowerCallbacks), require a constant listing them, and this
-/// macro writes it from the impl block itself: what is written is registered, nothing else.
-/// Implementing such a trait without the macro fails to compile (the constant is missing).
+/// a driver wrote, so each callback trait, such as
+/// [`PnpPowerCallbacks`](crate::PnpPowerCallbacks), requires a hidden registration table,
+/// and this macro writes it from the impl block itself: what is written is registered,
+/// nothing else. A method disabled with `#[cfg]` is not registered.
 ///
 /// ```
 /// use kmdf::{Device, PnpPowerCallbacks, Result};
@@ -259,18 +289,56 @@ impl fmt::Debug for CallbackSet {
 /// kmdf::vtable! {
 ///     impl PnpPowerCallbacks for Blinker {
 ///         fn self_managed_io_flush(&self, _device: &Device<Self>) {}
+///
+///         #[cfg(any())] // compiled out: not registered, and no self-managed I/O Init
+///         fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+///             Ok(())
+///         }
 ///     }
 /// }
 ///
 /// let callbacks = registered::<Blinker>();
 /// assert!(callbacks.contains(Callback::SelfManagedIoFlush));
+/// assert!(!callbacks.contains(Callback::SelfManagedIoInit));
 /// assert!(!callbacks.contains(Callback::D0Entry));
+/// ```
+///
+/// Implementing a callback trait without the macro does not compile, whatever the impl
+/// writes by hand (the table's type cannot be built outside `vtable!`):
+///
+/// ```compile_fail,E0046
+/// use kmdf::{Device, PnpPowerCallbacks};
+///
+/// struct ByHand;
+///
+/// impl PnpPowerCallbacks for ByHand {
+///     const IMPLEMENTED: &'static [&'static str] = &[]; // the old way: no such item
+///     fn self_managed_io_flush(&self, _device: &Device<Self>) {}
+/// }
+/// ```
+///
+/// Nor does writing the table rustc asks for (its type is hidden; its fields can only be
+/// set by `vtable!`, starting from an empty table):
+///
+/// ```compile_fail,E0451
+/// use kmdf::{Device, PnpPowerCallbacks};
+/// use kmdf::__private::vtable;
+///
+/// struct ByHand;
+///
+/// impl PnpPowerCallbacks for ByHand {
+///     const REGISTERED: vtable::PnpPowerCallbacks = vtable::PnpPowerCallbacks {
+///         self_managed_io_flush: true,
+///         ..vtable::PnpPowerCallbacks::NONE
+///     };
+///     fn self_managed_io_flush(&self, _device: &Device<Self>) {}
+/// }
 /// ```
 ///
 /// Associated types, such as a work item's `Parent`, come first in the block:
 ///
 /// ```
-/// use kmdf::{Callback, Device, PnpPowerCallbacks, WorkItem, WorkItemCallback};
+/// use kmdf::{Callback, Device, PnpPowerCallbacks, WorkItem, WorkItemCallbacks};
 ///
 /// struct Lamp;
 /// kmdf::vtable! { impl PnpPowerCallbacks for Lamp {} }
@@ -278,7 +346,7 @@ impl fmt::Debug for CallbackSet {
 /// struct Blink;
 ///
 /// kmdf::vtable! {
-///     impl WorkItemCallback for Blink {
+///     impl WorkItemCallbacks for Blink {
 ///         type Parent = Device<Lamp>;
 ///
 ///         fn run(&self, _item: &WorkItem<Self>, _lamp: &Device<Lamp>) {}
@@ -288,26 +356,70 @@ impl fmt::Debug for CallbackSet {
 /// // `run` is what registers `EvtWorkItem`.
 /// assert_eq!(Callback::WorkItem.method_name(), Some("run"));
 /// ```
+///
+/// The trait is named by its name, or by a path to it (`kmdf::PnpPowerCallbacks`,
+/// `kmdf::pnp::PnpPowerCallbacks`).
 #[macro_export]
 macro_rules! vtable {
+    ($(#[$impl_attr:meta])* impl $trait_:ident for $ty:ty { $($body:tt)* }) => {
+        $crate::__kmdf_vtable_impl! { [$(#[$impl_attr])*] [$trait_] [$trait_] [$ty] $($body)* }
+    };
+    ($(#[$impl_attr:meta])* impl $a:ident :: $trait_:ident for $ty:ty { $($body:tt)* }) => {
+        $crate::__kmdf_vtable_impl! {
+            [$(#[$impl_attr])*] [$a :: $trait_] [$trait_] [$ty] $($body)*
+        }
+    };
     (
         $(#[$impl_attr:meta])*
-        impl $($trait_:ident)::+ for $ty:ty {
-            $(type $assoc:ident = $assoc_ty:ty;)*
-            $(
-                $(#[$attr:meta])*
-                fn $name:ident $params:tt $(-> $ret:ty)? $body:block
-            )*
-        }
+        impl $a:ident :: $b:ident :: $trait_:ident for $ty:ty { $($body:tt)* }
     ) => {
-        $(#[$impl_attr])*
-        impl $($trait_)::+ for $ty {
-            const IMPLEMENTED: &'static [&'static str] = &[$(::core::stringify!($name)),*];
+        $crate::__kmdf_vtable_impl! {
+            [$(#[$impl_attr])*] [$a :: $b :: $trait_] [$trait_] [$ty] $($body)*
+        }
+    };
+}
+
+/// The body of [`vtable!`]: the impl, with its registration table.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmdf_vtable_impl {
+    (
+        [$($impl_attr:tt)*] [$($path:tt)*] [$trait_:ident] [$ty:ty]
+        $(type $assoc:ident = $assoc_ty:ty;)*
+        $(
+            $(#[$($attr:tt)*])*
+            fn $name:ident $params:tt $(-> $ret:ty)? $body:block
+        )*
+    ) => {
+        $($impl_attr)*
+        impl $($path)* for $ty {
+            const REGISTERED: $crate::__private::vtable::$trait_ = {
+                #[allow(unused_mut)]
+                let mut registered = $crate::__private::vtable::$trait_::NONE;
+                $($crate::__kmdf_register!(registered.$name [] $(#[$($attr)*])*);)*
+                registered
+            };
             $(type $assoc = $assoc_ty;)*
             $(
-                $(#[$attr])*
+                $(#[$($attr)*])*
                 fn $name $params $(-> $ret)? $body
             )*
         }
+    };
+}
+
+/// Marks one method registered, under the method's own `#[cfg]`s (its other attributes,
+/// such as doc comments, are dropped).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmdf_register {
+    ($table:ident . $name:ident [$($cfg:tt)*]) => {
+        $(#[cfg $cfg])* { $table.$name = true; }
+    };
+    ($table:ident . $name:ident [$($cfg:tt)*] #[cfg $pred:tt] $($rest:tt)*) => {
+        $crate::__kmdf_register!($table.$name [$($cfg)* $pred] $($rest)*)
+    };
+    ($table:ident . $name:ident [$($cfg:tt)*] #[$($other:tt)*] $($rest:tt)*) => {
+        $crate::__kmdf_register!($table.$name [$($cfg)*] $($rest)*)
     };
 }

@@ -27,10 +27,15 @@ pub struct Device<T> {
 }
 
 impl<T: PnpPowerCallbacks> Device<T> {
-    /// The device's context: the value given to [`DeviceInit::create`].
+    /// The device's context: the value given to [`DeviceInit::create`] (or built by
+    /// [`DeviceInit::create_with`]).
     ///
     /// Callbacks of one device can run concurrently (work items, surprise removal), so the
     /// context is shared: state that changes lives in [`sync`](crate::sync) types.
+    ///
+    /// # Panics
+    ///
+    /// While [`DeviceInit::create_with`]'s closure runs: the context does not exist yet.
     #[must_use]
     pub fn context(&self) -> &T {
         backend::device::context(self)
@@ -127,7 +132,67 @@ impl<'a> DeviceInit<'a> {
     /// is dropped then. Return the error from `device_add`: the framework deletes what
     /// was created.
     pub fn create<T: PnpPowerCallbacks>(self, context: T) -> Result<&'a Device<T>> {
-        backend::device::create(self.raw, context)
+        self.create_with(|_| Ok(context))
+    }
+
+    /// Creates the device as [`create`](Self::create) does, then builds its context with the
+    /// device in hand: `build` gets the new device, so the context can hold the device's
+    /// children (work items, timers), created with the device as their parent, instead of
+    /// `Option`s filled in later.
+    ///
+    /// ```
+    /// use kmdf::object::ObjectRef;
+    /// use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
+    ///
+    /// struct Toaster {
+    ///     poller: ObjectRef<WorkItem<Poll>>,
+    /// }
+    ///
+    /// struct Poll;
+    /// kmdf::vtable! {
+    ///     impl WorkItemCallbacks for Poll {
+    ///         type Parent = Device<Toaster>;
+    ///         fn run(&self, _item: &WorkItem<Self>, _toaster: &Device<Toaster>) {}
+    ///     }
+    /// }
+    ///
+    /// kmdf::vtable! {
+    ///     impl PnpPowerCallbacks for Toaster {
+    ///         fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+    ///             self.poller.enqueue()?;
+    ///             Ok(())
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// fn device_add(init: DeviceInit<'_>) -> Result {
+    ///     init.create_with(|device| Ok(Toaster { poller: WorkItem::create(device, Poll)? }))?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// The context does not exist while `build` runs: it is what `build` returns. So
+    /// [`Device::context`] panics if called then, by `build` itself or by a child's callback
+    /// (a work item enqueued, or a timer started, inside `build` may run before `build`
+    /// returns: start them later, in `self_managed_io_init`). The device's PnP and power
+    /// callbacks cannot run before `device_add` returns.
+    ///
+    /// In the kernel this is `WdfDeviceCreate`, then `build`, then the context is written
+    /// into the device's context space (which KMDF zero-fills, and `kmdf` marks written only
+    /// then). On the host runtime the device object is created, then `build` runs, then the
+    /// context is set.
+    ///
+    /// # Errors
+    ///
+    /// `WdfDeviceCreate`'s failure, or `build`'s. Return it from `device_add`: the framework
+    /// then deletes the device, with the children `build` created (their cleanup callbacks
+    /// run; the device's own `cleanup` does not, since it has no context). On the host
+    /// runtime the device is deleted at once.
+    pub fn create_with<T: PnpPowerCallbacks>(
+        self,
+        build: impl FnOnce(&Device<T>) -> Result<T>,
+    ) -> Result<&'a Device<T>> {
+        backend::device::create_with(self.raw, build)
     }
 }
 

@@ -60,7 +60,7 @@
 //!
 //! | concept | module |
 //! |---|---|
-//! | status codes, `Result` | [`status`] |
+//! | status codes, `NtError`, `Result` | [`status`] |
 //! | the driver object, `DriverEntry` | [`driver`], [`driver_entry!`] |
 //! | devices and their typed contexts | [`device`] |
 //! | PnP, power and self-managed I/O callbacks | [`pnp`], [`vtable!`] |
@@ -78,7 +78,7 @@
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod callback;
+pub(crate) mod callback;
 pub mod debug;
 pub mod device;
 pub mod driver;
@@ -104,14 +104,14 @@ pub use callback::Callback;
 pub use device::{Device, DeviceInit, FailedAction};
 pub use driver::Driver;
 pub use pnp::{DevicePowerState, PnpPowerCallbacks};
-pub use status::{NtStatus, Result};
-pub use timer::{Timer, TimerCallback};
-pub use work_item::{WorkItem, WorkItemCallback};
+pub use status::{NtError, NtStatus, Result};
+pub use timer::{Started, Stopped, Timer, TimerCallbacks};
+pub use work_item::{Enqueued, WorkItem, WorkItemCallbacks};
 
 /// Items the crate's macros expand to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::callback::vtable;
     #[cfg(kmdf_kernel)]
     pub use crate::kernel::entry::*;
-    pub use crate::pnp::CallbackSet;
 }

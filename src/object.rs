@@ -15,14 +15,14 @@
 //! A reference does not keep the object's *parent* alive either, so that a device can keep
 //! references to its own work items in its context without a reference cycle. This is why a
 //! work item reaches its parent only inside its own callbacks, where KMDF guarantees the
-//! parent is there (see [`WorkItemCallback::run`]).
+//! parent is there (see [`WorkItemCallbacks::run`]).
 
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::Deref;
 
 use crate::backend;
-use crate::{Device, PnpPowerCallbacks, Timer, TimerCallback, WorkItem, WorkItemCallback};
+use crate::{Device, PnpPowerCallbacks, Timer, TimerCallbacks, WorkItem, WorkItemCallbacks};
 
 pub(crate) mod sealed {
     use crate::backend::RawObject;
@@ -64,7 +64,7 @@ impl<T> sealed::Object for WorkItem<T> {
     }
 }
 
-impl<T: WorkItemCallback> FrameworkObject for WorkItem<T> {}
+impl<T: WorkItemCallbacks> FrameworkObject for WorkItem<T> {}
 
 impl<T> sealed::Object for Timer<T> {
     fn raw(&self) -> &backend::RawObject {
@@ -72,7 +72,7 @@ impl<T> sealed::Object for Timer<T> {
     }
 }
 
-impl<T: TimerCallback> FrameworkObject for Timer<T> {}
+impl<T: TimerCallbacks> FrameworkObject for Timer<T> {}
 
 /// A counted reference to a framework object (`WdfObjectReference`, released with
 /// `WdfObjectDereference` when dropped).
@@ -81,13 +81,13 @@ impl<T: TimerCallback> FrameworkObject for Timer<T> {}
 /// when the object is, so it can live in a device context and be used from any callback.
 ///
 /// ```
-/// # use kmdf::{Device, PnpPowerCallbacks, WorkItem, WorkItemCallback};
+/// # use kmdf::{Device, PnpPowerCallbacks, WorkItem, WorkItemCallbacks};
 /// # use kmdf::object::ObjectRef;
 /// # struct Lamp;
 /// # kmdf::vtable! { impl PnpPowerCallbacks for Lamp {} }
 /// # struct Blink;
 /// # kmdf::vtable! {
-/// #     impl WorkItemCallback for Blink {
+/// #     impl WorkItemCallbacks for Blink {
 /// #         type Parent = Device<Lamp>;
 /// #         fn run(&self, _item: &WorkItem<Self>, _lamp: &Device<Lamp>) {}
 /// #     }
@@ -104,6 +104,22 @@ impl<O: FrameworkObject> ObjectRef<O> {
     /// Wraps a reference the backend took on an object whose handle type is `O`.
     pub(crate) fn from_raw(raw: backend::object::RawRef) -> Self {
         Self { raw, _object: PhantomData }
+    }
+}
+
+impl<T: WorkItemCallbacks> From<&WorkItem<T>> for ObjectRef<WorkItem<T>> {
+    /// Takes one more reference on a work item the caller borrows, for example in its own
+    /// callback: `ObjectRef::from(item)` (or `item.to_ref()`).
+    fn from(item: &WorkItem<T>) -> Self {
+        Self::from_raw(backend::work_item::new_ref(item))
+    }
+}
+
+impl<T: TimerCallbacks> From<&Timer<T>> for ObjectRef<Timer<T>> {
+    /// Takes one more reference on a timer the caller borrows, for example in its own
+    /// callback: `ObjectRef::from(timer)` (or `timer.to_ref()`).
+    fn from(timer: &Timer<T>) -> Self {
+        Self::from_raw(backend::timer::new_ref(timer))
     }
 }
 

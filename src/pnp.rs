@@ -37,8 +37,9 @@
 use core::fmt;
 
 use crate::backend;
-pub use crate::callback::{Callback, CallbackSet, UnknownCallback};
-use crate::{Device, NtStatus, Result};
+use crate::callback::vtable;
+pub use crate::callback::{Callback, UnknownCallback};
+use crate::{Device, NtError, Result};
 
 /// A device power state, as KMDF passes it to `EvtDeviceD0Entry` and `EvtDeviceD0Exit`
 /// (`WDF_POWER_DEVICE_STATE`).
@@ -76,7 +77,7 @@ impl DevicePowerState {
             4 => Self::D3,
             5 => Self::D3Final,
             6 => Self::PrepareForHibernation,
-            _ => return Err(NtStatus::INVALID_PARAMETER),
+            _ => return Err(NtError::INVALID_PARAMETER),
         })
     }
 
@@ -229,14 +230,12 @@ impl Resource {
 /// Failures are reported by returning `Err(status)`. What KMDF does after each failure is
 /// in the method's documentation (`kmdf-semantics.md` section 2).
 pub trait PnpPowerCallbacks: Sized + Send + Sync + 'static {
-    /// The names of the methods the impl block defines.
+    /// Which methods the impl block wrote: the callbacks registered for this type.
     ///
-    /// Written by [`vtable!`](crate::vtable); never write it by hand.
-    const IMPLEMENTED: &'static [&'static str];
-
-    /// The callbacks registered for this type, derived from [`Self::IMPLEMENTED`].
+    /// Written by [`vtable!`](crate::vtable), the only way to implement this trait. Not part
+    /// of the public API.
     #[doc(hidden)]
-    const REGISTERED: CallbackSet = CallbackSet::from_methods(Self::IMPLEMENTED);
+    const REGISTERED: crate::callback::vtable::PnpPowerCallbacks;
 
     /// `EvtDevicePrepareHardware`: the device got its hardware resources, before it first
     /// enters D0 (on first start and on a start after a rebalance stop).
@@ -397,8 +396,39 @@ pub trait PnpPowerCallbacks: Sized + Send + Sync + 'static {
     fn cleanup(&self, _device: &Device<Self>) {}
 }
 
-/// The callbacks `T`'s [`PnpPowerCallbacks`] impl registers.
+/// The callbacks `T`'s [`PnpPowerCallbacks`] impl registers: ask it with `contains`, list
+/// them with `iter`.
 #[must_use]
-pub const fn registered<T: PnpPowerCallbacks>() -> CallbackSet {
-    T::REGISTERED
+pub const fn registered<T: PnpPowerCallbacks>() -> Registered {
+    Registered(T::REGISTERED)
+}
+
+/// The callbacks a [`PnpPowerCallbacks`] impl registers (see [`registered`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Registered(vtable::PnpPowerCallbacks);
+
+impl Registered {
+    /// Whether `callback` is registered.
+    #[must_use]
+    pub const fn contains(&self, callback: Callback) -> bool {
+        self.0.contains(callback)
+    }
+
+    /// Whether any self-managed I/O callback is registered: KMDF then creates the device's
+    /// self-managed I/O state machine.
+    #[must_use]
+    pub const fn any_self_managed_io(&self) -> bool {
+        self.0.any_self_managed_io()
+    }
+
+    /// The registered callbacks, in declaration order.
+    pub fn iter(self) -> impl Iterator<Item = Callback> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
 }

@@ -1,10 +1,31 @@
-//! `NTSTATUS` values: the error type of every fallible `kmdf` call.
+//! `NTSTATUS` values, and [`NtError`], the error of every fallible `kmdf` call.
 //!
 //! KMDF reports every outcome as an `NTSTATUS`, a signed 32-bit value whose top two bits give
 //! its severity: `00` success, `01` informational, `10` warning, `11` error. [`NtStatus`]
-//! keeps that value unchanged (so it crosses the FFI boundary for free) and adds names for
+//! keeps any such value unchanged (so it crosses the FFI boundary for free) and adds names for
 //! the codes a driver meets, so logs and test failures read `STATUS_DELETE_PENDING` rather
 //! than `-1073741738`.
+//!
+//! A failure is an [`NtError`]: an `NTSTATUS` of warning or error severity, and nothing
+//! else. [`Result`] carries it, so a callback cannot report "failure: success" (which the
+//! framework would take as a success while the driver meant a failure): `Ok(())` is the one
+//! way to succeed, and a trampoline hands KMDF `STATUS_SUCCESS` for it.
+//!
+//! ```compile_fail
+//! // An error that means success does not type-check.
+//! let _: kmdf::Result = Err(kmdf::NtStatus::SUCCESS);
+//! ```
+//!
+//! ```
+//! use kmdf::{NtError, NtStatus};
+//!
+//! assert_eq!(NtStatus::SUCCESS.ok(), Ok(()));
+//! assert_eq!(NtStatus::CANCELLED.ok(), Err(NtError::CANCELLED));
+//! assert_eq!(NtError::new(NtStatus::PENDING), None); // a success code is no error
+//! assert_eq!(NtError::CANCELLED.to_string(), "STATUS_CANCELLED");
+//! // The niche of `NtError` keeps `Result<(), NtError>` one `NTSTATUS` wide.
+//! assert_eq!(size_of::<kmdf::Result>(), 4);
+//! ```
 //!
 //! ```
 //! use kmdf::NtStatus;
@@ -17,9 +38,10 @@
 //! ```
 
 use core::fmt;
+use core::num::NonZeroI32;
 
-/// The result of a `kmdf` call: `Ok` or the failing [`NtStatus`].
-pub type Result<T = ()> = core::result::Result<T, NtStatus>;
+/// The result of a `kmdf` call: `Ok` or the failure, an [`NtError`].
+pub type Result<T = ()> = core::result::Result<T, NtError>;
 
 /// An `NTSTATUS` code.
 ///
@@ -31,19 +53,35 @@ pub type Result<T = ()> = core::result::Result<T, NtStatus>;
 pub struct NtStatus(i32);
 
 /// One table drives the constants and their names, so a name cannot drift from its value.
+/// Failure codes get an [`NtError`] constant of the same name too.
 macro_rules! status_codes {
-    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
+    (
+        success { $($(#[$sdoc:meta])* $sname:ident = $svalue:literal,)* }
+        failure { $($(#[$fdoc:meta])* $fname:ident = $fvalue:literal,)* }
+    ) => {
         impl NtStatus {
             $(
-                $(#[$doc])*
-                pub const $name: Self = Self::from_u32($value);
+                $(#[$sdoc])*
+                pub const $sname: Self = Self::from_u32($svalue);
+            )*
+            $(
+                $(#[$fdoc])*
+                pub const $fname: Self = Self::from_u32($fvalue);
+            )*
+        }
+
+        impl NtError {
+            $(
+                $(#[$fdoc])*
+                pub const $fname: Self = Self::from_failure(NtStatus::$fname);
             )*
         }
 
         /// The symbolic name of a known code, as the WDK headers spell it.
         const fn known_name(status: NtStatus) -> Option<&'static str> {
             match status.0.cast_unsigned() {
-                $($value => Some(concat!("STATUS_", stringify!($name))),)*
+                $($svalue => Some(concat!("STATUS_", stringify!($sname))),)*
+                $($fvalue => Some(concat!("STATUS_", stringify!($fname))),)*
                 _ => None,
             }
         }
@@ -51,6 +89,7 @@ macro_rules! status_codes {
 }
 
 status_codes! {
+    success {
     /// `STATUS_SUCCESS`: the operation completed.
     SUCCESS = 0x0000_0000,
     /// `STATUS_TIMEOUT`: a wait ended because its timeout expired (a success code).
@@ -61,6 +100,8 @@ status_codes! {
     OBJECT_NAME_EXISTS = 0x4000_0000,
     /// `STATUS_WDF_QUEUED`: the framework queued the operation (informational).
     WDF_QUEUED = 0x4020_0000,
+    }
+    failure {
     /// `STATUS_DEVICE_BUSY`: the device is busy (a warning, so a failure).
     DEVICE_BUSY = 0x8000_0011,
     /// `STATUS_UNSUCCESSFUL`: the operation failed, no further detail.
@@ -123,6 +164,7 @@ status_codes! {
     WDF_PARENT_ASSIGNMENT_NOT_ALLOWED = 0xC020_020F,
     /// `STATUS_WDF_PARENT_NOT_SPECIFIED`: the object needs a parent and none was given.
     WDF_PARENT_NOT_SPECIFIED = 0xC020_0212,
+    }
 }
 
 impl NtStatus {
@@ -180,13 +222,16 @@ impl NtStatus {
         known_name(self)
     }
 
-    /// `Ok(())` for a success code, `Err(self)` for a failure code.
+    /// `Ok(())` for a success code, `Err` for a failure code.
     ///
     /// # Errors
     ///
-    /// `self`, when it is a failure code.
+    /// `self` as an [`NtError`], when it is a failure code.
     pub const fn ok(self) -> Result {
-        if self.is_success() { Ok(()) } else { Err(self) }
+        match NtError::new(self) {
+            None => Ok(()),
+            Some(error) => Err(error),
+        }
     }
 
     const fn severity(self) -> u32 {
@@ -211,7 +256,7 @@ impl From<Result> for NtStatus {
     fn from(result: Result) -> Self {
         match result {
             Ok(()) => Self::SUCCESS,
-            Err(status) => status,
+            Err(error) => error.status(),
         }
     }
 }
@@ -237,3 +282,114 @@ impl fmt::Debug for NtStatus {
 }
 
 impl core::error::Error for NtStatus {}
+
+/// A failure: an `NTSTATUS` of warning or error severity (`!NT_SUCCESS`), the error of
+/// every fallible `kmdf` call.
+///
+/// It cannot hold a success code, so `Err` always means failure. Failure codes are negative,
+/// so never 0: the niche keeps `Result<(), NtError>` as small as an `NTSTATUS`. It has a
+/// constant for each failure code [`NtStatus`] names, under the same name, and prints as
+/// `NtStatus` does.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct NtError(NonZeroI32);
+
+// `Err` costs no space: the niche (0 is no failure) holds `Ok(())`.
+const _: () = assert!(size_of::<core::result::Result<(), NtError>>() == 4);
+
+impl NtError {
+    /// The error for `status`, or `None` when it is a success (or informational) code.
+    #[must_use]
+    pub const fn new(status: NtStatus) -> Option<Self> {
+        if status.is_failure() {
+            // A failure code is negative, so never zero.
+            match NonZeroI32::new(status.0) {
+                Some(raw) => Some(Self(raw)),
+                None => None,
+            }
+        } else {
+            None
+        }
+    }
+
+    /// The error for a raw `NTSTATUS` value, or `None` when it is not a failure code.
+    #[must_use]
+    pub const fn from_raw(raw: i32) -> Option<Self> {
+        Self::new(NtStatus::from_raw(raw))
+    }
+
+    /// The constant of a code known to be a failure; fails the build otherwise.
+    const fn from_failure(status: NtStatus) -> Self {
+        match Self::new(status) {
+            Some(error) => error,
+            None => panic!("an NtError constant must be a failure code"),
+        }
+    }
+
+    /// The failure as an [`NtStatus`].
+    #[must_use]
+    pub const fn status(self) -> NtStatus {
+        NtStatus(self.0.get())
+    }
+
+    /// The raw `NTSTATUS` value (negative).
+    #[must_use]
+    pub const fn to_raw(self) -> i32 {
+        self.0.get()
+    }
+
+    /// The symbolic name, when the code is one of the constants of this type.
+    #[must_use]
+    pub const fn name(self) -> Option<&'static str> {
+        known_name(self.status())
+    }
+}
+
+impl From<NtError> for NtStatus {
+    fn from(error: NtError) -> Self {
+        error.status()
+    }
+}
+
+impl From<NtError> for i32 {
+    fn from(error: NtError) -> Self {
+        error.to_raw()
+    }
+}
+
+impl TryFrom<NtStatus> for NtError {
+    /// The success (or informational) code that is no error.
+    type Error = NtStatus;
+
+    fn try_from(status: NtStatus) -> core::result::Result<Self, NtStatus> {
+        Self::new(status).ok_or(status)
+    }
+}
+
+impl PartialEq<NtStatus> for NtError {
+    fn eq(&self, other: &NtStatus) -> bool {
+        self.status() == *other
+    }
+}
+
+impl PartialEq<NtError> for NtStatus {
+    fn eq(&self, other: &NtError) -> bool {
+        *self == other.status()
+    }
+}
+
+impl fmt::Display for NtError {
+    /// As [`NtStatus`]: the symbolic name, or `NTSTATUS 0x…`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.status(), f)
+    }
+}
+
+impl fmt::Debug for NtError {
+    /// As [`NtStatus`]: the name and the hex code, e.g. `STATUS_CANCELLED (0xC0000120)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.status(), f)
+    }
+}
+
+impl core::error::Error for NtError {}

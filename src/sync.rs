@@ -30,7 +30,7 @@
 //! }
 //! assert_eq!(current_irql(), Irql::Passive);
 //! assert_eq!(*counter.lock(), 1);
-//! # Ok::<(), kmdf::NtStatus>(())
+//! # Ok::<(), kmdf::NtError>(())
 //! ```
 
 use core::fmt;

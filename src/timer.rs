@@ -2,9 +2,9 @@
 //!
 //! A timer (`WDFTIMER`) is a framework object with a parent, a typed context and a
 //! callback. As for [work items](crate::work_item), the context type *is* the work: it
-//! implements [`TimerCallback`] through [`vtable!`](crate::vtable), and
-//! [`run`](TimerCallback::run) gets the context as `&self`, the timer and the parent device.
-//! [`Timer::create`] returns an [`ObjectRef`] the driver keeps to [`start`](Timer::start)
+//! implements [`TimerCallbacks`] through [`vtable!`](crate::vtable), and
+//! [`run`](TimerCallbacks::run) gets the context as `&self`, the timer and the parent device.
+//! [`Timer::one_shot`] and [`Timer::periodic`] return an [`ObjectRef`] the driver keeps to [`start`](Timer::start)
 //! and [`stop`](Timer::stop) the timer.
 //!
 //! The callback runs at `DISPATCH_LEVEL` (a DPC, KMDF's default execution level): it may
@@ -15,17 +15,25 @@
 //! use core::time::Duration;
 //! use kmdf::object::ObjectRef;
 //! use kmdf::sync::SpinLock;
-//! use kmdf::{Device, PnpPowerCallbacks, Result, Timer, TimerCallback};
+//! use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, Timer, TimerCallbacks};
 //!
 //! struct Sensor {
-//!     poll: SpinLock<Option<ObjectRef<Timer<Tick>>>>,
+//!     poll: ObjectRef<Timer<Tick>>,
 //!     ticks: SpinLock<u64>,
+//! }
+//!
+//! fn device_add(init: DeviceInit<'_>) -> Result {
+//!     init.create_with(|device| {
+//!         let poll = Timer::periodic(device, Duration::from_millis(10), Tick)?;
+//!         Ok(Sensor { poll, ticks: SpinLock::new(0)? })
+//!     })?;
+//!     Ok(())
 //! }
 //!
 //! struct Tick;
 //!
 //! kmdf::vtable! {
-//!     impl TimerCallback for Tick {
+//!     impl TimerCallbacks for Tick {
 //!         type Parent = Device<Sensor>;
 //!
 //!         fn run(&self, _timer: &Timer<Self>, sensor: &Device<Sensor>) {
@@ -36,19 +44,14 @@
 //!
 //! kmdf::vtable! {
 //!     impl PnpPowerCallbacks for Sensor {
-//!         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
-//!             let timer = Timer::create(device, Some(Duration::from_millis(10)), Tick)?;
-//!             timer.start(Duration::from_millis(10))?;
-//!             *self.poll.lock() = Some(timer);
+//!         fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+//!             self.poll.start(Duration::from_millis(10))?;
 //!             Ok(())
 //!         }
 //!
 //!         fn self_managed_io_suspend(&self, _device: &Device<Self>) -> Result {
-//!             let timer = self.poll.lock().clone();
-//!             if let Some(timer) = timer {
-//!                 // Waits for a running tick: PASSIVE_LEVEL only, so not under the lock.
-//!                 timer.stop(true)?;
-//!             }
+//!             // Waits for a running tick: PASSIVE_LEVEL only.
+//!             self.poll.stop_and_wait()?;
 //!             Ok(())
 //!         }
 //!     }
@@ -65,9 +68,9 @@
 //! * **Start** (`WdfTimerStart`) sets the timer to fire after `due`, replacing an earlier
 //!   setting; it tells whether the timer was already set. A periodic timer then fires every
 //!   period until stopped.
-//! * **Stop** (`WdfTimerStop`) cancels the setting and tells whether there was one. With
-//!   `wait`, it also waits for a running callback: only at `PASSIVE_LEVEL`, so never from
-//!   the callback itself.
+//! * **Stop** (`WdfTimerStop`) cancels the setting and tells whether there was one.
+//!   [`stop_and_wait`](Timer::stop_and_wait) also waits for a running callback: only at
+//!   `PASSIVE_LEVEL`, so never from the callback itself.
 //! * **Deletion**, explicit or with the parent, stops the timer and waits for a running
 //!   callback before the timer's `cleanup`; the parent's cleanup comes after.
 
@@ -76,7 +79,6 @@ use core::marker::PhantomData;
 use core::time::Duration;
 
 use crate::object::{ObjectRef, ParentObject};
-use crate::pnp::CallbackSet;
 use crate::{Result, backend};
 
 /// A framework timer (`WDFTIMER`) whose context is a `T`.
@@ -88,35 +90,47 @@ pub struct Timer<T> {
     _context: PhantomData<T>,
 }
 
-impl<T: TimerCallback> Timer<T> {
-    /// Creates a timer (`WdfTimerCreate`) whose parent is `parent`, with `context` in its
-    /// context space, firing once per [`start`](Self::start) or, with `period`, every
-    /// `period` after that. The callback runs at `DISPATCH_LEVEL`; automatic serialization
-    /// is on, as `WDF_TIMER_CONFIG_INIT` sets it.
+impl<T: TimerCallbacks> Timer<T> {
+    /// Creates a one-shot timer (`WdfTimerCreate` with no period) whose parent is `parent`,
+    /// with `context` in its context space: it fires once per [`start`](Self::start). The
+    /// callback runs at `DISPATCH_LEVEL`; automatic serialization is on, as
+    /// `WDF_TIMER_CONFIG_INIT` sets it.
     ///
     /// The caller's location names the timer's class for the host runtime's lock-order
     /// checks (a wait for its callback depends on the locks the callback takes).
     ///
     /// # Errors
     ///
-    /// * `STATUS_INVALID_PARAMETER` for a zero period, or one that is not a whole number of
-    ///   milliseconds or exceeds KMDF's limit of `MAXLONG` milliseconds (about 24.8 days);
     /// * `STATUS_DELETE_PENDING` when the parent is being deleted;
     /// * `WdfTimerCreate`'s failures, e.g. `STATUS_INSUFFICIENT_RESOURCES`.
     #[track_caller]
-    pub fn create(
-        parent: &T::Parent,
-        period: Option<Duration>,
-        context: T,
-    ) -> Result<ObjectRef<Self>> {
-        let period_ms = match period {
-            None => 0,
-            Some(period) => period_millis(period)?,
-        };
-        backend::timer::create(parent, period_ms, context)
+    pub fn one_shot(parent: &T::Parent, context: T) -> Result<ObjectRef<Self>> {
+        backend::timer::create(parent, 0, context)
     }
 
-    /// The timer's context: the value given to [`create`](Self::create).
+    /// Creates a periodic timer (`WDF_TIMER_CONFIG_INIT_PERIODIC`): after each
+    /// [`start`](Self::start) it fires at the due time, then every `period` until stopped.
+    /// Otherwise as [`one_shot`](Self::one_shot).
+    ///
+    /// # Errors
+    ///
+    /// * `STATUS_INVALID_PARAMETER` for a zero period, or one that is not a whole number of
+    ///   milliseconds or exceeds KMDF's limit of `MAXLONG` milliseconds (about 24.8 days);
+    /// * as [`one_shot`](Self::one_shot).
+    #[track_caller]
+    pub fn periodic(parent: &T::Parent, period: Duration, context: T) -> Result<ObjectRef<Self>> {
+        backend::timer::create(parent, period_millis(period)?, context)
+    }
+
+    /// One more counted reference to the timer: [`ObjectRef::from`]`(self)`, for keeping a
+    /// timer that a callback got borrowed.
+    #[must_use]
+    pub fn to_ref(&self) -> ObjectRef<Self> {
+        ObjectRef::from(self)
+    }
+
+    /// The timer's context: the value given to [`one_shot`](Self::one_shot) or
+    /// [`periodic`](Self::periodic).
     #[must_use]
     pub fn context(&self) -> &T {
         backend::timer::context(self)
@@ -125,35 +139,49 @@ impl<T: TimerCallback> Timer<T> {
     /// Sets the timer to fire after `due` (`WdfTimerStart` with a relative due time),
     /// replacing an earlier setting. Callable at `DISPATCH_LEVEL`, from the callback too.
     ///
-    /// Returns whether the timer was already set.
+    /// Returns whether the timer was already set ([`Started::WasSet`]) or not
+    /// ([`Started::Set`]).
     ///
     /// # Errors
     ///
     /// `STATUS_DELETE_PENDING` once the timer is being deleted (KMDF would ignore the call);
     /// `STATUS_INVALID_PARAMETER` for a due time KMDF cannot express (over 29,000 years).
-    pub fn start(&self, due: Duration) -> Result<bool> {
-        backend::timer::start(self, due)
+    pub fn start(&self, due: Duration) -> Result<Started> {
+        let was_set = backend::timer::start(self, due)?;
+        Ok(if was_set { Started::WasSet } else { Started::Set })
     }
 
-    /// Cancels the timer (`WdfTimerStop`); with `wait`, also waits until a callback that is
-    /// running has returned.
+    /// Cancels the timer (`WdfTimerStop` with `Wait = FALSE`): a callback already running
+    /// goes on. Callable at `IRQL <= DISPATCH_LEVEL`, from the callback too.
     ///
     /// Returns whether the timer was set (and so is now cancelled).
     ///
     /// # Errors
     ///
-    /// `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` for `wait` above `PASSIVE_LEVEL` (from the
-    /// timer's own callback, or while a spin lock is held), where KMDF would wait forever.
+    /// None today; a `Result` like its siblings.
+    pub fn stop(&self) -> Result<Stopped> {
+        backend::timer::stop(self, false).map(Stopped::from_was_set)
+    }
+
+    /// Cancels the timer and waits until a callback that is running has returned
+    /// (`WdfTimerStop` with `Wait = TRUE`). `PASSIVE_LEVEL` only.
+    ///
+    /// Returns whether the timer was set (and so is now cancelled).
+    ///
+    /// # Errors
+    ///
+    /// `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` above `PASSIVE_LEVEL` (from the timer's own
+    /// callback, or while a spin lock is held), where KMDF would wait forever.
     ///
     /// # Panics
     ///
-    /// On the host runtime, with `wait`, when the thread holds a lock that the timer's
-    /// callback was seen to take (a potential deadlock, reported by the lock-order checks
-    /// of [`sync`](crate::sync)). (A callback at `DISPATCH_LEVEL` only takes spin locks,
-    /// and a waiting thread cannot hold one, so this matters for passive-level callbacks.)
+    /// On the host runtime, when the thread holds a lock that the timer's callback was seen
+    /// to take (a potential deadlock, reported by the lock-order checks of
+    /// [`sync`](crate::sync)). (A callback at `DISPATCH_LEVEL` only takes spin locks, and a
+    /// waiting thread cannot hold one, so this matters for passive-level callbacks.)
     #[track_caller]
-    pub fn stop(&self, wait: bool) -> Result<bool> {
-        backend::timer::stop(self, wait)
+    pub fn stop_and_wait(&self) -> Result<Stopped> {
+        backend::timer::stop(self, true).map(Stopped::from_was_set)
     }
 
     /// Deletes the timer (`WdfObjectDelete`): stops it and, at `PASSIVE_LEVEL`, waits for a
@@ -166,10 +194,34 @@ impl<T: TimerCallback> Timer<T> {
     ///
     /// # Panics
     ///
-    /// On the host runtime, at `PASSIVE_LEVEL`, as [`stop`](Self::stop) with `wait`.
+    /// On the host runtime, at `PASSIVE_LEVEL`, as [`stop_and_wait`](Self::stop_and_wait).
     #[track_caller]
     pub fn delete(&self) -> Result {
         backend::timer::delete(self)
+    }
+}
+
+/// What [`Timer::start`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Started {
+    /// The timer was not set; now it is.
+    Set,
+    /// The timer was set already; the new due time replaced the old one.
+    WasSet,
+}
+
+/// What [`Timer::stop`] and [`Timer::stop_and_wait`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stopped {
+    /// The timer was set; the setting is cancelled.
+    Cancelled,
+    /// The timer was not set (it had fired, or was never started).
+    NotSet,
+}
+
+impl Stopped {
+    fn from_was_set(was_set: bool) -> Self {
+        if was_set { Stopped::Cancelled } else { Stopped::NotSet }
     }
 }
 
@@ -180,15 +232,13 @@ impl<T> fmt::Debug for Timer<T> {
 }
 
 /// A timer's context and callbacks, implemented through [`vtable!`](crate::vtable).
-pub trait TimerCallback: Sized + Send + Sync + 'static {
-    /// The names of the methods the impl block defines.
+pub trait TimerCallbacks: Sized + Send + Sync + 'static {
+    /// Which methods the impl block wrote: the callbacks registered for this type.
     ///
-    /// Written by [`vtable!`](crate::vtable); never write it by hand.
-    const IMPLEMENTED: &'static [&'static str];
-
-    /// The callbacks registered for this type, derived from [`Self::IMPLEMENTED`].
+    /// Written by [`vtable!`](crate::vtable), the only way to implement this trait. Not part
+    /// of the public API.
     #[doc(hidden)]
-    const REGISTERED: CallbackSet = CallbackSet::from_methods(Self::IMPLEMENTED);
+    const REGISTERED: crate::callback::vtable::TimerCallbacks;
 
     /// The parent object's type: a device.
     type Parent: ParentObject;
@@ -209,6 +259,6 @@ fn period_millis(period: Duration) -> Result<u32> {
     let whole_millis = period.subsec_nanos().is_multiple_of(1_000_000);
     match u32::try_from(period.as_millis()) {
         Ok(millis) if millis > 0 && millis <= MAXLONG && whole_millis => Ok(millis),
-        _ => Err(crate::NtStatus::INVALID_PARAMETER),
+        _ => Err(crate::NtError::INVALID_PARAMETER),
     }
 }

@@ -1,8 +1,8 @@
 //! Work items: driver code that runs later, at `PASSIVE_LEVEL`, on a system worker thread.
 //!
 //! A work item (`WDFWORKITEM`) is a framework object with a parent, a typed context and a
-//! callback. The context type *is* the work: it implements [`WorkItemCallback`] through
-//! [`vtable!`](crate::vtable), and [`run`](WorkItemCallback::run) gets the context as
+//! callback. The context type *is* the work: it implements [`WorkItemCallbacks`] through
+//! [`vtable!`](crate::vtable), and [`run`](WorkItemCallbacks::run) gets the context as
 //! `&self`, the work item, and the parent device. [`WorkItem::create`] returns an
 //! [`ObjectRef`], a counted reference the driver keeps (typically in its device context) to
 //! [`enqueue`](WorkItem::enqueue) the item, [`flush`](WorkItem::flush) it and
@@ -10,19 +10,28 @@
 //!
 //! # Example
 //!
-//! A device polls its hardware from a work item. The item is created when self-managed I/O
-//! starts, re-enqueues itself while there is work, and is flushed when the device is being
-//! removed, before its resources go away:
+//! A device polls its hardware from a work item. The item is created with the device
+//! ([`DeviceInit::create_with`](crate::DeviceInit::create_with)), first enqueued when
+//! self-managed I/O starts, re-enqueues itself while there is work, and is flushed when the
+//! device is being removed, before its resources go away:
 //!
 //! ```
 //! use kmdf::object::ObjectRef;
 //! use kmdf::sync::SpinLock;
-//! use kmdf::{Device, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback};
+//! use kmdf::{Device, DeviceInit, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
 //!
-//! /// The device context.
+//! /// The device context, built with the device: its poller is the device's child.
 //! struct Toaster {
-//!     poller: SpinLock<Option<ObjectRef<WorkItem<Poll>>>>,
+//!     poller: ObjectRef<WorkItem<Poll>>,
 //!     polls: SpinLock<u32>,
+//! }
+//!
+//! fn device_add(init: DeviceInit<'_>) -> Result {
+//!     init.create_with(|device| {
+//!         let poller = WorkItem::create(device, Poll { rounds: 3 })?;
+//!         Ok(Toaster { poller, polls: SpinLock::new(0)? })
+//!     })?;
+//!     Ok(())
 //! }
 //!
 //! /// The work item's context: the work to do.
@@ -31,7 +40,7 @@
 //! }
 //!
 //! kmdf::vtable! {
-//!     impl WorkItemCallback for Poll {
+//!     impl WorkItemCallbacks for Poll {
 //!         type Parent = Device<Toaster>;
 //!
 //!         fn run(&self, item: &WorkItem<Self>, toaster: &Device<Toaster>) {
@@ -48,21 +57,14 @@
 //!
 //! kmdf::vtable! {
 //!     impl PnpPowerCallbacks for Toaster {
-//!         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
-//!             let poller = WorkItem::create(device, Poll { rounds: 3 })?;
-//!             poller.enqueue()?;
-//!             *self.poller.lock() = Some(poller);
+//!         fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+//!             self.poller.enqueue()?;
 //!             Ok(())
 //!         }
 //!
 //!         fn self_managed_io_flush(&self, _device: &Device<Self>) {
-//!             // Take a reference out of the spin lock first: flushing waits, which is only
-//!             // allowed at PASSIVE_LEVEL, not while the lock is held.
-//!             let poller = self.poller.lock().clone();
-//!             if let Some(poller) = poller {
-//!                 // Waits for the queued or running poll, including its re-enqueues.
-//!                 poller.flush().expect("at PASSIVE_LEVEL, outside the item's callback");
-//!             }
+//!             // Waits for the queued or running poll, including its re-enqueues.
+//!             self.poller.flush().expect("at PASSIVE_LEVEL, outside the item's callback");
 //!         }
 //!     }
 //! }
@@ -70,7 +72,7 @@
 //!
 //! The framework deletes the work item with its parent: when the device is removed, the
 //! item is disposed before the device (its queued or running callback is waited for, then
-//! its [`cleanup`](WorkItemCallback::cleanup) runs, then the device's), and its context is
+//! its [`cleanup`](WorkItemCallbacks::cleanup) runs, then the device's), and its context is
 //! dropped when the last [`ObjectRef`] goes, here with the device context.
 //!
 //! On the host runtime the same code runs on real worker threads, concurrently with the
@@ -79,11 +81,11 @@
 //! ```
 //! # use kmdf::object::ObjectRef;
 //! # use kmdf::sync::SpinLock;
-//! # use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback};
-//! # struct Toaster { poller: SpinLock<Option<ObjectRef<WorkItem<Poll>>>>, polls: SpinLock<u32> }
+//! # use kmdf::{Device, DeviceInit, Driver, Enqueued, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks};
+//! # struct Toaster { poller: ObjectRef<WorkItem<Poll>>, polls: SpinLock<u32> }
 //! # struct Poll { rounds: u32 }
 //! # kmdf::vtable! {
-//! #     impl WorkItemCallback for Poll {
+//! #     impl WorkItemCallbacks for Poll {
 //! #         type Parent = Device<Toaster>;
 //! #         fn run(&self, item: &WorkItem<Self>, toaster: &Device<Toaster>) {
 //! #             let mut polls = toaster.context().polls.lock();
@@ -101,11 +103,11 @@
 //!     }
 //!
 //!     fn device_add(&self, init: DeviceInit<'_>) -> Result {
-//!         let toaster = Toaster { poller: SpinLock::new(None)?, polls: SpinLock::new(0)? };
-//!         let device = init.create(toaster)?;
-//!         let poller = WorkItem::create(device, Poll { rounds: 3 })?;
-//!         assert_eq!(poller.enqueue(), Ok(true));
-//!         *device.context().poller.lock() = Some(poller);
+//!         let device = init.create_with(|device| {
+//!             let poller = WorkItem::create(device, Poll { rounds: 3 })?;
+//!             Ok(Toaster { poller, polls: SpinLock::new(0)? })
+//!         })?;
+//!         assert_eq!(device.context().poller.enqueue(), Ok(Enqueued::Queued));
 //!         Ok(())
 //!     }
 //! }
@@ -116,8 +118,7 @@
 //!
 //! let runtime = Runtime::new();
 //! let node = runtime.load::<ToasterDriver>()?.add_device()?;
-//! let poller = node.with_context(|toaster: &Toaster| toaster.poller.lock().clone())?;
-//! poller.unwrap().flush()?;
+//! node.with_context(|toaster: &Toaster| toaster.poller.flush())??;
 //! assert_eq!(node.with_context(|toaster: &Toaster| *toaster.polls.lock())?, 3);
 //! assert_eq!(node.trace().count(Callback::WorkItem), 3);
 //! node.remove()?;
@@ -128,7 +129,7 @@
 //! # The rules (kmdf-semantics.md section 4)
 //!
 //! * **Enqueue** while the item is queued does nothing more: one run serves both calls, so
-//!   [`run`](WorkItemCallback::run) must handle everything pending when it starts. The
+//!   [`run`](WorkItemCallbacks::run) must handle everything pending when it starts. The
 //!   queued flag is cleared just before the callback runs: the callback may enqueue its
 //!   own item, and that next run may start while this one is still running.
 //! * **Flush** waits until the queued or running callback has returned, re-enqueues
@@ -163,7 +164,6 @@ use core::marker::PhantomData;
 
 use crate::Result;
 use crate::backend;
-use crate::callback::CallbackSet;
 use crate::object::{ObjectRef, ParentObject};
 
 /// A framework work-item object (`WDFWORKITEM`) whose context is a `T`.
@@ -176,11 +176,11 @@ pub struct WorkItem<T> {
     _context: PhantomData<T>,
 }
 
-impl<T: WorkItemCallback> WorkItem<T> {
+impl<T: WorkItemCallbacks> WorkItem<T> {
     /// Creates a work item (`WdfWorkItemCreate`) that is a child of `parent`, with
     /// `context` in its context space and `T`'s callbacks registered
     /// (`EvtWorkItem`, and `EvtCleanupCallback` if `T` implements
-    /// [`cleanup`](WorkItemCallback::cleanup)). `AutomaticSerialization` is `TRUE`.
+    /// [`cleanup`](WorkItemCallbacks::cleanup)). `AutomaticSerialization` is `TRUE`.
     ///
     /// Callable at `IRQL <= DISPATCH_LEVEL`.
     ///
@@ -198,6 +198,13 @@ impl<T: WorkItemCallback> WorkItem<T> {
         backend::work_item::create(parent, context)
     }
 
+    /// One more counted reference to the item: [`ObjectRef::from`]`(self)`, for keeping an
+    /// item that a callback got borrowed.
+    #[must_use]
+    pub fn to_ref(&self) -> ObjectRef<Self> {
+        ObjectRef::from(self)
+    }
+
     /// The item's context: the value given to [`create`](Self::create).
     ///
     /// It stays readable as long as the `WorkItem` is reachable, even once the item is
@@ -210,9 +217,10 @@ impl<T: WorkItemCallback> WorkItem<T> {
     /// Queues the item to run its callback on a system worker thread
     /// (`WdfWorkItemEnqueue`). Callable at `IRQL <= DISPATCH_LEVEL`.
     ///
-    /// Returns `Ok(true)` when this call queued a run, and `Ok(false)` when a run was
-    /// queued already and has not started: that run will see whatever this call's caller
-    /// prepared, so nothing is lost. A run may therefore find nothing new to do.
+    /// Returns [`Enqueued::Queued`] when this call queued a run, and
+    /// [`Enqueued::AlreadyQueued`] when a run was queued already and has not started: that
+    /// run will see whatever this call's caller prepared, so nothing is lost. A run may
+    /// therefore find nothing new to do.
     ///
     /// # Errors
     ///
@@ -225,8 +233,9 @@ impl<T: WorkItemCallback> WorkItem<T> {
     /// another thread) still reaches KMDF, which ignores it (Driver Verifier breaks), and
     /// returns `Ok`. Stop re-enqueueing before the device goes away, in
     /// `self_managed_io_flush`.
-    pub fn enqueue(&self) -> Result<bool> {
-        backend::work_item::enqueue(self)
+    pub fn enqueue(&self) -> Result<Enqueued> {
+        let queued = backend::work_item::enqueue(self)?;
+        Ok(if queued { Enqueued::Queued } else { Enqueued::AlreadyQueued })
     }
 
     /// Waits until the queued or running callback has returned, including any run it
@@ -281,6 +290,15 @@ impl<T: WorkItemCallback> WorkItem<T> {
     }
 }
 
+/// What [`WorkItem::enqueue`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Enqueued {
+    /// This call queued a run (`WdfWorkItemEnqueue` queued the item).
+    Queued,
+    /// A run was queued already and has not started; it covers this call too.
+    AlreadyQueued,
+}
+
 impl<T> fmt::Debug for WorkItem<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WorkItem<{}>({:?})", core::any::type_name::<T>(), self.raw)
@@ -293,15 +311,13 @@ impl<T> fmt::Debug for WorkItem<T> {
 /// Implemented by the work item's context type, always through [`vtable!`](crate::vtable),
 /// which registers exactly the methods written in the impl block. The associated type
 /// `Parent` comes first in the block.
-pub trait WorkItemCallback: Sized + Send + Sync + 'static {
-    /// The names of the methods the impl block defines.
+pub trait WorkItemCallbacks: Sized + Send + Sync + 'static {
+    /// Which methods the impl block wrote: the callbacks registered for this type.
     ///
-    /// Written by [`vtable!`](crate::vtable); never write it by hand.
-    const IMPLEMENTED: &'static [&'static str];
-
-    /// The callbacks registered for this type, derived from [`Self::IMPLEMENTED`].
+    /// Written by [`vtable!`](crate::vtable), the only way to implement this trait. Not part
+    /// of the public API.
     #[doc(hidden)]
-    const REGISTERED: CallbackSet = CallbackSet::from_methods(Self::IMPLEMENTED);
+    const REGISTERED: crate::callback::vtable::WorkItemCallbacks;
 
     /// The type of the parent object: a [`Device<C>`](crate::Device).
     type Parent: ParentObject;

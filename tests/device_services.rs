@@ -11,7 +11,7 @@ use kmdf::pnp::HardwareResources;
 use kmdf::sync::SpinLock;
 use kmdf::{
     Device, DeviceInit, DevicePowerState, Driver, FailedAction, PnpPowerCallbacks, Result,
-    WorkItem, WorkItemCallback,
+    WorkItem, WorkItemCallbacks,
 };
 
 /// What the next loaded driver's devices do.
@@ -100,7 +100,7 @@ kmdf::vtable! {
 struct Fault;
 
 kmdf::vtable! {
-    impl WorkItemCallback for Fault {
+    impl WorkItemCallbacks for Fault {
         type Parent = Device<Unit>;
 
         fn run(&self, _item: &WorkItem<Self>, device: &Device<Unit>) {

@@ -29,8 +29,8 @@ use kmdf::host::{DeviceNode, LoadedDriver, NodeState, PanicReport, PnpAction, Pn
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, WaitLock, current_irql};
 use kmdf::{
-    Callback, Device, DeviceInit, Driver, PnpPowerCallbacks, Result, Timer, TimerCallback,
-    WorkItem, WorkItemCallback,
+    Callback, Device, DeviceInit, Driver, PnpPowerCallbacks, Result, Timer, TimerCallbacks,
+    WorkItem, WorkItemCallbacks,
 };
 
 /// What each scenario must finish within (it takes a few milliseconds; before lockdep it
@@ -140,7 +140,7 @@ type Body = Box<dyn Fn(&Dev) + Send + Sync>;
 struct Job(Body);
 
 kmdf::vtable! {
-    impl WorkItemCallback for Job {
+    impl WorkItemCallbacks for Job {
         type Parent = Device<Dev>;
 
         fn run(&self, _item: &WorkItem<Self>, device: &Device<Dev>) {
@@ -153,7 +153,7 @@ kmdf::vtable! {
 struct Tick(Body);
 
 kmdf::vtable! {
-    impl TimerCallback for Tick {
+    impl TimerCallbacks for Tick {
         type Parent = Device<Dev>;
 
         fn run(&self, _timer: &Timer<Self>, device: &Device<Dev>) {
@@ -311,7 +311,7 @@ fn a_spin_lock_taken_twice_in_a_timer_callback_names_evt_timer_func() {
                 let _queue = dev.queue.lock();
                 let _again = dev.queue.lock();
             }));
-            let timer = Timer::create(dev, None, tick)?;
+            let timer = Timer::one_shot(dev, tick)?;
             timer.start(Duration::from_millis(5))?;
             let _ = dev.context().timer.set(timer);
             Ok(())
@@ -487,14 +487,14 @@ fn stopping_a_timer_with_wait_under_a_lock_its_callback_only_try_locks_is_not_re
                 let _queue = dev.queue.lock();
                 dev.see(format!("tick, state free: {}", dev.state.try_lock().is_some()));
             }));
-            let timer = Timer::create(dev, Some(Duration::from_millis(10)), tick)?;
+            let timer = Timer::periodic(dev, Duration::from_millis(10), tick)?;
             timer.start(Duration::from_millis(10))?;
             let _ = dev.context().timer.set(timer);
             dev.context().on(Callback::SelfManagedIoSuspend, |dev| {
                 let _state = dev.state.lock();
-                dev.timer().stop(true)?;
+                dev.timer().stop_and_wait()?;
                 let queue = dev.queue.lock();
-                let refused = dev.timer().stop(true);
+                let refused = dev.timer().stop_and_wait();
                 drop(queue);
                 dev.see(format!("stop(true) under the spin lock: {refused:?}"));
                 Ok(())

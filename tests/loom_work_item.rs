@@ -40,7 +40,7 @@ use std::sync::PoisonError;
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 
 use kmdf::sync::Irql;
-use kmdf::{NtStatus, Result};
+use kmdf::{NtError, Result};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Condvar, Mutex, MutexGuard};
 use loom::thread::{self, JoinHandle};
@@ -144,7 +144,7 @@ mod pool {
 mod object {
     use super::pool::Pool;
     use super::work_item::WorkItemState;
-    use super::{Arc, AtomicUsize, Bug, Condvar, Event, Mutex, MutexGuard, NtStatus, Ordering};
+    use super::{Arc, AtomicUsize, Bug, Condvar, Event, Mutex, MutexGuard, NtError, Ordering};
     use super::{PoisonError, Result, thread};
     use loom::thread::ThreadId;
 
@@ -275,7 +275,7 @@ mod object {
             if let Some(parent) = parent {
                 let mut links = lock(&parent.links);
                 if links.lifecycle != Lifecycle::Alive {
-                    return Err(NtStatus::DELETE_PENDING);
+                    return Err(NtError::DELETE_PENDING);
                 }
                 links.children.push(Arc::clone(&object));
             }
@@ -345,7 +345,7 @@ mod object {
 
 mod work_item {
     use super::object::{Extension, RawObject, lock};
-    use super::{Arc, Bug, Condvar, Irql, Mutex, NtStatus, PoisonError, Result};
+    use super::{Arc, Bug, Condvar, Irql, Mutex, NtError, PoisonError, Result};
     use super::{current_irql, thread};
     use loom::thread::ThreadId;
 
@@ -460,7 +460,7 @@ mod work_item {
     pub(crate) fn enqueue(item: &Arc<RawObject>) -> Result<bool> {
         let mut inner = lock(&state(item).inner);
         if inner.deleting {
-            return Err(NtStatus::DELETE_PENDING);
+            return Err(NtError::DELETE_PENDING);
         }
         if inner.queued {
             return Ok(false);
@@ -525,12 +525,12 @@ mod work_item {
 
     pub(crate) fn flush(item: &Arc<RawObject>) -> Result {
         if current_irql() != Irql::Passive {
-            return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+            return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
         }
         let state = state(item);
         let mut inner = lock(&state.inner);
         if inner.runners.contains(&thread::current().id()) {
-            return Err(NtStatus::POSSIBLE_DEADLOCK);
+            return Err(NtError::POSSIBLE_DEADLOCK);
         }
         if !inner.is_idle() {
             let start = inner.idle_epoch;
@@ -549,7 +549,7 @@ mod work_item {
         let state = state(item);
         let mut inner = lock(&state.inner);
         if inner.deleting {
-            return Err(NtStatus::DELETE_PENDING);
+            return Err(NtError::DELETE_PENDING);
         }
         inner.deleting = true;
         let own_callback = inner.runners.contains(&thread::current().id());
@@ -844,7 +844,7 @@ fn re_enqueue_chain(bug: Option<Bug>) {
         if in_run.fetch_add(1, Ordering::Relaxed) + 1 < ROUNDS {
             assert_eq!(work_item::enqueue(item), Ok(true), "the queued flag is cleared first");
         }
-        assert_eq!(work_item::flush(item), Err(NtStatus::POSSIBLE_DEADLOCK));
+        assert_eq!(work_item::flush(item), Err(NtError::POSSIBLE_DEADLOCK));
     });
 
     assert_eq!(work_item::enqueue(&item), Ok(true));
@@ -917,12 +917,12 @@ fn delete_while_queued(bug: Option<Bug>) {
     let events = rig.shared.events();
     assert!(events.contains(&Event::Returned("item")), "the queued run was lost: {events:?}");
     assert_eq!(events.last(), Some(&Event::Cleanup("item")), "delete returned before cleanup");
-    assert_eq!(work_item::delete(&item), Err(NtStatus::DELETE_PENDING));
-    assert_eq!(work_item::enqueue(&item), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(work_item::delete(&item), Err(NtError::DELETE_PENDING));
+    assert_eq!(work_item::enqueue(&item), Err(NtError::DELETE_PENDING));
     assert_eq!(work_item::flush(&item), Ok(()));
 
     let raced = enqueuer.join().unwrap();
-    assert!(matches!(raced, Ok(_) | Err(NtStatus::DELETE_PENDING)), "{raced:?}");
+    assert!(matches!(raced, Ok(_) | Err(NtError::DELETE_PENDING)), "{raced:?}");
     let events = rig.finish(&["item"]);
     let runs = count(&events, Event::Run("item"));
     assert_eq!(runs, 1 + usize::from(raced == Ok(true)), "{events:?}");
@@ -948,9 +948,9 @@ fn delete_from_the_callback(bug: Option<Bug>) {
         // Either run may delete first (they can overlap): the other one's delete fails.
         match work_item::delete(item) {
             Ok(()) => _ = deletes.fetch_add(1, Ordering::Relaxed),
-            failed => assert_eq!(failed, Err(NtStatus::DELETE_PENDING)),
+            failed => assert_eq!(failed, Err(NtError::DELETE_PENDING)),
         }
-        assert_eq!(work_item::enqueue(item), Err(NtStatus::DELETE_PENDING));
+        assert_eq!(work_item::enqueue(item), Err(NtError::DELETE_PENDING));
     });
 
     assert_eq!(work_item::enqueue(&item), Ok(true));
@@ -981,10 +981,10 @@ fn delete_at_dispatch_level() {
     let idle = rig.item("idle", |_, _| {});
     assert_eq!(work_item::enqueue(&queued), Ok(true));
     at_dispatch_level(|| {
-        assert_eq!(work_item::flush(&queued), Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL));
+        assert_eq!(work_item::flush(&queued), Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL));
         assert_eq!(work_item::delete(&queued), Ok(()));
         assert_eq!(work_item::delete(&idle), Ok(()));
-        assert_eq!(work_item::enqueue(&idle), Err(NtStatus::DELETE_PENDING));
+        assert_eq!(work_item::enqueue(&idle), Err(NtError::DELETE_PENDING));
     });
     rig.shared.pool().join();
     let events = rig.shared.events();
@@ -1013,7 +1013,7 @@ fn parent_removal() {
     let a = rig.item("a", move |item, _| {
         if in_run.fetch_add(1, Ordering::Relaxed) == 0 {
             let again = work_item::enqueue(item);
-            assert!(matches!(again, Ok(true) | Err(NtStatus::DELETE_PENDING)), "{again:?}");
+            assert!(matches!(again, Ok(true) | Err(NtError::DELETE_PENDING)), "{again:?}");
         }
     });
     let b = rig.item("b", |_, _| {});
@@ -1027,8 +1027,8 @@ fn parent_removal() {
         [Event::Cleanup("a"), Event::Cleanup("b"), Event::Cleanup("device")]
     );
     for item in [&a, &b] {
-        assert_eq!(work_item::enqueue(item), Err(NtStatus::DELETE_PENDING));
-        assert_eq!(work_item::delete(item), Err(NtStatus::DELETE_PENDING));
+        assert_eq!(work_item::enqueue(item), Err(NtError::DELETE_PENDING));
+        assert_eq!(work_item::delete(item), Err(NtError::DELETE_PENDING));
         assert_eq!(work_item::flush(item), Ok(()));
     }
     rig.finish(&["a", "b"]);
@@ -1045,7 +1045,7 @@ fn parent_removal_racing_a_self_delete(bug: Option<Bug>) {
     let rig = Rig::new(bug);
     let item = rig.item("item", |item, _| {
         let deleted = work_item::delete(item);
-        assert!(matches!(deleted, Ok(()) | Err(NtStatus::DELETE_PENDING)), "{deleted:?}");
+        assert!(matches!(deleted, Ok(()) | Err(NtError::DELETE_PENDING)), "{deleted:?}");
     });
     assert_eq!(work_item::enqueue(&item), Ok(true));
     RawObject::delete(&rig.device);

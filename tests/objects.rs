@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kmdf::host::{LoadedDriver, ObjectKind, PnpError, Runtime};
-use kmdf::{Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result};
+use kmdf::host::{HarnessError, LoadedDriver, ObjectKind, PnpError, Runtime};
+use kmdf::{Callback, Device, DeviceInit, Driver, NtError, NtStatus, PnpPowerCallbacks, Result};
 
 /// Counts drops of the device context, and remembers whether `cleanup` ran first.
 #[derive(Default)]
@@ -41,7 +41,7 @@ kmdf::vtable! {
 /// `device_add` returns after creating the device.
 struct Counting {
     drops: Arc<Drops>,
-    fail: Option<NtStatus>,
+    fail: Option<NtError>,
 }
 
 impl Driver for Counting {
@@ -57,7 +57,7 @@ impl Driver for Counting {
 
 /// A runtime with [`Counting`] loaded, its device adds failing with `fail`; returns the
 /// drops it counts.
-fn counting(fail: Option<NtStatus>) -> (Runtime, LoadedDriver<Counting>, Arc<Drops>) {
+fn counting(fail: Option<NtError>) -> (Runtime, LoadedDriver<Counting>, Arc<Drops>) {
     let drops = Arc::new(Drops::default());
     let runtime = Runtime::new();
     let driver = runtime.load_with(Counting { drops: Arc::clone(&drops), fail }).unwrap();
@@ -69,7 +69,7 @@ fn context_written_at_creation_reads_back() {
     let (runtime, driver, _drops) = counting(None);
     let node = driver.add_device().unwrap();
     assert_eq!(node.with_context(|c: &Counted| c.serial), Ok(42));
-    assert_eq!(node.with_context(|_: &u32| ()), Err(NtStatus::OBJECT_TYPE_MISMATCH));
+    assert_eq!(node.with_context(|_: &u32| ()), Err(HarnessError::WrongContextType));
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver, ObjectKind::Device]);
 }
 
@@ -87,7 +87,7 @@ fn context_dropped_exactly_once_when_device_goes_away() {
 
     // A second removal is refused and drops nothing more.
     assert!(matches!(node.remove(), Err(PnpError::InvalidAction { .. })));
-    assert_eq!(node.with_context(|c: &Counted| c.serial), Err(NtStatus::NO_SUCH_DEVICE));
+    assert_eq!(node.with_context(|c: &Counted| c.serial), Err(HarnessError::NoDevice));
     driver.unload().unwrap();
     assert_eq!(drops.context.load(Ordering::SeqCst), 1);
     assert!(runtime.live_objects().is_empty());
@@ -102,8 +102,11 @@ fn context_dropped_exactly_once_when_device_goes_away() {
 
 #[test]
 fn failed_device_add_deletes_the_created_device() {
-    let (runtime, driver, drops) = counting(Some(NtStatus::INSUFFICIENT_RESOURCES));
-    assert_eq!(driver.add_device().unwrap_err(), NtStatus::INSUFFICIENT_RESOURCES);
+    let (runtime, driver, drops) = counting(Some(NtError::INSUFFICIENT_RESOURCES));
+    assert_eq!(
+        driver.add_device().unwrap_err(),
+        HarnessError::Driver(NtError::INSUFFICIENT_RESOURCES)
+    );
     assert_eq!(drops.context.load(Ordering::SeqCst), 1);
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver]);
     assert_eq!(
@@ -130,7 +133,7 @@ fn device_add_without_a_device_is_reported() {
     }
     let runtime = Runtime::new();
     let driver = runtime.load::<Filter>().unwrap();
-    assert_eq!(driver.add_device().unwrap_err(), NtStatus::NO_SUCH_DEVICE);
+    assert_eq!(driver.add_device().unwrap_err(), HarnessError::NoDevice);
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver]);
 }
 
@@ -186,7 +189,7 @@ fn unload_with_a_device_present_is_refused() {
     let driver = runtime.load::<Busy>().unwrap();
     let node = driver.add_device().unwrap();
     let before = runtime.trace();
-    assert_eq!(driver.unload(), Err(NtStatus::DEVICE_BUSY));
+    assert_eq!(driver.unload(), Err(HarnessError::DevicesRemain));
     assert!(!node.is_removed());
     assert_eq!(runtime.trace(), before, "a refused unload calls nothing");
     assert_eq!(runtime.live_objects(), [ObjectKind::Driver, ObjectKind::Device]);
@@ -196,8 +199,8 @@ fn unload_with_a_device_present_is_refused() {
     node.remove().unwrap();
     second.remove().unwrap();
     driver.unload().unwrap();
-    assert_eq!(driver.unload(), Err(NtStatus::DELETE_PENDING));
-    assert_eq!(driver.add_device().unwrap_err(), NtStatus::DELETE_PENDING);
+    assert_eq!(driver.unload(), Err(HarnessError::DriverUnloaded));
+    assert_eq!(driver.add_device().unwrap_err(), HarnessError::DriverUnloaded);
 }
 
 #[test]
@@ -205,7 +208,7 @@ fn driver_entry_failure_loads_nothing() {
     struct Broken;
     impl Driver for Broken {
         fn driver_entry() -> Result<Self> {
-            Err(NtStatus::NOT_SUPPORTED)
+            Err(NtError::NOT_SUPPORTED)
         }
         fn device_add(&self, _init: DeviceInit<'_>) -> Result {
             unreachable!("never loaded")
@@ -345,5 +348,5 @@ fn a_device_asleep_when_the_runtime_drops_is_resumed_then_surprise_removed() {
     // removal, its callback first, then the power-down.
     assert_eq!(*log.lock().unwrap(), ["D0Entry(D3)", "SurpriseRemoval", "D0Exit(D3Final)"]);
     assert_eq!(node.state(), NodeState::Removed);
-    assert_eq!(driver.unload(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(driver.unload(), Err(HarnessError::DriverUnloaded));
 }

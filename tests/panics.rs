@@ -135,7 +135,7 @@ mod deferred {
     use kmdf::host::{CallbackPanicked, NodeState, PnpAction, PnpError};
     use kmdf::object::ObjectRef;
     use kmdf::sync::SpinLock;
-    use kmdf::{Timer, TimerCallback, WorkItem, WorkItemCallback};
+    use kmdf::{Timer, TimerCallbacks, WorkItem, WorkItemCallbacks};
 
     use super::*;
 
@@ -165,7 +165,7 @@ mod deferred {
             };
             let item = WorkItem::create(device, chore)?;
             let timer =
-                Timer::create(device, Some(Duration::from_millis(10)), Alarm(Mutex::new(None)))?;
+                Timer::periodic(device, Duration::from_millis(10), Alarm(Mutex::new(None)))?;
             *device.context().parts.lock() = Some((item, timer));
             Ok(())
         }
@@ -195,7 +195,7 @@ mod deferred {
     }
 
     kmdf::vtable! {
-        impl WorkItemCallback for Chore {
+        impl WorkItemCallbacks for Chore {
             type Parent = Device<BombDevice>;
 
             fn run(&self, item: &WorkItem<Self>, _device: &Device<BombDevice>) {
@@ -215,7 +215,7 @@ mod deferred {
     struct Alarm(Fuse);
 
     kmdf::vtable! {
-        impl TimerCallback for Alarm {
+        impl TimerCallbacks for Alarm {
             type Parent = Device<BombDevice>;
 
             fn run(&self, _timer: &Timer<Self>, _device: &Device<BombDevice>) {
@@ -343,7 +343,7 @@ mod deferred {
         // Reported: the timer, re-armed before its callback ran, fires again.
         rig.runtime.advance(Duration::from_millis(10)).unwrap();
         assert_eq!(rig.runtime.take_trace().lines(), ["EvtTimerFunc"]);
-        rig.timer.stop(true).unwrap();
+        rig.timer.stop_and_wait().unwrap();
     }
 
     #[test]
@@ -356,7 +356,7 @@ mod deferred {
         assert_eq!(only(&rig.runtime.advance(Duration::from_secs(1)).unwrap_err()).2, "early");
         assert_eq!(rig.runtime.now(), Duration::ZERO);
         assert_eq!(rig.runtime.trace().count(Callback::TimerFunc), 0);
-        rig.timer.stop(true).unwrap();
+        rig.timer.stop_and_wait().unwrap();
     }
 
     #[test]

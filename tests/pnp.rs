@@ -5,8 +5,8 @@
 mod common;
 
 use common::{FullDevice, full_device, lines};
-use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
-use kmdf::{Callback, Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks};
+use kmdf::host::{HarnessError, NodeState, PnpAction, PnpError, Runtime};
+use kmdf::{Callback, Device, DeviceInit, DevicePowerState, Driver, NtError, PnpPowerCallbacks};
 
 const PREPARE: &str = "EvtDevicePrepareHardware";
 const RELEASE: &str = "EvtDeviceReleaseHardware";
@@ -121,7 +121,7 @@ fn system_resume_returns_to_the_power_state_before_sleep() {
 #[test]
 fn a_vetoed_query_remove_leaves_the_device_started() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtError::DEVICE_BUSY).unwrap();
     node.apply(PnpAction::QueryRemove).unwrap();
     assert_eq!(lines(&runtime), ["EvtDeviceQueryRemove -> STATUS_DEVICE_BUSY (injected)"]);
     assert_eq!(node.state(), NodeState::Working);
@@ -176,7 +176,7 @@ fn orderly_remove_queries_powers_down_releases_and_cleans_up() {
 #[test]
 fn a_vetoed_orderly_remove_leaves_the_device_started() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtError::DEVICE_BUSY).unwrap();
     node.remove().unwrap();
     assert_eq!(lines(&runtime), ["EvtDeviceQueryRemove -> STATUS_DEVICE_BUSY (injected)"]);
     assert_eq!(node.state(), NodeState::Working);
@@ -247,7 +247,7 @@ fn a_cancelled_or_vetoed_query_stop_leaves_the_device_started() {
     assert_eq!(node.state(), NodeState::Working);
 
     // A vetoed query-stop leaves the device started too.
-    runtime.inject_failure(Callback::QueryStop, 2, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryStop, 2, NtError::DEVICE_BUSY).unwrap();
     node.apply(PnpAction::Stop).unwrap();
     assert_eq!(lines(&runtime), ["EvtDeviceQueryStop -> STATUS_DEVICE_BUSY (injected)"]);
     assert_eq!(node.state(), NodeState::Working);
@@ -259,7 +259,7 @@ fn failing(
     callback: Callback,
 ) -> (Runtime, kmdf::host::LoadedDriver<common::FullDriver>, kmdf::host::DeviceNode) {
     let (runtime, driver, node) = full_device();
-    runtime.inject_failure(callback, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(callback, 1, NtError::UNSUCCESSFUL).unwrap();
     (runtime, driver, node)
 }
 
@@ -294,7 +294,7 @@ fn a_failed_d0_entry_on_wake_fails_the_device_with_a_late_surprise_removal() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
     node.apply(PnpAction::Idle).unwrap();
-    runtime.inject_failure(Callback::D0Entry, 2, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::D0Entry, 2, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.apply(PnpAction::Wake).unwrap();
     // The device is failed: surprise removal late, then SmioCleanup.
@@ -357,7 +357,7 @@ fn a_failed_smio_restart_on_wake_fails_the_running_device() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
     node.apply(PnpAction::Idle).unwrap();
-    runtime.inject_failure(Callback::SelfManagedIoRestart, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::SelfManagedIoRestart, 1, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.apply(PnpAction::Wake).unwrap();
     let expected = [
@@ -392,7 +392,7 @@ fn stopped_then_failing(
     node.apply(PnpAction::Stop).unwrap();
     assert_eq!(node.state(), NodeState::Stopped);
     let nth = runtime.trace().count(callback) as u64 + 1;
-    runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     (runtime, driver, node)
 }
@@ -452,7 +452,7 @@ fn query_with_failing_power_up(
     node.start().unwrap();
     node.apply(PnpAction::Idle).unwrap();
     let nth = runtime.trace().count(callback) as u64 + 1;
-    runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.apply(query).unwrap();
     let lines = lines(&runtime);
@@ -610,7 +610,7 @@ fn a_start_of_a_started_device_restarts_it() {
 fn a_failed_restart_of_a_started_device_fails_the_device() {
     let (runtime, _driver, node) = full_device();
     node.start().unwrap();
-    runtime.inject_failure(Callback::PrepareHardware, 2, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::PrepareHardware, 2, NtError::UNSUCCESSFUL).unwrap();
     let _ = lines(&runtime);
     node.start().unwrap();
     let expected = concat(&[
@@ -655,7 +655,7 @@ fn a_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
         for from_idle in [false, true] {
             let (runtime, _driver, node) = if from_idle { idle() } else { started() };
             let state = node.state();
-            runtime.inject_failure(callback, 1, NtStatus::DEVICE_BUSY).unwrap();
+            runtime.inject_failure(callback, 1, NtError::DEVICE_BUSY).unwrap();
             node.apply(query).unwrap();
             assert_eq!(lines(&runtime).len(), 1, "only the vetoing query ran");
             // m_PnpStartedOtherStates: StartedCancelRemove / StartedCancelStop.
@@ -672,7 +672,7 @@ fn a_cancel_after_a_vetoed_query_is_taken_without_a_callback() {
 #[test]
 fn a_failed_smio_suspend_completes_the_power_down_then_fails_the_device() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::SelfManagedIoSuspend, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::SelfManagedIoSuspend, 1, NtError::UNSUCCESSFUL).unwrap();
     node.apply(PnpAction::Idle).unwrap();
     // The power-down goes on, is reported failed, then the device is torn down; never
     // SmioRestart.
@@ -695,7 +695,7 @@ fn a_failed_smio_suspend_completes_the_power_down_then_fails_the_device() {
 #[test]
 fn a_failed_release_hardware_during_remove_is_ignored() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::ReleaseHardware, 1, NtStatus::UNSUCCESSFUL).unwrap();
+    runtime.inject_failure(Callback::ReleaseHardware, 1, NtError::UNSUCCESSFUL).unwrap();
     node.remove().unwrap();
     // Ignored: the removal continues.
     let expected = [
@@ -716,7 +716,7 @@ fn a_failed_release_hardware_during_remove_is_ignored() {
 #[test]
 fn injected_failures_skip_the_drivers_code() {
     let (runtime, _driver, node) = started();
-    runtime.inject_failure(Callback::QueryRemove, 1, NtStatus::DEVICE_BUSY).unwrap();
+    runtime.inject_failure(Callback::QueryRemove, 1, NtError::DEVICE_BUSY).unwrap();
     node.apply(PnpAction::QueryRemove).unwrap();
     node.apply(PnpAction::QueryRemove).unwrap();
     // The framework reached QueryRemove twice; the driver's code ran only the second time.
@@ -739,18 +739,16 @@ fn injection_rejects_callbacks_that_cannot_fail() {
         Callback::DriverUnload,
     ] {
         assert_eq!(
-            runtime.inject_failure(callback, 1, NtStatus::UNSUCCESSFUL),
-            Err(NtStatus::INVALID_PARAMETER),
+            runtime.inject_failure(callback, 1, NtError::UNSUCCESSFUL),
+            Err(HarnessError::NotInjectable(callback)),
             "{callback}"
         );
     }
+    // A success status cannot be injected: `NtError` has none (a compile-fail doctest of
+    // `Runtime::inject_failure` shows it).
     assert_eq!(
-        runtime.inject_failure(Callback::D0Entry, 1, NtStatus::SUCCESS),
-        Err(NtStatus::INVALID_PARAMETER)
-    );
-    assert_eq!(
-        runtime.inject_failure(Callback::D0Entry, 0, NtStatus::UNSUCCESSFUL),
-        Err(NtStatus::INVALID_PARAMETER)
+        runtime.inject_failure(Callback::D0Entry, 0, NtError::UNSUCCESSFUL),
+        Err(HarnessError::ZerothCall)
     );
 }
 
@@ -775,9 +773,10 @@ fn device_in(
         NodeState::Removed => &[PnpAction::Start, PnpAction::Remove],
         NodeState::Failed => {
             // The power-up that the query forces fails; the query is cancelled.
-            runtime.inject_failure(Callback::D0Entry, 2, NtStatus::UNSUCCESSFUL).unwrap();
+            runtime.inject_failure(Callback::D0Entry, 2, NtError::UNSUCCESSFUL).unwrap();
             &[PnpAction::Start, PnpAction::Idle, PnpAction::QueryRemove, PnpAction::CancelRemove]
         }
+        _ => unreachable!("a state this test does not know: {state:?}"),
     };
     for step in steps {
         node.apply(*step).unwrap();
@@ -838,6 +837,7 @@ fn invalid_actions_are_refused_without_side_effects() {
             QueryStopPending => matches!(action, CancelStop | Stop | SurpriseRemove),
             Stopped => matches!(action, Start | SurpriseRemove),
             Removed => false,
+            _ => unreachable!("a state this test does not know: {state:?}"),
         }
     };
     let states = [
@@ -911,7 +911,17 @@ kmdf::vtable! {
         fn d0_exit(&self, _device: &Device<Self>, _target: DevicePowerState) -> kmdf::Result {
             Ok(())
         }
+        /// Compiled out: neither registered nor the reason for a self-managed I/O machine.
+        #[cfg(any())]
+        fn self_managed_io_flush(&self, _device: &Device<Self>) {}
     }
+}
+
+#[test]
+fn a_cfg_disabled_method_is_not_registered() {
+    let registered = kmdf::pnp::registered::<PowerOnly>();
+    assert_eq!(registered.iter().collect::<Vec<_>>(), [Callback::D0Entry, Callback::D0Exit]);
+    assert!(!registered.any_self_managed_io());
 }
 
 #[test]
@@ -990,7 +1000,7 @@ fn per_device_injection_counts_only_that_devices_calls() {
     let (first, second) = (driver.add_device().unwrap(), driver.add_device().unwrap());
     // The second D0Entry of `second`: its wake, not the runtime's second D0Entry (which is
     // `second`'s first start).
-    second.inject_failure(Callback::D0Entry, 2, NtStatus::DEVICE_NOT_READY).unwrap();
+    second.inject_failure(Callback::D0Entry, 2, NtError::DEVICE_NOT_READY).unwrap();
     first.start().unwrap();
     second.start().unwrap();
     first.apply(PnpAction::Idle).unwrap();
@@ -1006,15 +1016,24 @@ fn per_device_injection_counts_only_that_devices_calls() {
     first.apply(PnpAction::Wake).unwrap();
     assert_eq!(first.state(), NodeState::Working);
     // Driver-wide callbacks are not a device's; the usual checks apply.
-    for (callback, nth, status) in [
-        (Callback::DriverDeviceAdd, 1, NtStatus::UNSUCCESSFUL),
-        (Callback::SelfManagedIoFlush, 1, NtStatus::UNSUCCESSFUL),
-        (Callback::D0Entry, 0, NtStatus::UNSUCCESSFUL),
-        (Callback::D0Entry, 1, NtStatus::SUCCESS),
+    for (callback, nth, status, refused) in [
+        (
+            Callback::DriverDeviceAdd,
+            1,
+            NtError::UNSUCCESSFUL,
+            HarnessError::NotInjectable(Callback::DriverDeviceAdd),
+        ),
+        (
+            Callback::SelfManagedIoFlush,
+            1,
+            NtError::UNSUCCESSFUL,
+            HarnessError::NotInjectable(Callback::SelfManagedIoFlush),
+        ),
+        (Callback::D0Entry, 0, NtError::UNSUCCESSFUL, HarnessError::ZerothCall),
     ] {
         assert_eq!(
             first.inject_failure(callback, nth, status),
-            Err(NtStatus::INVALID_PARAMETER),
+            Err(refused),
             "{callback} {nth} {status}"
         );
     }

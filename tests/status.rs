@@ -1,6 +1,6 @@
 //! `NtStatus`: names, severities and conversions.
 
-use kmdf::NtStatus;
+use kmdf::{NtError, NtStatus};
 
 #[test]
 fn names_print_as_the_wdk_spells_them() {
@@ -53,7 +53,7 @@ fn severity_follows_nt_success() {
     assert!(!NtStatus::UNSUCCESSFUL.is_warning());
     assert_eq!(NtStatus::SUCCESS.ok(), Ok(()));
     assert_eq!(NtStatus::TIMEOUT.ok(), Ok(()));
-    assert_eq!(NtStatus::CANCELLED.ok(), Err(NtStatus::CANCELLED));
+    assert_eq!(NtStatus::CANCELLED.ok(), Err(NtError::CANCELLED));
 }
 
 #[test]
@@ -61,5 +61,22 @@ fn converts_to_and_from_raw_and_results() {
     assert_eq!(i32::from(NtStatus::UNSUCCESSFUL), -1_073_741_823);
     assert_eq!(NtStatus::from(-1_073_741_823), NtStatus::UNSUCCESSFUL);
     assert_eq!(NtStatus::from(Ok(())), NtStatus::SUCCESS);
-    assert_eq!(NtStatus::from(Err(NtStatus::DEVICE_REMOVED)), NtStatus::DEVICE_REMOVED);
+    assert_eq!(NtStatus::from(Err(NtError::DEVICE_REMOVED)), NtStatus::DEVICE_REMOVED);
+}
+
+#[test]
+fn an_error_is_a_failure_code_and_nothing_else() {
+    assert_eq!(NtError::new(NtStatus::SUCCESS), None);
+    assert_eq!(NtError::new(NtStatus::WDF_QUEUED), None, "informational is a success");
+    assert_eq!(NtError::new(NtStatus::DEVICE_BUSY), Some(NtError::DEVICE_BUSY), "a warning");
+    assert_eq!(NtError::try_from(NtStatus::PENDING), Err(NtStatus::PENDING));
+    assert_eq!(NtError::try_from(NtStatus::CANCELLED), Ok(NtError::CANCELLED));
+    assert_eq!(NtStatus::from(NtError::CANCELLED), NtStatus::CANCELLED);
+    assert_eq!(NtError::from_raw(-1), Some(NtError::new(NtStatus::from_raw(-1)).unwrap()));
+    assert_eq!(NtError::from_raw(0), None);
+    assert_eq!(NtError::NO_MEMORY.to_raw(), NtStatus::NO_MEMORY.to_raw());
+    assert_eq!(NtError::CANCELLED.to_string(), "STATUS_CANCELLED");
+    assert_eq!(format!("{:?}", NtError::CANCELLED), "STATUS_CANCELLED (0xC0000120)");
+    assert_eq!(NtError::from_raw(-2).unwrap().to_string(), "NTSTATUS 0xFFFFFFFE");
+    assert_eq!(size_of::<kmdf::Result>(), size_of::<NtStatus>());
 }

@@ -14,7 +14,7 @@ mod driver;
 
 use common::{FullDriver, full_device_drops};
 use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
-use kmdf::{Callback, NtStatus};
+use kmdf::{Callback, NtError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
@@ -51,7 +51,7 @@ fn play(storm: &Storm) -> Result<(), TestCaseError> {
     let drops_before = full_device_drops();
     let runtime = Runtime::new();
     for &(callback, nth) in &storm.failures {
-        runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+        runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
     }
     let driver = runtime.load::<FullDriver>().unwrap();
     let node = driver.add_device().unwrap();
@@ -116,7 +116,7 @@ fn play_toaster(storm: &Storm) -> Result<(), TestCaseError> {
     use driver::{TICK, Toaster, ToasterDriver};
     let runtime = Runtime::new();
     for &(callback, nth) in &storm.failures {
-        runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).unwrap();
+        runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
     }
     let driver = runtime.load::<ToasterDriver>().unwrap();
     let ledger = driver.with_driver(|d| std::sync::Arc::clone(&d.ledger)).unwrap();

@@ -14,9 +14,10 @@ use kmdf::host::{DeviceNode, LoadedDriver, ObjectKind, PnpAction, Runtime};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, current_irql};
 use kmdf::{
-    Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result, Timer,
-    TimerCallback, WorkItem, WorkItemCallback,
+    Callback, Device, DeviceInit, Driver, NtError, PnpPowerCallbacks, Result, Timer,
+    TimerCallbacks, WorkItem, WorkItemCallbacks,
 };
+use kmdf::{Enqueued, Started, Stopped};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -41,7 +42,11 @@ impl Driver for Lab {
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
         let device = device_init.create(LabDevice { timer: SpinLock::new(None)? })?;
         let plan = self.plan.lock().unwrap().take().expect("a plan");
-        let timer = Timer::create(device, plan.period, Tick { behavior: plan.behavior })?;
+        let tick = Tick { behavior: plan.behavior };
+        let timer = match plan.period {
+            None => Timer::one_shot(device, tick)?,
+            Some(period) => Timer::periodic(device, period, tick)?,
+        };
         *device.context().timer.lock() = Some(timer);
         Ok(())
     }
@@ -62,7 +67,7 @@ struct Tick {
 }
 
 kmdf::vtable! {
-    impl TimerCallback for Tick {
+    impl TimerCallbacks for Tick {
         type Parent = Device<LabDevice>;
 
         fn run(&self, timer: &Timer<Self>, _device: &Device<LabDevice>) {
@@ -103,7 +108,7 @@ fn fired(runtime: &Runtime) -> usize {
 #[test]
 fn a_one_shot_timer_fires_once_when_due() {
     let f = lab(None, |_| {});
-    assert_eq!(f.timer.start(10 * MS), Ok(false));
+    assert_eq!(f.timer.start(10 * MS), Ok(Started::Set));
     f.runtime.advance(9 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
     f.runtime.advance(MS).unwrap();
@@ -121,8 +126,8 @@ fn a_periodic_timer_fires_every_period() {
     f.runtime.advance(36 * MS).unwrap(); // 5, 15, 25, 35
     assert_eq!(fired(&f.runtime), 4);
     // Stop reports that the timer was set, and cancels it.
-    assert_eq!(f.timer.stop(false), Ok(true));
-    assert_eq!(f.timer.stop(false), Ok(false));
+    assert_eq!(f.timer.stop(), Ok(Stopped::Cancelled));
+    assert_eq!(f.timer.stop(), Ok(Stopped::NotSet));
     f.runtime.advance(100 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 4);
 }
@@ -130,8 +135,8 @@ fn a_periodic_timer_fires_every_period() {
 #[test]
 fn start_again_replaces_the_setting() {
     let f = lab(None, |_| {});
-    assert_eq!(f.timer.start(10 * MS), Ok(false));
-    assert_eq!(f.timer.start(50 * MS), Ok(true), "already set");
+    assert_eq!(f.timer.start(10 * MS), Ok(Started::Set));
+    assert_eq!(f.timer.start(50 * MS), Ok(Started::WasSet), "already set");
     f.runtime.advance(49 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
     f.runtime.advance(MS).unwrap();
@@ -143,13 +148,13 @@ fn the_callback_runs_at_dispatch_level_and_cannot_wait() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
     let f = lab(Some(MS), move |timer| {
-        log.lock().unwrap().push((current_irql(), timer.stop(true), timer.start(MS)));
+        log.lock().unwrap().push((current_irql(), timer.stop_and_wait(), timer.start(MS)));
     });
     f.timer.start(MS).unwrap();
     f.runtime.advance(MS).unwrap();
     assert_eq!(
         *seen.lock().unwrap(),
-        [(Irql::Dispatch, Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL), Ok(true))]
+        [(Irql::Dispatch, Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL), Ok(Started::WasSet))]
     );
     assert_eq!(current_irql(), Irql::Passive, "the advancing thread is back at PASSIVE_LEVEL");
 }
@@ -170,14 +175,14 @@ fn stop_and_wait_waits_for_a_running_callback() {
         entered.recv().unwrap();
         let (done_tx, done) = mpsc::channel();
         let timer = f.timer.clone();
-        scope.spawn(move || done_tx.send(timer.stop(true)).unwrap());
+        scope.spawn(move || done_tx.send(timer.stop_and_wait()).unwrap());
         // The stop waits while the callback runs.
         while f.runtime.work_item_waiters() == 0 {
             std::thread::yield_now();
         }
         assert!(done.try_recv().is_err());
         release.send(()).unwrap();
-        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(Ok(false)));
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(Ok(Stopped::NotSet)));
     });
 }
 
@@ -205,20 +210,20 @@ fn a_start_while_stop_and_wait_runs_is_ignored() {
         entered.recv().unwrap();
         let (done_tx, done) = mpsc::channel();
         let timer = f.timer.clone();
-        scope.spawn(move || done_tx.send(timer.stop(true)).unwrap());
+        scope.spawn(move || done_tx.send(timer.stop_and_wait()).unwrap());
         while f.runtime.work_item_waiters() == 0 {
             std::thread::yield_now();
         }
         release.send(()).unwrap();
-        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(Ok(true)));
+        assert_eq!(done.recv_timeout(Duration::from_secs(10)), Ok(Ok(Stopped::Cancelled)));
     });
-    assert_eq!(*restarts.lock().unwrap(), [Ok(false)], "the start was ignored");
+    assert_eq!(*restarts.lock().unwrap(), [Ok(Started::Set)], "the start was ignored");
     // The timer is not set: it never fires again, and a later stop finds nothing.
     f.runtime.advance(10 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 1);
-    assert_eq!(f.timer.stop(false), Ok(false));
+    assert_eq!(f.timer.stop(), Ok(Stopped::NotSet));
     // Once the stop is over, starting works again.
-    assert_eq!(f.timer.start(MS), Ok(false));
+    assert_eq!(f.timer.start(MS), Ok(Started::Set));
     f.runtime.advance(MS).unwrap();
     assert_eq!(fired(&f.runtime), 2);
 }
@@ -229,9 +234,9 @@ fn delete_stops_the_timer_for_good() {
     f.timer.start(MS).unwrap();
     f.runtime.advance(MS).unwrap();
     f.timer.delete().unwrap();
-    assert_eq!(f.timer.delete(), Err(NtStatus::DELETE_PENDING));
-    assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
-    assert_eq!(f.timer.stop(true), Ok(false));
+    assert_eq!(f.timer.delete(), Err(NtError::DELETE_PENDING));
+    assert_eq!(f.timer.start(MS), Err(NtError::DELETE_PENDING));
+    assert_eq!(f.timer.stop_and_wait(), Ok(Stopped::NotSet));
     f.runtime.advance(10 * MS).unwrap();
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
     assert!(f.node.with_context(|_: &LabDevice| ()).is_ok(), "the device is untouched");
@@ -241,7 +246,7 @@ fn delete_stops_the_timer_for_good() {
 fn delete_from_the_callback_completes_when_it_returns() {
     let f = lab(Some(MS), |timer| {
         assert_eq!(timer.delete(), Ok(()));
-        assert_eq!(timer.start(MS), Err(NtStatus::DELETE_PENDING));
+        assert_eq!(timer.start(MS), Err(NtError::DELETE_PENDING));
     });
     f.timer.start(MS).unwrap();
     f.runtime.advance(5 * MS).unwrap();
@@ -268,7 +273,7 @@ fn the_parent_device_disposes_its_timer_first() {
     );
     f.runtime.advance(10 * MS).unwrap();
     assert_eq!(fired(&f.runtime), 0);
-    assert_eq!(f.timer.start(MS), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(f.timer.start(MS), Err(NtError::DELETE_PENDING));
     let Timed { rig: Rig { runtime, .. }, timer } = f;
     drop(timer);
     assert_eq!(runtime.trace().lines(), ["EvtDestroyCallback(WDFTIMER)"]);
@@ -294,14 +299,14 @@ fn periods_kmdf_cannot_express_are_refused() {
                 over_maxlong,
             ] {
                 assert_eq!(
-                    Timer::create(device, Some(period), tick()).map(|_| ()),
-                    Err(NtStatus::INVALID_PARAMETER),
+                    Timer::periodic(device, period, tick()).map(|_| ()),
+                    Err(NtError::INVALID_PARAMETER),
                     "{period:?}"
                 );
             }
-            assert!(Timer::create(device, Some(Duration::from_millis(1)), tick()).is_ok());
+            assert!(Timer::periodic(device, Duration::from_millis(1), tick()).is_ok());
             let maxlong = Duration::from_millis(u64::from(i32::MAX.unsigned_abs()));
-            assert!(Timer::create(device, Some(maxlong), tick()).is_ok());
+            assert!(Timer::periodic(device, maxlong, tick()).is_ok());
             Ok(())
         }
     }
@@ -349,7 +354,7 @@ impl Driver for RelayDriver {
                 gate: Mutex::new(None),
             };
             device.context().items.lock().push(WorkItem::create(device, errand)?);
-            let timer = Timer::create(device, Some(relay.period), Ring { index, record })?;
+            let timer = Timer::periodic(device, relay.period, Ring { index, record })?;
             timer.start(relay.period)?;
         }
         Ok(())
@@ -373,7 +378,7 @@ struct Ring {
 }
 
 kmdf::vtable! {
-    impl TimerCallback for Ring {
+    impl TimerCallbacks for Ring {
         type Parent = Device<RelayDevice>;
 
         fn run(&self, _timer: &Timer<Self>, device: &Device<RelayDevice>) {
@@ -401,7 +406,7 @@ struct Errand {
 }
 
 kmdf::vtable! {
-    impl WorkItemCallback for Errand {
+    impl WorkItemCallbacks for Errand {
         type Parent = Device<RelayDevice>;
 
         fn run(&self, item: &WorkItem<Self>, _device: &Device<RelayDevice>) {
@@ -528,7 +533,7 @@ fn advance_does_not_wait_for_work_no_expiry_handed_on() {
     let (release, release_rx) = mpsc::channel();
     let item = node.with_context(|device: &RelayDevice| device.items.lock()[1].clone()).unwrap();
     *item.context().gate.lock().unwrap() = Some((entered_tx, release_rx));
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     entered.recv_timeout(Duration::from_secs(10)).unwrap();
     runtime.advance(Duration::from_millis(300)).unwrap();
     assert_eq!(
@@ -539,4 +544,16 @@ fn advance_does_not_wait_for_work_no_expiry_handed_on() {
     release.send(()).unwrap();
     runtime.wait_for_work_items().unwrap();
     node.remove().unwrap();
+}
+
+#[test]
+fn a_timer_registers_its_own_callbacks_only() {
+    // Each callback trait has its own registration table: a timer's `run` is
+    // `EvtTimerFunc`, never `EvtWorkItem`.
+    let registered = <Tick as TimerCallbacks>::REGISTERED;
+    assert_eq!(
+        registered.iter().collect::<Vec<_>>(),
+        [Callback::TimerFunc, Callback::ObjectCleanup]
+    );
+    assert!(!registered.contains(Callback::WorkItem));
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use common::Rig;
 use driver::{HEAT_TICKS, Ledger, TICK, Toaster, ToasterDriver};
 use kmdf::host::{NodeState, PnpAction, Runtime, Trace};
-use kmdf::{Callback, NtStatus};
+use kmdf::{Callback, NtError, NtStatus};
 
 /// The toaster driver loaded with one device added.
 fn toaster() -> Rig<ToasterDriver> {
@@ -217,7 +217,7 @@ fn a_failed_init_tears_the_toaster_down_cleanly() {
     let bench = toaster();
     bench
         .runtime
-        .inject_failure(Callback::SelfManagedIoInit, 1, NtStatus::INSUFFICIENT_RESOURCES)
+        .inject_failure(Callback::SelfManagedIoInit, 1, NtError::INSUFFICIENT_RESOURCES)
         .unwrap();
     bench.act(PnpAction::Start);
     assert_eq!(bench.node.state(), NodeState::Removed);
@@ -409,7 +409,7 @@ fn an_action_invalid_in_the_state_stops_with_the_trace_so_far() {
 mod sparky {
     use std::time::Duration;
 
-    use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, Timer, TimerCallback};
+    use kmdf::{Device, DeviceInit, Driver, PnpPowerCallbacks, Result, Timer, TimerCallbacks};
 
     pub struct Sparky;
 
@@ -419,7 +419,7 @@ mod sparky {
         }
         fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
             let device = device_init.create(Wiring)?;
-            let timer = Timer::create(device, None, Spark)?;
+            let timer = Timer::one_shot(device, Spark)?;
             timer.start(Duration::from_millis(50))?;
             Ok(())
         }
@@ -436,7 +436,7 @@ mod sparky {
     struct Spark;
 
     kmdf::vtable! {
-        impl TimerCallback for Spark {
+        impl TimerCallbacks for Spark {
             type Parent = Device<Wiring>;
 
             fn run(&self, _timer: &Timer<Self>, _device: &Device<Wiring>) {

@@ -6,7 +6,7 @@ use kmdf::host::{PnpAction, PnpError, Runtime, Violation};
 use kmdf::object::ObjectRef;
 use kmdf::sync::SpinLock;
 use kmdf::{
-    Callback, Device, DeviceInit, Driver, PnpPowerCallbacks, Result, WorkItem, WorkItemCallback,
+    Callback, Device, DeviceInit, Driver, PnpPowerCallbacks, Result, WorkItem, WorkItemCallbacks,
 };
 
 struct Leaky;
@@ -28,7 +28,7 @@ struct LeakyDevice {
 struct Report;
 
 kmdf::vtable! {
-    impl WorkItemCallback for Report {
+    impl WorkItemCallbacks for Report {
         type Parent = Device<LeakyDevice>;
         fn run(&self, _item: &WorkItem<Self>, _device: &Device<LeakyDevice>) {}
     }
@@ -114,7 +114,7 @@ fn a_driver_that_flushes_is_not_reported() {
     }
     struct TidyReport;
     kmdf::vtable! {
-        impl WorkItemCallback for TidyReport {
+        impl WorkItemCallbacks for TidyReport {
             type Parent = Device<TidyDevice>;
             fn run(&self, _item: &WorkItem<Self>, _device: &Device<TidyDevice>) {}
         }

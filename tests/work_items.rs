@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 
 mod common;
 
+use kmdf::Enqueued;
 use kmdf::host::{DeviceNode, ObjectKind};
 use kmdf::object::ObjectRef;
 use kmdf::sync::{Irql, SpinLock, current_irql};
 use kmdf::{
-    Callback, Device, DeviceInit, Driver, NtStatus, PnpPowerCallbacks, Result, WorkItem,
-    WorkItemCallback,
+    Callback, Device, DeviceInit, Driver, NtError, PnpPowerCallbacks, Result, WorkItem,
+    WorkItemCallbacks,
 };
 
 /// The hang guard: far longer than any of these tests takes.
@@ -80,7 +81,7 @@ impl Drop for Job {
 }
 
 kmdf::vtable! {
-    impl WorkItemCallback for Job {
+    impl WorkItemCallbacks for Job {
         type Parent = Device<Dev>;
 
         fn run(&self, item: &WorkItem<Self>, device: &Device<Dev>) {
@@ -221,7 +222,7 @@ fn a_run_gets_its_context_and_parent_at_passive_level_on_a_worker_thread() {
     });
     let test_thread = thread::current().name().map(str::to_owned);
 
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let (parent, name, irql, thread_name) = recv(&rx, "the run");
     let device = node.with_context(|dev: &Dev| std::ptr::from_ref(dev) as usize).unwrap();
     assert_eq!(parent, device, "the parent is the device the item was created with");
@@ -278,7 +279,7 @@ fn a_panicking_run_is_recorded_and_the_workers_go_on() {
         (Callback::WorkItem, "first run fails")
     );
     assert!(runtime.trace().lines().contains(&"EvtWorkItem (panicked)".to_owned()));
-    assert_eq!(item.enqueue(), Ok(true), "the item is not left queued by the panic");
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued), "the item is not left queued by the panic");
     item.flush().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(log.events(), ["item ran"]);
@@ -295,9 +296,9 @@ fn enqueue_while_queued_does_nothing_more() {
     let (runtime, node, item, _) = one_item(&log, |_, _| {});
     {
         let _held = runtime.hold_workers();
-        assert_eq!(item.enqueue(), Ok(true));
-        assert_eq!(item.enqueue(), Ok(false));
-        assert_eq!(item.enqueue(), Ok(false));
+        assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
+        assert_eq!(item.enqueue(), Ok(Enqueued::AlreadyQueued));
+        assert_eq!(item.enqueue(), Ok(Enqueued::AlreadyQueued));
     }
     item.flush().unwrap();
     assert_eq!(node.trace().count(Callback::WorkItem), 1);
@@ -331,14 +332,14 @@ fn the_queued_flag_is_cleared_before_the_callback_so_runs_can_overlap() {
             second_started.lock().unwrap().send(()).unwrap();
         }
     });
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let mut results: Vec<String> = (0..3).map(|_| recv(&result_rx, "a result")).collect();
     results.sort();
     assert_eq!(
         results,
         [
             "first flush: Err(STATUS_POSSIBLE_DEADLOCK (0xC0000194))",
-            "re-enqueue: Ok(true)",
+            "re-enqueue: Ok(Queued)",
             "second flush: Err(STATUS_POSSIBLE_DEADLOCK (0xC0000194))",
         ]
     );
@@ -377,7 +378,7 @@ fn runs_that_block_never_keep_queued_runs_from_starting() {
         *gate.0.lock().unwrap() = false;
         let hold = held.then(|| runtime.hold_workers());
         for item in &items {
-            assert_eq!(item.enqueue(), Ok(true));
+            assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
         }
         drop(hold);
         for _ in 0..ITEMS {
@@ -414,7 +415,7 @@ fn flush_waits_for_a_running_callback() {
     let (started, started_rx) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
     let (runtime, _node, item, _) = one_item(&log, blocking_body(started, go_rx));
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     recv(&started_rx, "the run to start");
 
     let flusher = {
@@ -443,12 +444,12 @@ fn flush_waits_for_a_queued_callback_and_its_re_enqueue_chain() {
     let counted = Arc::clone(&rounds);
     let (runtime, node, item, _) = one_item(&log, move |item, _| {
         if counted.fetch_add(1, Ordering::SeqCst) + 1 < ROUNDS {
-            assert_eq!(item.enqueue(), Ok(true));
+            assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
         }
     });
     let flusher = {
         let held = runtime.hold_workers();
-        assert_eq!(item.enqueue(), Ok(true));
+        assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
         let item = item.clone();
         let flusher = thread::spawn(move || item.flush());
         // The flush is waiting before the first run could even start.
@@ -477,7 +478,7 @@ fn flush_from_the_items_own_callback_is_an_error_not_a_deadlock() {
         tx.lock().unwrap().send(item.flush()).unwrap();
     });
     item.enqueue().unwrap();
-    assert_eq!(recv(&rx, "the flush result"), Err(NtStatus::POSSIBLE_DEADLOCK));
+    assert_eq!(recv(&rx, "the flush result"), Err(NtError::POSSIBLE_DEADLOCK));
     item.flush().unwrap();
     assert_eq!(log.events(), ["item ran"]);
 }
@@ -493,7 +494,7 @@ fn flush_above_passive_level_is_an_error() {
     item.enqueue().unwrap();
     {
         let _guard = lock.lock();
-        assert_eq!(item.flush(), Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL));
+        assert_eq!(item.flush(), Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL));
     }
     assert_eq!(runtime.work_item_waiters(), 0, "the refused flush did not wait");
 }
@@ -543,7 +544,7 @@ fn flush_sees_every_enqueue_that_returned_before_it_while_many_threads_enqueue()
                 for i in 0..PER_THREAD {
                     let id = t * PER_THREAD + i;
                     work.posted.lock().unwrap().push(id);
-                    if item.enqueue().unwrap() {
+                    if item.enqueue().unwrap() == Enqueued::Queued {
                         queued_now.fetch_add(1, Ordering::SeqCst);
                     }
                     returned.lock().unwrap().push(id);
@@ -625,8 +626,8 @@ fn delete_twice_and_enqueue_after_delete_are_errors() {
     let log = Log::default();
     let (_runtime, node, item, _) = one_item(&log, |_, _| {});
     item.delete().unwrap();
-    assert_eq!(item.delete(), Err(NtStatus::DELETE_PENDING));
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(item.delete(), Err(NtError::DELETE_PENDING));
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
     assert_eq!(item.flush(), Ok(()));
     assert_eq!(node.trace().count(Callback::WorkItem), 0);
     assert_eq!(log.events(), ["item cleanup"]);
@@ -639,7 +640,7 @@ fn delete_while_queued_waits_for_the_run_then_cleans_up() {
     let log = Log::default();
     let (runtime, node, item, _) = one_item(&log, |_, _| {});
     let held = runtime.hold_workers();
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let deleter = {
         let (item, log) = (item.clone(), log.clone());
         thread::spawn(move || {
@@ -649,7 +650,7 @@ fn delete_while_queued_waits_for_the_run_then_cleans_up() {
         })
     };
     wait_until("the delete waits", || runtime.work_item_waiters() == 1);
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING), "deletion has started");
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING), "deletion has started");
     assert!(log.events().is_empty(), "nothing ran while the item was queued");
     drop(held);
     assert_eq!(deleter.join().unwrap(), Ok(()));
@@ -714,7 +715,7 @@ fn delete_from_inside_the_callback_returns_at_once_and_cleanup_follows_the_run()
     assert_eq!(
         log.events(),
         [
-            "re-enqueue Ok(true)",
+            "re-enqueue Ok(Queued)",
             "delete Ok(())",
             "enqueue Err(STATUS_DELETE_PENDING (0xC0000056))",
             "item ran",
@@ -723,7 +724,7 @@ fn delete_from_inside_the_callback_returns_at_once_and_cleanup_follows_the_run()
             "item cleanup",
         ]
     );
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
     assert_eq!(item.flush(), Ok(()));
     assert_eq!(node.trace().count(Callback::WorkItem), 2);
     drop(item);
@@ -761,7 +762,7 @@ fn delete_at_dispatch_level_of_an_idle_item_completes_on_a_worker() {
         let _guard = lock.lock();
         assert_eq!(item.delete(), Ok(()));
     }
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING), "deletion has started");
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING), "deletion has started");
     assert!(log.events().is_empty(), "the disposal waits for a worker");
     drop(held);
     wait_until("the item's cleanup", || !log.events().is_empty());
@@ -793,7 +794,7 @@ fn a_queued_item_runs_during_device_removal_before_any_cleanup_and_never_after()
     let log = Log::default();
     let (runtime, node, items, drops) = two_items(&log, |_, _| {});
     let held = runtime.hold_workers();
-    assert_eq!(items[0].enqueue(), Ok(true));
+    assert_eq!(items[0].enqueue(), Ok(Enqueued::Queued));
     let remover = {
         let node = node.clone();
         thread::spawn(move || node.remove())
@@ -806,8 +807,8 @@ fn a_queued_item_runs_during_device_removal_before_any_cleanup_and_never_after()
 
     // Nothing runs after the cleanup, and the items refuse new work.
     for item in &items {
-        assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
-        assert_eq!(item.delete(), Err(NtStatus::DELETE_PENDING));
+        assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
+        assert_eq!(item.delete(), Err(NtError::DELETE_PENDING));
         assert_eq!(item.flush(), Ok(()));
     }
     assert_eq!(node.trace().count(Callback::WorkItem), 1);
@@ -871,7 +872,7 @@ fn device_removal_from_an_items_callback_waits_for_the_items_other_runs() {
     let (in_run, node_in_run) = (log.clone(), Arc::clone(&slot));
     let (runtime, node, item, _) = one_item(&log, move |item, device| {
         if runs.fetch_add(1, Ordering::SeqCst) == 0 {
-            assert_eq!(item.enqueue(), Ok(true));
+            assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
             recv(&started_rx.lock().unwrap(), "the second run to start");
             let node = node_in_run.lock().unwrap().clone().unwrap();
             in_run.push(format!("remove {:?}", node.remove()));
@@ -881,7 +882,7 @@ fn device_removal_from_an_items_callback_waits_for_the_items_other_runs() {
     });
     *slot.lock().unwrap() = Some(node.clone());
 
-    assert_eq!(item.enqueue(), Ok(true));
+    assert_eq!(item.enqueue(), Ok(Enqueued::Queued));
     let cleaned_up = || log.events().contains(&"item cleanup".to_owned());
     wait_until("the removal waits for the second run (or cleans up without waiting)", || {
         runtime.work_item_waiters() == 1 || cleaned_up()
@@ -922,7 +923,7 @@ fn items_still_referenced_after_the_runtime_is_gone_are_safe_to_use() {
     node.remove().unwrap();
     drop(node);
     drop(runtime);
-    assert_eq!(item.enqueue(), Err(NtStatus::DELETE_PENDING));
+    assert_eq!(item.enqueue(), Err(NtError::DELETE_PENDING));
     assert_eq!(item.context().name, "item");
     // The last reference: the runtime's worker threads are joined here.
     drop(item);

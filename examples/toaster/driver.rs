@@ -32,8 +32,8 @@ use kmdf::object::ObjectRef;
 use kmdf::pnp::HardwareResources;
 use kmdf::sync::{SpinLock, WaitLock};
 use kmdf::{
-    Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks, Result, Timer,
-    TimerCallback, WorkItem, WorkItemCallback,
+    Device, DeviceInit, DevicePowerState, Driver, NtError, NtStatus, PnpPowerCallbacks, Result,
+    Timer, TimerCallbacks, WorkItem, WorkItemCallbacks,
 };
 
 /// How often the element heats.
@@ -125,10 +125,8 @@ pub struct Toaster {
     resources: AtomicU64,
 }
 
-/// The element's timer and work item, as the callbacks use them.
-type Parts = (ObjectRef<Timer<Thermostat>>, ObjectRef<WorkItem<Heater>>);
-
 /// What self-managed I/O Init allocates.
+#[derive(Clone)]
 struct Element {
     timer: ObjectRef<Timer<Thermostat>>,
     heater: ObjectRef<WorkItem<Heater>>,
@@ -145,7 +143,7 @@ impl Toaster {
         let mut pending = self.pending.lock();
         // Checked under the lock that Flush takes too: no request slips in after it.
         if self.flushed.load(Ordering::SeqCst) {
-            return Err(NtStatus::DEVICE_REMOVED);
+            return Err(NtError::DEVICE_REMOVED);
         }
         let id = self.ledger.next_id.fetch_add(1, Ordering::SeqCst);
         pending.push_back(Request { id, heat: 0 });
@@ -157,17 +155,16 @@ impl Toaster {
         self.pending.lock().len()
     }
 
-    /// The timer and work item of the element, if allocated. Clones of the references, so
-    /// no lock is held while they are used.
-    fn parts(&self) -> Option<Parts> {
-        let element = self.element.lock();
-        element.as_ref().map(|e| (e.timer.clone(), e.heater.clone()))
+    /// The element, if allocated: a clone of its references, so no lock is held while it is
+    /// used.
+    fn element(&self) -> Option<Element> {
+        self.element.lock().clone()
     }
 
     /// Stops the element and waits until neither its timer nor its work item runs.
     fn quiesce(&self) -> Result {
-        if let Some((timer, heater)) = self.parts() {
-            timer.stop(true)?;
+        if let Some(Element { timer, heater }) = self.element() {
+            timer.stop_and_wait()?;
             heater.flush()?;
         }
         Ok(())
@@ -178,7 +175,7 @@ impl Toaster {
 struct Thermostat;
 
 kmdf::vtable! {
-    impl TimerCallback for Thermostat {
+    impl TimerCallbacks for Thermostat {
         type Parent = Device<Toaster>;
 
         /// `EvtTimerFunc`, at `DISPATCH_LEVEL`: hand the heating to the work item.
@@ -197,7 +194,7 @@ kmdf::vtable! {
 struct Heater;
 
 kmdf::vtable! {
-    impl WorkItemCallback for Heater {
+    impl WorkItemCallbacks for Heater {
         type Parent = Device<Toaster>;
 
         /// `EvtWorkItem`, at `PASSIVE_LEVEL`: heat every pending slice one tick and complete
@@ -256,8 +253,8 @@ kmdf::vtable! {
         /// Like toastmon before `WdfIoTargetCloseForQueryRemove`: nothing of ours may be in
         /// flight once the removal goes ahead.
         fn query_remove(&self, _device: &Device<Self>) -> Result {
-            if let Some((_, heater)) = self.parts() {
-                heater.flush()?;
+            if let Some(element) = self.element() {
+                element.heater.flush()?;
             }
             Ok(())
         }
@@ -274,7 +271,7 @@ kmdf::vtable! {
 
         /// Allocate the element and start heating.
         fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
-            let timer = Timer::create(device, Some(TICK), Thermostat)?;
+            let timer = Timer::periodic(device, TICK, Thermostat)?;
             let heater = WorkItem::create(device, Heater)?;
             timer.start(TICK)?;
             *self.element.lock() = Some(Element { timer, heater });
@@ -288,8 +285,8 @@ kmdf::vtable! {
 
         /// Back in D0: heat again.
         fn self_managed_io_restart(&self, _device: &Device<Self>) -> Result {
-            if let Some((timer, _)) = self.parts() {
-                timer.start(TICK)?;
+            if let Some(element) = self.element() {
+                element.timer.start(TICK)?;
             }
             Ok(())
         }

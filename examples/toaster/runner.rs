@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use kmdf::host::{
     CallbackPanicked, DeviceNode, NodeState, PanicReport, PnpAction, PnpError, Runtime,
 };
-use kmdf::{Callback, NtStatus};
+use kmdf::{Callback, NtError};
 
 use crate::driver::{TICK, Toaster, ToasterDriver};
 
@@ -117,7 +117,7 @@ fn failable() -> Vec<&'static str> {
     let probe = Runtime::new();
     Callback::ALL
         .iter()
-        .filter(|c| probe.inject_failure(**c, u64::MAX, NtStatus::UNSUCCESSFUL).is_ok())
+        .filter(|c| probe.inject_failure(**c, u64::MAX, NtError::UNSUCCESSFUL).is_ok())
         .map(|c| c.kmdf_name())
         .collect()
 }
@@ -131,7 +131,7 @@ pub fn run(args: &[String]) -> Outcome {
     };
     let runtime = Runtime::new();
     for &(callback, nth) in &plan.failures {
-        if runtime.inject_failure(callback, nth, NtStatus::UNSUCCESSFUL).is_err() {
+        if runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).is_err() {
             return Outcome::error(format!(
                 "toaster: {callback} cannot fail: it returns nothing in KMDF; callbacks that \
                  can fail: {}\n",

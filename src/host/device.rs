@@ -1,14 +1,14 @@
 //! Devices on the host: `WdfDeviceCreate`, contexts and the PnP/power dispatch table.
 
 use super::std;
-use std::boxed::Box;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
 
 use super::object::{KindState, NewObject, RawObject};
 use super::object_kind::ObjectKind;
 use super::resources::AssignedResources;
-use crate::pnp::{CallbackSet, HardwareResources};
+use crate::callback::vtable;
+use crate::pnp::HardwareResources;
 use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 
 /// Views a device object as `&Device<T>`.
@@ -23,7 +23,13 @@ pub(crate) fn device_ref<T>(raw: &RawObject) -> &Device<T> {
 }
 
 pub(crate) fn context<T: PnpPowerCallbacks>(device: &Device<T>) -> &T {
-    device.raw.expect_context::<T>()
+    device.raw.context::<T>().unwrap_or_else(|| {
+        panic!(
+            "kmdf: Device::context() of {:?} before its context exists \
+             (inside DeviceInit::create_with's closure)",
+            device.raw
+        )
+    })
 }
 
 /// Where `EvtDriverDeviceAdd` leaves the device it created.
@@ -68,7 +74,7 @@ impl KindState for DeviceState {
 /// monomorphized function that calls them on the context type.
 #[derive(Clone, Copy)]
 pub(crate) struct PnpTable {
-    pub(crate) registered: CallbackSet,
+    pub(crate) registered: vtable::PnpPowerCallbacks,
     pub(crate) dispatch: fn(&RawObject, PnpCall, &AssignedResources) -> Result,
 }
 
@@ -113,10 +119,7 @@ impl PnpCall {
 
     /// Whether the KMDF callback returns an `NTSTATUS` (the others return nothing).
     pub(crate) fn returns_status(self) -> bool {
-        !matches!(
-            self,
-            PnpCall::SurpriseRemoval | PnpCall::SelfManagedIoFlush | PnpCall::SelfManagedIoCleanup
-        )
+        self.callback().is_fallible()
     }
 
     /// The power state argument, printed in the trace.
@@ -181,7 +184,10 @@ fn dispatch<T: PnpPowerCallbacks>(
 
 fn cleanup<T: PnpPowerCallbacks>(object: &RawObject) {
     let device = device_ref::<T>(object);
-    device.context().cleanup(device);
+    // No context when `create_with`'s closure failed: nothing to clean up.
+    if let Some(context) = object.context::<T>() {
+        context.cleanup(device);
+    }
 }
 
 /// `PWDFDEVICE_INIT` on the host.
@@ -190,9 +196,9 @@ pub(crate) struct RawDeviceInit<'a> {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "consumed like the kernel's PWDFDEVICE_INIT")]
-pub(crate) fn create<T: PnpPowerCallbacks>(
+pub(crate) fn create_with<T: PnpPowerCallbacks>(
     init: RawDeviceInit<'_>,
-    context: T,
+    build: impl FnOnce(&Device<T>) -> Result<T>,
 ) -> Result<&Device<T>> {
     let slot = init.slot;
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
@@ -208,10 +214,15 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
             device: Some(slot.node),
             cleanup: cleanup_hook,
             state: Some(Arc::new(state)),
-            context: Some(Box::new(context)),
             ..NewObject::new(ObjectKind::Device)
         },
     )?;
+    // Children created by `build` are parented to the device; the context is set after. A
+    // failed (or panicking) `build` deletes the device, with them.
+    let unbuilt = DeleteOnDrop(&object);
+    let context = build(device_ref(&object))?;
+    core::mem::forget(unbuilt);
+    object.set_context(context);
     let created = CreatedDevice { object };
     // `DeviceInit::create` consumes the only `DeviceInit` of this slot, so it is empty.
     let created = match slot.created.set(created) {
@@ -219,6 +230,15 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
         Err(_) => unreachable!("a DeviceInit creates one device"),
     };
     Ok(device_ref(&created.object))
+}
+
+/// Deletes a device whose context was not built.
+struct DeleteOnDrop<'a>(&'a Arc<RawObject>);
+
+impl Drop for DeleteOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.delete();
+    }
 }
 
 /// `WdfDeviceSetFailed`: the runtime's PnP manager answers after the call returns.

@@ -6,6 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use super::error::HarnessError;
 use super::node::{DeviceNode, Node, add_device_on};
 use super::object::{NewObject, RawObject};
 use super::object_kind::ObjectKind;
@@ -47,7 +48,7 @@ pub(crate) fn load<D: Driver>(
 /// A driver loaded into a [`Runtime`](super::Runtime).
 ///
 /// The runtime owns the driver: the handle reaches it until [`unload`](Self::unload), after
-/// which every call answers `STATUS_DELETE_PENDING`. Dropping the handle changes nothing;
+/// which every call answers [`HarnessError::DriverUnloaded`]. Dropping the handle changes nothing;
 /// a driver still loaded when the runtime is dropped is unloaded then, after its devices
 /// are removed (see [`Runtime`](super::Runtime)'s `Drop`).
 pub struct LoadedDriver<D> {
@@ -61,8 +62,8 @@ impl<D: Driver> LoadedDriver<D> {
     ///
     /// # Errors
     ///
-    /// `STATUS_DELETE_PENDING` once the driver was unloaded.
-    pub fn with_driver<R>(&self, f: impl FnOnce(&D) -> R) -> Result<R> {
+    /// [`HarnessError::DriverUnloaded`] once the driver was unloaded.
+    pub fn with_driver<R>(&self, f: impl FnOnce(&D) -> R) -> core::result::Result<R, HarnessError> {
         let object = self.slot.object()?;
         Ok(f(driver(&object)))
     }
@@ -72,12 +73,13 @@ impl<D: Driver> LoadedDriver<D> {
     ///
     /// # Errors
     ///
-    /// * What `device_add` returned; a device it had created is deleted, as KMDF deletes
-    ///   it (its children are disposed and its cleanup callbacks run).
-    /// * `STATUS_NO_SUCH_DEVICE` when `device_add` succeeded without creating a device:
+    /// * [`HarnessError::Driver`] with what `device_add` returned; a device it had created
+    ///   is deleted, as KMDF deletes it (its children are disposed and its cleanup
+    ///   callbacks run).
+    /// * [`HarnessError::NoDevice`] when `device_add` succeeded without creating a device:
     ///   KMDF accepts that (filters do it), but there is then nothing to drive.
-    /// * `STATUS_DELETE_PENDING` when the driver has been unloaded.
-    pub fn add_device(&self) -> Result<DeviceNode> {
+    /// * [`HarnessError::DriverUnloaded`] when the driver has been unloaded.
+    pub fn add_device(&self) -> core::result::Result<DeviceNode, HarnessError> {
         self.add_device_with(AssignedResources::new())
     }
 
@@ -88,7 +90,10 @@ impl<D: Driver> LoadedDriver<D> {
     /// # Errors
     ///
     /// As [`add_device`](Self::add_device).
-    pub fn add_device_with(&self, resources: AssignedResources) -> Result<DeviceNode> {
+    pub fn add_device_with(
+        &self,
+        resources: AssignedResources,
+    ) -> core::result::Result<DeviceNode, HarnessError> {
         let driver = self.slot.object()?;
         let shared = self.registry.shared();
         let id = shared.next_id();
@@ -105,9 +110,9 @@ impl<D: Driver> LoadedDriver<D> {
     ///
     /// # Errors
     ///
-    /// `STATUS_DEVICE_BUSY` while any of its devices has not been removed: the driver stays
-    /// loaded. `STATUS_DELETE_PENDING` when it was already unloaded.
-    pub fn unload(&self) -> Result {
+    /// [`HarnessError::DevicesRemain`] while any of its devices has not been removed: the
+    /// driver stays loaded. [`HarnessError::DriverUnloaded`] when it was already unloaded.
+    pub fn unload(&self) -> core::result::Result<(), HarnessError> {
         self.slot.unload_now()
     }
 }

@@ -62,6 +62,7 @@ pub(crate) mod debug;
 pub(crate) mod device;
 mod driver;
 pub(crate) mod entry;
+mod error;
 pub(crate) mod lockdep;
 mod mutex;
 mod node;
@@ -83,6 +84,7 @@ use std::sync::Arc;
 use std::vec::Vec;
 
 pub use driver::LoadedDriver;
+pub use error::HarnessError;
 pub use node::DeviceNode;
 pub use object_kind::ObjectKind;
 pub use pnp::{
@@ -98,7 +100,7 @@ pub(crate) use resources::RawResources;
 use registry::Registry;
 use shared::Shared;
 
-use crate::{Callback, Driver, NtStatus, Result};
+use crate::{Callback, Driver, NtError, Result};
 
 /// One simulated machine: its drivers, devices, objects and callback trace.
 ///
@@ -169,7 +171,7 @@ impl Runtime {
     /// let node = driver.add_device()?;
     /// assert_eq!(node.with_context(|bulb: &Bulb| bulb.0), Ok(100));
     /// assert_eq!(runtime.trace().lines(), ["DriverEntry", "EvtDriverDeviceAdd"]);
-    /// # Ok::<(), kmdf::NtStatus>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
     /// # Errors
@@ -186,24 +188,36 @@ impl Runtime {
     /// register is never called, so it never fails. The trace marks the call `(injected)`.
     ///
     /// ```
-    /// # use kmdf::{Callback, NtStatus, host::Runtime};
+    /// # use kmdf::{Callback, NtError, host::{HarnessError, Runtime}};
     /// let runtime = Runtime::new();
-    /// runtime.inject_failure(Callback::SelfManagedIoInit, 1, NtStatus::UNSUCCESSFUL)?;
+    /// runtime.inject_failure(Callback::SelfManagedIoInit, 1, NtError::UNSUCCESSFUL)?;
     /// assert_eq!(
-    ///     runtime.inject_failure(Callback::SelfManagedIoFlush, 1, NtStatus::UNSUCCESSFUL),
-    ///     Err(NtStatus::INVALID_PARAMETER), // EvtDeviceSelfManagedIoFlush returns nothing
+    ///     runtime.inject_failure(Callback::SelfManagedIoFlush, 1, NtError::UNSUCCESSFUL),
+    ///     Err(HarnessError::NotInjectable(Callback::SelfManagedIoFlush)), // returns nothing
     /// );
-    /// # Ok::<(), NtStatus>(())
+    /// # Ok::<(), HarnessError>(())
+    /// ```
+    ///
+    /// A success cannot be injected: `status` is an [`NtError`].
+    ///
+    /// ```compile_fail
+    /// # use kmdf::{Callback, NtStatus, host::Runtime};
+    /// Runtime::new().inject_failure(Callback::D0Entry, 1, NtStatus::SUCCESS);
     /// ```
     ///
     /// # Errors
     ///
-    /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail (it returns nothing in KMDF),
-    /// `status` is not a failure status, or `nth` is 0.
-    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtStatus) -> Result {
-        pnp::check_injectable(callback, status)?;
+    /// [`HarnessError::NotInjectable`] when `callback` cannot fail (it returns nothing in
+    /// KMDF), [`HarnessError::ZerothCall`] when `nth` is 0.
+    pub fn inject_failure(
+        &self,
+        callback: Callback,
+        nth: u64,
+        status: NtError,
+    ) -> core::result::Result<(), HarnessError> {
+        pnp::check_injectable(callback)?;
         if nth == 0 {
-            return Err(NtStatus::INVALID_PARAMETER);
+            return Err(HarnessError::ZerothCall);
         }
         self.shared.inject(callback, None, nth, status);
         Ok(())

@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use super::device::{CreatedDevice, DeviceSlot, RawDeviceInit};
+use super::error::HarnessError;
 use super::mutex::lock;
 use super::object::RawObject;
 use super::pnp::machine::Machine;
@@ -16,7 +17,7 @@ use super::pnp::{self, NodeState, PnpAction, PnpError};
 use super::resources::AssignedResources;
 use super::shared::Shared;
 use super::trace::{Trace, TraceEntry};
-use crate::{Callback, DeviceInit, NtStatus, Result};
+use crate::{Callback, DeviceInit, NtError, Result};
 
 /// `EvtDriverDeviceAdd` of a driver, monomorphized for its type.
 pub(crate) type DeviceAdd = fn(&RawObject, DeviceInit<'_>) -> Result;
@@ -28,7 +29,7 @@ pub(crate) fn add_device_on(
     node: u64,
     resources: &Arc<AssignedResources>,
     device_add: DeviceAdd,
-) -> Result<CreatedDevice> {
+) -> core::result::Result<CreatedDevice, HarnessError> {
     let shared = driver.shared();
     let slot = DeviceSlot {
         driver: Arc::clone(driver),
@@ -42,12 +43,12 @@ pub(crate) fn add_device_on(
     });
     match (result, slot.created.into_inner()) {
         (Ok(()), Some(created)) => Ok(created),
-        (Ok(()), None) => Err(NtStatus::NO_SUCH_DEVICE),
+        (Ok(()), None) => Err(HarnessError::NoDevice),
         (Err(status), created) => {
             if let Some(created) = created {
                 created.object.delete();
             }
-            Err(status)
+            Err(HarnessError::Driver(status))
         }
     }
 }
@@ -227,9 +228,12 @@ impl DeviceNode {
     ///
     /// `STATUS_NO_SUCH_DEVICE` once the device was removed; `STATUS_OBJECT_TYPE_MISMATCH`
     /// when the context is not a `T`.
-    pub fn with_context<T: 'static, R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
+    pub fn with_context<T: 'static, R>(
+        &self,
+        f: impl FnOnce(&T) -> R,
+    ) -> core::result::Result<R, HarnessError> {
         let object = self.object()?;
-        let context = object.context::<T>().ok_or(NtStatus::OBJECT_TYPE_MISMATCH)?;
+        let context = object.context::<T>().ok_or(HarnessError::WrongContextType)?;
         Ok(f(context))
     }
 
@@ -311,7 +315,7 @@ impl DeviceNode {
     /// count. Otherwise as [`Runtime::inject_failure`](super::Runtime::inject_failure).
     ///
     /// ```
-    /// # use kmdf::{Callback, NtStatus, host::{PnpAction, Runtime}};
+    /// # use kmdf::{Callback, NtError, host::{PnpAction, Runtime}};
     /// # struct Nop;
     /// # impl kmdf::Driver for Nop {
     /// #     fn driver_entry() -> kmdf::Result<Self> { Ok(Nop) }
@@ -326,7 +330,7 @@ impl DeviceNode {
     /// let runtime = Runtime::new();
     /// let driver = runtime.load::<Nop>()?;
     /// let (first, second) = (driver.add_device()?, driver.add_device()?);
-    /// second.inject_failure(Callback::D0Entry, 1, NtStatus::UNSUCCESSFUL)?;
+    /// second.inject_failure(Callback::D0Entry, 1, NtError::UNSUCCESSFUL)?;
     /// first.start()?; // the first D0Entry of the runtime, but not of `second`
     /// second.start()?; // fails: the start IRP fails and the device is removed
     /// assert!(!first.is_removed() && second.is_removed());
@@ -335,12 +339,21 @@ impl DeviceNode {
     ///
     /// # Errors
     ///
-    /// `STATUS_INVALID_PARAMETER` when `callback` cannot fail or is not a device's callback
-    /// (`DriverEntry`, `EvtDriverDeviceAdd`), `status` is not a failure status, or `nth` is 0.
-    pub fn inject_failure(&self, callback: Callback, nth: u64, status: NtStatus) -> Result {
-        pnp::check_injectable(callback, status)?;
-        if nth == 0 || matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
-            return Err(NtStatus::INVALID_PARAMETER);
+    /// [`HarnessError::NotInjectable`] when `callback` cannot fail or is not a device's
+    /// callback (`DriverEntry`, `EvtDriverDeviceAdd`), [`HarnessError::ZerothCall`] when
+    /// `nth` is 0.
+    pub fn inject_failure(
+        &self,
+        callback: Callback,
+        nth: u64,
+        status: NtError,
+    ) -> core::result::Result<(), HarnessError> {
+        pnp::check_injectable(callback)?;
+        if matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
+            return Err(HarnessError::NotInjectable(callback));
+        }
+        if nth == 0 {
+            return Err(HarnessError::ZerothCall);
         }
         self.node.shared.inject(callback, Some(self.node.id), nth, status);
         Ok(())
@@ -367,12 +380,12 @@ impl DeviceNode {
         self.apply(PnpAction::Remove)
     }
 
-    fn object(&self) -> Result<Arc<RawObject>> {
+    fn object(&self) -> core::result::Result<Arc<RawObject>, HarnessError> {
         lock(&self.node.state)
             .device
             .as_ref()
             .map(|created| Arc::clone(&created.object))
-            .ok_or(NtStatus::NO_SUCH_DEVICE)
+            .ok_or(HarnessError::NoDevice)
     }
 }
 

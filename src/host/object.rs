@@ -24,7 +24,7 @@ use super::object_kind::ObjectKind;
 use super::shared::Shared;
 use super::trace::TraceEntry;
 use crate::object::sealed;
-use crate::{Callback, NtStatus, Result};
+use crate::{Callback, NtError, Result};
 
 /// What the object does when it is disposed: a monomorphized call of the driver's
 /// `EvtCleanupCallback`, when the driver implements one.
@@ -159,7 +159,7 @@ impl RawObject {
                 // existed).
                 let mut links = lock(&parent.links);
                 if links.lifecycle != Lifecycle::Alive {
-                    return Err(NtStatus::DELETE_PENDING);
+                    return Err(NtError::DELETE_PENDING);
                 }
                 let object = build();
                 links.children.push(Arc::clone(&object));
@@ -209,6 +209,19 @@ impl RawObject {
     /// The runtime this object lives in.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Writes the context of an object created without one (a device whose context is built
+    /// with the device in hand, `DeviceInit::create_with`), before the handle escapes.
+    ///
+    /// # Panics
+    ///
+    /// If the object already has a context (a bug in the runtime).
+    pub(crate) fn set_context<T: Send + Sync + 'static>(&self, value: T) {
+        assert!(
+            self.context.set(Box::new(value)).is_ok(),
+            "kmdf host runtime: context written twice"
+        );
     }
 
     /// The context of an object created with a `T`, as the handle types reach it.

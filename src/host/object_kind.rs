@@ -4,6 +4,7 @@ use core::fmt;
 
 /// The kind of a framework object, printed as its handle type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum ObjectKind {
     /// `WDFDRIVER`.
     Driver,

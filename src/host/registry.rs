@@ -23,13 +23,14 @@ use super::std;
 use std::sync::{Arc, Mutex};
 use std::vec::Vec;
 
+use super::error::HarnessError;
 use super::mutex::lock;
 use super::node::Node;
 use super::object::RawObject;
 use super::pnp::PnpError;
 use super::shared::Shared;
 use super::trace::TraceEntry;
-use crate::{Callback, NtStatus, Result};
+use crate::Callback;
 
 /// The drivers and device nodes of one runtime.
 pub(crate) struct Registry {
@@ -50,9 +51,9 @@ impl DriverSlot {
     ///
     /// # Errors
     ///
-    /// `STATUS_DELETE_PENDING` once the driver was unloaded.
-    pub(crate) fn object(&self) -> Result<Arc<RawObject>> {
-        lock(&self.object).clone().ok_or(NtStatus::DELETE_PENDING)
+    /// [`HarnessError::DriverUnloaded`] once the driver was unloaded.
+    pub(crate) fn object(&self) -> core::result::Result<Arc<RawObject>, HarnessError> {
+        lock(&self.object).clone().ok_or(HarnessError::DriverUnloaded)
     }
 
     /// Unloads the driver: `EvtDriverUnload`, then the `WDFDRIVER` is deleted and its
@@ -60,15 +61,15 @@ impl DriverSlot {
     ///
     /// # Errors
     ///
-    /// `STATUS_DEVICE_BUSY` while any of its devices has not been removed (unless `force`:
-    /// the teardown, after it removed them all); `STATUS_DELETE_PENDING` when it was
-    /// already unloaded.
-    fn unload(&self, force: bool) -> Result {
+    /// [`HarnessError::DevicesRemain`] while any of its devices has not been removed (unless
+    /// `force`: the teardown, after it removed them all); [`HarnessError::DriverUnloaded`]
+    /// when it was already unloaded.
+    fn unload(&self, force: bool) -> core::result::Result<(), HarnessError> {
         let mut slot = lock(&self.object);
         if !force && slot.as_ref().is_some_and(|driver| driver.has_children()) {
-            return Err(NtStatus::DEVICE_BUSY);
+            return Err(HarnessError::DevicesRemain);
         }
-        let driver = slot.take().ok_or(NtStatus::DELETE_PENDING)?;
+        let driver = slot.take().ok_or(HarnessError::DriverUnloaded)?;
         drop(slot);
         let unload = self.unload;
         driver.shared().invoke_void(TraceEntry::new(Callback::DriverUnload, None), || {
@@ -86,7 +87,7 @@ impl DriverSlot {
     /// # Errors
     ///
     /// As [`unload`](Self::unload) without `force`.
-    pub(crate) fn unload_now(&self) -> Result {
+    pub(crate) fn unload_now(&self) -> core::result::Result<(), HarnessError> {
         self.unload(false)
     }
 }

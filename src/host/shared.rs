@@ -24,7 +24,7 @@ use super::object_kind::ObjectKind;
 use super::pool::{self, Pool};
 use super::trace::{CallbackPanicked, PanicReport, TraceEntry, VerifierFinding};
 use crate::device::FailedAction;
-use crate::{Callback, NtStatus, Result};
+use crate::{Callback, NtError, NtStatus, Result};
 
 /// State shared by everything in one runtime: the trace, the object table, the injected
 /// failures and the system worker threads.
@@ -97,7 +97,7 @@ struct Injection {
     callback: Callback,
     device: Option<u64>,
     nth: u64,
-    status: NtStatus,
+    status: NtError,
 }
 
 impl Shared {
@@ -151,14 +151,14 @@ impl Shared {
         callback: Callback,
         device: Option<u64>,
         nth: u64,
-        status: NtStatus,
+        status: NtError,
     ) {
         lock(&self.injections).planned.push(Injection { callback, device, nth, status });
     }
 
     /// Counts a call of `callback` on `device`; returns the status to fail it with, if one
     /// is planned for this call.
-    fn injected(&self, callback: Callback, device: Option<u64>) -> Option<NtStatus> {
+    fn injected(&self, callback: Callback, device: Option<u64>) -> Option<NtError> {
         let mut injections = lock(&self.injections);
         let mut count = |key| {
             let count = injections.calls.entry(key).or_insert(0);
@@ -261,8 +261,8 @@ impl Shared {
                     deferred: pool::in_deferred_work(),
                     reported: false,
                 });
-                let status = NtStatus::UNSUCCESSFUL;
-                self.finish(index, fallible.then_some(status), true);
+                let status = NtError::UNSUCCESSFUL;
+                self.finish(index, fallible.then_some(status.status()), true);
                 Err(status)
             }
         }
@@ -364,7 +364,7 @@ impl Shared {
     pub(crate) fn invoke(&self, entry: TraceEntry, run: impl FnOnce() -> Result) -> Result {
         let (callback, device) = (entry.callback, entry.device);
         if let Some(status) = self.injected(callback, device) {
-            let entry = TraceEntry { status: Some(status), injected: true, ..entry };
+            let entry = TraceEntry { status: Some(status.status()), injected: true, ..entry };
             let _ = self.record(entry);
             return Err(status);
         }

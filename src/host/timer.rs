@@ -36,7 +36,7 @@ use super::sync::{at_dispatch, current_irql};
 use super::trace::CallbackPanicked;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, Timer, TimerCallback};
+use crate::{Callback, NtError, Result, Timer, TimerCallbacks};
 
 /// What a `WDFTIMER` adds to the common object: its place on the virtual clock and its runs
 /// (shared with the runs likewise).
@@ -119,7 +119,7 @@ fn state(timer: &RawObject) -> &TimerState {
 }
 
 #[track_caller]
-pub(crate) fn create<T: TimerCallback>(
+pub(crate) fn create<T: TimerCallbacks>(
     parent: &T::Parent,
     period_ms: u32,
     context: T,
@@ -155,17 +155,22 @@ pub(crate) fn create<T: TimerCallback>(
     Ok(ObjectRef::from_raw(object))
 }
 
-fn run<T: TimerCallback>(timer: &RawObject, parent: &RawObject) {
+fn run<T: TimerCallbacks>(timer: &RawObject, parent: &RawObject) {
     let timer = view::<Timer<T>>(timer);
     timer.context().run(timer, view::<T::Parent>(parent));
 }
 
-fn cleanup<T: TimerCallback>(timer: &RawObject) {
+fn cleanup<T: TimerCallbacks>(timer: &RawObject) {
     let timer = view::<Timer<T>>(timer);
     timer.context().cleanup(timer);
 }
 
-pub(crate) fn context<T: TimerCallback>(timer: &Timer<T>) -> &T {
+/// One more reference on the timer (`ObjectRef::from(&timer)`).
+pub(crate) fn new_ref<T>(timer: &Timer<T>) -> RawRef {
+    timer.raw.to_arc()
+}
+
+pub(crate) fn context<T: TimerCallbacks>(timer: &Timer<T>) -> &T {
     timer.raw.expect_context::<T>()
 }
 
@@ -173,7 +178,7 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     let timer = &timer.raw;
     let mut inner = lock(&state(timer).inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     if let Some(start_aborted) = &mut inner.waiting_stop {
         // KMDF ignores a start while WdfTimerStop(Wait) runs: the stop wins.
@@ -182,7 +187,7 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     }
     let mut clock = lock(timer.shared().clock());
     let was_set = inner.due.take().is_some_and(|key| clock.queue.remove(&key).is_some());
-    let when = clock.now.checked_add(due).ok_or(NtStatus::INVALID_PARAMETER)?;
+    let when = clock.now.checked_add(due).ok_or(NtError::INVALID_PARAMETER)?;
     let key = clock.key(when);
     clock.queue.insert(key, entry(timer.to_arc()));
     inner.due = Some(key);
@@ -193,7 +198,7 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
 pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
     let timer = &timer.raw;
     if wait && current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     let state = state(timer);
     if wait {
@@ -232,7 +237,7 @@ pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
     }
     let mut inner = lock(&state(timer).inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     inner.deleting = true;
     if current_irql() == Irql::Passive {

@@ -25,7 +25,7 @@ use super::object_kind::ObjectKind;
 use super::sync::current_irql;
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
+use crate::{Callback, NtError, Result, WorkItem, WorkItemCallbacks};
 
 /// What a `WDFWORKITEM` adds to the common object: its queue and run bookkeeping. Shared
 /// with the runs, which signal the end of a run after they released their reference on the
@@ -124,7 +124,7 @@ fn state(item: &RawObject) -> &WorkItemState {
 }
 
 #[track_caller]
-pub(crate) fn create<T: WorkItemCallback>(
+pub(crate) fn create<T: WorkItemCallbacks>(
     parent: &T::Parent,
     context: T,
 ) -> Result<ObjectRef<WorkItem<T>>> {
@@ -158,17 +158,22 @@ pub(crate) fn create<T: WorkItemCallback>(
     Ok(ObjectRef::from_raw(object))
 }
 
-fn run<T: WorkItemCallback>(item: &RawObject, parent: &RawObject) {
+fn run<T: WorkItemCallbacks>(item: &RawObject, parent: &RawObject) {
     let item = view::<WorkItem<T>>(item);
     item.context().run(item, view::<T::Parent>(parent));
 }
 
-fn cleanup<T: WorkItemCallback>(item: &RawObject) {
+fn cleanup<T: WorkItemCallbacks>(item: &RawObject) {
     let item = view::<WorkItem<T>>(item);
     item.context().cleanup(item);
 }
 
-pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
+/// One more reference on the item (`ObjectRef::from(&item)`).
+pub(crate) fn new_ref<T>(item: &WorkItem<T>) -> RawRef {
+    item.raw.to_arc()
+}
+
+pub(crate) fn context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &T {
     item.raw.expect_context::<T>()
 }
 
@@ -176,7 +181,7 @@ pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
     let item = &item.raw;
     let mut inner = lock(&state(item).inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     if inner.queued {
         return Ok(false);
@@ -263,14 +268,14 @@ fn dispose_deferred(item: &Arc<RawObject>) {
 pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
     let item = &item.raw;
     if current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     let state = state(item);
     // Whether or not a run is queued now: the order is what could deadlock.
     lockdep::wait_for(&state.map, state.instance(), "WorkItem::flush", Some(Location::caller()));
     let mut inner = lock(&state.inner);
     if inner.runners.contains(&thread::current().id()) {
-        return Err(NtStatus::POSSIBLE_DEADLOCK);
+        return Err(NtError::POSSIBLE_DEADLOCK);
     }
     if !inner.is_idle() {
         let start = inner.idle_epoch;
@@ -295,7 +300,7 @@ pub(crate) fn delete<T>(item: &WorkItem<T>) -> Result {
     }
     let mut inner = lock(&state.inner);
     if inner.deleting {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     inner.deleting = true;
     let own_callback = inner.runners.contains(&thread::current().id());

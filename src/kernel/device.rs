@@ -8,7 +8,9 @@ use wdk_sys::{
     WDFDEVICE_INIT, WDFOBJECT, call_unsafe_wdf_function_binding,
 };
 
-use super::{attributes_for, context as slot_context, status, struct_size, write_context};
+use super::{
+    attributes_for, context as slot_context, status, struct_size, try_context, write_context,
+};
 use crate::pnp::{HardwareResources, Resource};
 use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 
@@ -36,9 +38,9 @@ pub(crate) struct RawDeviceInit<'a> {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "WdfDeviceCreate consumes the init")]
-pub(crate) fn create<T: PnpPowerCallbacks>(
+pub(crate) fn create_with<T: PnpPowerCallbacks>(
     init: RawDeviceInit<'_>,
-    context: T,
+    build: impl FnOnce(&Device<T>) -> Result<T>,
 ) -> Result<&Device<T>> {
     let mut callbacks = pnp_power_callbacks::<T>();
     // SAFETY: `init.init` is the live PWDFDEVICE_INIT of this `EvtDriverDeviceAdd`; the
@@ -64,12 +66,17 @@ pub(crate) fn create<T: PnpPowerCallbacks>(
         )
     };
     crate::NtStatus::from_raw(created).ok()?;
-    // SAFETY: the device was just created with `attributes_for::<T>`; its callbacks cannot
-    // run before `EvtDriverDeviceAdd` returns.
-    unsafe { write_context(device.cast(), context) };
     // SAFETY: created above with `T`; KMDF keeps it alive at least until the end of
     // `EvtDriverDeviceAdd` (`'a`), and deletes it itself if the add fails.
-    Ok(unsafe { device_ref(device) })
+    let device_view: &Device<T> = unsafe { device_ref(device) };
+    // The context space is zero-filled, which `try_context` reads as "not written": a
+    // `context()` inside `build` panics rather than reading it. On failure the device stays
+    // without a context until KMDF deletes it (the add fails); its cleanup skips it.
+    let context = build(device_view)?;
+    // SAFETY: the device was created with `attributes_for::<T>`; its PnP callbacks cannot
+    // run before `EvtDriverDeviceAdd` returns, and the context is written only here.
+    unsafe { write_context(device.cast(), context) };
+    Ok(device_view)
 }
 
 /// `WDF_PNPPOWER_EVENT_CALLBACKS_INIT`, then a trampoline for each callback `T` registers.
@@ -105,10 +112,19 @@ fn pnp_power_callbacks<T: PnpPowerCallbacks>() -> WDF_PNPPOWER_EVENT_CALLBACKS {
 }
 
 /// Trampolines: find the device and its context, call the trait method, return its status.
+/// Whether one returns a status is checked against [`Callback::is_fallible`], the one table.
 macro_rules! trampolines {
+    (@fallible) => { false };
+    (@fallible $ret:ty) => { true };
     ($(
-        $name:ident($($arg:ident: $raw:ty),*) $(-> $ret:ty)? = |$this:ident, $device:ident| $call:expr;
+        $name:ident[$callback:ident]($($arg:ident: $raw:ty),*) $(-> $ret:ty)?
+            = |$this:ident, $device:ident| $call:expr;
     )*) => {$(
+        const _: () = assert!(
+            Callback::$callback.is_fallible() == trampolines!(@fallible $($ret)?),
+            concat!(stringify!($name), ": its return type disagrees with Callback::is_fallible"),
+        );
+
         unsafe extern "C" fn $name<T: PnpPowerCallbacks>(
             device: WDFDEVICE $(, $arg: $raw)*
         ) $(-> $ret)? {
@@ -132,39 +148,43 @@ fn resources<'a>(raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> HardwareResourc
 }
 
 trampolines! {
-    prepare_hardware(raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> NTSTATUS
+    prepare_hardware[PrepareHardware](raw: WDFCMRESLIST, translated: WDFCMRESLIST) -> NTSTATUS
         = |this, device| status(this.prepare_hardware(device, resources(raw, translated)));
-    release_hardware(translated: WDFCMRESLIST) -> NTSTATUS
+    release_hardware[ReleaseHardware](translated: WDFCMRESLIST) -> NTSTATUS
         = |this, device| status(this.release_hardware(device, resources(ptr::null_mut(), translated)));
-    d0_entry(previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_entry[D0Entry](previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(previous, |previous| this.d0_entry(device, previous));
-    d0_entry_post_interrupts_enabled(previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_entry_post_interrupts_enabled[D0EntryPostInterruptsEnabled](previous: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(previous, |previous| {
             this.d0_entry_post_interrupts_enabled(device, previous)
         });
-    d0_exit_pre_interrupts_disabled(target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_exit_pre_interrupts_disabled[D0ExitPreInterruptsDisabled](target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(target, |target| {
             this.d0_exit_pre_interrupts_disabled(device, target)
         });
-    d0_exit(target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
+    d0_exit[D0Exit](target: WDF_POWER_DEVICE_STATE) -> NTSTATUS
         = |this, device| with_state(target, |target| this.d0_exit(device, target));
-    query_remove() -> NTSTATUS = |this, device| status(this.query_remove(device));
-    query_stop() -> NTSTATUS = |this, device| status(this.query_stop(device));
-    surprise_removal() = |this, device| this.surprise_removal(device);
-    self_managed_io_init() -> NTSTATUS = |this, device| status(this.self_managed_io_init(device));
-    self_managed_io_suspend() -> NTSTATUS
+    query_remove[QueryRemove]() -> NTSTATUS = |this, device| status(this.query_remove(device));
+    query_stop[QueryStop]() -> NTSTATUS = |this, device| status(this.query_stop(device));
+    surprise_removal[SurpriseRemoval]() = |this, device| this.surprise_removal(device);
+    self_managed_io_init[SelfManagedIoInit]() -> NTSTATUS = |this, device| status(this.self_managed_io_init(device));
+    self_managed_io_suspend[SelfManagedIoSuspend]() -> NTSTATUS
         = |this, device| status(this.self_managed_io_suspend(device));
-    self_managed_io_restart() -> NTSTATUS
+    self_managed_io_restart[SelfManagedIoRestart]() -> NTSTATUS
         = |this, device| status(this.self_managed_io_restart(device));
-    self_managed_io_flush() = |this, device| this.self_managed_io_flush(device);
-    self_managed_io_cleanup() = |this, device| this.self_managed_io_cleanup(device);
+    self_managed_io_flush[SelfManagedIoFlush]() = |this, device| this.self_managed_io_flush(device);
+    self_managed_io_cleanup[SelfManagedIoCleanup]() = |this, device| this.self_managed_io_cleanup(device);
 }
 
 /// The device's `EvtCleanupCallback`.
 unsafe extern "C" fn cleanup<T: PnpPowerCallbacks>(object: WDFOBJECT) {
-    // SAFETY: registered by `create::<T>` for that device, alive for the call.
+    // SAFETY: registered by `create_with::<T>` for that device, alive for the call.
     let device: &Device<T> = unsafe { device_ref(object.cast()) };
-    device.context().cleanup(device);
+    // SAFETY: as above; the device was created with `attributes_for::<T>`.
+    // No context when `create_with`'s closure failed: nothing to clean up.
+    if let Some(context) = unsafe { try_context::<T>(object) } {
+        context.cleanup(device);
+    }
 }
 
 /// `WDFCMRESLIST` handles, valid for the callback they were passed to.

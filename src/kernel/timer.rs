@@ -1,7 +1,7 @@
 //! Timers: `WdfTimerCreate`, `Start`, `Stop`, `WdfObjectDelete`, and the `EvtTimerFunc` and
 //! `EvtCleanupCallback` trampolines.
 //!
-//! The callback runs at `DISPATCH_LEVEL` (a DPC), so a `stop(true)` from it is refused by
+//! The callback runs at `DISPATCH_LEVEL` (a DPC), so a `stop_and_wait()` from it is refused by
 //! the IRQL check before KMDF could wait for itself, and a delete from it is deferred by
 //! KMDF to a passive-level worker that stops the timer and waits for the callback
 //! (`FxTimer::FlushAndRundown`) before the cleanup callback.
@@ -17,7 +17,7 @@ use super::sync::current_irql;
 use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, Timer, TimerCallback};
+use crate::{Callback, NtError, NtStatus, Result, Timer, TimerCallbacks};
 
 /// The context of a timer created by `kmdf`: whether its deletion started, then the
 /// driver's `T`.
@@ -26,13 +26,18 @@ pub(crate) struct TimerContext<T> {
     value: T,
 }
 
-fn timer_context<T: TimerCallback>(timer: &Timer<T>) -> &TimerContext<T> {
+fn timer_context<T: TimerCallbacks>(timer: &Timer<T>) -> &TimerContext<T> {
     // SAFETY: a `&Timer<T>` only exists for a timer created by `create::<T>`, whose context
     // was written before the handle was handed out, and which is alive for the borrow.
     unsafe { slot_context(timer.raw.handle()) }
 }
 
-pub(crate) fn context<T: TimerCallback>(timer: &Timer<T>) -> &T {
+/// One more reference on the timer (`ObjectRef::from(&timer)`): `&Timer<T>` is its handle.
+pub(crate) fn new_ref<T>(timer: &Timer<T>) -> RawRef {
+    RawRef::new(&timer.raw)
+}
+
+pub(crate) fn context<T: TimerCallbacks>(timer: &Timer<T>) -> &T {
     &timer_context(timer).value
 }
 
@@ -40,7 +45,7 @@ fn handle<T>(timer: &Timer<T>) -> WDFTIMER {
     timer.raw.handle().cast()
 }
 
-pub(crate) fn create<T: TimerCallback>(
+pub(crate) fn create<T: TimerCallbacks>(
     parent: &T::Parent,
     period_ms: u32,
     context: T,
@@ -86,7 +91,7 @@ pub(crate) fn create<T: TimerCallback>(
 }
 
 /// `EvtTimerFunc`.
-unsafe extern "C" fn run<T: TimerCallback>(handle: WDFTIMER) {
+unsafe extern "C" fn run<T: TimerCallbacks>(handle: WDFTIMER) {
     // SAFETY: KMDF calls the callback registered by `create::<T>` with that timer, alive for
     // the call.
     let timer: &Timer<T> = unsafe { view_handle(handle.cast()) };
@@ -101,7 +106,7 @@ unsafe extern "C" fn run<T: TimerCallback>(handle: WDFTIMER) {
 
 /// The timer's `EvtCleanupCallback`, always registered: it marks the timer deleted, then
 /// calls the driver's `cleanup` if `T` implements it.
-unsafe extern "C" fn cleanup<T: TimerCallback>(object: WDFOBJECT) {
+unsafe extern "C" fn cleanup<T: TimerCallbacks>(object: WDFOBJECT) {
     // SAFETY: registered by `create::<T>` for that timer, alive for the call.
     let timer: &Timer<T> = unsafe { view_handle(object) };
     // SAFETY: as above; `None` if the timer is disposed before `create` wrote its context.
@@ -114,21 +119,21 @@ unsafe extern "C" fn cleanup<T: TimerCallback>(object: WDFOBJECT) {
     }
 }
 
-pub(crate) fn start<T: TimerCallback>(timer: &Timer<T>, due: Duration) -> Result<bool> {
+pub(crate) fn start<T: TimerCallbacks>(timer: &Timer<T>, due: Duration) -> Result<bool> {
     if timer_context(timer).deleted.load(Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     // A negative due time is relative, in 100-nanosecond units (WDF_REL_TIMEOUT_IN_US).
-    let ticks = i64::try_from(due.as_nanos() / 100).map_err(|_| NtStatus::INVALID_PARAMETER)?;
+    let ticks = i64::try_from(due.as_nanos() / 100).map_err(|_| NtError::INVALID_PARAMETER)?;
     // SAFETY: the timer is live (borrowed); callable at IRQL <= DISPATCH_LEVEL.
     let was_set =
         unsafe { call_unsafe_wdf_function_binding!(WdfTimerStart, handle(timer), -ticks) };
     Ok(was_set != 0)
 }
 
-pub(crate) fn stop<T: TimerCallback>(timer: &Timer<T>, wait: bool) -> Result<bool> {
+pub(crate) fn stop<T: TimerCallbacks>(timer: &Timer<T>, wait: bool) -> Result<bool> {
     if wait && current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     // SAFETY: the timer is live (borrowed); waiting only at PASSIVE_LEVEL (checked above),
     // where this thread cannot be running the DPC it waits for.
@@ -137,9 +142,9 @@ pub(crate) fn stop<T: TimerCallback>(timer: &Timer<T>, wait: bool) -> Result<boo
     Ok(was_set != 0)
 }
 
-pub(crate) fn delete<T: TimerCallback>(timer: &Timer<T>) -> Result {
+pub(crate) fn delete<T: TimerCallbacks>(timer: &Timer<T>) -> Result {
     if timer_context(timer).deleted.swap(true, Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     // SAFETY: the timer is live (borrowed) and deleted only once (the flag above). At
     // PASSIVE_LEVEL KMDF stops it and waits for a running callback, which this thread is not

@@ -55,7 +55,7 @@ use super::sync::current_irql;
 use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
 use crate::object::{ObjectRef, sealed::Object as _};
 use crate::sync::Irql;
-use crate::{Callback, NtStatus, Result, WorkItem, WorkItemCallback};
+use crate::{Callback, NtError, NtStatus, Result, WorkItem, WorkItemCallbacks};
 
 /// The context of a work item created by `kmdf`.
 pub(crate) struct ItemContext<T> {
@@ -215,7 +215,7 @@ impl Drop for Registration<'_> {
     }
 }
 
-fn item_context<T: WorkItemCallback>(item: &WorkItem<T>) -> &ItemContext<T> {
+fn item_context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &ItemContext<T> {
     // SAFETY: in this backend a `&WorkItem<T>` is only made by `view_of`, from the
     // `ItemContext<T>` of a live item created by `create::<T>`; the context lives as long as
     // the item, which the borrow keeps alive.
@@ -223,18 +223,24 @@ fn item_context<T: WorkItemCallback>(item: &WorkItem<T>) -> &ItemContext<T> {
 }
 
 /// The `&WorkItem<T>` of an item: a view of its context.
-fn view_of<T: WorkItemCallback>(context: &ItemContext<T>) -> &WorkItem<T> {
+fn view_of<T: WorkItemCallbacks>(context: &ItemContext<T>) -> &WorkItem<T> {
     // SAFETY: `RawObject` is zero-sized and never read through, so any non-null address is a
     // valid `&RawObject`; this one lives as long as `context`.
     let raw: &RawObject = unsafe { &*ptr::from_ref(context).cast::<RawObject>() };
     view(raw)
 }
 
-pub(crate) fn context<T: WorkItemCallback>(item: &WorkItem<T>) -> &T {
+/// One more reference on the item (`ObjectRef::from(&item)`): counted on its handle, viewed
+/// at its context, as `create` returns it.
+pub(crate) fn new_ref<T: WorkItemCallbacks>(item: &WorkItem<T>) -> RawRef {
+    RawRef::with_view(handle(item).cast(), &item.raw)
+}
+
+pub(crate) fn context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &T {
     &item_context(item).value
 }
 
-pub(crate) fn create<T: WorkItemCallback>(
+pub(crate) fn create<T: WorkItemCallbacks>(
     parent: &T::Parent,
     context: T,
 ) -> Result<ObjectRef<WorkItem<T>>> {
@@ -275,7 +281,7 @@ pub(crate) fn create<T: WorkItemCallback>(
 }
 
 /// `EvtWorkItem`.
-unsafe extern "C" fn run<T: WorkItemCallback>(handle: WDFWORKITEM) {
+unsafe extern "C" fn run<T: WorkItemCallbacks>(handle: WDFWORKITEM) {
     // SAFETY: KMDF calls the callback registered by `create::<T>` with that item, alive
     // (KMDF holds a reference) for the call, its context written before it could be queued.
     let context: &ItemContext<T> = unsafe { slot_context(handle.cast()) };
@@ -296,7 +302,7 @@ unsafe extern "C" fn run<T: WorkItemCallback>(handle: WDFWORKITEM) {
 
 /// The item's `EvtCleanupCallback`, always registered: it marks the item deleted, then
 /// calls the driver's `cleanup` if `T` implements it.
-unsafe extern "C" fn cleanup<T: WorkItemCallback>(object: WDFOBJECT) {
+unsafe extern "C" fn cleanup<T: WorkItemCallbacks>(object: WDFOBJECT) {
     // SAFETY: registered by `create::<T>` for that item, alive for the call; `None` if the
     // item is disposed before `create` wrote its context.
     let Some(context) = (unsafe { try_context::<ItemContext<T>>(object) }) else {
@@ -309,14 +315,14 @@ unsafe extern "C" fn cleanup<T: WorkItemCallback>(object: WDFOBJECT) {
     }
 }
 
-fn handle<T: WorkItemCallback>(item: &WorkItem<T>) -> WDFWORKITEM {
+fn handle<T: WorkItemCallbacks>(item: &WorkItem<T>) -> WDFWORKITEM {
     item_context(item).header.handle.0
 }
 
-pub(crate) fn enqueue<T: WorkItemCallback>(item: &WorkItem<T>) -> Result<bool> {
+pub(crate) fn enqueue<T: WorkItemCallbacks>(item: &WorkItem<T>) -> Result<bool> {
     let header = &item_context(item).header;
     if header.deleted.load(Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     let was_queued = header.queued.swap(true, Ordering::SeqCst);
     // SAFETY: the item is live (borrowed); callable at IRQL <= DISPATCH_LEVEL.
@@ -324,12 +330,12 @@ pub(crate) fn enqueue<T: WorkItemCallback>(item: &WorkItem<T>) -> Result<bool> {
     Ok(!was_queued)
 }
 
-pub(crate) fn flush<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
+pub(crate) fn flush<T: WorkItemCallbacks>(item: &WorkItem<T>) -> Result {
     if current_irql() != Irql::Passive {
-        return Err(NtStatus::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
+        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
     if item_context(item).header.runners.current_is_running() {
-        return Err(NtStatus::POSSIBLE_DEADLOCK);
+        return Err(NtError::POSSIBLE_DEADLOCK);
     }
     // SAFETY: the item is live (borrowed), the thread is at PASSIVE_LEVEL and does not run
     // the item's callback, so the wait can end.
@@ -337,10 +343,10 @@ pub(crate) fn flush<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
     Ok(())
 }
 
-pub(crate) fn delete<T: WorkItemCallback>(item: &WorkItem<T>) -> Result {
+pub(crate) fn delete<T: WorkItemCallbacks>(item: &WorkItem<T>) -> Result {
     let header = &item_context(item).header;
     if header.deleted.swap(true, Ordering::SeqCst) {
-        return Err(NtStatus::DELETE_PENDING);
+        return Err(NtError::DELETE_PENDING);
     }
     let object: WDFOBJECT = header.handle.0.cast();
     let me = current_thread();

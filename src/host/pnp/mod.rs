@@ -21,7 +21,7 @@ use std::string::String;
 use std::vec::Vec;
 
 use super::trace::{CallbackPanicked, Trace, VerifierFinding};
-use crate::{Callback, NtStatus, Result};
+use crate::Callback;
 
 pub(crate) mod checker;
 pub(crate) mod machine;
@@ -38,6 +38,7 @@ pub(crate) mod machine;
 /// assert!("unplug".parse::<PnpAction>().is_err());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum PnpAction {
     /// `IRP_MN_START_DEVICE`: first start, start again after a rebalance stop, or the restart
     /// of a started device with new resources.
@@ -141,6 +142,7 @@ impl std::str::FromStr for PnpAction {
 
 /// Where a device is in its life, as the PnP manager sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NodeState {
     /// `EvtDriverDeviceAdd` created the device; it has not started.
     Added,
@@ -451,25 +453,13 @@ impl fmt::Display for ViolationKind {
     }
 }
 
-/// Whether a failure with `status` can be injected into `callback`: only fallible callbacks
-/// can fail, and only with a failure status.
-#[allow(clippy::needless_pass_by_value, reason = "NtStatus is a Copy i32")]
-pub(crate) fn check_injectable(callback: Callback, status: NtStatus) -> Result {
-    let fallible = matches!(
-        callback,
-        Callback::DriverEntry
-            | Callback::DriverDeviceAdd
-            | Callback::PrepareHardware
-            | Callback::ReleaseHardware
-            | Callback::D0Entry
-            | Callback::D0EntryPostInterruptsEnabled
-            | Callback::D0ExitPreInterruptsDisabled
-            | Callback::D0Exit
-            | Callback::QueryRemove
-            | Callback::QueryStop
-            | Callback::SelfManagedIoInit
-            | Callback::SelfManagedIoSuspend
-            | Callback::SelfManagedIoRestart
-    );
-    if fallible && status.is_failure() { Ok(()) } else { Err(NtStatus::INVALID_PARAMETER) }
+/// Whether a failure can be injected into `callback`: only fallible callbacks can fail.
+pub(crate) fn check_injectable(
+    callback: Callback,
+) -> core::result::Result<(), super::error::HarnessError> {
+    if callback.is_fallible() {
+        Ok(())
+    } else {
+        Err(super::error::HarnessError::NotInjectable(callback))
+    }
 }
