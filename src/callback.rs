@@ -274,7 +274,7 @@ pub mod vtable {
 ///
 /// KMDF behaves differently depending on which callbacks a driver registers: once any
 /// self-managed I/O callback is registered, the device gets a self-managed I/O state
-/// machine (kmdf-semantics section 3). A trait with default methods cannot tell which ones
+/// machine (docs/kmdf-behaviour.md section 3). A trait with default methods cannot tell which ones
 /// a driver wrote, so each callback trait, such as
 /// [`PnpPowerCallbacks`](crate::PnpPowerCallbacks), requires a hidden registration table,
 /// and this macro writes it from the impl block itself: what is written is registered,

@@ -2,7 +2,7 @@
 //!
 //! A device's context type implements [`PnpPowerCallbacks`] through [`vtable!`](crate::vtable).
 //! The framework calls the methods as the device starts, changes power state, stops for
-//! rebalance and goes away; the order for every scenario is in `kmdf-semantics.md`
+//! rebalance and goes away; the order for every scenario is in `docs/kmdf-behaviour.md`
 //! section 1 and the failure paths in section 2. Every method runs at `PASSIVE_LEVEL`.
 //!
 //! Only the methods written in the impl block are registered: a method you do not write is
@@ -228,7 +228,7 @@ impl Resource {
 /// `surprise_removal`, so state they change lives in [`sync`](crate::sync) types.
 ///
 /// Failures are reported by returning `Err(status)`. What KMDF does after each failure is
-/// in the method's documentation (`kmdf-semantics.md` section 2).
+/// in the method's documentation (`docs/kmdf-behaviour.md` section 2).
 pub trait PnpPowerCallbacks: Sized + Send + Sync + 'static {
     /// Which methods the impl block wrote: the callbacks registered for this type.
     ///

@@ -126,7 +126,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # The rules (kmdf-semantics.md section 4)
+//! # The rules (docs/kmdf-behaviour.md section 4)
 //!
 //! * **Enqueue** while the item is queued does nothing more: one run serves both calls, so
 //!   [`run`](WorkItemCallbacks::run) must handle everything pending when it starts. The

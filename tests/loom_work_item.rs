@@ -1,7 +1,7 @@
 //! A model of the host work-item state machine (enqueue, run, re-enqueue, flush, delete,
 //! removal of the parent), checked with [loom](https://docs.rs/loom): every interleaving of
 //! each scenario's threads, up to a preemption bound, against the rules of
-//! kmdf-semantics.md section 4.
+//! docs/kmdf-behaviour.md section 4.
 //!
 //! **This model mirrors `src/host/work_item.rs` step by step, with the parts of
 //! `src/host/object.rs` (`RawObject::create_with`, `RawObject::delete`) and

@@ -1,5 +1,5 @@
 //! The object model on the host runtime: devices with typed contexts, read back, and
-//! dropped exactly once (kmdf-semantics.md section 5).
+//! dropped exactly once (docs/kmdf-behaviour.md section 5).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

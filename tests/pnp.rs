@@ -1,5 +1,5 @@
 //! PnP, power and self-managed I/O on the host runtime: one test per row of
-//! kmdf-semantics.md section 1 (callback order per scenario) and section 2 (failure paths),
+//! docs/kmdf-behaviour.md section 1 (callback order per scenario) and section 2 (failure paths),
 //! invalid actions, and registration of only the callbacks a driver implements.
 
 mod common;

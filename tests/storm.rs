@@ -1,6 +1,6 @@
 //! Random PnP storms (issue: reliability): random sequences of every PnP action, valid or
 //! not, with random injected callback failures, against a driver that registers every
-//! callback. After every step the runtime's invariant checks (kmdf-semantics.md section 3)
+//! callback. After every step the runtime's invariant checks (docs/kmdf-behaviour.md section 3)
 //! must hold and an invalid action must change nothing; at the end no object is left alive
 //! and the device context was dropped exactly once.
 //!

@@ -440,7 +440,7 @@ fn each_expiry_waits_for_the_work_it_handed_on() {
     // The scenario of issue 11 (B4): a 100 ms periodic timer that enqueues a work item,
     // advanced by one second. Before, the timer fired ten times while the first run was
     // still queued, and WdfWorkItemEnqueue ignores an enqueue while the item is queued
-    // (kmdf-semantics.md section 4), so the item ran 1 to 10 times.
+    // (docs/kmdf-behaviour.md section 4), so the item ran 1 to 10 times.
     let (runtime, _driver, node, record) = relay(&[HEATER]);
     runtime.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(runtime.now(), Duration::from_secs(1));
@@ -509,7 +509,7 @@ fn the_same_scenario_gives_the_same_trace_every_time() {
 fn with_the_workers_held_advance_fires_every_expiry_without_waiting() {
     // Held workers start nothing, so advance cannot wait for the work: it fires each due
     // expiry and returns. The run the first tick queued is still queued at the next ones,
-    // and an enqueue while the item is queued does nothing (kmdf-semantics.md section 4):
+    // and an enqueue while the item is queued does nothing (docs/kmdf-behaviour.md section 4):
     // one run serves all ten ticks, once the workers are released.
     let (runtime, _driver, node, record) = relay(&[HEATER]);
     let held = runtime.hold_workers();

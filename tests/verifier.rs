@@ -1,5 +1,5 @@
 //! The runtime's verifier catches a deliberately broken driver: one that touches its work
-//! item after `SelfManagedIoFlush`, which kmdf-semantics.md section 4 says drivers must not
+//! item after `SelfManagedIoFlush`, which docs/kmdf-behaviour.md section 4 says drivers must not
 //! let happen (KMDF would run it during removal, after the device's resources are gone).
 
 use kmdf::host::{PnpAction, PnpError, Runtime, Violation};

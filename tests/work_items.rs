@@ -1,4 +1,4 @@
-//! Work items on the host runtime: every rule of kmdf-semantics.md section 4, on real
+//! Work items on the host runtime: every rule of docs/kmdf-behaviour.md section 4, on real
 //! worker threads.
 //!
 //! Interleavings are built with channels and with the runtime's two test aids,
@@ -206,7 +206,7 @@ fn blocking_body(
 
 #[test]
 fn a_run_gets_its_context_and_parent_at_passive_level_on_a_worker_thread() {
-    // kmdf-semantics.md section 4: GetParentObject returns exactly the parent given at
+    // docs/kmdf-behaviour.md section 4: GetParentObject returns exactly the parent given at
     // creation; EvtWorkItem runs at PASSIVE_LEVEL on a system worker thread.
     let log = Log::default();
     let (tx, rx) = mpsc::channel();
@@ -238,7 +238,7 @@ fn a_run_gets_its_context_and_parent_at_passive_level_on_a_worker_thread() {
 
 #[test]
 fn creating_under_a_parent_being_deleted_fails_and_drops_the_context() {
-    // kmdf-semantics.md section 4 (the work item is a child of its parent) and section 5:
+    // docs/kmdf-behaviour.md section 4 (the work item is a child of its parent) and section 5:
     // an object being deleted takes no new children (STATUS_DELETE_PENDING).
     let log = Log::default();
     let drops = Arc::new(AtomicUsize::new(0));
@@ -290,7 +290,7 @@ fn a_panicking_run_is_recorded_and_the_workers_go_on() {
 
 #[test]
 fn enqueue_while_queued_does_nothing_more() {
-    // kmdf-semantics.md section 4, Enqueue: already queued, the call does nothing; one run
+    // docs/kmdf-behaviour.md section 4, Enqueue: already queued, the call does nothing; one run
     // serves both calls.
     let log = Log::default();
     let (runtime, node, item, _) = one_item(&log, |_, _| {});
@@ -307,7 +307,7 @@ fn enqueue_while_queued_does_nothing_more() {
 
 #[test]
 fn the_queued_flag_is_cleared_before_the_callback_so_runs_can_overlap() {
-    // kmdf-semantics.md section 4, Enqueue: the queued flag is cleared before the callback
+    // docs/kmdf-behaviour.md section 4, Enqueue: the queued flag is cleared before the callback
     // runs: re-enqueue from inside the callback works, and a second run can overlap the
     // first. Flush from either overlapping run is detected as a self-flush (KMDF keeps one
     // thread per item and would miss the first one).
@@ -349,7 +349,7 @@ fn the_queued_flag_is_cleared_before_the_callback_so_runs_can_overlap() {
 
 #[test]
 fn runs_that_block_never_keep_queued_runs_from_starting() {
-    // kmdf-semantics.md section 4: callbacks run on system worker threads, which the kernel
+    // docs/kmdf-behaviour.md section 4: callbacks run on system worker threads, which the kernel
     // adds when all are busy. Every run here blocks until all of them have started, so
     // they only finish if each queued run gets a thread of its own, whether enqueued in a
     // burst or released together from a hold.
@@ -399,7 +399,7 @@ fn runs_that_block_never_keep_queued_runs_from_starting() {
 
 #[test]
 fn flush_of_an_item_never_enqueued_returns_at_once() {
-    // kmdf-semantics.md section 4, Flush: never enqueued, it returns at once.
+    // docs/kmdf-behaviour.md section 4, Flush: never enqueued, it returns at once.
     let log = Log::default();
     let (runtime, node, item, _) = one_item(&log, |_, _| {});
     // Held workers could not run anything: a flush that waited would hang here.
@@ -410,7 +410,7 @@ fn flush_of_an_item_never_enqueued_returns_at_once() {
 
 #[test]
 fn flush_waits_for_a_running_callback() {
-    // kmdf-semantics.md section 4, Flush: waits until the running callback has returned.
+    // docs/kmdf-behaviour.md section 4, Flush: waits until the running callback has returned.
     let log = Log::default();
     let (started, started_rx) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
@@ -436,7 +436,7 @@ fn flush_waits_for_a_running_callback() {
 
 #[test]
 fn flush_waits_for_a_queued_callback_and_its_re_enqueue_chain() {
-    // kmdf-semantics.md section 4, Flush: waits for the queued callback, including a
+    // docs/kmdf-behaviour.md section 4, Flush: waits for the queued callback, including a
     // re-enqueue chain.
     const ROUNDS: usize = 5;
     let log = Log::default();
@@ -469,7 +469,7 @@ fn flush_waits_for_a_queued_callback_and_its_re_enqueue_chain() {
 
 #[test]
 fn flush_from_the_items_own_callback_is_an_error_not_a_deadlock() {
-    // kmdf-semantics.md section 4, Flush: from inside the item's own callback it would wait
+    // docs/kmdf-behaviour.md section 4, Flush: from inside the item's own callback it would wait
     // for itself; kmdf returns STATUS_POSSIBLE_DEADLOCK.
     let log = Log::default();
     let (tx, rx) = mpsc::channel();
@@ -485,7 +485,7 @@ fn flush_from_the_items_own_callback_is_an_error_not_a_deadlock() {
 
 #[test]
 fn flush_above_passive_level_is_an_error() {
-    // kmdf-semantics.md section 4, Flush: PASSIVE_LEVEL only. Holding a spin lock raises
+    // docs/kmdf-behaviour.md section 4, Flush: PASSIVE_LEVEL only. Holding a spin lock raises
     // the thread to DISPATCH_LEVEL.
     let log = Log::default();
     let (runtime, _node, item, _) = one_item(&log, |_, _| {});
@@ -501,7 +501,7 @@ fn flush_above_passive_level_is_an_error() {
 
 #[test]
 fn flush_sees_every_enqueue_that_returned_before_it_while_many_threads_enqueue() {
-    // kmdf-semantics.md section 4, Enqueue and Flush: a coalesced enqueue is served by the
+    // docs/kmdf-behaviour.md section 4, Enqueue and Flush: a coalesced enqueue is served by the
     // pending run, and a flush waits for it: whatever was posted before an enqueue that
     // returned (Ok(true) or Ok(false)) before the flush started has been handled by a run
     // that finished before the flush returned.
@@ -594,7 +594,7 @@ fn flush_sees_every_enqueue_that_returned_before_it_while_many_threads_enqueue()
 
 #[test]
 fn delete_of_an_idle_item_cleans_it_up_at_once() {
-    // kmdf-semantics.md section 4, Delete: not queued, it is cleaned up at once. Section 5:
+    // docs/kmdf-behaviour.md section 4, Delete: not queued, it is cleaned up at once. Section 5:
     // the context is dropped when the last reference goes, exactly once.
     let log = Log::default();
     let (runtime, node, item, drops) = one_item(&log, |_, _| {});
@@ -621,7 +621,7 @@ fn delete_of_an_idle_item_cleans_it_up_at_once() {
 
 #[test]
 fn delete_twice_and_enqueue_after_delete_are_errors() {
-    // kmdf-semantics.md section 4, Enqueue: being deleted, KMDF ignores it; kmdf reports
+    // docs/kmdf-behaviour.md section 4, Enqueue: being deleted, KMDF ignores it; kmdf reports
     // STATUS_DELETE_PENDING, and for a second delete too. A flush has nothing to wait for.
     let log = Log::default();
     let (_runtime, node, item, _) = one_item(&log, |_, _| {});
@@ -635,7 +635,7 @@ fn delete_twice_and_enqueue_after_delete_are_errors() {
 
 #[test]
 fn delete_while_queued_waits_for_the_run_then_cleans_up() {
-    // kmdf-semantics.md section 4, Delete: queued, the run is not cancelled; deletion
+    // docs/kmdf-behaviour.md section 4, Delete: queued, the run is not cancelled; deletion
     // waits for the callback, then the cleanup runs.
     let log = Log::default();
     let (runtime, node, item, _) = one_item(&log, |_, _| {});
@@ -663,7 +663,7 @@ fn delete_while_queued_waits_for_the_run_then_cleans_up() {
 
 #[test]
 fn delete_while_running_waits_for_the_callback() {
-    // kmdf-semantics.md section 4, Delete: running, deletion waits for the callback.
+    // docs/kmdf-behaviour.md section 4, Delete: running, deletion waits for the callback.
     let log = Log::default();
     let (started, started_rx) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
@@ -686,7 +686,7 @@ fn delete_while_running_waits_for_the_callback() {
 
 #[test]
 fn delete_from_inside_the_callback_returns_at_once_and_cleanup_follows_the_run() {
-    // kmdf-semantics.md section 4, Delete: from inside the callback it returns at once;
+    // docs/kmdf-behaviour.md section 4, Delete: from inside the callback it returns at once;
     // the item is cleaned up once the callback has returned. The run it queued just before
     // is not cancelled either, and no run starts after the cleanup.
     let log = Log::default();
@@ -788,7 +788,7 @@ fn two_items(
 
 #[test]
 fn a_queued_item_runs_during_device_removal_before_any_cleanup_and_never_after() {
-    // kmdf-semantics.md section 4, Delete: a still-queued work item can run during device
+    // docs/kmdf-behaviour.md section 4, Delete: a still-queued work item can run during device
     // removal; when a parent is deleted its work items are disposed first, each one's
     // cleanup after its callbacks return and before the parent's cleanup.
     let log = Log::default();
@@ -835,7 +835,7 @@ fn a_queued_item_runs_during_device_removal_before_any_cleanup_and_never_after()
 
 #[test]
 fn device_removal_waits_for_a_running_item() {
-    // kmdf-semantics.md section 4, Delete: the parent's deletion waits for a running
+    // docs/kmdf-behaviour.md section 4, Delete: the parent's deletion waits for a running
     // callback before the item's cleanup, and the device's cleanup comes last.
     let log = Log::default();
     let (started, started_rx) = mpsc::channel();
@@ -856,7 +856,7 @@ fn device_removal_waits_for_a_running_item() {
 
 #[test]
 fn device_removal_from_an_items_callback_waits_for_the_items_other_runs() {
-    // kmdf-semantics.md section 4, Delete: each work item's cleanup runs after its callbacks
+    // docs/kmdf-behaviour.md section 4, Delete: each work item's cleanup runs after its callbacks
     // return, and no run starts after it. A removal from inside the item's own callback
     // cannot wait for that run, but it waits for the run another thread has started. It did
     // not: the cleanups ran while that run was still in its callback, and a run that had
@@ -901,7 +901,7 @@ fn device_removal_from_an_items_callback_waits_for_the_items_other_runs() {
 
 #[test]
 fn device_removal_disposes_items_deleted_earlier_only_once() {
-    // kmdf-semantics.md section 5: cleanup runs exactly once; an item the driver deleted
+    // docs/kmdf-behaviour.md section 5: cleanup runs exactly once; an item the driver deleted
     // is no longer a child the device disposes.
     let log = Log::default();
     let (runtime, node, items, drops) = two_items(&log, |_, _| {});

@@ -184,7 +184,7 @@ impl Runtime {
     /// Makes the `nth` call (counting from 1, over the whole runtime: all devices and drivers
     /// together; [`DeviceNode::inject_failure`] counts one device's calls) of `callback` fail with
     /// `status`, without running the driver's code for it: the framework sees the failure and
-    /// takes its failure path (kmdf-semantics.md section 2). A callback the driver did not
+    /// takes its failure path (docs/kmdf-behaviour.md section 2). A callback the driver did not
     /// register is never called, so it never fails. The trace marks the call `(injected)`.
     ///
     /// ```

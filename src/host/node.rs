@@ -257,7 +257,7 @@ impl DeviceNode {
     }
 
     /// Applies a PnP action: runs, in order, every driver callback KMDF would for it
-    /// (kmdf-semantics.md sections 1 and 2), then checks KMDF's invariants (section 3).
+    /// (docs/kmdf-behaviour.md sections 1 and 2), then checks KMDF's invariants (section 3).
     ///
     /// A callback that fails is not an error of the action: the device takes KMDF's failure
     /// path (a vetoed query leaves it started; a failed start or power transition tears it

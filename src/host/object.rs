@@ -1,6 +1,6 @@
 //! Framework objects on the host: the object table, parent/child disposal and contexts.
 //!
-//! Mirrors KMDF's object life cycle (kmdf-semantics section 5): deleting an object disposes
+//! Mirrors KMDF's object life cycle (docs/kmdf-behaviour.md section 5): deleting an object disposes
 //! its children first, then runs its own `EvtCleanupCallback`; the object is destroyed, and
 //! its context dropped, when its last reference goes. A child holds a reference on its
 //! parent until the child is disposed; the parent's child list holds the child's creation

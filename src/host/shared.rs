@@ -269,7 +269,7 @@ impl Shared {
     }
 
     /// Notes that `device`'s `SelfManagedIoFlush` returned: from now on its work items and
-    /// timers must not run (kmdf-semantics.md section 4: drivers flush them there).
+    /// timers must not run (docs/kmdf-behaviour.md section 4: drivers flush them there).
     pub(crate) fn note_flushed(&self, device: u64) {
         lock(&self.verifier).flushed.insert(device);
     }
@@ -285,7 +285,7 @@ impl Shared {
                 message: std::format!(
                     "{callback} ran after EvtDeviceSelfManagedIoFlush returned: the driver left \
                      it queued or running; flush (or stop) the device's work items and timers \
-                     in SelfManagedIoFlush or SelfManagedIoSuspend (kmdf-semantics.md section 4)"
+                     in SelfManagedIoFlush or SelfManagedIoSuspend (docs/kmdf-behaviour.md section 4)"
                 ),
             };
             verifier.findings.push((finding, false));

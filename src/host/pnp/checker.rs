@@ -1,4 +1,4 @@
-//! The invariant checker: KMDF's invariants (kmdf-semantics.md section 3) over what the
+//! The invariant checker: KMDF's invariants (docs/kmdf-behaviour.md section 3) over what the
 //! model did.
 //!
 //! The checker lives outside the model it checks: it reads the model's log of callback
@@ -52,7 +52,7 @@ pub(crate) fn after_action(
     }
 }
 
-/// Checks invariants 1 to 9 of kmdf-semantics.md section 3 over every callback point
+/// Checks invariants 1 to 9 of docs/kmdf-behaviour.md section 3 over every callback point
 /// reached so far; `removed` says whether the device is gone. Invariant 10 (PASSIVE_LEVEL)
 /// holds by construction: callbacks run on the thread applying the action, under the
 /// node's action mutex only, so at that thread's IRQL, which is PASSIVE_LEVEL unless the

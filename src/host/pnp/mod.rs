@@ -1,7 +1,7 @@
 //! The PnP manager's actions on a device, and what can go wrong with them.
 //!
 //! Each [`PnpAction`] applied to a [`DeviceNode`](super::DeviceNode) produces exactly the
-//! driver callbacks KMDF would invoke (kmdf-semantics.md section 1), including the failure
+//! driver callbacks KMDF would invoke (docs/kmdf-behaviour.md section 1), including the failure
 //! paths of section 2: a failure that tears the device down runs the whole teardown, down
 //! to the device object's deletion, within the action that hit it. An action the device's
 //! state does not allow is refused with [`PnpError::InvalidAction`] and changes nothing.
@@ -200,7 +200,7 @@ pub enum PnpError {
         state: NodeState,
     },
     /// The action ran, and the callback sequence broke one of KMDF's invariants
-    /// (kmdf-semantics.md section 3), or the runtime's verifier caught the driver breaking a
+    /// (docs/kmdf-behaviour.md section 3), or the runtime's verifier caught the driver breaking a
     /// rule (a work item or timer running after `SelfManagedIoFlush`).
     InvariantViolated {
         /// The action after which the check failed.
@@ -266,7 +266,7 @@ impl std::error::Error for PnpError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {
-    /// The callback sequence broke one of KMDF's invariants (kmdf-semantics.md section 3).
+    /// The callback sequence broke one of KMDF's invariants (docs/kmdf-behaviour.md section 3).
     Invariant(InvariantViolation),
     /// The runtime's verifier caught the driver breaking a rule (a work item or timer
     /// running after `SelfManagedIoFlush`).
@@ -274,7 +274,7 @@ pub enum Violation {
 }
 
 impl Violation {
-    /// The number of the invariant of kmdf-semantics.md section 3 that was broken, or
+    /// The number of the invariant of docs/kmdf-behaviour.md section 3 that was broken, or
     /// `None` for a verifier finding.
     #[must_use]
     pub fn invariant(&self) -> Option<u8> {
@@ -294,11 +294,11 @@ impl fmt::Display for Violation {
     }
 }
 
-/// A broken invariant of kmdf-semantics.md section 3: which, what and where.
+/// A broken invariant of docs/kmdf-behaviour.md section 3: which, what and where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct InvariantViolation {
-    /// The invariant's number in kmdf-semantics.md section 3 (1 to 11).
+    /// The invariant's number in docs/kmdf-behaviour.md section 3 (1 to 11).
     pub invariant: u8,
     /// What happened.
     pub what: ViolationKind,
@@ -326,7 +326,7 @@ impl fmt::Display for InvariantViolation {
     }
 }
 
-/// What a broken invariant of kmdf-semantics.md section 3 consists of.
+/// What a broken invariant of docs/kmdf-behaviour.md section 3 consists of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ViolationKind {
@@ -377,7 +377,7 @@ pub enum ViolationKind {
 }
 
 impl ViolationKind {
-    /// The invariant of kmdf-semantics.md section 3 it breaks.
+    /// The invariant of docs/kmdf-behaviour.md section 3 it breaks.
     #[must_use]
     pub const fn invariant(self) -> u8 {
         match self {
