@@ -253,3 +253,31 @@ fn periods_kmdf_cannot_express_are_refused() {
     let driver = runtime.load::<Refuser>().unwrap();
     driver.add_device().unwrap();
 }
+
+#[test]
+fn timers_due_at_the_same_time_all_fire() {
+    // The clock's queue holds every set timer, even two due at the same instant
+    // (`WdfTimerStart` on two timers with the same due time: both DPCs run).
+    let runtime = Runtime::new();
+    let driver = runtime.load::<Lab>().unwrap();
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let mut timers = Vec::new();
+    for name in ["a", "b", "c"] {
+        let log = Arc::clone(&fired);
+        PLAN.with(|plan| {
+            *plan.borrow_mut() = Some(Plan {
+                period: None,
+                behavior: Box::new(move |_| log.lock().unwrap().push(name)),
+            });
+        });
+        let node = driver.add_device().unwrap();
+        timers.push(node.with_context(|d: &LabDevice| d.timer.lock().clone()).unwrap().unwrap());
+    }
+    for timer in &timers {
+        assert_eq!(timer.start(10 * MS), Ok(false));
+    }
+    runtime.advance(10 * MS);
+    let mut names = fired.lock().unwrap().clone();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "b", "c"], "each timer fires once");
+}
