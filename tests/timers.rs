@@ -281,3 +281,45 @@ fn timers_due_at_the_same_time_all_fire() {
     names.sort_unstable();
     assert_eq!(names, ["a", "b", "c"], "each timer fires once");
 }
+
+#[test]
+fn delete_while_the_callback_runs_elsewhere_waits_for_it() {
+    // `FxTimer::FlushAndRundown`: the deletion stops the timer and waits (`Stop(TRUE)`) for
+    // a callback running on another processor before the timer's cleanup runs.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let f = lab(None, move |_| {
+        entered_tx.send(()).unwrap();
+        release_rx.lock().unwrap().recv_timeout(Duration::from_secs(20)).unwrap();
+    });
+    f.timer.start(MS).unwrap();
+    std::thread::scope(|scope| {
+        let runtime = &f.runtime;
+        let advance = scope.spawn(move || runtime.advance(MS));
+        entered.recv_timeout(Duration::from_secs(20)).expect("the callback runs");
+        // Not scoped: a deletion that never returned must fail the test, not hang it.
+        let (done_tx, done) = mpsc::channel();
+        let timer = f.timer.clone();
+        std::thread::spawn(move || done_tx.send(timer.delete()).unwrap());
+        // The deletion waits while the callback runs (or, wrongly, returns at once).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut early = None;
+        while f.runtime.work_item_waiters() == 0 && std::time::Instant::now() < deadline {
+            if let Ok(result) = done.try_recv() {
+                early = Some(result);
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let waited = f.runtime.work_item_waiters();
+        let trace_meanwhile = f.runtime.trace().lines();
+        release.send(()).unwrap();
+        assert_eq!(early, None, "the deletion returned while the callback ran");
+        assert_eq!(waited, 1, "the deletion waits for the callback");
+        assert_eq!(trace_meanwhile, ["EvtTimerFunc"]);
+        assert_eq!(done.recv_timeout(Duration::from_secs(20)), Ok(Ok(())));
+        advance.join().unwrap();
+    });
+    assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
+}
