@@ -323,3 +323,62 @@ fn delete_while_the_callback_runs_elsewhere_waits_for_it() {
     });
     assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
 }
+
+#[test]
+fn the_drivers_cleanup_runs_once_when_the_timer_is_deleted_and_before_its_context_drops() {
+    // kmdf-semantics.md section 5: EvtCleanupCallback when deletion starts, once; the context
+    // is freed later, with the last reference (EvtDestroyCallback).
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CLEANUPS: AtomicUsize = AtomicUsize::new(0);
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    static CLEANUPS_BEFORE_DROP: AtomicUsize = AtomicUsize::new(0);
+
+    struct Tock;
+    impl Drop for Tock {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    kmdf::vtable! {
+        impl TimerCallback for Tock {
+            type Parent = Device<ClockDevice>;
+            fn run(&self, _timer: &Timer<Self>, _device: &Device<ClockDevice>) {}
+            fn cleanup(&self, _timer: &Timer<Self>) {
+                CLEANUPS.fetch_add(1, Ordering::SeqCst);
+                if DROPS.load(Ordering::SeqCst) == 0 {
+                    CLEANUPS_BEFORE_DROP.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    struct ClockDevice {
+        timer: SpinLock<Option<ObjectRef<Timer<Tock>>>>,
+    }
+    kmdf::vtable! {
+        impl PnpPowerCallbacks for ClockDevice {}
+    }
+    struct Clocked;
+    impl Driver for Clocked {
+        fn driver_entry() -> Result<Self> {
+            Ok(Clocked)
+        }
+        fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+            let device = device_init.create(ClockDevice { timer: SpinLock::new(None)? })?;
+            *device.context().timer.lock() = Some(Timer::create(device, None, Tock)?);
+            Ok(())
+        }
+    }
+
+    let runtime = Runtime::new();
+    let driver = runtime.load::<Clocked>().unwrap();
+    let node = driver.add_device().unwrap();
+    let timer = node.with_context(|d: &ClockDevice| d.timer.lock().take()).unwrap().unwrap();
+    timer.delete().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 1);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 0, "the test still holds a reference");
+    drop(timer);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    node.remove().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 1, "not again with the parent");
+    assert_eq!(CLEANUPS_BEFORE_DROP.load(Ordering::SeqCst), 1);
+}
