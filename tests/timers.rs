@@ -285,43 +285,108 @@ fn timers_due_at_the_same_time_all_fire() {
 #[test]
 fn delete_while_the_callback_runs_elsewhere_waits_for_it() {
     // `FxTimer::FlushAndRundown`: the deletion stops the timer and waits (`Stop(TRUE)`) for
-    // a callback running on another processor before the timer's cleanup runs.
+    // a callback running on another processor before the timer's cleanup runs. The deleting
+    // thread fired the timer itself earlier: that run is over and does not count.
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let release_rx = Mutex::new(release_rx);
-    let f = lab(None, move |_| {
-        entered_tx.send(()).unwrap();
-        release_rx.lock().unwrap().recv_timeout(Duration::from_secs(20)).unwrap();
-    });
-    f.timer.start(MS).unwrap();
-    std::thread::scope(|scope| {
-        let runtime = &f.runtime;
-        let advance = scope.spawn(move || runtime.advance(MS));
-        entered.recv_timeout(Duration::from_secs(20)).expect("the callback runs");
-        // Not scoped: a deletion that never returned must fail the test, not hang it.
-        let (done_tx, done) = mpsc::channel();
-        let timer = f.timer.clone();
-        std::thread::spawn(move || done_tx.send(timer.delete()).unwrap());
-        // The deletion waits while the callback runs (or, wrongly, returns at once).
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let mut early = None;
-        while f.runtime.work_item_waiters() == 0 && std::time::Instant::now() < deadline {
-            if let Ok(result) = done.try_recv() {
-                early = Some(result);
-                break;
-            }
-            std::thread::yield_now();
+    let firings = std::sync::atomic::AtomicUsize::new(0);
+    let Fixture { runtime, timer, .. } = lab(None, move |_| {
+        if firings.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            entered_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(Duration::from_secs(20)).unwrap();
         }
-        let waited = f.runtime.work_item_waiters();
-        let trace_meanwhile = f.runtime.trace().lines();
-        release.send(()).unwrap();
-        assert_eq!(early, None, "the deletion returned while the callback ran");
-        assert_eq!(waited, 1, "the deletion waits for the callback");
-        assert_eq!(trace_meanwhile, ["EvtTimerFunc"]);
-        assert_eq!(done.recv_timeout(Duration::from_secs(20)), Ok(Ok(())));
-        advance.join().unwrap();
     });
-    assert_eq!(f.runtime.trace().lines(), ["EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]);
+    let runtime = Arc::new(runtime);
+    // Threads that are not scoped: a deletion that never returned must fail the test, not
+    // hang it.
+    let (fired_tx, fired_once) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done) = mpsc::channel();
+    let deleter = {
+        let (runtime, timer) = (Arc::clone(&runtime), timer.clone());
+        std::thread::spawn(move || {
+            timer.start(MS).unwrap();
+            runtime.advance(MS);
+            fired_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            done_tx.send(timer.delete()).unwrap();
+        })
+    };
+    fired_once.recv_timeout(Duration::from_secs(20)).expect("the first firing");
+    timer.start(MS).unwrap();
+    let advance = {
+        let runtime = Arc::clone(&runtime);
+        std::thread::spawn(move || runtime.advance(MS))
+    };
+    entered.recv_timeout(Duration::from_secs(20)).expect("the second firing runs");
+    go.send(()).unwrap();
+    // The deletion waits while the callback runs (or, wrongly, returns at once).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut early = None;
+    while runtime.work_item_waiters() == 0 && std::time::Instant::now() < deadline {
+        if let Ok(result) = done.try_recv() {
+            early = Some(result);
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let waited = runtime.work_item_waiters();
+    let trace_meanwhile = runtime.trace().lines();
+    release.send(()).unwrap();
+    assert_eq!(early, None, "the deletion returned while the callback ran");
+    assert_eq!(waited, 1, "the deletion waits for the callback");
+    assert_eq!(trace_meanwhile, ["EvtTimerFunc", "EvtTimerFunc"]);
+    assert_eq!(done.recv_timeout(Duration::from_secs(20)), Ok(Ok(())));
+    deleter.join().unwrap();
+    advance.join().unwrap();
+    assert_eq!(
+        runtime.trace().lines(),
+        ["EvtTimerFunc", "EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]
+    );
+}
+
+#[test]
+fn stop_without_waiting_from_the_callback_cancels_a_periodic_timer() {
+    // WdfTimerStop(Wait = FALSE) is legal at DISPATCH_LEVEL, in the timer's own callback:
+    // it returns at once, TRUE since a periodic timer stays set while its callback runs,
+    // and the timer fires no more.
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&results);
+    let Fixture { runtime, timer, .. } = lab(Some(MS), move |timer| {
+        log.lock().unwrap().push(timer.stop(false));
+    });
+    timer.start(MS).unwrap();
+    let runtime = Arc::new(runtime);
+    let (done_tx, done) = mpsc::channel();
+    {
+        let runtime = Arc::clone(&runtime);
+        std::thread::spawn(move || {
+            runtime.advance(10 * MS);
+            done_tx.send(()).unwrap();
+        });
+    }
+    done.recv_timeout(Duration::from_secs(20)).expect("the advance returns");
+    assert_eq!(*results.lock().unwrap(), [Ok(true)]);
+    assert_eq!(fired(&runtime), 1);
+}
+
+#[test]
+fn delete_at_dispatch_level_with_nothing_running_completes_on_a_worker() {
+    // KMDF defers the disposal of an object deleted above PASSIVE_LEVEL to a passive-level
+    // worker (fxobjectstatemachine.cpp, ShouldDeferDisposeLocked): the timer is stopped for
+    // good at once, and its cleanup runs on the worker.
+    let f = lab(Some(MS), |_| {});
+    f.timer.start(MS).unwrap();
+    let lock = SpinLock::new(()).unwrap();
+    {
+        let _guard = lock.lock();
+        assert_eq!(f.timer.delete(), Ok(()));
+    }
+    f.runtime.wait_for_work_items();
+    assert_eq!(f.runtime.trace().lines(), ["EvtCleanupCallback(WDFTIMER)"]);
+    f.runtime.advance(10 * MS);
+    assert_eq!(fired(&f.runtime), 0);
 }
 
 #[test]
