@@ -29,8 +29,8 @@ impl Driver for Lab {
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
         let device =
             device_init.create(LabDevice { log: Log::default(), items: SpinLock::new(None)? })?;
-        let item = |name| WorkItem::create(device, Hooked { name, on_cleanup: Mutex::new(None) });
-        *device.context().items.lock() = Some([item("first")?, item("second")?]);
+        let item = || WorkItem::create(device, Hooked { on_cleanup: Mutex::new(None) });
+        *device.context().items.lock() = Some([item()?, item()?]);
         Ok(())
     }
 }
@@ -52,7 +52,6 @@ type Hook = Box<dyn FnOnce() + Send>;
 
 /// A work item whose cleanup callback runs what the test gave it.
 struct Hooked {
-    name: &'static str,
     on_cleanup: Mutex<Option<Hook>>,
 }
 

@@ -153,7 +153,7 @@ fn a_driver_that_flushes_is_not_reported() {
 fn violation_trace(error: PnpError) -> Trace {
     match error {
         PnpError::InvariantViolated { trace, .. } => trace,
-        other => panic!("expected a violation, got {other}"),
+        other @ PnpError::InvalidAction { .. } => panic!("expected a violation, got {other}"),
     }
 }
 
