@@ -390,6 +390,27 @@ fn delete_at_dispatch_level_with_nothing_running_completes_on_a_worker() {
 }
 
 #[test]
+fn a_timer_deleted_at_dispatch_level_never_fires_while_its_disposal_waits_for_a_worker() {
+    // WdfObjectDelete stops the timer at once (`FxTimer::Stop`, then the deferred dispose):
+    // while the disposal still waits for a worker, the clock passes its due time and the
+    // timer does not fire.
+    let f = lab(Some(MS), |_| {});
+    f.timer.start(MS).unwrap();
+    let lock = SpinLock::new(()).unwrap();
+    let held = f.runtime.hold_workers();
+    {
+        let _guard = lock.lock();
+        assert_eq!(f.timer.delete(), Ok(()));
+    }
+    f.runtime.advance(10 * MS);
+    assert_eq!(fired(&f.runtime), 0);
+    assert!(f.runtime.trace().is_empty(), "the disposal waits for a worker");
+    drop(held);
+    f.runtime.wait_for_work_items();
+    assert_eq!(f.runtime.trace().lines(), ["EvtCleanupCallback(WDFTIMER)"]);
+}
+
+#[test]
 fn the_drivers_cleanup_runs_once_when_the_timer_is_deleted_and_before_its_context_drops() {
     // kmdf-semantics.md section 5: EvtCleanupCallback when deletion starts, once; the context
     // is freed later, with the last reference (EvtDestroyCallback).
