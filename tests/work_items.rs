@@ -543,6 +543,55 @@ fn a_worker_that_ran_an_item_before_may_flush_it_from_another_items_callback() {
 }
 
 #[test]
+fn flush_ends_at_the_first_idle_moment_even_if_an_enqueue_follows_at_once() {
+    // A flush waits for the queued or running callback (kmdf-semantics.md section 4), not
+    // for the item to be idle when the flushing thread looks again: KMDF's flush waits on
+    // a notification event the run sets, and an enqueue right after does not unset it for
+    // those already woken. Eight flushers wait for one run; each enqueues the item again as
+    // soon as its flush returns, while the workers are held so that the new run stays
+    // queued. Every flush must return all the same.
+    const FLUSHERS: usize = 8;
+    let log = Log::default();
+    let gate: Arc<Mutex<Option<(Sender<()>, Receiver<()>)>>> = Arc::default();
+    let (runtime, _node, item, _) = {
+        let gate = Arc::clone(&gate);
+        one_item(&log, move |_, _| {
+            let gate = gate.lock().unwrap().take();
+            if let Some((started, go)) = gate {
+                started.send(()).unwrap();
+                recv(&go, "the test to release the run");
+            }
+        })
+    };
+    for _ in 0..10 {
+        let (started, started_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        *gate.lock().unwrap() = Some((started, go_rx));
+        item.enqueue().unwrap();
+        recv(&started_rx, "the run to start");
+        let flushers: Vec<_> = (0..FLUSHERS)
+            .map(|_| {
+                let item = item.clone();
+                thread::spawn(move || {
+                    let flushed = item.flush();
+                    let _ = item.enqueue();
+                    flushed
+                })
+            })
+            .collect();
+        wait_until("every flusher waits", || runtime.work_item_waiters() == FLUSHERS);
+        let held = runtime.hold_workers();
+        go.send(()).unwrap();
+        wait_until("every flush returns", || runtime.work_item_waiters() == 0);
+        drop(held);
+        for flusher in flushers {
+            assert_eq!(flusher.join().unwrap(), Ok(()));
+        }
+        runtime.wait_for_work_items();
+    }
+}
+
+#[test]
 fn flush_above_passive_level_is_an_error() {
     // kmdf-semantics.md section 4, Flush: PASSIVE_LEVEL only. Holding a spin lock raises
     // the thread to DISPATCH_LEVEL.
