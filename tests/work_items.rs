@@ -550,9 +550,11 @@ fn flush_ends_at_the_first_idle_moment_even_if_an_enqueue_follows_at_once() {
     // those already woken. Eight flushers wait for one run; each enqueues the item again as
     // soon as its flush returns, while the workers are held so that the new run stays
     // queued. Every flush must return all the same.
+    /// The next run's channels: it says it started, then waits to be let go.
+    type Gate = Arc<Mutex<Option<(Sender<()>, Receiver<()>)>>>;
     const FLUSHERS: usize = 8;
     let log = Log::default();
-    let gate: Arc<Mutex<Option<(Sender<()>, Receiver<()>)>>> = Arc::default();
+    let gate: Gate = Arc::default();
     let (runtime, _node, item, _) = {
         let gate = Arc::clone(&gate);
         one_item(&log, move |_, _| {
