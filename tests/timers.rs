@@ -557,3 +557,215 @@ fn a_timer_registers_its_own_callbacks_only() {
     );
     assert!(!registered.contains(Callback::WorkItem));
 }
+
+#[test]
+fn timers_due_at_the_same_time_all_fire() {
+    // The clock's queue holds every set timer, even two due at the same instant
+    // (`WdfTimerStart` on two timers with the same due time: both DPCs run).
+    let runtime = Runtime::new();
+    let driver = runtime.load_with(Lab { plan: Mutex::new(None) }).unwrap();
+    let fired = Arc::new(Mutex::new(Vec::new()));
+    let mut timers = Vec::new();
+    for name in ["a", "b", "c"] {
+        let log = Arc::clone(&fired);
+        let plan =
+            Plan { period: None, behavior: Box::new(move |_| log.lock().unwrap().push(name)) };
+        driver.with_driver(|lab| *lab.plan.lock().unwrap() = Some(plan)).unwrap();
+        let node = driver.add_device().unwrap();
+        timers.push(node.with_context(|d: &LabDevice| d.timer.lock().clone()).unwrap().unwrap());
+    }
+    for timer in &timers {
+        assert_eq!(timer.start(10 * MS), Ok(Started::Set));
+    }
+    runtime.advance(10 * MS).unwrap();
+    let mut names = fired.lock().unwrap().clone();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "b", "c"], "each timer fires once");
+}
+
+#[test]
+fn delete_while_the_callback_runs_elsewhere_waits_for_it() {
+    // `FxTimer::FlushAndRundown`: the deletion stops the timer and waits (`Stop(TRUE)`) for
+    // a callback running on another processor before the timer's cleanup runs. The deleting
+    // thread fired the timer itself earlier: that run is over and does not count.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    let firings = std::sync::atomic::AtomicUsize::new(0);
+    let Timed { rig: Rig { runtime, .. }, timer } = lab(None, move |_| {
+        if firings.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+            entered_tx.send(()).unwrap();
+            release_rx.lock().unwrap().recv_timeout(Duration::from_secs(20)).unwrap();
+        }
+    });
+    let runtime = Arc::new(runtime);
+    // Threads that are not scoped: a deletion that never returned must fail the test, not
+    // hang it.
+    let (fired_tx, fired_once) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done) = mpsc::channel();
+    let deleter = {
+        let (runtime, timer) = (Arc::clone(&runtime), timer.clone());
+        std::thread::spawn(move || {
+            timer.start(MS).unwrap();
+            runtime.advance(MS).unwrap();
+            fired_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            done_tx.send(timer.delete()).unwrap();
+        })
+    };
+    fired_once.recv_timeout(Duration::from_secs(20)).expect("the first firing");
+    timer.start(MS).unwrap();
+    let advance = {
+        let runtime = Arc::clone(&runtime);
+        std::thread::spawn(move || runtime.advance(MS).unwrap())
+    };
+    entered.recv_timeout(Duration::from_secs(20)).expect("the second firing runs");
+    go.send(()).unwrap();
+    // The deletion waits while the callback runs (or, wrongly, returns at once).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut early = None;
+    while runtime.work_item_waiters() == 0 && std::time::Instant::now() < deadline {
+        if let Ok(result) = done.try_recv() {
+            early = Some(result);
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let waited = runtime.work_item_waiters();
+    let trace_meanwhile = runtime.trace().lines();
+    release.send(()).unwrap();
+    assert_eq!(early, None, "the deletion returned while the callback ran");
+    assert_eq!(waited, 1, "the deletion waits for the callback");
+    assert_eq!(trace_meanwhile, ["EvtTimerFunc", "EvtTimerFunc"]);
+    assert_eq!(done.recv_timeout(Duration::from_secs(20)), Ok(Ok(())));
+    deleter.join().unwrap();
+    advance.join().unwrap();
+    assert_eq!(
+        runtime.trace().lines(),
+        ["EvtTimerFunc", "EvtTimerFunc", "EvtCleanupCallback(WDFTIMER)"]
+    );
+}
+
+#[test]
+fn stop_without_waiting_from_the_callback_cancels_a_periodic_timer() {
+    // WdfTimerStop(Wait = FALSE) is legal at DISPATCH_LEVEL, in the timer's own callback:
+    // it returns at once, TRUE since a periodic timer stays set while its callback runs,
+    // and the timer fires no more.
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&results);
+    let Timed { rig: Rig { runtime, .. }, timer } = lab(Some(MS), move |timer| {
+        log.lock().unwrap().push(timer.stop());
+    });
+    timer.start(MS).unwrap();
+    let runtime = Arc::new(runtime);
+    let (done_tx, done) = mpsc::channel();
+    {
+        let runtime = Arc::clone(&runtime);
+        std::thread::spawn(move || {
+            runtime.advance(10 * MS).unwrap();
+            done_tx.send(()).unwrap();
+        });
+    }
+    done.recv_timeout(Duration::from_secs(20)).expect("the advance returns");
+    assert_eq!(*results.lock().unwrap(), [Ok(Stopped::Cancelled)]);
+    assert_eq!(fired(&runtime), 1);
+}
+
+#[test]
+fn delete_at_dispatch_level_with_nothing_running_completes_on_a_worker() {
+    // KMDF defers the disposal of an object deleted above PASSIVE_LEVEL to a passive-level
+    // worker (fxobjectstatemachine.cpp, ShouldDeferDisposeLocked): the timer is stopped for
+    // good at once, and its cleanup runs on the worker.
+    let f = lab(Some(MS), |_| {});
+    f.timer.start(MS).unwrap();
+    let lock = SpinLock::new(()).unwrap();
+    {
+        let _guard = lock.lock();
+        assert_eq!(f.timer.delete(), Ok(()));
+    }
+    f.runtime.wait_for_work_items().unwrap();
+    assert_eq!(f.runtime.trace().lines(), ["EvtCleanupCallback(WDFTIMER)"]);
+    f.runtime.advance(10 * MS).unwrap();
+    assert_eq!(fired(&f.runtime), 0);
+}
+
+#[test]
+fn a_timer_deleted_at_dispatch_level_never_fires_while_its_disposal_waits_for_a_worker() {
+    // WdfObjectDelete stops the timer at once (`FxTimer::Stop`, then the deferred dispose):
+    // while the disposal still waits for a worker, the clock passes its due time and the
+    // timer does not fire.
+    let f = lab(Some(MS), |_| {});
+    f.timer.start(MS).unwrap();
+    let lock = SpinLock::new(()).unwrap();
+    let held = f.runtime.hold_workers();
+    {
+        let _guard = lock.lock();
+        assert_eq!(f.timer.delete(), Ok(()));
+    }
+    f.runtime.advance(10 * MS).unwrap();
+    assert_eq!(fired(&f.runtime), 0);
+    assert!(f.runtime.trace().is_empty(), "the disposal waits for a worker");
+    drop(held);
+    f.runtime.wait_for_work_items().unwrap();
+    assert_eq!(f.runtime.trace().lines(), ["EvtCleanupCallback(WDFTIMER)"]);
+}
+
+#[test]
+fn the_drivers_cleanup_runs_once_when_the_timer_is_deleted_and_before_its_context_drops() {
+    // docs/kmdf-behaviour.md section 5: EvtCleanupCallback when deletion starts, once; the context
+    // is freed later, with the last reference (EvtDestroyCallback).
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CLEANUPS: AtomicUsize = AtomicUsize::new(0);
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    static CLEANUPS_BEFORE_DROP: AtomicUsize = AtomicUsize::new(0);
+
+    struct Tock;
+    impl Drop for Tock {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    kmdf::vtable! {
+        impl TimerCallbacks for Tock {
+            type Parent = Device<ClockDevice>;
+            fn run(&self, _timer: &Timer<Self>, _device: &Device<ClockDevice>) {}
+            fn cleanup(&self, _timer: &Timer<Self>) {
+                CLEANUPS.fetch_add(1, Ordering::SeqCst);
+                if DROPS.load(Ordering::SeqCst) == 0 {
+                    CLEANUPS_BEFORE_DROP.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    struct ClockDevice {
+        timer: SpinLock<Option<ObjectRef<Timer<Tock>>>>,
+    }
+    kmdf::vtable! {
+        impl PnpPowerCallbacks for ClockDevice {}
+    }
+    struct Clocked;
+    impl Driver for Clocked {
+        fn driver_entry() -> Result<Self> {
+            Ok(Clocked)
+        }
+        fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+            let device = device_init.create(ClockDevice { timer: SpinLock::new(None)? })?;
+            *device.context().timer.lock() = Some(Timer::one_shot(device, Tock)?);
+            Ok(())
+        }
+    }
+
+    let runtime = Runtime::new();
+    let driver = runtime.load::<Clocked>().unwrap();
+    let node = driver.add_device().unwrap();
+    let timer = node.with_context(|d: &ClockDevice| d.timer.lock().take()).unwrap().unwrap();
+    timer.delete().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 1);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 0, "the test still holds a reference");
+    drop(timer);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    node.remove().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 1, "not again with the parent");
+    assert_eq!(CLEANUPS_BEFORE_DROP.load(Ordering::SeqCst), 1);
+}

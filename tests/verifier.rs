@@ -2,7 +2,12 @@
 //! item after `SelfManagedIoFlush`, which docs/kmdf-behaviour.md section 4 says drivers must not
 //! let happen (KMDF would run it during removal, after the device's resources are gone).
 
-use kmdf::host::{PnpAction, PnpError, Runtime, Violation};
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread;
+use std::time::Duration;
+
+use kmdf::host::{PnpAction, PnpError, Runtime, Trace, Violation};
 use kmdf::object::ObjectRef;
 use kmdf::sync::SpinLock;
 use kmdf::{
@@ -168,4 +173,151 @@ fn a_leaky_driver_left_to_the_runtimes_teardown_fails_the_drop() {
         ),
         "{message}"
     );
+}
+
+/// The trace an action's `InvariantViolated` error carries.
+fn violation_trace(error: PnpError) -> Trace {
+    match error {
+        PnpError::InvariantViolated { trace, .. } => trace,
+        other => panic!("expected a violation, got {other}"),
+    }
+}
+
+#[test]
+fn the_report_carries_the_devices_whole_trace_however_the_runtime_trace_was_used() {
+    // `PnpError::InvariantViolated` carries "the device's trace": every entry of the device,
+    // from its EvtDriverDeviceAdd on, whatever the test did with the runtime's trace before
+    // the device was added.
+
+    // Tracing off while loading: the device's EvtDriverDeviceAdd is the runtime's first entry.
+    let runtime = Runtime::new();
+    runtime.set_tracing(false);
+    let driver = runtime.load::<Leaky>().unwrap();
+    runtime.set_tracing(true);
+    let node = driver.add_device().unwrap();
+    node.apply(PnpAction::Start).unwrap();
+    let trace = violation_trace(node.apply(PnpAction::Remove).unwrap_err());
+    assert_eq!(trace.lines()[0], "EvtDriverDeviceAdd");
+    assert_eq!(trace.lines(), node.trace().lines());
+    assert_eq!(runtime.trace().count(Callback::DriverEntry), 0, "loaded with tracing off");
+
+    // Three entries taken, two more recorded, then the device is added.
+    let runtime = Runtime::new();
+    let driver = runtime.load::<Leaky>().unwrap();
+    let _others = [driver.add_device().unwrap(), driver.add_device().unwrap()];
+    assert_eq!(runtime.take_trace().len(), 3);
+    let _more = [driver.add_device().unwrap(), driver.add_device().unwrap()];
+    let node = driver.add_device().unwrap();
+    node.apply(PnpAction::Start).unwrap();
+    let trace = violation_trace(node.apply(PnpAction::Remove).unwrap_err());
+    assert_eq!(trace.lines()[0], "EvtDriverDeviceAdd");
+    assert_eq!(trace.lines(), node.trace().lines());
+}
+
+// ---- Findings belong to the action of their own device ---------------------------------
+
+struct Gated;
+
+impl Driver for Gated {
+    fn driver_entry() -> Result<Self> {
+        Ok(Gated)
+    }
+    fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+        device_init.create(GatedDevice {
+            report: SpinLock::new(None)?,
+            entered: Mutex::new(None),
+            go: Mutex::new(None),
+        })?;
+        Ok(())
+    }
+}
+
+/// `LeakyDevice` whose late report, when the test set the gate, says it started and waits
+/// for the test to let it go.
+struct GatedDevice {
+    report: SpinLock<Option<ObjectRef<WorkItem<GatedReport>>>>,
+    entered: Mutex<Option<Sender<()>>>,
+    go: Mutex<Option<Receiver<()>>>,
+}
+
+struct GatedReport;
+
+kmdf::vtable! {
+    impl WorkItemCallbacks for GatedReport {
+        type Parent = Device<GatedDevice>;
+        fn run(&self, _item: &WorkItem<Self>, device: &Device<GatedDevice>) {
+            let device = device.context();
+            let entered = device.entered.lock().unwrap().take();
+            if let Some(entered) = entered {
+                entered.send(()).unwrap();
+                let go = device.go.lock().unwrap().take().expect("a gate has both ends");
+                go.recv_timeout(Duration::from_secs(20)).expect("the test lets the run go");
+            }
+        }
+    }
+}
+
+kmdf::vtable! {
+    impl PnpPowerCallbacks for GatedDevice {
+        fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
+            *self.report.lock() = Some(WorkItem::create(device, GatedReport)?);
+            Ok(())
+        }
+
+        fn self_managed_io_flush(&self, _device: &Device<Self>) {}
+
+        fn self_managed_io_cleanup(&self, _device: &Device<Self>) {
+            if let Some(report) = self.report.lock().as_ref() {
+                let _ = report.enqueue();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_finding_is_reported_by_its_own_devices_action_only() {
+    let runtime = Runtime::new();
+    let driver = runtime.load::<Gated>().unwrap();
+    let leaky = driver.add_device().unwrap();
+    let bystander = driver.add_device().unwrap();
+    leaky.apply(PnpAction::Start).unwrap();
+    bystander.apply(PnpAction::Start).unwrap();
+
+    let (entered_tx, entered) = mpsc::channel();
+    let (go, go_rx) = mpsc::channel();
+    leaky
+        .with_context(|device: &GatedDevice| {
+            *device.entered.lock().unwrap() = Some(entered_tx);
+            *device.go.lock().unwrap() = Some(go_rx);
+        })
+        .unwrap();
+    thread::scope(|scope| {
+        let removal = scope.spawn(|| leaky.apply(PnpAction::Remove));
+        // The late run has started: the verifier has its finding, and the removal waits for
+        // the run (kmdf-semantics.md section 4: deletion waits for a running callback).
+        entered.recv_timeout(Duration::from_secs(20)).expect("the late run starts");
+        assert_eq!(runtime.verifier_findings().len(), 1);
+        assert_eq!(runtime.verifier_findings()[0].device, leaky.id());
+        // Another device's action meanwhile has nothing to report.
+        let meanwhile = bystander.apply(PnpAction::Idle);
+        go.send(()).unwrap();
+        assert_eq!(meanwhile, Ok(()));
+        let error = removal.join().unwrap().unwrap_err();
+        let PnpError::InvariantViolated { violations, .. } = &error else {
+            panic!("expected a violation, got {error}");
+        };
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(
+            violations[0]
+                .to_string()
+                .starts_with("EvtWorkItem ran after EvtDeviceSelfManagedIoFlush")
+        );
+    });
+    // The bystander's own late run is its own finding, reported once, by its own removal.
+    let error = bystander.apply(PnpAction::Remove).unwrap_err();
+    let PnpError::InvariantViolated { violations, .. } = &error else {
+        panic!("expected a violation, got {error}");
+    };
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(runtime.verifier_findings().len(), 2);
 }

@@ -484,6 +484,102 @@ fn flush_from_the_items_own_callback_is_an_error_not_a_deadlock() {
 }
 
 #[test]
+fn a_worker_that_ran_an_item_before_may_flush_it_from_another_items_callback() {
+    // Only a flush from inside the item's *running* callback is the self-flush error
+    // (kmdf-semantics.md section 4): a worker thread whose earlier run of the item has
+    // returned flushes it normally, here from another item's callback.
+    type Slot = Arc<Mutex<Option<ObjectRef<WorkItem<Job>>>>>;
+    let log = Log::default();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let x_threads = Arc::new(Mutex::new(HashSet::new()));
+    let slot: Slot = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let (_runtime, _node, items) = {
+        let (log, drops, x_threads, slot) =
+            (log.clone(), Arc::clone(&drops), Arc::clone(&x_threads), Arc::clone(&slot));
+        start(&log.clone(), move |device| {
+            let x = job(device, "x", &log, &drops, move |_, _| {
+                x_threads.lock().unwrap().insert(thread::current().id());
+            })?;
+            let y = job(device, "y", &log, &drops, move |_, _| {
+                let x = slot.lock().unwrap().clone().expect("x is in the slot");
+                tx.lock().unwrap().send((thread::current().id(), x.flush())).unwrap();
+            })?;
+            Ok(vec![x, y])
+        })
+    };
+    let (x, y) = (&items[0], &items[1]);
+    *slot.lock().unwrap() = Some(x.clone());
+    let mut conclusive = 0;
+    for _ in 0..20 {
+        x.enqueue().unwrap();
+        x.flush().unwrap();
+        y.enqueue().unwrap();
+        let (y_thread, flushed) = recv(&rx, "y's flush of x");
+        assert_eq!(flushed, Ok(()));
+        y.flush().unwrap();
+        if x_threads.lock().unwrap().contains(&y_thread) {
+            conclusive += 1;
+        }
+    }
+    // The pool has two threads: y ran on one that had run x before, again and again.
+    assert!(conclusive > 0, "y never ran on a thread that had run x");
+    slot.lock().unwrap().take();
+}
+
+#[test]
+fn flush_ends_at_the_first_idle_moment_even_if_an_enqueue_follows_at_once() {
+    // A flush waits for the queued or running callback (kmdf-semantics.md section 4), not
+    // for the item to be idle when the flushing thread looks again: KMDF's flush waits on
+    // a notification event the run sets, and an enqueue right after does not unset it for
+    // those already woken. Eight flushers wait for one run; each enqueues the item again as
+    // soon as its flush returns, while the workers are held so that the new run stays
+    // queued. Every flush must return all the same.
+    /// The next run's channels: it says it started, then waits to be let go.
+    type Gate = Arc<Mutex<Option<(Sender<()>, Receiver<()>)>>>;
+    const FLUSHERS: usize = 8;
+    let log = Log::default();
+    let gate: Gate = Arc::default();
+    let (runtime, _node, item, _) = {
+        let gate = Arc::clone(&gate);
+        one_item(&log, move |_, _| {
+            let gate = gate.lock().unwrap().take();
+            if let Some((started, go)) = gate {
+                started.send(()).unwrap();
+                recv(&go, "the test to release the run");
+            }
+        })
+    };
+    for _ in 0..10 {
+        let (started, started_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        *gate.lock().unwrap() = Some((started, go_rx));
+        item.enqueue().unwrap();
+        recv(&started_rx, "the run to start");
+        let flushers: Vec<_> = (0..FLUSHERS)
+            .map(|_| {
+                let item = item.clone();
+                thread::spawn(move || {
+                    let flushed = item.flush();
+                    let _ = item.enqueue();
+                    flushed
+                })
+            })
+            .collect();
+        wait_until("every flusher waits", || runtime.work_item_waiters() == FLUSHERS);
+        let held = runtime.hold_workers();
+        go.send(()).unwrap();
+        wait_until("every flush returns", || runtime.work_item_waiters() == 0);
+        drop(held);
+        for flusher in flushers {
+            assert_eq!(flusher.join().unwrap(), Ok(()));
+        }
+        runtime.wait_for_work_items().unwrap();
+    }
+}
+
+#[test]
 fn flush_above_passive_level_is_an_error() {
     // docs/kmdf-behaviour.md section 4, Flush: PASSIVE_LEVEL only. Holding a spin lock raises
     // the thread to DISPATCH_LEVEL.

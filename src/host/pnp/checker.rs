@@ -327,4 +327,90 @@ mod tests {
             ]
         );
     }
+
+    fn printed(violations: &[InvariantViolation]) -> Vec<std::string::String> {
+        violations.iter().map(std::string::ToString::to_string).collect()
+    }
+
+    #[test]
+    fn violations_name_the_invariant_and_the_callbacks_position() {
+        let working = NodeState::Working;
+        // Positions count from 1 over the callback points reached.
+        assert_eq!(
+            printed(&check(working, &[(D0Exit, true)])),
+            ["7: D0Exit without a successful D0Entry (1)"]
+        );
+        assert_eq!(
+            printed(&check(working, &[(D0Entry, true), (Post, true), (Pre, true), (Pre, true)])),
+            [
+                "8: D0ExitPreInterruptsDisabled without a successful D0EntryPostInterruptsEnabled (4)"
+            ]
+        );
+        // Init after a Flush is not the first SMIO callback, even with no Init before it.
+        let late_init = printed(&check(NodeState::Removed, &[(Flush, true), (Init, true)]));
+        assert!(
+            late_init
+                .iter()
+                .any(|v| v == "1: SelfManagedIoInit is not the first SMIO callback (2)"),
+            "{late_init:?}"
+        );
+        // Cleanup on a device that was not removed.
+        let early = printed(&check(
+            working,
+            &[(Init, true), (Suspend, true), (Flush, true), (Cleanup, true)],
+        ));
+        assert!(
+            early.iter().any(|v| v == "5: SelfManagedIoCleanup but the device was not removed"),
+            "{early:?}"
+        );
+    }
+
+    /// A trace of the device's object callbacks (and SMIO Cleanup), for invariant 11.
+    fn objects(entries: &[(Callback, Option<super::ObjectKind>)]) -> super::Trace {
+        super::Trace::new(
+            entries
+                .iter()
+                .map(|&(callback, object)| super::TraceEntry {
+                    object,
+                    ..super::TraceEntry::new(callback, Some(1))
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn the_object_callback_check_looks_at_the_device_object_only() {
+        use super::check_object_callbacks;
+        use Callback::{ObjectCleanup, ObjectDestroy};
+        let (item, device) = (Some(super::ObjectKind::WorkItem), Some(super::ObjectKind::Device));
+        // The removal of a device with a work item, in KMDF's order: clean.
+        let removal = [
+            (ObjectCleanup, item),
+            (Cleanup, None),
+            (ObjectCleanup, device),
+            (ObjectDestroy, device),
+            (ObjectDestroy, item),
+        ];
+        assert!(check_object_callbacks(&objects(&removal)).is_empty());
+        // Each rule of invariant 11, and the end of invariant 5, alone.
+        assert_eq!(
+            printed(&check_object_callbacks(&objects(&[
+                (ObjectCleanup, device),
+                (ObjectCleanup, device),
+                (ObjectDestroy, device)
+            ]))),
+            ["11: the device's EvtCleanupCallback ran more than once"]
+        );
+        assert_eq!(
+            printed(&check_object_callbacks(&objects(&[
+                (ObjectDestroy, device),
+                (ObjectCleanup, device)
+            ]))),
+            ["11: the device's EvtDestroyCallback ran before its EvtCleanupCallback"]
+        );
+        assert_eq!(
+            printed(&check_object_callbacks(&objects(&[(ObjectCleanup, device), (Cleanup, None)]))),
+            ["5: the device's EvtCleanupCallback ran before SelfManagedIoCleanup"]
+        );
+    }
 }
