@@ -26,7 +26,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomPinned;
 use core::mem::{MaybeUninit, size_of};
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use wdk_sys::{
@@ -37,8 +37,19 @@ use wdk_sys::{
 
 pub(crate) use device::{RawDeviceInit, RawResources};
 
-/// What `&Device<T>` and the other handle types point at: nothing Rust may read. The
-/// address *is* the WDF handle.
+/// What `&Device<T>` and `&Timer<T>` point at: nothing Rust may read. The address *is* the
+/// WDF handle.
+///
+/// # Invariants
+///
+/// A `&RawObject` is only a handle *value*: its address is the handle of a live framework
+/// object, and no memory is ever reached through it. It is zero-sized, so the reference
+/// grants access to no bytes, and it needs none: a context is found by passing the handle
+/// to `WdfObjectGetTypedContextWorker`, whose result is a pointer of its own (see [`slot`]),
+/// not one derived from the reference. Objects whose methods reach memory through the
+/// reference have a view type that covers that memory instead (a work item's
+/// [`work_item::RawItem`]), and no `RawObject`: the two kinds of view are different types,
+/// and only this one has a [`handle`](Self::handle).
 #[repr(C)]
 pub struct RawObject {
     _opaque: [u8; 0],
@@ -147,17 +158,31 @@ fn slot<T>(object: WDFOBJECT) -> *mut Slot<T> {
 /// `object` was created with [`attributes_for::<T>`] an instant ago and its context has not
 /// been written; no other thread can reach it yet. The object stays alive for `'a`.
 pub(crate) unsafe fn write_context<'a, T>(object: WDFOBJECT, value: T) -> &'a T {
+    // SAFETY: the caller's contract is `write_context_ptr`'s.
+    let value = unsafe { write_context_ptr(object, value) };
+    // SAFETY: from here on the value is only read (shared), until `destroy` drops it after
+    // the object's last reference is gone, which is after `'a` (the caller's contract).
+    unsafe { value.as_ref() }
+}
+
+/// [`write_context`], returning the value as a pointer with the provenance of the whole
+/// value (from the context's `UnsafeCell`), for views that cover it (a work item's).
+///
+/// # Safety
+///
+/// As [`write_context`].
+pub(crate) unsafe fn write_context_ptr<T>(object: WDFOBJECT, value: T) -> NonNull<T> {
     let slot = slot::<T>(object);
     assert!(!slot.is_null(), "kmdf: object created without its context");
     // SAFETY: the slot is valid, zero-filled context memory sized for `Slot<T>` (the caller's
     // contract); zero is a valid header and an uninitialized value.
     let slot = unsafe { &*slot };
-    // SAFETY: nothing else accesses the value yet (the caller's contract).
-    let value = unsafe { (*slot.value.get()).write(value) };
+    let place: *mut T = slot.value.get().cast();
+    // SAFETY: nothing else accesses the value yet (the caller's contract); the place is
+    // valid and aligned for a `T` (in the slot, from its `UnsafeCell`).
+    unsafe { place.write(value) };
     slot.header.initialized.store(true, Ordering::Release);
-    // From here on the value is only read (shared), until `destroy` drops it after the
-    // object's last reference is gone, which is after `'a` (the caller's contract).
-    &*value
+    NonNull::new(place).expect("kmdf: a place in a context is not null")
 }
 
 /// The value in an object's context.
@@ -177,18 +202,29 @@ pub(crate) unsafe fn context<'a, T>(object: WDFOBJECT) -> &'a T {
 ///
 /// `object` was created with [`attributes_for::<T>`] and is alive for `'a`.
 pub(crate) unsafe fn try_context<'a, T>(object: WDFOBJECT) -> Option<&'a T> {
+    // SAFETY: the caller's contract is `try_context_ptr`'s.
+    let value = unsafe { try_context_ptr::<T>(object) }?;
+    // SAFETY: the value is only written before the object is published and only dropped in
+    // `destroy`, after every reference to the object is gone: reading it is shared access.
+    Some(unsafe { value.as_ref() })
+}
+
+/// The value in an object's context, as a pointer with the provenance of the whole value
+/// (from the context's `UnsafeCell`), or `None` when it has not been written yet.
+///
+/// # Safety
+///
+/// `object` was created with [`attributes_for::<T>`] and is alive.
+pub(crate) unsafe fn try_context_ptr<T>(object: WDFOBJECT) -> Option<NonNull<T>> {
     let slot = slot::<T>(object);
     assert!(!slot.is_null(), "kmdf: object has no kmdf context");
-    // SAFETY: the slot is valid for `'a` (the caller's contract).
+    // SAFETY: the slot is valid while the object is (the caller's contract).
     let slot = unsafe { &*slot };
     if !slot.header.initialized.load(Ordering::Acquire) {
         return None;
     }
-    // SAFETY: the value is only written before the object is published and only dropped in
-    // `destroy`, after every reference to the object is gone: reading it is shared access.
-    let value = unsafe { &*slot.value.get() };
-    // SAFETY: initialized (checked above).
-    Some(unsafe { value.assume_init_ref() })
+    // Initialized (checked above): the place holds a `T`.
+    NonNull::new(slot.value.get().cast())
 }
 
 /// `EvtDestroyCallback` of every `kmdf` object: drops the value, if it was written.

@@ -2,10 +2,12 @@
 //! `EvtWorkItem` and `EvtCleanupCallback` trampolines.
 //!
 //! The item's context is an [`ItemContext<T>`]: a small header, then the driver's `T`. A
-//! `&WorkItem<T>` points at that context (not at the handle, as `&Device<T>` does), and the
-//! header holds the handle: `enqueue` and `flush` reach the flags below and make their one
-//! indirect call through the WDF function table without a context lookup first. The
-//! callbacks, which KMDF calls with the handle, look the context up once, as C callbacks do.
+//! `&WorkItem<T>` points at that context (not at the handle, as `&Device<T>` does): it is a
+//! view of a [`RawItem<T>`], an opaque cell the size of the context, so the reference covers
+//! the memory reached through it. The header holds the handle: `enqueue` and `flush` reach
+//! the flags below and make their one indirect call through the WDF function table without
+//! a context lookup first. The callbacks, which KMDF calls with the handle, look the
+//! context up once, as C callbacks do.
 //!
 //! The header adds what KMDF does not tell a driver:
 //!
@@ -39,8 +41,10 @@
 //! first.
 
 use core::cell::UnsafeCell;
-use core::marker::PhantomData;
-use core::ptr;
+use core::fmt;
+use core::marker::{PhantomData, PhantomPinned};
+use core::mem::MaybeUninit;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, PsGetCurrentThreadId};
@@ -49,13 +53,71 @@ use wdk_sys::{
     call_unsafe_wdf_function_binding,
 };
 
-use super::RawObject;
-use super::object::{RawRef, view, view_handle};
+use super::object::{RawRef, view_handle};
 use super::sync::current_irql;
-use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
-use crate::object::{ObjectRef, sealed::Object as _};
+use super::{attributes_for, struct_size, try_context_ptr, write_context_ptr};
+use crate::object::{ObjectRef, sealed::Handle as _};
 use crate::sync::Irql;
 use crate::{Callback, NtError, NtStatus, Result, WorkItem, WorkItemCallbacks};
+
+/// What `&WorkItem<T>` views: the memory of the item's [`ItemContext<T>`], opaque to the
+/// compiler (as Rust-for-Linux's `Opaque<T>`): an `UnsafeCell`, so that shared references
+/// allow the atomics and the spin lock inside to change, `MaybeUninit`, so that the
+/// reference asserts nothing about the bytes, and `!Unpin`.
+///
+/// Never constructed as a value: only viewed in place, over the context KMDF allocated.
+///
+/// # Invariants
+///
+/// A `&RawItem<T>` exists only for the context of a live item created by `create::<T>`,
+/// made from a pointer to that context with the provenance of all of it (from the context's
+/// own `UnsafeCell`, see [`RawItem::from_context`]), after the context was written; the
+/// context is written once, before that, and dropped only after every reference to the
+/// item is gone.
+#[repr(transparent)]
+pub struct RawItem<T> {
+    context: UnsafeCell<MaybeUninit<ItemContext<T>>>,
+    _pinned: PhantomPinned,
+}
+
+// SAFETY: what a `&RawItem<T>` gives access to is the header, whose fields are atomics, the
+// handle (a plain value any thread may use) and the runners' list (only touched with its
+// spin lock held), and `&T`: sharing or sending the view is sound when `T` is `Sync`.
+unsafe impl<T: Send + Sync> Sync for RawItem<T> {}
+// SAFETY: as above; a `RawItem<T>` is never moved or owned, only viewed.
+unsafe impl<T: Send + Sync> Send for RawItem<T> {}
+
+impl<T> RawItem<T> {
+    /// Views a written context in place.
+    ///
+    /// # Safety
+    ///
+    /// `context` points at the written `ItemContext<T>` of a live item created by
+    /// `create::<T>`, with the provenance of all of it, and the item stays alive for `'a`.
+    unsafe fn from_context<'a>(context: NonNull<ItemContext<T>>) -> &'a Self {
+        // INVARIANT: the caller's contract is the type invariant.
+        // SAFETY: `RawItem<T>` is a `#[repr(transparent)]` cell around (possibly
+        // uninitialized) `ItemContext<T>`, so it has its layout; the pointer covers the
+        // context, which stays valid for `'a` (the caller's contract).
+        unsafe { context.cast::<Self>().as_ref() }
+    }
+
+    /// The context, shared.
+    fn context(&self) -> &ItemContext<T> {
+        // SAFETY: the context was written before this view existed and is dropped only after
+        // every reference to the item is gone (type invariant); it is only accessed shared
+        // (its mutable parts are atomics and the spin-locked list). `UnsafeCell::get` keeps
+        // the provenance of `self`, which covers the context.
+        unsafe { &*self.context.get().cast::<ItemContext<T>>() }
+    }
+}
+
+impl<T> fmt::Debug for RawItem<T> {
+    /// The item's handle, as `&Device<T>` shows its own.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:p}", self.context().header.handle.0)
+    }
+}
 
 /// The context of a work item created by `kmdf`.
 pub(crate) struct ItemContext<T> {
@@ -216,24 +278,39 @@ impl Drop for Registration<'_> {
 }
 
 fn item_context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &ItemContext<T> {
-    // SAFETY: in this backend a `&WorkItem<T>` is only made by `view_of`, from the
-    // `ItemContext<T>` of a live item created by `create::<T>`; the context lives as long as
-    // the item, which the borrow keeps alive.
-    unsafe { &*ptr::from_ref(item).cast::<ItemContext<T>>() }
+    item.raw.context()
 }
 
 /// The `&WorkItem<T>` of an item: a view of its context.
-fn view_of<T: WorkItemCallbacks>(context: &ItemContext<T>) -> &WorkItem<T> {
-    // SAFETY: `RawObject` is zero-sized and never read through, so any non-null address is a
-    // valid `&RawObject`; this one lives as long as `context`.
-    let raw: &RawObject = unsafe { &*ptr::from_ref(context).cast::<RawObject>() };
-    view(raw)
+fn view_of<T: WorkItemCallbacks>(raw: &RawItem<T>) -> &WorkItem<T> {
+    const {
+        assert!(size_of::<WorkItem<T>>() == size_of::<RawItem<T>>());
+        assert!(align_of::<WorkItem<T>>() == align_of::<RawItem<T>>());
+    }
+    // SAFETY: `WorkItem<T>` is a `#[repr(transparent)]` struct whose only field that is not
+    // `PhantomData` is a `RawItem<T>` (the invariant of the sealed `Object` trait), so the
+    // same memory with the same provenance, for `raw`'s lifetime.
+    unsafe { &*ptr::from_ref(raw).cast::<WorkItem<T>>() }
+}
+
+/// The item whose handle KMDF passed to a callback.
+///
+/// # Safety
+///
+/// `handle` is a live item created by `create::<T>`, which stays alive for `'a`.
+unsafe fn item_of<'a, T: WorkItemCallbacks>(handle: WDFOBJECT) -> Option<&'a WorkItem<T>> {
+    // SAFETY: the caller's contract.
+    let context = unsafe { try_context_ptr::<ItemContext<T>>(handle) }?;
+    // SAFETY: the pointer is the written context of that item, from its `UnsafeCell` (all
+    // of it), alive for `'a` (the caller's contract).
+    let raw = unsafe { RawItem::from_context(context) };
+    Some(view_of(raw))
 }
 
 /// One more reference on the item (`ObjectRef::from(&item)`): counted on its handle, viewed
 /// at its context, as `create` returns it.
 pub(crate) fn new_ref<T: WorkItemCallbacks>(item: &WorkItem<T>) -> RawRef {
-    RawRef::with_view(handle(item).cast(), &item.raw)
+    RawRef::with_view(handle(item).cast(), item)
 }
 
 pub(crate) fn context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &T {
@@ -276,16 +353,20 @@ pub(crate) fn create<T: WorkItemCallbacks>(
     // deletion waits for (its PnP callbacks, and work-item callbacks, which the deletion
     // waits for in creation order, so an item created by another item's run is disposed
     // after that run returned).
-    let context = unsafe { write_context(item.cast(), ItemContext { header, value: context }) };
-    Ok(ObjectRef::from_raw(RawRef::with_view(item.cast(), &view_of(context).raw)))
+    let context = unsafe { write_context_ptr(item.cast(), ItemContext { header, value: context }) };
+    // SAFETY: the written context of the item just created, from its `UnsafeCell`; the
+    // reference taken below keeps it alive for as long as the view is used.
+    let raw = unsafe { RawItem::from_context(context) };
+    Ok(ObjectRef::from_raw(RawRef::with_view(item.cast(), view_of(raw))))
 }
 
 /// `EvtWorkItem`.
 unsafe extern "C" fn run<T: WorkItemCallbacks>(handle: WDFWORKITEM) {
     // SAFETY: KMDF calls the callback registered by `create::<T>` with that item, alive
     // (KMDF holds a reference) for the call, its context written before it could be queued.
-    let context: &ItemContext<T> = unsafe { slot_context(handle.cast()) };
-    let item = view_of(context);
+    let item: &WorkItem<T> = unsafe { item_of(handle.cast()) }
+        .expect("kmdf: work item queued before its context was written");
+    let context = item_context(item);
     // Cleared before the callback, as KMDF clears `m_Enqueued`: an enqueue from here on
     // queues another run.
     context.header.queued.store(false, Ordering::SeqCst);
@@ -305,10 +386,10 @@ unsafe extern "C" fn run<T: WorkItemCallbacks>(handle: WDFWORKITEM) {
 unsafe extern "C" fn cleanup<T: WorkItemCallbacks>(object: WDFOBJECT) {
     // SAFETY: registered by `create::<T>` for that item, alive for the call; `None` if the
     // item is disposed before `create` wrote its context.
-    let Some(context) = (unsafe { try_context::<ItemContext<T>>(object) }) else {
+    let Some(item) = (unsafe { item_of::<T>(object) }) else {
         return;
     };
-    let item = view_of(context);
+    let context = item_context(item);
     context.header.deleted.store(true, Ordering::SeqCst);
     if T::REGISTERED.contains(Callback::ObjectCleanup) {
         context.value.cleanup(item);
