@@ -17,6 +17,7 @@ pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
+pub(crate) mod raw;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub(crate) mod timer;
@@ -25,9 +26,8 @@ pub(crate) mod work_item;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomPinned;
-use core::mem::{MaybeUninit, size_of};
+use core::mem::size_of;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use wdk_sys::{
     _WDF_EXECUTION_LEVEL, _WDF_SYNCHRONIZATION_SCOPE, PFN_WDF_OBJECT_CONTEXT_CLEANUP,
@@ -36,6 +36,7 @@ use wdk_sys::{
 };
 
 pub(crate) use device::{RawDeviceInit, RawResources};
+use raw::{Slot, SlotHeader};
 
 /// What `&Device<T>` and `&Timer<T>` point at: nothing Rust may read. The address *is* the
 /// WDF handle.
@@ -96,27 +97,6 @@ pub(crate) static CONTEXT_TYPE: ContextTypeInfo =
         EvtDriverGetUniqueContextType: None,
     }));
 
-/// The start of every context: whether the value has been written.
-#[repr(C)]
-pub(crate) struct SlotHeader {
-    initialized: AtomicBool,
-}
-
-/// An object's context: the header, then the driver's value.
-#[repr(C)]
-pub(crate) struct Slot<T> {
-    header: SlotHeader,
-    value: UnsafeCell<MaybeUninit<T>>,
-}
-
-impl<T> Slot<T> {
-    /// KMDF aligns context space to `MEMORY_ALLOCATION_ALIGNMENT` (16 bytes on x64).
-    const ALIGNMENT_OK: () = assert!(
-        align_of::<Slot<T>>() <= 16,
-        "kmdf: a context type may not need more than 16-byte alignment"
-    );
-}
-
 /// `WDF_OBJECT_ATTRIBUTES_INIT` plus the crate's context type sized for `T`, its
 /// `EvtDestroyCallback` (which drops the `T`) and an optional `EvtCleanupCallback`.
 pub(crate) fn attributes_for<T: Send + Sync + 'static>(
@@ -172,17 +152,11 @@ pub(crate) unsafe fn write_context<'a, T>(object: WDFOBJECT, value: T) -> &'a T 
 ///
 /// As [`write_context`].
 pub(crate) unsafe fn write_context_ptr<T>(object: WDFOBJECT, value: T) -> NonNull<T> {
-    let slot = slot::<T>(object);
-    assert!(!slot.is_null(), "kmdf: object created without its context");
-    // SAFETY: the slot is valid, zero-filled context memory sized for `Slot<T>` (the caller's
-    // contract); zero is a valid header and an uninitialized value.
-    let slot = unsafe { &*slot };
-    let place: *mut T = slot.value.get().cast();
-    // SAFETY: nothing else accesses the value yet (the caller's contract); the place is
-    // valid and aligned for a `T` (in the slot, from its `UnsafeCell`).
-    unsafe { place.write(value) };
-    slot.header.initialized.store(true, Ordering::Release);
-    NonNull::new(place).expect("kmdf: a place in a context is not null")
+    let slot = NonNull::new(slot::<T>(object)).expect("kmdf: object created without its context");
+    // SAFETY: the slot is valid, zero-filled context memory sized and aligned for `Slot<T>`
+    // (`attributes_for`), not written yet, that no other thread can reach (the caller's
+    // contract).
+    unsafe { Slot::write(slot, value) }
 }
 
 /// The value in an object's context.
@@ -216,31 +190,21 @@ pub(crate) unsafe fn try_context<'a, T>(object: WDFOBJECT) -> Option<&'a T> {
 ///
 /// `object` was created with [`attributes_for::<T>`] and is alive.
 pub(crate) unsafe fn try_context_ptr<T>(object: WDFOBJECT) -> Option<NonNull<T>> {
-    let slot = slot::<T>(object);
-    assert!(!slot.is_null(), "kmdf: object has no kmdf context");
-    // SAFETY: the slot is valid while the object is (the caller's contract).
-    let slot = unsafe { &*slot };
-    if !slot.header.initialized.load(Ordering::Acquire) {
-        return None;
-    }
-    // Initialized (checked above): the place holds a `T`.
-    NonNull::new(slot.value.get().cast())
+    let slot = NonNull::new(slot::<T>(object)).expect("kmdf: object has no kmdf context");
+    // SAFETY: the slot is a `Slot<T>` (`attributes_for::<T>`), zero-filled by KMDF or written
+    // by `write_context_ptr`, valid while the object is (the caller's contract).
+    unsafe { Slot::get(slot) }
 }
 
 /// `EvtDestroyCallback` of every `kmdf` object: drops the value, if it was written.
 unsafe extern "C" fn destroy<T>(object: WDFOBJECT) {
-    let slot = slot::<T>(object);
-    if slot.is_null() {
+    let Some(slot) = NonNull::new(slot::<T>(object)) else {
         return;
-    }
+    };
     // SAFETY: KMDF calls the destroy callback once, when the last reference is gone, with
-    // the context still allocated; nothing else can access it any more.
-    let slot = unsafe { &mut *slot };
-    if *slot.header.initialized.get_mut() {
-        *slot.header.initialized.get_mut() = false;
-        // SAFETY: initialized (checked above), and dropped only here, once.
-        unsafe { slot.value.get_mut().assume_init_drop() };
-    }
+    // the context (a `Slot<T>`, zero-filled or written) still allocated; nothing else can
+    // access it any more.
+    unsafe { Slot::drop_value(slot) };
 }
 
 /// The `Size` field of a WDF structure.

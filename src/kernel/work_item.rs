@@ -42,8 +42,7 @@
 
 use core::cell::UnsafeCell;
 use core::fmt;
-use core::marker::{PhantomData, PhantomPinned};
-use core::mem::MaybeUninit;
+use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -54,16 +53,16 @@ use wdk_sys::{
 };
 
 use super::object::{RawRef, view_handle};
+use super::raw::{List, Node, Opaque};
 use super::sync::current_irql;
 use super::{attributes_for, struct_size, try_context_ptr, write_context_ptr};
 use crate::object::{ObjectRef, sealed::Handle as _};
 use crate::sync::Irql;
 use crate::{Callback, NtError, NtStatus, Result, WorkItem, WorkItemCallbacks};
 
-/// What `&WorkItem<T>` views: the memory of the item's [`ItemContext<T>`], opaque to the
-/// compiler (as Rust-for-Linux's `Opaque<T>`): an `UnsafeCell`, so that shared references
-/// allow the atomics and the spin lock inside to change, `MaybeUninit`, so that the
-/// reference asserts nothing about the bytes, and `!Unpin`.
+/// What `&WorkItem<T>` views: the memory of the item's [`ItemContext<T>`], an [`Opaque`]
+/// cell (as Rust-for-Linux's `Opaque<T>`), so that the reference covers all of the context
+/// and allows the atomics and the spin lock inside to change.
 ///
 /// Never constructed as a value: only viewed in place, over the context KMDF allocated.
 ///
@@ -75,10 +74,7 @@ use crate::{Callback, NtError, NtStatus, Result, WorkItem, WorkItemCallbacks};
 /// context is written once, before that, and dropped only after every reference to the
 /// item is gone.
 #[repr(transparent)]
-pub struct RawItem<T> {
-    context: UnsafeCell<MaybeUninit<ItemContext<T>>>,
-    _pinned: PhantomPinned,
-}
+pub struct RawItem<T>(Opaque<ItemContext<T>>);
 
 // SAFETY: what a `&RawItem<T>` gives access to is the header, whose fields are atomics, the
 // handle (a plain value any thread may use) and the runners' list (only touched with its
@@ -95,20 +91,19 @@ impl<T> RawItem<T> {
     /// `context` points at the written `ItemContext<T>` of a live item created by
     /// `create::<T>`, with the provenance of all of it, and the item stays alive for `'a`.
     unsafe fn from_context<'a>(context: NonNull<ItemContext<T>>) -> &'a Self {
+        // SAFETY: the context is written, covered by the pointer and valid for `'a` (the
+        // caller's contract), and only accessed shared (its mutable parts are atomics and
+        // the spin-locked list) until it is dropped, after every reference to the item.
+        let opaque: &'a Opaque<ItemContext<T>> = unsafe { Opaque::from_ptr(context) };
+        // SAFETY: `RawItem<T>` is a `#[repr(transparent)]` wrapper of the `Opaque`, the same
+        // memory with the same provenance, for `'a`.
         // INVARIANT: the caller's contract is the type invariant.
-        // SAFETY: `RawItem<T>` is a `#[repr(transparent)]` cell around (possibly
-        // uninitialized) `ItemContext<T>`, so it has its layout; the pointer covers the
-        // context, which stays valid for `'a` (the caller's contract).
-        unsafe { context.cast::<Self>().as_ref() }
+        unsafe { &*ptr::from_ref(opaque).cast::<Self>() }
     }
 
     /// The context, shared.
     fn context(&self) -> &ItemContext<T> {
-        // SAFETY: the context was written before this view existed and is dropped only after
-        // every reference to the item is gone (type invariant); it is only accessed shared
-        // (its mutable parts are atomics and the spin-locked list). `UnsafeCell::get` keeps
-        // the provenance of `self`, which covers the context.
-        unsafe { &*self.context.get().cast::<ItemContext<T>>() }
+        self.0.get()
     }
 }
 
@@ -140,11 +135,11 @@ struct Header {
 ///
 /// # Invariants
 ///
-/// `head` is only accessed with `lock` held. Every node in the list lives on the stack of
+/// `list` is only accessed with `lock` held. Every node in the list lives on the stack of
 /// the thread it names, in the trampoline's frame, and is unlinked before that frame ends.
 struct Runners {
     lock: UnsafeCell<KSPIN_LOCK>,
-    head: UnsafeCell<*mut Runner>,
+    list: UnsafeCell<List<HANDLE>>,
     /// How many nodes are linked: lets a thread that runs nothing skip the lock.
     active: AtomicUsize,
 }
@@ -155,10 +150,8 @@ unsafe impl Send for Runners {}
 // SAFETY: as above.
 unsafe impl Sync for Runners {}
 
-struct Runner {
-    thread: HANDLE,
-    next: *mut Runner,
-}
+/// A thread running the item's callback, in the trampoline's frame.
+type Runner = Node<HANDLE>;
 
 /// A `WDFWORKITEM`, which any thread may use.
 struct Handle(WDFWORKITEM);
@@ -180,37 +173,23 @@ impl Runners {
     const fn new() -> Self {
         Self {
             lock: UnsafeCell::new(0),
-            head: UnsafeCell::new(ptr::null_mut()),
+            list: UnsafeCell::new(List::new()),
             active: AtomicUsize::new(0),
         }
     }
 
-    /// Runs `f` on the list head with the spin lock held, at `DISPATCH_LEVEL`.
-    fn locked<R>(&self, f: impl FnOnce(&mut *mut Runner) -> R) -> R {
+    /// Runs `f` on the list with the spin lock held, at `DISPATCH_LEVEL`.
+    fn locked<R>(&self, f: impl FnOnce(&mut List<HANDLE>) -> R) -> R {
         // SAFETY: the lock is a valid `KSPIN_LOCK` for the life of the context, and this
         // thread does not hold it (it is only held inside this function, which never
         // calls itself).
         let irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
-        // SAFETY: the lock is held, so this is the only access to the head (invariant).
-        let head = unsafe { &mut *self.head.get() };
-        let result = f(head);
+        // SAFETY: the lock is held, so this is the only access to the list (invariant).
+        let list = unsafe { &mut *self.list.get() };
+        let result = f(list);
         // SAFETY: acquired above on this thread, with `irql` the level to return to.
         unsafe { KeReleaseSpinLock(self.lock.get(), irql) };
         result
-    }
-
-    /// Whether `thread` is running the callback. Call with the lock held.
-    fn contains(head: *mut Runner, thread: HANDLE) -> bool {
-        let mut node = head;
-        while !node.is_null() {
-            // SAFETY: linked nodes are valid while the lock is held (type invariant).
-            let runner = unsafe { &*node };
-            if runner.thread == thread {
-                return true;
-            }
-            node = runner.next;
-        }
-        false
     }
 
     /// Whether the current thread is running the item's callback.
@@ -226,17 +205,18 @@ impl Runners {
     #[inline(never)]
     fn current_is_running_locked(&self) -> bool {
         let me = current_thread();
-        self.locked(|head| Self::contains(*head, me))
+        self.locked(|list| list.contains(me))
     }
 
     /// Links `node` in until the returned registration is dropped.
     fn register<'a>(&'a self, node: &'a mut Runner) -> Registration<'a> {
-        let node: *mut Runner = node;
+        let node = NonNull::from(node);
         self.active.fetch_add(1, Ordering::SeqCst);
-        self.locked(|head| {
-            // SAFETY: `node` is exclusively borrowed for `'a` and not yet linked.
-            unsafe { (*node).next = *head };
-            *head = node;
+        self.locked(|list| {
+            // SAFETY: `node` is exclusively borrowed for `'a`, so valid and not otherwise
+            // accessed until the registration, which lives for `'a` at most, unlinks it; it
+            // is a fresh node, not linked.
+            unsafe { list.push(node) };
         });
         // INVARIANT: the node outlives the registration (the borrow), whose `Drop` unlinks it.
         Registration { runners: self, node, _node: PhantomData }
@@ -246,33 +226,14 @@ impl Runners {
 /// A node linked into [`Runners`]; unlinked when dropped, even if the callback unwinds.
 struct Registration<'a> {
     runners: &'a Runners,
-    node: *mut Runner,
+    node: NonNull<Runner>,
     _node: PhantomData<&'a mut Runner>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let node = self.node;
-        self.runners.locked(|head| {
-            let mut link: *mut *mut Runner = head;
-            loop {
-                // SAFETY: `link` is the head or the `next` field of a linked node, both
-                // valid while the lock is held.
-                let current = unsafe { *link };
-                if current.is_null() {
-                    break;
-                }
-                if current == node {
-                    // SAFETY: `node` is linked, so valid while the lock is held.
-                    let next = unsafe { (*node).next };
-                    // SAFETY: `link` is valid as above.
-                    unsafe { *link = next };
-                    break;
-                }
-                // SAFETY: `current` is a linked node, valid while the lock is held.
-                link = unsafe { &raw mut (*current).next };
-            }
-        });
+        self.runners.locked(|list| list.unlink(node));
         self.runners.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -370,7 +331,7 @@ unsafe extern "C" fn run<T: WorkItemCallbacks>(handle: WDFWORKITEM) {
     // Cleared before the callback, as KMDF clears `m_Enqueued`: an enqueue from here on
     // queues another run.
     context.header.queued.store(false, Ordering::SeqCst);
-    let mut runner = Runner { thread: current_thread(), next: ptr::null_mut() };
+    let mut runner = Runner::new(current_thread());
     let _running = context.header.runners.register(&mut runner);
     // SAFETY: the item is live (above).
     let parent = unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemGetParentObject, handle) };
@@ -431,8 +392,8 @@ pub(crate) fn delete<T: WorkItemCallbacks>(item: &WorkItem<T>) -> Result {
     }
     let object: WDFOBJECT = header.handle.0.cast();
     let me = current_thread();
-    let deferred = header.runners.locked(|head| {
-        if !Runners::contains(*head, me) {
+    let deferred = header.runners.locked(|list| {
+        if !list.contains(me) {
             return false;
         }
         // SAFETY: the item is live (borrowed) and deleted only once (the flag above). The
