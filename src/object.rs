@@ -27,15 +27,29 @@ use crate::{Device, PnpPowerCallbacks, Timer, TimerCallbacks, WorkItem, WorkItem
 pub(crate) mod sealed {
     use crate::backend::RawObject;
 
-    /// A handle type of a framework object.
+    /// A handle type of a framework object: `&Self` is how drivers reach the object.
     ///
     /// # Invariant
     ///
     /// Implemented only inside this crate, and only for `#[repr(transparent)]` structs whose
-    /// one non-zero-sized field is a `backend::RawObject` (the others are `PhantomData`).
-    /// The backends rely on it to view a `&RawObject` as a `&Self`.
-    pub trait Object {
-        /// The object this handle stands for.
+    /// one field that is not `PhantomData` is the backend's view of the object: a
+    /// `backend::RawObject` for the [`Handle`] types, the backend's own view type for the
+    /// others (a work item's `backend::work_item::RawItem<T>`, which in the kernel covers
+    /// the item's context). The backends rely on it to view their view type as a `&Self`.
+    pub trait Object {}
+
+    /// A handle type whose reference *is* the framework handle: `&Self` views a
+    /// `backend::RawObject`, whose address is the handle in the kernel.
+    ///
+    /// Not implemented by [`WorkItem`](crate::WorkItem): in the kernel a `&WorkItem<T>`
+    /// points at the item's context, not at its handle, so it can be neither a parent nor
+    /// viewed from a handle (`view_handle` requires this trait).
+    ///
+    /// # Invariant
+    ///
+    /// As [`Object`], with the field a `backend::RawObject`.
+    pub trait Handle: Object {
+        /// The handle this reference stands for.
         fn raw(&self) -> &RawObject;
     }
 }
@@ -47,10 +61,28 @@ pub trait FrameworkObject: sealed::Object {}
 
 /// A framework object that can be the parent of a work item: a device (later, queues).
 ///
-/// Sealed: implemented by [`Device<T>`].
-pub trait ParentObject: sealed::Object + Send + Sync + 'static {}
+/// Sealed: implemented by [`Device<T>`]. A work item cannot parent anything, and its
+/// reference is not a handle a parent could be made of:
+///
+/// ```compile_fail
+/// # use kmdf::{Device, PnpPowerCallbacks, WorkItem, WorkItemCallbacks};
+/// # struct Lamp;
+/// # kmdf::vtable! { impl PnpPowerCallbacks for Lamp {} }
+/// # struct Blink;
+/// # kmdf::vtable! {
+/// #     impl WorkItemCallbacks for Blink {
+/// #         type Parent = Device<Lamp>;
+/// #         fn run(&self, _item: &WorkItem<Self>, _lamp: &Device<Lamp>) {}
+/// #     }
+/// # }
+/// fn parent<P: kmdf::object::ParentObject>() {}
+/// parent::<WorkItem<Blink>>();
+/// ```
+pub trait ParentObject: sealed::Handle + Send + Sync + 'static {}
 
-impl<T> sealed::Object for Device<T> {
+impl<T> sealed::Object for Device<T> {}
+
+impl<T> sealed::Handle for Device<T> {
     fn raw(&self) -> &backend::RawObject {
         &self.raw
     }
@@ -58,15 +90,13 @@ impl<T> sealed::Object for Device<T> {
 
 impl<T: PnpPowerCallbacks> ParentObject for Device<T> {}
 
-impl<T> sealed::Object for WorkItem<T> {
-    fn raw(&self) -> &backend::RawObject {
-        &self.raw
-    }
-}
+impl<T> sealed::Object for WorkItem<T> {}
 
 impl<T: WorkItemCallbacks> FrameworkObject for WorkItem<T> {}
 
-impl<T> sealed::Object for Timer<T> {
+impl<T> sealed::Object for Timer<T> {}
+
+impl<T> sealed::Handle for Timer<T> {
     fn raw(&self) -> &backend::RawObject {
         &self.raw
     }
@@ -127,7 +157,7 @@ impl<O: FrameworkObject> Deref for ObjectRef<O> {
     type Target = O;
 
     fn deref(&self) -> &O {
-        backend::object::view(backend::object::raw_of(&self.raw))
+        backend::object::deref(&self.raw)
     }
 }
 
@@ -139,6 +169,6 @@ impl<O: FrameworkObject> Clone for ObjectRef<O> {
 
 impl<O: FrameworkObject> fmt::Debug for ObjectRef<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ObjectRef({:?})", backend::object::raw_of(&self.raw))
+        write!(f, "ObjectRef({:?})", self.raw)
     }
 }

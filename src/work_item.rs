@@ -172,7 +172,9 @@ use crate::object::{ObjectRef, ParentObject};
 /// of the item's callbacks.
 #[repr(transparent)]
 pub struct WorkItem<T> {
-    pub(crate) raw: backend::RawObject,
+    /// The backend's view of the item: in the kernel its context (the handle is in it), so
+    /// that the reference covers the memory `enqueue` and `flush` reach.
+    pub(crate) raw: backend::work_item::RawItem<T>,
     _context: PhantomData<T>,
 }
 

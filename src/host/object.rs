@@ -305,12 +305,14 @@ impl RawObject {
 /// A counted reference to an object, as `ObjectRef` holds it.
 pub(crate) type RawRef = Arc<RawObject>;
 
-/// The object a reference points at.
-pub(crate) fn raw_of(raw: &RawRef) -> &RawObject {
-    raw
+/// The object a reference points at, as the handle type `O` it was created as
+/// (`ObjectRef<O>`'s `Deref`).
+pub(crate) fn deref<O: sealed::Object>(raw: &RawRef) -> &O {
+    view(raw)
 }
 
-/// Views an object as the handle type `O`.
+/// Views an object as the handle type `O`. On the host every handle type, a work item's
+/// included, is a view of the `RawObject` (which is the memory its methods reach).
 ///
 /// Callers pick the `O` the object was created as. (A mismatch would still not be undefined
 /// behaviour: handle types reach an object's context only through checked downcasts.)
@@ -319,9 +321,11 @@ pub(crate) fn view<O: sealed::Object>(raw: &RawObject) -> &O {
         assert!(size_of::<O>() == size_of::<RawObject>());
         assert!(align_of::<O>() == align_of::<RawObject>());
     }
-    // SAFETY: `O` is a `#[repr(transparent)]` struct whose only non-zero-sized field is a
-    // `RawObject` (the invariant of the sealed `Object` trait, implemented only in this
-    // crate), so it has `RawObject`'s layout; the reference keeps `raw`'s lifetime.
+    // SAFETY: `O` is a `#[repr(transparent)]` struct whose only field that is not
+    // `PhantomData` is the host's view of the object (the invariant of the sealed `Object`
+    // trait, implemented only in this crate), which on the host is a `RawObject` or a
+    // `#[repr(transparent)]` wrapper of one (`work_item::RawItem`), so it has `RawObject`'s
+    // layout and covers the same memory; the reference keeps `raw`'s lifetime.
     unsafe { &*ptr::from_ref(raw).cast::<O>() }
 }
 

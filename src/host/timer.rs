@@ -34,7 +34,7 @@ use super::pool::{self, Origin};
 use super::shared::Shared;
 use super::sync::{at_dispatch, current_irql};
 use super::trace::CallbackPanicked;
-use crate::object::{ObjectRef, sealed::Object as _};
+use crate::object::{ObjectRef, sealed::Handle as _};
 use crate::sync::Irql;
 use crate::{Callback, NtError, Result, Timer, TimerCallbacks};
 

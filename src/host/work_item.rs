@@ -11,6 +11,9 @@
 //! it with any change here.
 
 use super::std;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::Deref;
 use std::any::type_name;
 use std::boxed::Box;
 use std::panic::Location;
@@ -23,7 +26,7 @@ use super::mutex::lock;
 use super::object::{KindState, NewObject, RawObject, RawRef, view};
 use super::object_kind::ObjectKind;
 use super::sync::current_irql;
-use crate::object::{ObjectRef, sealed::Object as _};
+use crate::object::{ObjectRef, sealed::Handle as _};
 use crate::sync::Irql;
 use crate::{Callback, NtError, Result, WorkItem, WorkItemCallbacks};
 
@@ -115,6 +118,29 @@ impl KindState for WorkItemState {
         let parent = inner.parent.take();
         drop(inner);
         drop(parent);
+    }
+}
+
+/// What `&WorkItem<T>` views on the host: the item's `RawObject`, which holds its state and
+/// context, typed by the context. Never constructed: only viewed over a `RawObject`
+/// (`object::view`), which lives in an `Arc`.
+#[repr(transparent)]
+pub struct RawItem<T> {
+    object: RawObject,
+    _context: PhantomData<T>,
+}
+
+impl<T> Deref for RawItem<T> {
+    type Target = RawObject;
+
+    fn deref(&self) -> &RawObject {
+        &self.object
+    }
+}
+
+impl<T> fmt::Debug for RawItem<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.object.fmt(f)
     }
 }
 

@@ -17,6 +17,7 @@ pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
+pub(crate) mod raw;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub(crate) mod timer;
@@ -25,9 +26,8 @@ pub(crate) mod work_item;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomPinned;
-use core::mem::{MaybeUninit, size_of};
-use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::mem::size_of;
+use core::ptr::{self, NonNull};
 
 use wdk_sys::{
     _WDF_EXECUTION_LEVEL, _WDF_SYNCHRONIZATION_SCOPE, PFN_WDF_OBJECT_CONTEXT_CLEANUP,
@@ -36,9 +36,21 @@ use wdk_sys::{
 };
 
 pub(crate) use device::{RawDeviceInit, RawResources};
+use raw::{Slot, SlotHeader};
 
-/// What `&Device<T>` and the other handle types point at: nothing Rust may read. The
-/// address *is* the WDF handle.
+/// What `&Device<T>` and `&Timer<T>` point at: nothing Rust may read. The address *is* the
+/// WDF handle.
+///
+/// # Invariants
+///
+/// A `&RawObject` is only a handle *value*: its address is the handle of a live framework
+/// object, and no memory is ever reached through it. It is zero-sized, so the reference
+/// grants access to no bytes, and it needs none: a context is found by passing the handle
+/// to `WdfObjectGetTypedContextWorker`, whose result is a pointer of its own (see [`slot`]),
+/// not one derived from the reference. Objects whose methods reach memory through the
+/// reference have a view type that covers that memory instead (a work item's
+/// [`work_item::RawItem`]), and no `RawObject`: the two kinds of view are different types,
+/// and only this one has a [`handle`](Self::handle).
 #[repr(C)]
 pub struct RawObject {
     _opaque: [u8; 0],
@@ -85,27 +97,6 @@ pub(crate) static CONTEXT_TYPE: ContextTypeInfo =
         EvtDriverGetUniqueContextType: None,
     }));
 
-/// The start of every context: whether the value has been written.
-#[repr(C)]
-pub(crate) struct SlotHeader {
-    initialized: AtomicBool,
-}
-
-/// An object's context: the header, then the driver's value.
-#[repr(C)]
-pub(crate) struct Slot<T> {
-    header: SlotHeader,
-    value: UnsafeCell<MaybeUninit<T>>,
-}
-
-impl<T> Slot<T> {
-    /// KMDF aligns context space to `MEMORY_ALLOCATION_ALIGNMENT` (16 bytes on x64).
-    const ALIGNMENT_OK: () = assert!(
-        align_of::<Slot<T>>() <= 16,
-        "kmdf: a context type may not need more than 16-byte alignment"
-    );
-}
-
 /// `WDF_OBJECT_ATTRIBUTES_INIT` plus the crate's context type sized for `T`, its
 /// `EvtDestroyCallback` (which drops the `T`) and an optional `EvtCleanupCallback`.
 pub(crate) fn attributes_for<T: Send + Sync + 'static>(
@@ -147,17 +138,25 @@ fn slot<T>(object: WDFOBJECT) -> *mut Slot<T> {
 /// `object` was created with [`attributes_for::<T>`] an instant ago and its context has not
 /// been written; no other thread can reach it yet. The object stays alive for `'a`.
 pub(crate) unsafe fn write_context<'a, T>(object: WDFOBJECT, value: T) -> &'a T {
-    let slot = slot::<T>(object);
-    assert!(!slot.is_null(), "kmdf: object created without its context");
-    // SAFETY: the slot is valid, zero-filled context memory sized for `Slot<T>` (the caller's
-    // contract); zero is a valid header and an uninitialized value.
-    let slot = unsafe { &*slot };
-    // SAFETY: nothing else accesses the value yet (the caller's contract).
-    let value = unsafe { (*slot.value.get()).write(value) };
-    slot.header.initialized.store(true, Ordering::Release);
-    // From here on the value is only read (shared), until `destroy` drops it after the
-    // object's last reference is gone, which is after `'a` (the caller's contract).
-    &*value
+    // SAFETY: the caller's contract is `write_context_ptr`'s.
+    let value = unsafe { write_context_ptr(object, value) };
+    // SAFETY: from here on the value is only read (shared), until `destroy` drops it after
+    // the object's last reference is gone, which is after `'a` (the caller's contract).
+    unsafe { value.as_ref() }
+}
+
+/// [`write_context`], returning the value as a pointer with the provenance of the whole
+/// value (from the context's `UnsafeCell`), for views that cover it (a work item's).
+///
+/// # Safety
+///
+/// As [`write_context`].
+pub(crate) unsafe fn write_context_ptr<T>(object: WDFOBJECT, value: T) -> NonNull<T> {
+    let slot = NonNull::new(slot::<T>(object)).expect("kmdf: object created without its context");
+    // SAFETY: the slot is valid, zero-filled context memory sized and aligned for `Slot<T>`
+    // (`attributes_for`), not written yet, that no other thread can reach (the caller's
+    // contract).
+    unsafe { Slot::write(slot, value) }
 }
 
 /// The value in an object's context.
@@ -177,34 +176,35 @@ pub(crate) unsafe fn context<'a, T>(object: WDFOBJECT) -> &'a T {
 ///
 /// `object` was created with [`attributes_for::<T>`] and is alive for `'a`.
 pub(crate) unsafe fn try_context<'a, T>(object: WDFOBJECT) -> Option<&'a T> {
-    let slot = slot::<T>(object);
-    assert!(!slot.is_null(), "kmdf: object has no kmdf context");
-    // SAFETY: the slot is valid for `'a` (the caller's contract).
-    let slot = unsafe { &*slot };
-    if !slot.header.initialized.load(Ordering::Acquire) {
-        return None;
-    }
+    // SAFETY: the caller's contract is `try_context_ptr`'s.
+    let value = unsafe { try_context_ptr::<T>(object) }?;
     // SAFETY: the value is only written before the object is published and only dropped in
     // `destroy`, after every reference to the object is gone: reading it is shared access.
-    let value = unsafe { &*slot.value.get() };
-    // SAFETY: initialized (checked above).
-    Some(unsafe { value.assume_init_ref() })
+    Some(unsafe { value.as_ref() })
+}
+
+/// The value in an object's context, as a pointer with the provenance of the whole value
+/// (from the context's `UnsafeCell`), or `None` when it has not been written yet.
+///
+/// # Safety
+///
+/// `object` was created with [`attributes_for::<T>`] and is alive.
+pub(crate) unsafe fn try_context_ptr<T>(object: WDFOBJECT) -> Option<NonNull<T>> {
+    let slot = NonNull::new(slot::<T>(object)).expect("kmdf: object has no kmdf context");
+    // SAFETY: the slot is a `Slot<T>` (`attributes_for::<T>`), zero-filled by KMDF or written
+    // by `write_context_ptr`, valid while the object is (the caller's contract).
+    unsafe { Slot::get(slot) }
 }
 
 /// `EvtDestroyCallback` of every `kmdf` object: drops the value, if it was written.
 unsafe extern "C" fn destroy<T>(object: WDFOBJECT) {
-    let slot = slot::<T>(object);
-    if slot.is_null() {
+    let Some(slot) = NonNull::new(slot::<T>(object)) else {
         return;
-    }
+    };
     // SAFETY: KMDF calls the destroy callback once, when the last reference is gone, with
-    // the context still allocated; nothing else can access it any more.
-    let slot = unsafe { &mut *slot };
-    if *slot.header.initialized.get_mut() {
-        *slot.header.initialized.get_mut() = false;
-        // SAFETY: initialized (checked above), and dropped only here, once.
-        unsafe { slot.value.get_mut().assume_init_drop() };
-    }
+    // the context (a `Slot<T>`, zero-filled or written) still allocated; nothing else can
+    // access it any more.
+    unsafe { Slot::drop_value(slot) };
 }
 
 /// The `Size` field of a WDF structure.

@@ -15,12 +15,16 @@ use wdk_sys::{WDF_TIMER_CONFIG, WDFOBJECT, WDFTIMER, call_unsafe_wdf_function_bi
 use super::object::{RawRef, view_handle};
 use super::sync::current_irql;
 use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
-use crate::object::{ObjectRef, sealed::Object as _};
+use crate::object::{ObjectRef, sealed::Handle as _};
 use crate::sync::Irql;
 use crate::{Callback, NtError, NtStatus, Result, Timer, TimerCallbacks};
 
 /// The context of a timer created by `kmdf`: whether its deletion started, then the
 /// driver's `T`.
+///
+/// Reached from the handle (`WdfObjectGetTypedContextWorker`), never through the
+/// `&Timer<T>`, which is a zero-sized handle value ([`RawObject`](super::RawObject)'s
+/// invariant): the atomic is written through the pointer KMDF returns.
 pub(crate) struct TimerContext<T> {
     deleted: AtomicBool,
     value: T,
@@ -34,7 +38,7 @@ fn timer_context<T: TimerCallbacks>(timer: &Timer<T>) -> &TimerContext<T> {
 
 /// One more reference on the timer (`ObjectRef::from(&timer)`): `&Timer<T>` is its handle.
 pub(crate) fn new_ref<T>(timer: &Timer<T>) -> RawRef {
-    RawRef::new(&timer.raw)
+    RawRef::new(timer)
 }
 
 pub(crate) fn context<T: TimerCallbacks>(timer: &Timer<T>) -> &T {
@@ -87,7 +91,7 @@ pub(crate) fn create<T: TimerCallbacks>(
     }
     // SAFETY: as above: a live timer created with `T`.
     let timer: &Timer<T> = unsafe { view_handle(timer.cast()) };
-    Ok(ObjectRef::from_raw(RawRef::new(&timer.raw)))
+    Ok(ObjectRef::from_raw(RawRef::new(timer)))
 }
 
 /// `EvtTimerFunc`.

@@ -2,10 +2,12 @@
 //! `EvtWorkItem` and `EvtCleanupCallback` trampolines.
 //!
 //! The item's context is an [`ItemContext<T>`]: a small header, then the driver's `T`. A
-//! `&WorkItem<T>` points at that context (not at the handle, as `&Device<T>` does), and the
-//! header holds the handle: `enqueue` and `flush` reach the flags below and make their one
-//! indirect call through the WDF function table without a context lookup first. The
-//! callbacks, which KMDF calls with the handle, look the context up once, as C callbacks do.
+//! `&WorkItem<T>` points at that context (not at the handle, as `&Device<T>` does): it is a
+//! view of a [`RawItem<T>`], an opaque cell the size of the context, so the reference covers
+//! the memory reached through it. The header holds the handle: `enqueue` and `flush` reach
+//! the flags below and make their one indirect call through the WDF function table without
+//! a context lookup first. The callbacks, which KMDF calls with the handle, look the
+//! context up once, as C callbacks do.
 //!
 //! The header adds what KMDF does not tell a driver:
 //!
@@ -39,8 +41,9 @@
 //! first.
 
 use core::cell::UnsafeCell;
+use core::fmt;
 use core::marker::PhantomData;
-use core::ptr;
+use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, PsGetCurrentThreadId};
@@ -49,13 +52,67 @@ use wdk_sys::{
     call_unsafe_wdf_function_binding,
 };
 
-use super::RawObject;
-use super::object::{RawRef, view, view_handle};
+use super::object::{RawRef, view_handle};
+use super::raw::{List, Node, Opaque};
 use super::sync::current_irql;
-use super::{attributes_for, context as slot_context, struct_size, try_context, write_context};
-use crate::object::{ObjectRef, sealed::Object as _};
+use super::{attributes_for, struct_size, try_context_ptr, write_context_ptr};
+use crate::object::{ObjectRef, sealed::Handle as _};
 use crate::sync::Irql;
 use crate::{Callback, NtError, NtStatus, Result, WorkItem, WorkItemCallbacks};
+
+/// What `&WorkItem<T>` views: the memory of the item's [`ItemContext<T>`], an [`Opaque`]
+/// cell (as Rust-for-Linux's `Opaque<T>`), so that the reference covers all of the context
+/// and allows the atomics and the spin lock inside to change.
+///
+/// Never constructed as a value: only viewed in place, over the context KMDF allocated.
+///
+/// # Invariants
+///
+/// A `&RawItem<T>` exists only for the context of a live item created by `create::<T>`,
+/// made from a pointer to that context with the provenance of all of it (from the context's
+/// own `UnsafeCell`, see [`RawItem::from_context`]), after the context was written; the
+/// context is written once, before that, and dropped only after every reference to the
+/// item is gone.
+#[repr(transparent)]
+pub struct RawItem<T>(Opaque<ItemContext<T>>);
+
+// SAFETY: what a `&RawItem<T>` gives access to is the header, whose fields are atomics, the
+// handle (a plain value any thread may use) and the runners' list (only touched with its
+// spin lock held), and `&T`: sharing or sending the view is sound when `T` is `Sync`.
+unsafe impl<T: Send + Sync> Sync for RawItem<T> {}
+// SAFETY: as above; a `RawItem<T>` is never moved or owned, only viewed.
+unsafe impl<T: Send + Sync> Send for RawItem<T> {}
+
+impl<T> RawItem<T> {
+    /// Views a written context in place.
+    ///
+    /// # Safety
+    ///
+    /// `context` points at the written `ItemContext<T>` of a live item created by
+    /// `create::<T>`, with the provenance of all of it, and the item stays alive for `'a`.
+    unsafe fn from_context<'a>(context: NonNull<ItemContext<T>>) -> &'a Self {
+        // SAFETY: the context is written, covered by the pointer and valid for `'a` (the
+        // caller's contract), and only accessed shared (its mutable parts are atomics and
+        // the spin-locked list) until it is dropped, after every reference to the item.
+        let opaque: &'a Opaque<ItemContext<T>> = unsafe { Opaque::from_ptr(context) };
+        // SAFETY: `RawItem<T>` is a `#[repr(transparent)]` wrapper of the `Opaque`, the same
+        // memory with the same provenance, for `'a`.
+        // INVARIANT: the caller's contract is the type invariant.
+        unsafe { &*ptr::from_ref(opaque).cast::<Self>() }
+    }
+
+    /// The context, shared.
+    fn context(&self) -> &ItemContext<T> {
+        self.0.get()
+    }
+}
+
+impl<T> fmt::Debug for RawItem<T> {
+    /// The item's handle, as `&Device<T>` shows its own.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:p}", self.context().header.handle.0)
+    }
+}
 
 /// The context of a work item created by `kmdf`.
 pub(crate) struct ItemContext<T> {
@@ -78,11 +135,11 @@ struct Header {
 ///
 /// # Invariants
 ///
-/// `head` is only accessed with `lock` held. Every node in the list lives on the stack of
+/// `list` is only accessed with `lock` held. Every node in the list lives on the stack of
 /// the thread it names, in the trampoline's frame, and is unlinked before that frame ends.
 struct Runners {
     lock: UnsafeCell<KSPIN_LOCK>,
-    head: UnsafeCell<*mut Runner>,
+    list: UnsafeCell<List<HANDLE>>,
     /// How many nodes are linked: lets a thread that runs nothing skip the lock.
     active: AtomicUsize,
 }
@@ -93,10 +150,8 @@ unsafe impl Send for Runners {}
 // SAFETY: as above.
 unsafe impl Sync for Runners {}
 
-struct Runner {
-    thread: HANDLE,
-    next: *mut Runner,
-}
+/// A thread running the item's callback, in the trampoline's frame.
+type Runner = Node<HANDLE>;
 
 /// A `WDFWORKITEM`, which any thread may use.
 struct Handle(WDFWORKITEM);
@@ -118,37 +173,23 @@ impl Runners {
     const fn new() -> Self {
         Self {
             lock: UnsafeCell::new(0),
-            head: UnsafeCell::new(ptr::null_mut()),
+            list: UnsafeCell::new(List::new()),
             active: AtomicUsize::new(0),
         }
     }
 
-    /// Runs `f` on the list head with the spin lock held, at `DISPATCH_LEVEL`.
-    fn locked<R>(&self, f: impl FnOnce(&mut *mut Runner) -> R) -> R {
+    /// Runs `f` on the list with the spin lock held, at `DISPATCH_LEVEL`.
+    fn locked<R>(&self, f: impl FnOnce(&mut List<HANDLE>) -> R) -> R {
         // SAFETY: the lock is a valid `KSPIN_LOCK` for the life of the context, and this
         // thread does not hold it (it is only held inside this function, which never
         // calls itself).
         let irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
-        // SAFETY: the lock is held, so this is the only access to the head (invariant).
-        let head = unsafe { &mut *self.head.get() };
-        let result = f(head);
+        // SAFETY: the lock is held, so this is the only access to the list (invariant).
+        let list = unsafe { &mut *self.list.get() };
+        let result = f(list);
         // SAFETY: acquired above on this thread, with `irql` the level to return to.
         unsafe { KeReleaseSpinLock(self.lock.get(), irql) };
         result
-    }
-
-    /// Whether `thread` is running the callback. Call with the lock held.
-    fn contains(head: *mut Runner, thread: HANDLE) -> bool {
-        let mut node = head;
-        while !node.is_null() {
-            // SAFETY: linked nodes are valid while the lock is held (type invariant).
-            let runner = unsafe { &*node };
-            if runner.thread == thread {
-                return true;
-            }
-            node = runner.next;
-        }
-        false
     }
 
     /// Whether the current thread is running the item's callback.
@@ -164,17 +205,18 @@ impl Runners {
     #[inline(never)]
     fn current_is_running_locked(&self) -> bool {
         let me = current_thread();
-        self.locked(|head| Self::contains(*head, me))
+        self.locked(|list| list.contains(me))
     }
 
     /// Links `node` in until the returned registration is dropped.
     fn register<'a>(&'a self, node: &'a mut Runner) -> Registration<'a> {
-        let node: *mut Runner = node;
+        let node = NonNull::from(node);
         self.active.fetch_add(1, Ordering::SeqCst);
-        self.locked(|head| {
-            // SAFETY: `node` is exclusively borrowed for `'a` and not yet linked.
-            unsafe { (*node).next = *head };
-            *head = node;
+        self.locked(|list| {
+            // SAFETY: `node` is exclusively borrowed for `'a`, so valid and not otherwise
+            // accessed until the registration, which lives for `'a` at most, unlinks it; it
+            // is a fresh node, not linked.
+            unsafe { list.push(node) };
         });
         // INVARIANT: the node outlives the registration (the borrow), whose `Drop` unlinks it.
         Registration { runners: self, node, _node: PhantomData }
@@ -184,56 +226,52 @@ impl Runners {
 /// A node linked into [`Runners`]; unlinked when dropped, even if the callback unwinds.
 struct Registration<'a> {
     runners: &'a Runners,
-    node: *mut Runner,
+    node: NonNull<Runner>,
     _node: PhantomData<&'a mut Runner>,
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         let node = self.node;
-        self.runners.locked(|head| {
-            let mut link: *mut *mut Runner = head;
-            loop {
-                // SAFETY: `link` is the head or the `next` field of a linked node, both
-                // valid while the lock is held.
-                let current = unsafe { *link };
-                if current.is_null() {
-                    break;
-                }
-                if current == node {
-                    // SAFETY: `node` is linked, so valid while the lock is held.
-                    let next = unsafe { (*node).next };
-                    // SAFETY: `link` is valid as above.
-                    unsafe { *link = next };
-                    break;
-                }
-                // SAFETY: `current` is a linked node, valid while the lock is held.
-                link = unsafe { &raw mut (*current).next };
-            }
-        });
+        self.runners.locked(|list| list.unlink(node));
         self.runners.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 fn item_context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &ItemContext<T> {
-    // SAFETY: in this backend a `&WorkItem<T>` is only made by `view_of`, from the
-    // `ItemContext<T>` of a live item created by `create::<T>`; the context lives as long as
-    // the item, which the borrow keeps alive.
-    unsafe { &*ptr::from_ref(item).cast::<ItemContext<T>>() }
+    item.raw.context()
 }
 
 /// The `&WorkItem<T>` of an item: a view of its context.
-fn view_of<T: WorkItemCallbacks>(context: &ItemContext<T>) -> &WorkItem<T> {
-    // SAFETY: `RawObject` is zero-sized and never read through, so any non-null address is a
-    // valid `&RawObject`; this one lives as long as `context`.
-    let raw: &RawObject = unsafe { &*ptr::from_ref(context).cast::<RawObject>() };
-    view(raw)
+fn view_of<T: WorkItemCallbacks>(raw: &RawItem<T>) -> &WorkItem<T> {
+    const {
+        assert!(size_of::<WorkItem<T>>() == size_of::<RawItem<T>>());
+        assert!(align_of::<WorkItem<T>>() == align_of::<RawItem<T>>());
+    }
+    // SAFETY: `WorkItem<T>` is a `#[repr(transparent)]` struct whose only field that is not
+    // `PhantomData` is a `RawItem<T>` (the invariant of the sealed `Object` trait), so the
+    // same memory with the same provenance, for `raw`'s lifetime.
+    unsafe { &*ptr::from_ref(raw).cast::<WorkItem<T>>() }
+}
+
+/// The item whose handle KMDF passed to a callback.
+///
+/// # Safety
+///
+/// `handle` is a live item created by `create::<T>`, which stays alive for `'a`.
+unsafe fn item_of<'a, T: WorkItemCallbacks>(handle: WDFOBJECT) -> Option<&'a WorkItem<T>> {
+    // SAFETY: the caller's contract.
+    let context = unsafe { try_context_ptr::<ItemContext<T>>(handle) }?;
+    // SAFETY: the pointer is the written context of that item, from its `UnsafeCell` (all
+    // of it), alive for `'a` (the caller's contract).
+    let raw = unsafe { RawItem::from_context(context) };
+    Some(view_of(raw))
 }
 
 /// One more reference on the item (`ObjectRef::from(&item)`): counted on its handle, viewed
 /// at its context, as `create` returns it.
 pub(crate) fn new_ref<T: WorkItemCallbacks>(item: &WorkItem<T>) -> RawRef {
-    RawRef::with_view(handle(item).cast(), &item.raw)
+    RawRef::with_view(handle(item).cast(), item)
 }
 
 pub(crate) fn context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &T {
@@ -276,20 +314,24 @@ pub(crate) fn create<T: WorkItemCallbacks>(
     // deletion waits for (its PnP callbacks, and work-item callbacks, which the deletion
     // waits for in creation order, so an item created by another item's run is disposed
     // after that run returned).
-    let context = unsafe { write_context(item.cast(), ItemContext { header, value: context }) };
-    Ok(ObjectRef::from_raw(RawRef::with_view(item.cast(), &view_of(context).raw)))
+    let context = unsafe { write_context_ptr(item.cast(), ItemContext { header, value: context }) };
+    // SAFETY: the written context of the item just created, from its `UnsafeCell`; the
+    // reference taken below keeps it alive for as long as the view is used.
+    let raw = unsafe { RawItem::from_context(context) };
+    Ok(ObjectRef::from_raw(RawRef::with_view(item.cast(), view_of(raw))))
 }
 
 /// `EvtWorkItem`.
 unsafe extern "C" fn run<T: WorkItemCallbacks>(handle: WDFWORKITEM) {
     // SAFETY: KMDF calls the callback registered by `create::<T>` with that item, alive
     // (KMDF holds a reference) for the call, its context written before it could be queued.
-    let context: &ItemContext<T> = unsafe { slot_context(handle.cast()) };
-    let item = view_of(context);
+    let item: &WorkItem<T> = unsafe { item_of(handle.cast()) }
+        .expect("kmdf: work item queued before its context was written");
+    let context = item_context(item);
     // Cleared before the callback, as KMDF clears `m_Enqueued`: an enqueue from here on
     // queues another run.
     context.header.queued.store(false, Ordering::SeqCst);
-    let mut runner = Runner { thread: current_thread(), next: ptr::null_mut() };
+    let mut runner = Runner::new(current_thread());
     let _running = context.header.runners.register(&mut runner);
     // SAFETY: the item is live (above).
     let parent = unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemGetParentObject, handle) };
@@ -305,10 +347,10 @@ unsafe extern "C" fn run<T: WorkItemCallbacks>(handle: WDFWORKITEM) {
 unsafe extern "C" fn cleanup<T: WorkItemCallbacks>(object: WDFOBJECT) {
     // SAFETY: registered by `create::<T>` for that item, alive for the call; `None` if the
     // item is disposed before `create` wrote its context.
-    let Some(context) = (unsafe { try_context::<ItemContext<T>>(object) }) else {
+    let Some(item) = (unsafe { item_of::<T>(object) }) else {
         return;
     };
-    let item = view_of(context);
+    let context = item_context(item);
     context.header.deleted.store(true, Ordering::SeqCst);
     if T::REGISTERED.contains(Callback::ObjectCleanup) {
         context.value.cleanup(item);
@@ -350,8 +392,8 @@ pub(crate) fn delete<T: WorkItemCallbacks>(item: &WorkItem<T>) -> Result {
     }
     let object: WDFOBJECT = header.handle.0.cast();
     let me = current_thread();
-    let deferred = header.runners.locked(|head| {
-        if !Runners::contains(*head, me) {
+    let deferred = header.runners.locked(|list| {
+        if !list.contains(me) {
             return false;
         }
         // SAFETY: the item is live (borrowed) and deleted only once (the flag above). The
