@@ -117,6 +117,11 @@ impl LockMap {
         Self { key: ClassKey { kind, type_name, site }, class: AtomicU32::new(0) }
     }
 
+    /// What the class is: a spin lock, a wait lock, or a callback.
+    pub(crate) fn kind(&self) -> Kind {
+        self.key.kind
+    }
+
     fn class(&self) -> ClassId {
         match self.class.load(Ordering::Relaxed) {
             0 => self.register(),
