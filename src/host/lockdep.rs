@@ -71,6 +71,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::vec::Vec;
 
+use super::sync_shim::local;
+#[cfg(loom)]
+use super::sync_shim::{LocalExt as _, LocalRefExt as _};
 use crate::Callback;
 
 /// What kind of thing a class is: a lock, or the callback of a work item or timer (a
@@ -215,12 +218,16 @@ impl fmt::Display for Context {
     }
 }
 
-std::thread_local! {
-    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
-    static CALLBACK: Cell<Option<Callback>> = const { Cell::new(None) };
+local! {
+    static HELD: RefCell<Vec<Held>> = RefCell::new(Vec::new());
+}
+local! {
+    static CALLBACK: Cell<Option<Callback>> = Cell::new(None);
+}
+local! {
     /// Edges this thread has checked already (they are in the graph for good): a
     /// direct-mapped cache, so that the nested acquisitions a thread repeats cost a lookup.
-    static KNOWN: RefCell<KnownEdges> = const { RefCell::new(KnownEdges([0; KNOWN_SLOTS])) };
+    static KNOWN: RefCell<KnownEdges> = RefCell::new(KnownEdges([0; KNOWN_SLOTS]));
 }
 
 const KNOWN_SLOTS: usize = 256;

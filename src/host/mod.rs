@@ -67,6 +67,7 @@ mod pnp;
 pub(crate) mod pool;
 mod resources;
 pub(crate) mod sync;
+pub(crate) mod sync_shim;
 pub(crate) mod time;
 pub(crate) mod timer;
 mod trace;
@@ -74,8 +75,9 @@ pub(crate) mod work_item;
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::vec::Vec;
+use sync_shim::Mutex;
 
 pub use object::ObjectKind;
 pub use pnp::{NodeState, PnpAction, PnpError, UnknownAction};

@@ -14,9 +14,13 @@ use std::fmt;
 use std::format;
 use std::ptr;
 use std::string::String;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::thread::{self, ThreadId};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
+
+use super::sync_shim::thread::{self, ThreadId};
+use super::sync_shim::{
+    AtomicBool, AtomicU64, AtomicUsize, Condvar, Mutant, Mutex, MutexGuard, mutant,
+};
 use std::vec::Vec;
 
 use super::lockdep;
@@ -680,7 +684,10 @@ impl RawObject {
             let mut links = lock(&self.links);
             match links.lifecycle {
                 Lifecycle::Alive => {}
-                Lifecycle::Disposing if links.disposer != Some(me) => {
+                Lifecycle::Disposing
+                    if links.disposer != Some(me)
+                        && !mutant(Mutant::DeleteDoesNotWaitForDisposal) =>
+                {
                     while links.lifecycle != Lifecycle::Disposed {
                         links = self.disposed.wait(links).unwrap_or_else(PoisonError::into_inner);
                     }

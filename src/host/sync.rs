@@ -16,7 +16,11 @@ use std::any::type_name;
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{PoisonError, TryLockError};
+
+#[cfg(loom)]
+use super::sync_shim::LocalExt as _;
+use super::sync_shim::{Mutex, MutexGuard, local};
 
 pub(crate) use super::lockdep::Kind;
 use super::lockdep::{self, LockMap};
@@ -24,11 +28,13 @@ use super::lockdep::{self, LockMap};
 use crate::Result;
 use crate::sync::Irql;
 
-std::thread_local! {
-    static IRQL: Cell<u8> = const { Cell::new(0) };
+local! {
+    static IRQL: Cell<u8> = Cell::new(0);
+}
+local! {
     /// The spin locks this thread holds, and the IRQL the first of them raised from: the
     /// level is restored when the count drops to zero, whichever guard goes last.
-    static SPIN: Cell<(u32, u8)> = const { Cell::new((0, 0)) };
+    static SPIN: Cell<(u32, u8)> = Cell::new((0, 0));
 }
 
 pub(crate) fn current_irql() -> Irql {
