@@ -108,6 +108,9 @@ pub fn current_irql() -> Irql {
 /// How a backend implements one kind of lock: the contract between [`Lock`] and the host
 /// runtime or the kernel. Implemented by [`SpinLockBackend`] and [`WaitLockBackend`] only.
 pub trait Backend: sealed::Sealed + Sized + 'static {
+    /// The lock's name, as its `Debug` output shows it.
+    #[doc(hidden)]
+    const NAME: &'static str;
     /// The backend's lock guarding a `T`.
     #[doc(hidden)]
     type Lock<T>;
@@ -147,6 +150,7 @@ pub enum SpinLockBackend {}
 pub enum WaitLockBackend {}
 
 impl Backend for SpinLockBackend {
+    const NAME: &'static str = "SpinLock";
     type Lock<T> = backend::sync::Lock<T>;
     type Guard<'a, T: 'a> = backend::sync::Guard<'a, T>;
 
@@ -170,6 +174,7 @@ impl Backend for SpinLockBackend {
 }
 
 impl Backend for WaitLockBackend {
+    const NAME: &'static str = "WaitLock";
     type Lock<T> = backend::sync::Lock<T>;
     type Guard<'a, T: 'a> = backend::sync::Guard<'a, T>;
 
@@ -278,11 +283,7 @@ impl<T> WaitLock<T> {
 
 impl<T, B: Backend> fmt::Debug for Lock<T, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct(match core::any::type_name::<B>() {
-            name if name.ends_with("SpinLockBackend") => "SpinLock",
-            _ => "WaitLock",
-        })
-        .finish_non_exhaustive()
+        f.debug_struct(B::NAME).finish_non_exhaustive()
     }
 }
 
