@@ -13,11 +13,14 @@ use std::marker::PhantomData;
 use std::vec::Vec;
 
 use super::object::Shared;
+#[cfg(loom)]
+use super::sync_shim::LocalRefExt as _;
+use super::sync_shim::local;
 
-std::thread_local! {
+local! {
     /// The callbacks this thread is inside of, innermost last (a cleanup callback can run
     /// inside a work item's callback, for example).
-    static CURRENT: RefCell<Vec<(*const Shared, Option<u64>)>> = const { RefCell::new(Vec::new()) };
+    static CURRENT: RefCell<Vec<(*const Shared, Option<u64>)>> = RefCell::new(Vec::new());
 }
 
 /// The thread is inside a callback of a runtime until this is dropped.
