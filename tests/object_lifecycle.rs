@@ -1,4 +1,4 @@
-//! The object life cycle on the host runtime (kmdf-semantics.md section 5) where deletions
+//! The object life cycle on the host runtime (docs/kmdf-behaviour.md section 5) where deletions
 //! meet: a deletion reached again on the thread that is disposing the object, a deletion
 //! reached on another thread while one is under way, and the framework objects as a test
 //! prints them.
@@ -131,7 +131,7 @@ fn a_deletion_reached_while_another_thread_disposes_the_object_waits_for_it() {
     // The driver deletes `second` on one thread; while its cleanup runs, the device is
     // removed on another. The removal disposes the children first (`first`, then `second`)
     // and finds `second` being disposed: it waits for that disposal, so the device's cleanup
-    // comes after `second`'s (kmdf-semantics.md section 5: children clean up before their
+    // comes after `second`'s (docs/kmdf-behaviour.md section 5: children clean up before their
     // parent).
     let f = lab();
     let (entered_tx, entered) = mpsc::channel();

@@ -58,7 +58,7 @@ fn with_tracing_off_callbacks_run_and_nothing_is_recorded() {
     let driver = runtime.load::<Gated>().unwrap();
     let node = driver.add_device().unwrap();
     node.start().unwrap();
-    // The veto ran (kmdf-semantics.md section 1, "query-remove refused": the device stays
+    // The veto ran (docs/kmdf-behaviour.md section 1, "query-remove refused": the device stays
     // started), and nothing was recorded.
     node.apply(PnpAction::QueryRemove).unwrap();
     assert_eq!(node.state(), NodeState::Working);

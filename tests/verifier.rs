@@ -294,7 +294,7 @@ fn a_finding_is_reported_by_its_own_devices_action_only() {
     thread::scope(|scope| {
         let removal = scope.spawn(|| leaky.apply(PnpAction::Remove));
         // The late run has started: the verifier has its finding, and the removal waits for
-        // the run (kmdf-semantics.md section 4: deletion waits for a running callback).
+        // the run (docs/kmdf-behaviour.md section 4: deletion waits for a running callback).
         entered.recv_timeout(Duration::from_secs(20)).expect("the late run starts");
         assert_eq!(runtime.verifier_findings().len(), 1);
         assert_eq!(runtime.verifier_findings()[0].device, leaky.id());

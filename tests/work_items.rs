@@ -484,9 +484,13 @@ fn flush_from_the_items_own_callback_is_an_error_not_a_deadlock() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs the OS scheduler to run both items on one worker thread; Miri's does not"
+)]
 fn a_worker_that_ran_an_item_before_may_flush_it_from_another_items_callback() {
     // Only a flush from inside the item's *running* callback is the self-flush error
-    // (kmdf-semantics.md section 4): a worker thread whose earlier run of the item has
+    // (docs/kmdf-behaviour.md section 4): a worker thread whose earlier run of the item has
     // returned flushes it normally, here from another item's callback.
     type Slot = Arc<Mutex<Option<ObjectRef<WorkItem<Job>>>>>;
     let log = Log::default();
@@ -530,7 +534,7 @@ fn a_worker_that_ran_an_item_before_may_flush_it_from_another_items_callback() {
 
 #[test]
 fn flush_ends_at_the_first_idle_moment_even_if_an_enqueue_follows_at_once() {
-    // A flush waits for the queued or running callback (kmdf-semantics.md section 4), not
+    // A flush waits for the queued or running callback (docs/kmdf-behaviour.md section 4), not
     // for the item to be idle when the flushing thread looks again: KMDF's flush waits on
     // a notification event the run sets, and an enqueue right after does not unset it for
     // those already woken. Eight flushers wait for one run; each enqueues the item again as

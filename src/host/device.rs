@@ -16,6 +16,11 @@ use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 /// Safe to call with any object: `Device<T>` only reaches its context through
 /// [`context`], which checks the type.
 pub(crate) fn device_ref<T>(raw: &RawObject) -> &Device<T> {
+    // The reference must cover exactly the object's memory (checked by Miri too).
+    const {
+        assert!(size_of::<Device<T>>() == size_of::<RawObject>());
+        assert!(align_of::<Device<T>>() == align_of::<RawObject>());
+    }
     // SAFETY: `Device<T>` is `#[repr(transparent)]` over `RawObject` (its other field is a
     // zero-sized `PhantomData`), so a `&RawObject` is a valid `&Device<T>` with the same
     // lifetime.

@@ -74,6 +74,7 @@ mod registry;
 mod resources;
 mod shared;
 pub(crate) mod sync;
+pub(crate) mod sync_shim;
 pub(crate) mod time;
 pub(crate) mod timer;
 mod trace;

@@ -1,7 +1,9 @@
 //! The runtime's own bookkeeping locks.
 
 use super::std;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
+
+use super::sync_shim::{Mutex, MutexGuard};
 
 /// Locks a mutex, ignoring poisoning: a panicking driver callback must not take the
 /// runtime's own bookkeeping down with it.

@@ -6,7 +6,9 @@
 
 use super::std;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+
+use super::sync_shim::Mutex;
 
 use super::device::{CreatedDevice, DeviceSlot, RawDeviceInit};
 use super::error::HarnessError;

@@ -15,8 +15,10 @@ use std::any::Any;
 use std::boxed::Box;
 use std::fmt;
 use std::ptr;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
-use std::thread::{self, ThreadId};
+use std::sync::{Arc, OnceLock, PoisonError, Weak};
+
+use super::sync_shim::thread::{self, ThreadId};
+use super::sync_shim::{Condvar, Mutant, Mutex, mutant};
 use std::vec::Vec;
 
 use super::mutex::lock;
@@ -264,7 +266,10 @@ impl RawObject {
             let mut links = lock(&self.links);
             match links.lifecycle {
                 Lifecycle::Alive => {}
-                Lifecycle::Disposing if links.disposer != Some(me) => {
+                Lifecycle::Disposing
+                    if links.disposer != Some(me)
+                        && !mutant(Mutant::DeleteDoesNotWaitForDisposal) =>
+                {
                     while links.lifecycle != Lifecycle::Disposed {
                         links = self.disposed.wait(links).unwrap_or_else(PoisonError::into_inner);
                     }

@@ -30,8 +30,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::eprintln;
 use std::format;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::sync::{Arc, PoisonError};
+
+use super::sync_shim::thread::{self, JoinHandle, ThreadId};
+use super::sync_shim::{Condvar, Mutex, local};
 use std::time::{Duration, Instant};
 use std::vec::Vec;
 
@@ -41,8 +43,9 @@ use super::mutex::lock;
 /// as they can in the kernel.
 const MIN_THREADS: usize = 2;
 
-/// The most threads one runtime starts; further jobs wait for a free thread.
-const MAX_THREADS: usize = 64;
+/// The most threads one runtime starts; further jobs wait for a free thread. (Under loom,
+/// which runs five threads at most, the main one included: two.)
+const MAX_THREADS: usize = if cfg!(loom) { MIN_THREADS } else { 64 };
 
 /// A job: one callback run, or a deferred deletion.
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
@@ -59,10 +62,10 @@ pub(crate) type Origin = u64;
 /// callback enqueued, a deferred deletion).
 const NO_ORIGIN: Origin = 0;
 
-std::thread_local! {
+local! {
     /// What this thread runs now: `None` on a caller's thread (the test, a PnP action), or
     /// deferred work of the given origin. A worker thread runs nothing else.
-    static DEFERRED: Cell<Option<Origin>> = const { Cell::new(None) };
+    static DEFERRED: Cell<Option<Origin>> = Cell::new(None);
 }
 
 /// Runs `work` as deferred work of `origin` on this thread (a timer's firing on the

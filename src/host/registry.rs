@@ -20,7 +20,9 @@
 //! dropped in the order a driver unload would give, which is what a test observes.)
 
 use super::std;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use super::sync_shim::Mutex;
 use std::vec::Vec;
 
 use super::error::HarnessError;

@@ -12,8 +12,12 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::string::String;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+#[cfg(loom)]
+use super::sync_shim::LocalRefExt as _;
+use super::sync_shim::{AtomicBool, AtomicU64, AtomicUsize, Mutex, local};
 use std::time::Duration;
 use std::vec::Vec;
 
@@ -410,7 +414,7 @@ impl Shared {
     }
 }
 
-std::thread_local! {
+local! {
     /// The callbacks this thread is inside of, innermost last (a cleanup callback can run
     /// inside a work item's callback, for example).
     ///
@@ -419,7 +423,7 @@ std::thread_local! {
     /// [`Runtime`](super::Runtime) is a machine of its own, so these services find theirs
     /// through the callback the thread is running: the runtime enters it at the callback
     /// boundary ([`Shared::guarded`]) and leaves it when the callback returns.
-    static CURRENT: RefCell<Vec<(*const Shared, Option<u64>)>> = const { RefCell::new(Vec::new()) };
+    static CURRENT: RefCell<Vec<(*const Shared, Option<u64>)>> = RefCell::new(Vec::new());
 }
 
 /// The thread is inside a callback of a runtime until this is dropped.

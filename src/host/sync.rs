@@ -1,26 +1,40 @@
-//! Spin locks, wait locks and the IRQL, modelled per thread.
+//! The host's lock, and the IRQL modelled per thread.
 //!
 //! A thread's IRQL is `PASSIVE_LEVEL` until it acquires a spin lock, which raises it to
-//! `DISPATCH_LEVEL` until released, as `WdfSpinLockAcquire` does. Operations the kernel only
-//! allows at low IRQL (acquiring a wait lock, flushing a work item) check it.
+//! `DISPATCH_LEVEL` until the last spin lock it holds is released (in any order), as
+//! `WdfSpinLockAcquire` does. Operations the kernel only allows at low IRQL (acquiring a
+//! wait lock, flushing a work item) check it.
 //!
-//! Every lock carries its lockdep identity (its class: the type it guards and where it was
-//! created) and reports its acquisitions and releases to [`lockdep`](super::lockdep), which
-//! panics on a recursive acquisition or an order inversion before the thread blocks.
+//! One [`Lock`] serves both kinds (the facade's `SpinLockBackend` and `WaitLockBackend`
+//! pick the kind): a `std` mutex, and the lock's lockdep identity (its class: the kind, the
+//! type it guards and where it was created). Acquisitions and releases are reported to
+//! [`lockdep`](super::lockdep), which panics on a recursive acquisition or an order
+//! inversion before the thread blocks.
 
 use super::std;
 use std::any::type_name;
 use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
 use std::panic::Location;
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::sync::{PoisonError, TryLockError};
 
-use super::lockdep::{self, Kind, LockMap};
+#[cfg(loom)]
+use super::sync_shim::LocalExt as _;
+use super::sync_shim::{Mutex, MutexGuard, local};
+
+pub(crate) use super::lockdep::Kind;
+use super::lockdep::{self, LockMap};
 
 use crate::Result;
 use crate::sync::Irql;
 
-std::thread_local! {
-    static IRQL: Cell<u8> = const { Cell::new(0) };
+local! {
+    static IRQL: Cell<u8> = Cell::new(0);
+}
+local! {
+    /// The spin locks this thread holds, and the IRQL the first of them raised from: the
+    /// level is restored when the count drops to zero, whichever guard goes last.
+    static SPIN: Cell<(u32, u8)> = Cell::new((0, 0));
 }
 
 pub(crate) fn current_irql() -> Irql {
@@ -35,27 +49,50 @@ pub(crate) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
             IRQL.set(self.0);
         }
     }
-    let _restore = Restore(raise_to_dispatch());
+    let previous = IRQL.get();
+    IRQL.set(previous.max(Irql::Dispatch.to_raw()));
+    let _restore = Restore(previous);
     f()
 }
 
-/// Raises the thread to `DISPATCH_LEVEL`; returns the level to restore.
-fn raise_to_dispatch() -> u8 {
-    let previous = IRQL.get();
-    IRQL.set(previous.max(Irql::Dispatch.to_raw()));
-    previous
+/// A spin lock is acquired: the first one held raises the thread to `DISPATCH_LEVEL`.
+fn enter_spin() {
+    let (held, saved) = SPIN.get();
+    if held == 0 {
+        let previous = IRQL.get();
+        IRQL.set(previous.max(Irql::Dispatch.to_raw()));
+        SPIN.set((1, previous));
+    } else {
+        SPIN.set((held + 1, saved));
+    }
 }
 
-pub(crate) struct SpinLock<T> {
+/// A spin lock is released: the last one held restores the level the first one raised
+/// from. So guards dropped out of order never lower the IRQL while a spin lock is held.
+fn leave_spin() {
+    // `try_with`: a guard dropped while the thread's locals are torn down has nothing to do.
+    let _ = SPIN.try_with(|spin| {
+        let (held, saved) = spin.get();
+        let held = held.saturating_sub(1);
+        spin.set((held, saved));
+        if held == 0 {
+            IRQL.set(saved);
+        }
+    });
+}
+
+/// A spin lock or a wait lock guarding a `T`.
+pub struct Lock<T> {
     mutex: Mutex<T>,
+    /// The lock's class; its kind says whether this is a spin lock or a wait lock.
     map: LockMap,
 }
 
-impl<T> SpinLock<T> {
+impl<T> Lock<T> {
     #[allow(clippy::unnecessary_wraps, reason = "the kernel's WdfSpinLockCreate can fail")]
     #[track_caller]
-    pub(crate) fn new(value: T) -> Result<Self> {
-        let map = LockMap::new(Kind::SpinLock, type_name::<T>(), Location::caller());
+    pub(crate) fn new(value: T, kind: Kind) -> Result<Self> {
+        let map = LockMap::new(kind, type_name::<T>(), Location::caller());
         Ok(Self { mutex: Mutex::new(value), map })
     }
 
@@ -65,91 +102,34 @@ impl<T> SpinLock<T> {
     }
 
     #[track_caller]
-    pub(crate) fn lock(&self) -> SpinLockGuard<'_, T> {
+    pub(crate) fn lock(&self) -> Guard<'_, T> {
+        let spin = self.map.kind() == Kind::SpinLock;
+        if !spin {
+            let irql = current_irql();
+            assert!(
+                irql <= Irql::Apc,
+                "WaitLock::lock at {irql:?}: WdfWaitLockAcquire waits, so it must be called at \
+                 PASSIVE_LEVEL or APC_LEVEL (is a SpinLock held?)"
+            );
+        }
         // Checked before anything changes: a report panics with nothing to undo.
         let instance = self.instance();
         lockdep::acquire(&self.map, instance, Location::caller());
-        // Raise first, as KeAcquireSpinLock does: the wait itself happens at DISPATCH_LEVEL.
-        let previous = raise_to_dispatch();
+        if spin {
+            // Raise first, as KeAcquireSpinLock does: the wait happens at DISPATCH_LEVEL.
+            enter_spin();
+        }
         let guard = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
-        SpinLockGuard { guard: Some(guard), previous, instance }
+        Guard { held: Some(guard), instance, spin }
     }
 
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.mutex.get_mut().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn into_inner(self) -> T {
-        self.mutex.into_inner().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-pub(crate) struct SpinLockGuard<'a, T> {
-    guard: Option<MutexGuard<'a, T>>,
-    previous: u8,
-    instance: usize,
-}
-
-impl<T> std::ops::Deref for SpinLockGuard<'_, T> {
-    type Target = T;
-
-    fn deref(&self) -> &T {
-        self.guard.as_deref().expect("guard is held until drop")
-    }
-}
-
-impl<T> std::ops::DerefMut for SpinLockGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        self.guard.as_deref_mut().expect("guard is held until drop")
-    }
-}
-
-impl<T> Drop for SpinLockGuard<'_, T> {
-    fn drop(&mut self) {
-        // Release, then lower the IRQL, as KeReleaseSpinLock does.
-        self.guard = None;
-        lockdep::release(self.instance);
-        IRQL.set(self.previous);
-    }
-}
-
-pub(crate) struct WaitLock<T> {
-    mutex: Mutex<T>,
-    map: LockMap,
-}
-
-impl<T> WaitLock<T> {
-    #[allow(clippy::unnecessary_wraps, reason = "the kernel's WdfWaitLockCreate can fail")]
+    /// A wait lock's try-lock. `None` when the lock is held, by another thread or by this
+    /// one: a wait lock held by the calling thread is not acquired again, as
+    /// `WdfWaitLockAcquire` with a zero timeout times out on it
+    /// (`FxWaitLockInternal::AcquireLock` waits on the lock's event).
     #[track_caller]
-    pub(crate) fn new(value: T) -> Result<Self> {
-        let map = LockMap::new(Kind::WaitLock, type_name::<T>(), Location::caller());
-        Ok(Self { mutex: Mutex::new(value), map })
-    }
-
-    /// The lock's identity for lockdep: its address.
-    fn instance(&self) -> usize {
-        std::ptr::from_ref(&self.mutex).addr()
-    }
-
-    #[track_caller]
-    pub(crate) fn lock(&self) -> WaitLockGuard<'_, T> {
-        let irql = current_irql();
-        assert!(
-            irql <= Irql::Apc,
-            "WaitLock::lock at {irql:?}: WdfWaitLockAcquire waits, so it must be called at \
-             PASSIVE_LEVEL or APC_LEVEL (is a SpinLock held?)"
-        );
-        let instance = self.instance();
-        lockdep::acquire(&self.map, instance, Location::caller());
-        let guard = self.mutex.lock().unwrap_or_else(PoisonError::into_inner);
-        WaitLockGuard { guard, instance }
-    }
-
-    /// `None` when the lock is held, by another thread or by this one: a wait lock held by
-    /// the calling thread is not acquired again, as `WdfWaitLockAcquire` with a zero timeout
-    /// times out on it (`FxWaitLockInternal::AcquireLock` waits on the lock's event).
-    #[track_caller]
-    pub(crate) fn try_lock(&self) -> Option<WaitLockGuard<'_, T>> {
+    pub(crate) fn try_lock(&self) -> Option<Guard<'_, T>> {
+        debug_assert!(self.map.kind() == Kind::WaitLock, "only wait locks have a try-lock");
         let guard = match self.mutex.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
@@ -157,7 +137,7 @@ impl<T> WaitLock<T> {
         };
         let instance = self.instance();
         lockdep::acquired_without_wait(&self.map, instance, Location::caller());
-        Some(WaitLockGuard { guard, instance })
+        Some(Guard { held: Some(guard), instance, spin: false })
     }
 
     pub(crate) fn get_mut(&mut self) -> &mut T {
@@ -169,28 +149,36 @@ impl<T> WaitLock<T> {
     }
 }
 
-pub(crate) struct WaitLockGuard<'a, T> {
-    guard: MutexGuard<'a, T>,
+/// Holds a [`Lock`]. Not `Send` (the `std` guard is not).
+pub struct Guard<'a, T> {
+    /// `None` only in `drop`, to release the mutex before lowering the IRQL.
+    held: Option<MutexGuard<'a, T>>,
     instance: usize,
+    /// Whether this guard holds a spin lock (and counts in the thread's IRQL).
+    spin: bool,
 }
 
-impl<T> Drop for WaitLockGuard<'_, T> {
-    fn drop(&mut self) {
-        // The mutex is released right after, with the `guard` field.
-        lockdep::release(self.instance);
-    }
-}
-
-impl<T> std::ops::Deref for WaitLockGuard<'_, T> {
+impl<T> Deref for Guard<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        &self.guard
+        self.held.as_deref().expect("guard is held until drop")
     }
 }
 
-impl<T> std::ops::DerefMut for WaitLockGuard<'_, T> {
+impl<T> DerefMut for Guard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
+        self.held.as_deref_mut().expect("guard is held until drop")
+    }
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        // Release, then lower the IRQL, as KeReleaseSpinLock does.
+        self.held = None;
+        lockdep::release(self.instance);
+        if self.spin {
+            leave_spin();
+        }
     }
 }

@@ -20,8 +20,10 @@ use super::std;
 use std::any::type_name;
 use std::boxed::Box;
 use std::panic::Location;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::{self, ThreadId};
+use std::sync::{Arc, PoisonError};
+
+use super::sync_shim::thread::{self, ThreadId};
+use super::sync_shim::{Condvar, Mutex};
 use std::time::Duration;
 use std::vec::Vec;
 

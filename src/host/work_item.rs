@@ -7,8 +7,8 @@
 //! overlap, and KMDF's single thread field then forgets a runner, which is where its
 //! self-flush detection fails. Waits (flush, deletion) use a condition variable.
 //!
-//! `tests/loom_work_item.rs` is a loom model of this file's algorithm, step by step: change
-//! it with any change here.
+//! `tests/loom_work_item.rs` checks this file with loom (`--cfg loom`, through
+//! `sync_shim`), with its deliberately broken variants (`sync_shim::Mutant`).
 
 use super::std;
 use core::fmt;
@@ -17,8 +17,10 @@ use core::ops::Deref;
 use std::any::type_name;
 use std::boxed::Box;
 use std::panic::Location;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread::{self, ThreadId};
+use std::sync::{Arc, PoisonError};
+
+use super::sync_shim::thread::{self, ThreadId};
+use super::sync_shim::{Condvar, Mutant, Mutex, mutant};
 use std::vec::Vec;
 
 use super::lockdep::{self, Kind, LockMap};
@@ -75,6 +77,11 @@ impl Inner {
     /// each has taken its parent reference and would call the driver after the cleanup.
     /// Runs still queued find no parent and do not call the driver.
     fn rundown_waits(&self, own: usize) -> bool {
+        if mutant(Mutant::RundownDoesNotWait)
+            || (own > 0 && mutant(Mutant::RundownIgnoresOtherRuns))
+        {
+            return false;
+        }
         if own == 0 { !self.is_idle() } else { self.running > own }
     }
 }
@@ -236,6 +243,9 @@ fn run_job(item: RawRef) {
         // Cleared before the callback, so that the callback can enqueue the item again.
         inner.queued = false;
         inner.running += 1;
+        if mutant(Mutant::SingleRunner) {
+            inner.runners.clear();
+        }
         inner.runners.push(me);
         inner.parent.clone()
     };
@@ -262,7 +272,7 @@ fn run_job(item: RawRef) {
         let notify = inner.is_idle() || inner.deleting;
         let dispose = inner.is_idle() && {
             inner.idle_epoch += 1;
-            std::mem::take(&mut inner.dispose_when_idle)
+            std::mem::take(&mut inner.dispose_when_idle) && !mutant(Mutant::NoDisposeWhenIdle)
         };
         (dispose, notify)
     };
@@ -306,7 +316,9 @@ pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
     if !inner.is_idle() {
         let start = inner.idle_epoch;
         item.shared().waiting(|| {
-            while !inner.is_idle() && inner.idle_epoch == start {
+            while !inner.is_idle()
+                && (inner.idle_epoch == start || mutant(Mutant::FlushIgnoresIdleEpoch))
+            {
                 inner = state.idle.wait(inner).unwrap_or_else(PoisonError::into_inner);
             }
         });

@@ -24,10 +24,6 @@ pub unsafe fn driver_entry<D: Driver>(
     driver_object: PDRIVER_OBJECT,
     registry_path: PCUNICODE_STRING,
 ) -> NTSTATUS {
-    let value = match D::driver_entry() {
-        Ok(value) => value,
-        Err(error) => return error.to_raw(),
-    };
     let mut config = WDF_DRIVER_CONFIG {
         Size: struct_size::<WDF_DRIVER_CONFIG>(),
         EvtDriverDeviceAdd: Some(device_add::<D>),
@@ -50,8 +46,16 @@ pub unsafe fn driver_entry<D: Driver>(
         )
     };
     if created < 0 {
-        return created; // `value` is dropped: the driver does not load.
+        return created;
     }
+    // The driver value is built after WdfDriverCreate: what `driver_entry` creates (a lock,
+    // say) is a framework object, and the framework is only ready once the driver object
+    // exists. On failure the framework deletes the driver object when DriverEntry returns
+    // the error; its context was never written, so the destroy callback drops nothing.
+    let value = match D::driver_entry() {
+        Ok(value) => value,
+        Err(error) => return error.to_raw(),
+    };
     // SAFETY: the driver object was just created with `attributes_for::<D>`; no device can
     // be added before `DriverEntry` returns.
     unsafe { write_context(driver.cast(), value) };
@@ -108,6 +112,8 @@ unsafe extern "C" fn device_add<D: Driver>(
 unsafe extern "C" fn unload<D: Driver>(driver: WDFDRIVER) {
     // SAFETY: as in `device_add`; the context is dropped after this, in the destroy callback.
     let this: &D = unsafe { context(driver.cast()) };
+    // From here on the framework deletes the driver's locks with the driver object.
+    super::sync::driver_unloading();
     this.unload();
 }
 
