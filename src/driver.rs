@@ -1,9 +1,9 @@
 //! The driver object and its entry point.
 //!
 //! A driver is a type implementing [`Driver`]; [`driver_entry!`](crate::driver_entry) makes
-//! it the driver of the binary. In the kernel that exports `DriverEntry`, which builds the
-//! driver value, creates the `WDFDRIVER` with the value as its context (`WdfDriverCreate`)
-//! and registers `EvtDriverDeviceAdd`. On the host the runtime loads it with
+//! it the driver of the binary. In the kernel that exports `DriverEntry`, which creates the
+//! `WDFDRIVER` (`WdfDriverCreate`, registering `EvtDriverDeviceAdd`), then builds the driver
+//! value and stores it as the driver object's context. On the host the runtime loads it with
 //! `kmdf::host::Runtime::load`.
 
 use crate::{DeviceInit, Result};
@@ -13,8 +13,8 @@ use crate::{DeviceInit, Result};
 /// The value lives as long as the driver is loaded and is shared by every device, so state
 /// that changes lives in [`sync`](crate::sync) types.
 pub trait Driver: Sized + Send + Sync + 'static {
-    /// Builds the driver value when the driver is loaded, in `DriverEntry` before
-    /// `WdfDriverCreate`.
+    /// Builds the driver value when the driver is loaded, in `DriverEntry` right after
+    /// `WdfDriverCreate`, so it may create framework objects (locks).
     ///
     /// # Errors
     ///
@@ -36,9 +36,9 @@ pub trait Driver: Sized + Send + Sync + 'static {
 
 /// Makes a [`Driver`] the driver of this binary.
 ///
-/// In a kernel build this exports `DriverEntry`, which calls [`Driver::driver_entry`],
-/// `WdfDriverCreate` with the value as the `WDFDRIVER`'s context and `EvtDriverDeviceAdd`
-/// and `EvtDriverUnload` registered, and installs `wdk-alloc`'s global allocator; `wdk-panic`
+/// In a kernel build this exports `DriverEntry`, which calls `WdfDriverCreate` (with
+/// `EvtDriverDeviceAdd` and `EvtDriverUnload` registered), then [`Driver::driver_entry`],
+/// whose value becomes the `WDFDRIVER`'s context, and installs `wdk-alloc`'s global allocator; `wdk-panic`
 /// provides the panic handler (a panic in a driver is a bug check). On the host it only
 /// checks the type: the runtime loads the driver with `kmdf::host::Runtime::load`.
 ///
