@@ -216,10 +216,7 @@ impl Runtime {
         nth: u64,
         status: NtError,
     ) -> core::result::Result<(), HarnessError> {
-        pnp::check_injectable(callback)?;
-        if nth == 0 {
-            return Err(HarnessError::ZerothCall);
-        }
+        pnp::check_injectable(callback, nth, false)?;
         self.shared.inject(callback, None, nth, status);
         Ok(())
     }

@@ -350,13 +350,7 @@ impl DeviceNode {
         nth: u64,
         status: NtError,
     ) -> core::result::Result<(), HarnessError> {
-        pnp::check_injectable(callback)?;
-        if matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd) {
-            return Err(HarnessError::NotInjectable(callback));
-        }
-        if nth == 0 {
-            return Err(HarnessError::ZerothCall);
-        }
+        pnp::check_injectable(callback, nth, true)?;
         self.node.shared.inject(callback, Some(self.node.id), nth, status);
         Ok(())
     }

@@ -453,13 +453,21 @@ impl fmt::Display for ViolationKind {
     }
 }
 
-/// Whether a failure can be injected into `callback`: only fallible callbacks can fail.
+/// Whether a failure can be injected into the `nth` call of `callback`, counted over the
+/// runtime or, with `on_device`, on one device: only fallible callbacks can fail, a device
+/// has no `DriverEntry` or `EvtDriverDeviceAdd` of its own, and calls count from 1.
 pub(crate) fn check_injectable(
     callback: Callback,
+    nth: u64,
+    on_device: bool,
 ) -> core::result::Result<(), super::error::HarnessError> {
-    if callback.is_fallible() {
-        Ok(())
+    use super::error::HarnessError;
+    let driver_wide = matches!(callback, Callback::DriverEntry | Callback::DriverDeviceAdd);
+    if !callback.is_fallible() || (on_device && driver_wide) {
+        Err(HarnessError::NotInjectable(callback))
+    } else if nth == 0 {
+        Err(HarnessError::ZerothCall)
     } else {
-        Err(super::error::HarnessError::NotInjectable(callback))
+        Ok(())
     }
 }
