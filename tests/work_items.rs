@@ -492,6 +492,11 @@ fn a_worker_that_ran_an_item_before_may_flush_it_from_another_items_callback() {
     // Only a flush from inside the item's *running* callback is the self-flush error
     // (docs/kmdf-behaviour.md section 4): a worker thread whose earlier run of the item has
     // returned flushes it normally, here from another item's callback.
+    //
+    // Made deterministic: x's first two runs overlap (its queued flag is cleared before the
+    // callback) and meet at a barrier, so both of the pool's threads have run x before y is
+    // queued. The pool grows only when every thread is busy, and both are idle when y is
+    // queued, so y runs on a thread that ran x.
     type Slot = Arc<Mutex<Option<ObjectRef<WorkItem<Job>>>>>;
     let log = Log::default();
     let drops = Arc::new(AtomicUsize::new(0));
@@ -499,12 +504,17 @@ fn a_worker_that_ran_an_item_before_may_flush_it_from_another_items_callback() {
     let slot: Slot = Arc::default();
     let (tx, rx) = mpsc::channel();
     let tx = Mutex::new(tx);
+    let (started_tx, started_rx) = mpsc::channel();
+    let started_tx = Mutex::new(started_tx);
     let (_runtime, _node, items) = {
         let (log, drops, x_threads, slot) =
             (log.clone(), Arc::clone(&drops), Arc::clone(&x_threads), Arc::clone(&slot));
+        let barrier = Barrier::new(2);
         start(&log.clone(), move |device| {
             let x = job(device, "x", &log, &drops, move |_, _| {
                 x_threads.lock().unwrap().insert(thread::current().id());
+                started_tx.lock().unwrap().send(()).unwrap();
+                barrier.wait();
             })?;
             let y = job(device, "y", &log, &drops, move |_, _| {
                 let x = slot.lock().unwrap().clone().expect("x is in the slot");
@@ -515,20 +525,17 @@ fn a_worker_that_ran_an_item_before_may_flush_it_from_another_items_callback() {
     };
     let (x, y) = (&items[0], &items[1]);
     *slot.lock().unwrap() = Some(x.clone());
-    let mut conclusive = 0;
-    for _ in 0..20 {
-        x.enqueue().unwrap();
-        x.flush().unwrap();
-        y.enqueue().unwrap();
-        let (y_thread, flushed) = recv(&rx, "y's flush of x");
-        assert_eq!(flushed, Ok(()));
-        y.flush().unwrap();
-        if x_threads.lock().unwrap().contains(&y_thread) {
-            conclusive += 1;
-        }
-    }
-    // The pool has two threads: y ran on one that had run x before, again and again.
-    assert!(conclusive > 0, "y never ran on a thread that had run x");
+    assert_eq!(x.enqueue(), Ok(Enqueued::Queued));
+    recv(&started_rx, "x's first run");
+    assert_eq!(x.enqueue(), Ok(Enqueued::Queued), "the running item can be queued again");
+    recv(&started_rx, "x's second run");
+    x.flush().unwrap();
+    assert_eq!(x_threads.lock().unwrap().len(), 2, "x's two overlapping runs had two threads");
+    y.enqueue().unwrap();
+    let (y_thread, flushed) = recv(&rx, "y's flush of x");
+    assert_eq!(flushed, Ok(()));
+    y.flush().unwrap();
+    assert!(x_threads.lock().unwrap().contains(&y_thread), "y ran on a thread that had run x");
     slot.lock().unwrap().take();
 }
 
