@@ -9,14 +9,15 @@
 //! heating element has toasted it for [`HEAT_TICKS`] ticks. The element is self-managed
 //! I/O: a periodic timer (`WDFTIMER`, at `DISPATCH_LEVEL`) enqueues a work item
 //! (`WDFWORKITEM`, at `PASSIVE_LEVEL`) that heats and completes the requests that are done.
+//! Both are children of the device, created with it in `device_add`.
 //!
-//! * `self_managed_io_init` allocates the element (timer and work item) and starts it;
+//! * `self_managed_io_init` starts the element;
 //! * `self_managed_io_suspend` stops the timer, waiting for a running tick, and flushes the
 //!   work item, so nothing heats while the toaster is out of D0;
 //! * `self_managed_io_restart` starts the timer again;
 //! * `self_managed_io_flush` fails every pending request (the toaster is going away) and
 //!   flushes the work item;
-//! * `self_managed_io_cleanup` deletes what Init allocated;
+//! * `self_managed_io_cleanup` deletes the element;
 //! * `query_remove` flushes the work item before agreeing, as toastmon flushes its target's
 //!   work item in `EvtIoTargetQueryRemove` before closing the target.
 
@@ -30,7 +31,7 @@ use core::time::Duration;
 
 use kmdf::object::ObjectRef;
 use kmdf::pnp::HardwareResources;
-use kmdf::sync::{SpinLock, WaitLock};
+use kmdf::sync::SpinLock;
 use kmdf::{
     Device, DeviceInit, DevicePowerState, Driver, NtError, NtStatus, PnpPowerCallbacks, Result,
     Timer, TimerCallbacks, WorkItem, WorkItemCallbacks,
@@ -53,15 +54,19 @@ impl Driver for ToasterDriver {
         Ok(ToasterDriver { ledger: Arc::new(Ledger::new()?) })
     }
 
-    /// `EvtDriverDeviceAdd`: one toaster, its context and every PnP/power callback.
+    /// `EvtDriverDeviceAdd`: one toaster, its element, its context and every PnP/power
+    /// callback.
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
-        device_init.create(Toaster {
-            ledger: Arc::clone(&self.ledger),
-            pending: SpinLock::new(VecDeque::new())?,
-            element: WaitLock::new(None)?,
-            flushed: AtomicBool::new(false),
-            unplugged: AtomicBool::new(false),
-            resources: AtomicU64::new(0),
+        device_init.create_with(|device| {
+            Ok(Toaster {
+                ledger: Arc::clone(&self.ledger),
+                pending: SpinLock::new(VecDeque::new())?,
+                timer: Timer::periodic(device, TICK, Thermostat)?,
+                heater: WorkItem::create(device, Heater)?,
+                flushed: AtomicBool::new(false),
+                unplugged: AtomicBool::new(false),
+                resources: AtomicU64::new(0),
+            })
         })?;
         Ok(())
     }
@@ -115,21 +120,15 @@ pub struct Toaster {
     ledger: Arc<Ledger>,
     /// Requests the driver owns until they are toasted or flushed.
     pending: SpinLock<VecDeque<Request>>,
-    /// The heating element: allocated by self-managed I/O Init, freed by Cleanup.
-    element: WaitLock<Option<Element>>,
+    /// The heating element: a tick, and the heating it hands to a work item.
+    timer: ObjectRef<Timer<Thermostat>>,
+    heater: ObjectRef<WorkItem<Heater>>,
     /// `self_managed_io_flush` ran: no request is accepted any more.
     flushed: AtomicBool,
     /// `surprise_removal` ran: the hardware is gone.
     unplugged: AtomicBool,
     /// Resource descriptors seen by `prepare_hardware`.
     resources: AtomicU64,
-}
-
-/// What self-managed I/O Init allocates.
-#[derive(Clone)]
-struct Element {
-    timer: ObjectRef<Timer<Thermostat>>,
-    heater: ObjectRef<WorkItem<Heater>>,
 }
 
 impl Toaster {
@@ -155,19 +154,10 @@ impl Toaster {
         self.pending.lock().len()
     }
 
-    /// The element, if allocated: a clone of its references, so no lock is held while it is
-    /// used.
-    fn element(&self) -> Option<Element> {
-        self.element.lock().clone()
-    }
-
     /// Stops the element and waits until neither its timer nor its work item runs.
     fn quiesce(&self) -> Result {
-        if let Some(Element { timer, heater }) = self.element() {
-            timer.stop_and_wait()?;
-            heater.flush()?;
-        }
-        Ok(())
+        self.timer.stop_and_wait()?;
+        self.heater.flush()
     }
 }
 
@@ -180,12 +170,8 @@ kmdf::vtable! {
 
         /// `EvtTimerFunc`, at `DISPATCH_LEVEL`: hand the heating to the work item.
         fn run(&self, _timer: &Timer<Self>, toaster: &Device<Toaster>) {
-            if let Some(element) = toaster.context().element.try_lock()
-                && let Some(element) = element.as_ref()
-            {
-                // Coalesces with a run already queued: that run heats for this tick too.
-                let _ = element.heater.enqueue();
-            }
+            // Coalesces with a run already queued: that run heats for this tick too.
+            let _ = toaster.context().heater.enqueue();
         }
     }
 }
@@ -253,10 +239,7 @@ kmdf::vtable! {
         /// Like toastmon before `WdfIoTargetCloseForQueryRemove`: nothing of ours may be in
         /// flight once the removal goes ahead.
         fn query_remove(&self, _device: &Device<Self>) -> Result {
-            if let Some(element) = self.element() {
-                element.heater.flush()?;
-            }
-            Ok(())
+            self.heater.flush()
         }
 
         /// A rebalance would stop the element; it restarts after.
@@ -269,12 +252,9 @@ kmdf::vtable! {
             self.unplugged.store(true, Ordering::SeqCst);
         }
 
-        /// Allocate the element and start heating.
-        fn self_managed_io_init(&self, device: &Device<Self>) -> Result {
-            let timer = Timer::periodic(device, TICK, Thermostat)?;
-            let heater = WorkItem::create(device, Heater)?;
-            timer.start(TICK)?;
-            *self.element.lock() = Some(Element { timer, heater });
+        /// Start heating.
+        fn self_managed_io_init(&self, _device: &Device<Self>) -> Result {
+            self.timer.start(TICK)?;
             Ok(())
         }
 
@@ -285,9 +265,7 @@ kmdf::vtable! {
 
         /// Back in D0: heat again.
         fn self_managed_io_restart(&self, _device: &Device<Self>) -> Result {
-            if let Some(element) = self.element() {
-                element.timer.start(TICK)?;
-            }
+            self.timer.start(TICK)?;
             Ok(())
         }
 
@@ -305,12 +283,10 @@ kmdf::vtable! {
             }
         }
 
-        /// Free what Init allocated.
+        /// Delete the element (its memory goes with the device context).
         fn self_managed_io_cleanup(&self, _device: &Device<Self>) {
-            if let Some(element) = self.element.lock().take() {
-                let _ = element.timer.delete();
-                let _ = element.heater.delete();
-            }
+            let _ = self.timer.delete();
+            let _ = self.heater.delete();
         }
 
         /// The device object is being deleted.
