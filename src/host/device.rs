@@ -4,7 +4,7 @@ use super::std;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
 
-use super::object::{KindState, NewObject, RawObject};
+use super::object::{KindState, NewObject, RawObject, StateSlot};
 use super::object_kind::ObjectKind;
 use super::resources::AssignedResources;
 use crate::callback::vtable;
@@ -218,7 +218,7 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
             parent: Some(&slot.driver),
             device: Some(slot.node),
             cleanup: cleanup_hook,
-            state: Some(Arc::new(state)),
+            state: Some(StateSlot::new(Arc::new(state))),
             ..NewObject::new(ObjectKind::Device)
         },
     )?;

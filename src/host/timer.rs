@@ -30,7 +30,7 @@ use std::vec::Vec;
 use super::clock::{self, Key};
 use super::lockdep::{self, Kind, LockMap};
 use super::mutex::lock;
-use super::object::{KindState, NewObject, RawObject, RawRef, view};
+use super::object::{KindState, NewObject, RawObject, RawRef, StateSlot, view};
 use super::object_kind::ObjectKind;
 use super::pool::{self, Origin};
 use super::shared::Shared;
@@ -149,7 +149,7 @@ pub(crate) fn create<T: TimerCallbacks>(
         NewObject {
             parent: Some(&parent),
             cleanup: cleanup_hook,
-            state: Some(state),
+            state: Some(StateSlot::new(state)),
             context: Some(Box::new(context)),
             ..NewObject::new(ObjectKind::Timer)
         },
