@@ -45,6 +45,10 @@ struct Links {
     lifecycle: Lifecycle,
     /// The thread running the disposal, while `Disposing`.
     disposer: Option<ThreadId>,
+    /// Threads waiting on `disposed` for the disposal to finish: the disposer signals only
+    /// when there are some (a condition variable's signal is a system call even when nobody
+    /// waits, and almost no disposal has a waiter).
+    waiters: usize,
 }
 
 /// What one kind of object adds to the common object: its own state, implemented in the
@@ -167,6 +171,7 @@ impl RawObject {
                     children: Vec::new(),
                     lifecycle: Lifecycle::Alive,
                     disposer: None,
+                    waiters: 0,
                 }),
                 disposed: Condvar::new(),
             })
@@ -298,9 +303,11 @@ impl RawObject {
                     if links.disposer != Some(me)
                         && !mutant(Mutant::DeleteDoesNotWaitForDisposal) =>
                 {
+                    links.waiters += 1;
                     while links.lifecycle != Lifecycle::Disposed {
                         links = self.disposed.wait(links).unwrap_or_else(PoisonError::into_inner);
                     }
+                    links.waiters -= 1;
                     return;
                 }
                 Lifecycle::Disposing | Lifecycle::Disposed => return,
@@ -322,13 +329,17 @@ impl RawObject {
             let entry = TraceEntry::new(Callback::ObjectCleanup, self.device).of_object(self.kind);
             self.shared.invoke_void(entry, || cleanup(self));
         }
-        let parent = {
+        let (parent, waiters) = {
             let mut links = lock(&self.links);
             links.lifecycle = Lifecycle::Disposed;
             links.disposer = None;
-            links.parent.take()
+            (links.parent.take(), links.waiters)
         };
-        self.disposed.notify_all();
+        // A waiter counted itself under the lock before it waited, and waits until it sees
+        // `Disposed`, set above under the same lock: none can be missed.
+        if waiters > 0 {
+            self.disposed.notify_all();
+        }
         if let Some(parent) = parent {
             lock(&parent.links).children.retain(|child| !Arc::ptr_eq(child, self));
         }
