@@ -398,7 +398,7 @@ pub trait PnpPowerCallbacks: Sized + Send + Sync + 'static {
     /// # Errors
     ///
     /// Not a device failure: `disarm_wake_from_s0` is not called, the power-down finishes
-    /// and the device comes straight back to D0 (docs/kmdf-behaviour.md section 9).
+    /// and the device comes straight back to D0 (docs/kmdf-behaviour.md section 10).
     fn arm_wake_from_s0(&self, _device: &Device<Self>) -> Result {
         Ok(())
     }

@@ -14,7 +14,7 @@
 //! [`PnpPowerCallbacks`](crate::PnpPowerCallbacks), registered like the others by
 //! [`vtable!`](crate::vtable): `arm_wake_from_s0`, `disarm_wake_from_s0`,
 //! `wake_from_s0_triggered`, `arm_wake_from_sx`, `disarm_wake_from_sx`,
-//! `wake_from_sx_triggered`. The order they run in is in `docs/kmdf-behaviour.md` section 9.
+//! `wake_from_sx_triggered`. The order they run in is in `docs/kmdf-behaviour.md` section 10.
 //!
 //! ```
 //! use core::time::Duration;

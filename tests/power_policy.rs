@@ -1,5 +1,5 @@
 //! Power policy on the host runtime: S0 idle on the virtual clock, wake arming, power
-//! references, system sleep and resume with each setting (docs/kmdf-behaviour.md section 9,
+//! references, system sleep and resume with each setting (docs/kmdf-behaviour.md section 10,
 //! `../shared/kmdf-semantics.md` section 9).
 
 use std::sync::Mutex;
@@ -174,7 +174,7 @@ const IDLE_UNARMED: [&str; 3] = [
 
 #[test]
 fn a_device_idles_after_its_timeout_with_no_reference_and_not_before() {
-    // Section 9, Idling: the timer runs whenever the count is 0, including right after the
+    // Section 10, Idling: the timer runs whenever the count is 0, including right after the
     // first start; expiry is the power-down to DxState (D3 when it cannot wake).
     let rig = rig(s0(IdleCaps::CannotWakeFromS0), None);
     rig.node.start().unwrap();
@@ -189,7 +189,7 @@ fn a_device_idles_after_its_timeout_with_no_reference_and_not_before() {
 
 #[test]
 fn without_idle_settings_a_device_never_idles() {
-    // Section 9: by default a KMDF device stays in D0 while the system runs.
+    // Section 10: by default a KMDF device stays in D0 while the system runs.
     let rig = rig(None, None);
     rig.node.start().unwrap();
     rig.runtime.advance(Duration::from_hours(1)).unwrap();
@@ -208,7 +208,7 @@ fn idle_disabled_never_idles() {
 
 #[test]
 fn a_wake_capable_device_is_armed_before_idling_and_a_wake_signal_brings_it_back() {
-    // Section 9, wake callbacks: "idle, wake-capable" and "back by the wake signal". DxState
+    // Section 10, wake callbacks: "idle, wake-capable" and "back by the wake signal". DxState
     // Maximum is the bus's DeviceWake state, D2 here.
     let rig = rig_with(
         Policy { s0: s0(IdleCaps::CanWakeFromS0), ..Policy::default() },
@@ -245,7 +245,7 @@ fn a_wake_capable_device_is_armed_before_idling_and_a_wake_signal_brings_it_back
 
 #[test]
 fn a_wake_for_io_disarms_without_the_triggered_callback() {
-    // Section 9: "back by I/O or StopIdle": D0Entry, D0EntryPost, DisarmWakeFromS0, ...
+    // Section 10: "back by I/O or StopIdle": D0Entry, D0EntryPost, DisarmWakeFromS0, ...
     let rig = rig(s0(IdleCaps::CanWakeFromS0), None);
     rig.node.start().unwrap();
     rig.runtime.advance(TIMEOUT).unwrap();
@@ -264,7 +264,7 @@ fn a_wake_for_io_disarms_without_the_triggered_callback() {
 
 #[test]
 fn a_failed_arm_wake_from_s0_finishes_the_power_down_and_comes_straight_back() {
-    // Section 9: ArmWakeFromS0 fails: no DisarmWakeFromS0, the power-down still finishes and
+    // Section 10: ArmWakeFromS0 fails: no DisarmWakeFromS0, the power-down still finishes and
     // the device comes straight back; not a device failure; it may idle again later.
     let rig = rig(s0(IdleCaps::CanWakeFromS0), None);
     rig.node.inject_failure(Callback::ArmWakeFromS0, 1, NtError::UNSUCCESSFUL).unwrap();
@@ -290,7 +290,7 @@ fn a_failed_arm_wake_from_s0_finishes_the_power_down_and_comes_straight_back() {
 
 #[test]
 fn a_held_power_reference_keeps_the_device_in_d0_and_its_release_restarts_the_timer() {
-    // Section 9: +1 per WdfDeviceStopIdle, -1 per WdfDeviceResumeIdle; the timer runs only
+    // Section 10: +1 per WdfDeviceStopIdle, -1 per WdfDeviceResumeIdle; the timer runs only
     // at 0.
     let rig = rig(s0(IdleCaps::CannotWakeFromS0), None);
     rig.node.start().unwrap();
@@ -330,7 +330,7 @@ fn stop_idle_waiting_brings_an_idle_device_back_before_it_returns() {
 
 #[test]
 fn stop_idle_without_waiting_is_pending_and_the_device_comes_back() {
-    // Section 9: STATUS_PENDING when WaitForD0 is FALSE and the device must power up
+    // Section 10: STATUS_PENDING when WaitForD0 is FALSE and the device must power up
     // (reference held either way).
     let rig = rig(s0(IdleCaps::CannotWakeFromS0), None);
     rig.node.start().unwrap();
@@ -349,7 +349,7 @@ fn stop_idle_without_waiting_is_pending_and_the_device_comes_back() {
 
 #[test]
 fn a_sleep_armed_for_sx_arms_and_the_resume_disarms() {
-    // Section 9: "Sx, armable" and "resume, was armed for Sx".
+    // Section 10: "Sx, armable" and "resume, was armed for Sx".
     let rig = rig(None, Some(SxWakeSettings::new()));
     rig.node.start().unwrap();
     let _ = rig.lines();
@@ -397,7 +397,7 @@ fn a_wake_signal_during_sleep_is_reported_on_resume() {
 
 #[test]
 fn a_failed_arm_wake_from_sx_disarms_and_sleeps_unarmed() {
-    // Section 9: ArmWakeFromSx fails: DisarmWakeFromSx, then the device sleeps unarmed.
+    // Section 10: ArmWakeFromSx fails: DisarmWakeFromSx, then the device sleeps unarmed.
     let rig = rig(None, Some(SxWakeSettings::new().dx_state(DxState::D2)));
     rig.node.inject_failure(Callback::ArmWakeFromSx, 1, NtError::UNSUCCESSFUL).unwrap();
     rig.node.start().unwrap();
@@ -421,7 +421,7 @@ fn a_failed_arm_wake_from_sx_disarms_and_sleeps_unarmed() {
 
 #[test]
 fn resume_leaves_an_idle_capable_unarmed_device_in_dx_even_if_it_slept_from_d0() {
-    // Section 9: resume, not armed for Sx: the device stays in Dx iff idle enabled,
+    // Section 10: resume, not armed for Sx: the device stays in Dx iff idle enabled,
     // CannotWakeFromS0, PowerUpIdleDeviceOnSystemWake FALSE and no power reference,
     // "whether it was idle in Dx or in D0 before the sleep".
     let rig = rig(s0(IdleCaps::CannotWakeFromS0), None);
@@ -469,7 +469,7 @@ fn a_wake_capable_idle_device_always_returns_to_d0_on_resume() {
 
 #[test]
 fn sleep_while_idle_armed_for_s0_comes_back_disarmed_then_sleeps_armed_for_sx() {
-    // Section 9: "Sx while idle in Dx, armed for S0".
+    // Section 10: "Sx while idle in Dx, armed for S0".
     let rig = rig(s0(IdleCaps::CanWakeFromS0), Some(SxWakeSettings::new()));
     rig.node.start().unwrap();
     rig.runtime.advance(TIMEOUT).unwrap();
@@ -492,7 +492,7 @@ fn sleep_while_idle_armed_for_s0_comes_back_disarmed_then_sleeps_armed_for_sx() 
 
 #[test]
 fn sleep_while_idle_unarmed_and_not_armable_calls_nothing() {
-    // Section 9: "Sx while idle in Dx, unarmed": otherwise no callback.
+    // Section 10: "Sx while idle in Dx, unarmed": otherwise no callback.
     let rig = rig(s0(IdleCaps::CannotWakeFromS0), None);
     rig.node.start().unwrap();
     rig.runtime.advance(TIMEOUT).unwrap();
@@ -503,7 +503,7 @@ fn sleep_while_idle_unarmed_and_not_armable_calls_nothing() {
 
 #[test]
 fn disabling_idle_brings_an_idle_device_back_to_d0() {
-    // Section 9: back to D0 when Enabled is set to FALSE.
+    // Section 10: back to D0 when Enabled is set to FALSE.
     let rig = rig(s0(IdleCaps::CannotWakeFromS0), None);
     rig.node.start().unwrap();
     rig.runtime.advance(TIMEOUT).unwrap();
@@ -519,7 +519,7 @@ fn disabling_idle_brings_an_idle_device_back_to_d0() {
 
 #[test]
 fn settings_the_device_cannot_honour_are_refused_with_kmdfs_codes() {
-    // Section 9, WdfDeviceAssignS0IdleSettings / WdfDeviceAssignSxWakeSettings.
+    // Section 10, WdfDeviceAssignS0IdleSettings / WdfDeviceAssignSxWakeSettings.
     let cases: Vec<(Policy, AssignedResources, Vec<Result>)> = vec![
         (
             Policy { s0: s0(IdleCaps::CanWakeFromS0), ..Policy::default() },
@@ -575,7 +575,7 @@ fn settings_the_device_cannot_honour_are_refused_with_kmdfs_codes() {
         ),
     ];
     // The first entry of each is device_add's `stop_idle`, before the power policy started:
-    // STATUS_POWER_STATE_INVALID (section 9).
+    // STATUS_POWER_STATE_INVALID (section 10).
     for (policy, resources, expected) in cases {
         let runtime = Runtime::new();
         let driver = runtime.load_with(policy).unwrap();

@@ -4,7 +4,7 @@
 //! injected failures of every fallible callback (the arming callbacks included).
 //!
 //! After every step the runtime's checks hold (docs/kmdf-behaviour.md section 3, invariant 12
-//! for the wake arming; section 9 for the policy), a refused action changes nothing, a device
+//! for the wake arming; section 10 for the policy), a refused action changes nothing, a device
 //! never idles while a power reference is held, and an accepted wake signal brings an idle
 //! device back to D0 (no lost wake). At the end nothing is left. `KMDF_STORM_CASES` sets the
 //! number of sequences (default 10,000, as `tests/storm.rs`; a tenth of it here since each

@@ -68,7 +68,7 @@ pub(crate) struct DeviceState {
     /// The `WDFDRIVER` it belongs to (`WdfGetDriver`), held as long as the device object
     /// exists so its driver value can be lent out with the device's lifetime.
     driver: Arc<RawObject>,
-    /// Its power policy (docs/kmdf-behaviour.md section 9).
+    /// Its power policy (docs/kmdf-behaviour.md section 10).
     pub(crate) power_policy: Arc<PowerPolicy>,
 }
 

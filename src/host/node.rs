@@ -461,7 +461,7 @@ impl DeviceNode {
     /// completes the wait-wake request), valid while it is armed: an idle device armed for
     /// wake from S0 comes back to D0 (`EvtDeviceWakeFromS0Triggered`,
     /// `EvtDeviceDisarmWakeFromS0`); a sleeping device armed for Sx reports it when the
-    /// system resumes (docs/kmdf-behaviour.md section 9).
+    /// system resumes (docs/kmdf-behaviour.md section 10).
     ///
     /// # Errors
     ///

@@ -1,5 +1,5 @@
 //! The power policy of one device on the host: its S0 idle and Sx wake settings, its power
-//! references, and its idle timeout on the virtual clock (docs/kmdf-behaviour.md section 9).
+//! references, and its idle timeout on the virtual clock (docs/kmdf-behaviour.md section 10).
 //! (The calls a driver makes, `WdfDeviceAssignS0IdleSettings` and the others, are in
 //! `power_policy.rs`, which finds a device's policy here.)
 //!

@@ -291,7 +291,7 @@ mod tests {
             points.extend_from_slice(tail);
             points
         };
-        // Section 9's sequences pass: back by the wake signal, back by I/O.
+        // Section 10's sequences pass: back by the wake signal, back by I/O.
         assert_eq!(
             check(working, &back(&[(TriggeredS0, true), (DisarmS0, true), (Restart, true)])),
             []

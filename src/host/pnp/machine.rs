@@ -93,7 +93,7 @@ pub(crate) struct Machine {
     /// (`FxPowerIdleMachine::PowerFailed`): the device is off and failed, but the query
     /// succeeded; what follows runs without a power-down.
     power_failed: bool,
-    /// What the device is armed for while in Dx (docs/kmdf-behaviour.md section 9).
+    /// What the device is armed for while in Dx (docs/kmdf-behaviour.md section 10).
     armed: Option<Armed>,
     /// The armed device signalled wake; its power-up reports it (`WakeFrom*Triggered`).
     wake_signalled: bool,
@@ -365,7 +365,7 @@ impl<'a> Run<'a> {
     }
 
     /// Back in D0 (after `D0EntryPost`), a device that was armed is disarmed, after the
-    /// wake-triggered callback when its wake signal brought it back (section 9).
+    /// wake-triggered callback when its wake signal brought it back (section 10).
     fn disarm(&mut self) {
         let signalled = std::mem::take(&mut self.machine.wake_signalled);
         match self.machine.armed.take() {
@@ -390,7 +390,7 @@ impl<'a> Run<'a> {
         self.power_down_arming(target, None).0
     }
 
-    /// SMIO Suspend, the arming for wake if `arm` (section 9: after Suspend, before
+    /// SMIO Suspend, the arming for wake if `arm` (section 10: after Suspend, before
     /// D0ExitPre), D0ExitPre, D0Exit to `target` (or D3 when arming for Sx failed). Returns
     /// the power-down's result and what the device is armed for.
     fn power_down_arming(
@@ -420,7 +420,7 @@ impl<'a> Run<'a> {
         (suspend.and(pre).and(exit), armed)
     }
 
-    /// `idle` or `sleep` from D0, armed for wake as the power policy says (section 9).
+    /// `idle` or `sleep` from D0, armed for wake as the power policy says (section 10).
     fn power_down_while_running(&mut self, sleep: bool) {
         let policy = self.policy();
         let (target, arm) = if sleep {
@@ -445,7 +445,7 @@ impl<'a> Run<'a> {
             self.machine.state = NodeState::Asleep { was_idle: false };
         } else if arm.is_some() && armed.is_none() {
             // `EvtDeviceArmWakeFromS0` failed: not a device failure; the power-down
-            // finishes and the device comes straight back (section 9).
+            // finishes and the device comes straight back (section 10).
             self.wake(NodeState::Working);
         } else {
             self.machine.state = NodeState::Idle;
@@ -460,7 +460,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// `sleep` of an idle device (section 9): armed for S0, or armable for Sx, it comes
+    /// `sleep` of an idle device (section 10): armed for S0, or armable for Sx, it comes
     /// back to D0 first, then takes the Sx power-down; otherwise it sleeps where it is.
     fn sleep_while_idle(&mut self) {
         let armable_sx = self.policy().sx().is_some_and(|sx| sx.enabled);
@@ -475,7 +475,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// `resume` (section 9): a device armed for Sx comes back to D0 and is disarmed; an
+    /// `resume` (section 10): a device armed for Sx comes back to D0 and is disarmed; an
     /// unarmed one stays in Dx when its S0 idle policy would idle it anyway
     /// (`PowerPolSystemWakeQueryIdle`: idle enabled, cannot wake from S0, no power-up on
     /// system wake, no power reference), else it comes back to D0. Without S0 idle settings

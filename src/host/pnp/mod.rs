@@ -72,7 +72,7 @@ pub enum PnpAction {
     /// armed for wake from S0 comes back to D0 (`EvtDeviceWakeFromS0Triggered`); a device
     /// asleep armed for wake from Sx wakes the system, and its resume reports it
     /// (`EvtDeviceWakeFromSxTriggered`). Valid only while armed (docs/kmdf-behaviour.md
-    /// section 9).
+    /// section 10).
     SignalWake,
 }
 
