@@ -84,6 +84,7 @@ pub mod device;
 pub mod driver;
 pub mod object;
 pub mod pnp;
+pub mod power_policy;
 pub mod status;
 pub mod sync;
 pub mod time;

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::object::{KindState, NewObject, RawObject, StateSlot};
 use super::object_kind::ObjectKind;
+use super::policy::PowerPolicy;
 use super::resources::AssignedResources;
 use crate::callback::vtable;
 use crate::pnp::HardwareResources;
@@ -67,6 +68,8 @@ pub(crate) struct DeviceState {
     /// The `WDFDRIVER` it belongs to (`WdfGetDriver`), held as long as the device object
     /// exists so its driver value can be lent out with the device's lifetime.
     driver: Arc<RawObject>,
+    /// Its power policy (docs/kmdf-behaviour.md section 10).
+    pub(crate) power_policy: Arc<PowerPolicy>,
 }
 
 impl KindState for DeviceState {
@@ -100,6 +103,12 @@ pub(crate) enum PnpCall {
     SelfManagedIoRestart,
     SelfManagedIoFlush,
     SelfManagedIoCleanup,
+    ArmWakeFromS0,
+    DisarmWakeFromS0,
+    WakeFromS0Triggered,
+    ArmWakeFromSx,
+    DisarmWakeFromSx,
+    WakeFromSxTriggered,
 }
 
 impl PnpCall {
@@ -119,6 +128,12 @@ impl PnpCall {
             PnpCall::SelfManagedIoRestart => Callback::SelfManagedIoRestart,
             PnpCall::SelfManagedIoFlush => Callback::SelfManagedIoFlush,
             PnpCall::SelfManagedIoCleanup => Callback::SelfManagedIoCleanup,
+            PnpCall::ArmWakeFromS0 => Callback::ArmWakeFromS0,
+            PnpCall::DisarmWakeFromS0 => Callback::DisarmWakeFromS0,
+            PnpCall::WakeFromS0Triggered => Callback::WakeFromS0Triggered,
+            PnpCall::ArmWakeFromSx => Callback::ArmWakeFromSx,
+            PnpCall::DisarmWakeFromSx => Callback::DisarmWakeFromSx,
+            PnpCall::WakeFromSxTriggered => Callback::WakeFromSxTriggered,
         }
     }
 
@@ -184,6 +199,24 @@ fn dispatch<T: PnpPowerCallbacks>(
             context.self_managed_io_cleanup(device);
             Ok(())
         }
+        PnpCall::ArmWakeFromS0 => context.arm_wake_from_s0(device),
+        PnpCall::DisarmWakeFromS0 => {
+            context.disarm_wake_from_s0(device);
+            Ok(())
+        }
+        PnpCall::WakeFromS0Triggered => {
+            context.wake_from_s0_triggered(device);
+            Ok(())
+        }
+        PnpCall::ArmWakeFromSx => context.arm_wake_from_sx(device),
+        PnpCall::DisarmWakeFromSx => {
+            context.disarm_wake_from_sx(device);
+            Ok(())
+        }
+        PnpCall::WakeFromSxTriggered => {
+            context.wake_from_sx_triggered(device);
+            Ok(())
+        }
     }
 }
 
@@ -211,6 +244,7 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
         callbacks: PnpTable::of::<T>(),
         resources: Arc::clone(&slot.resources),
         driver: Arc::clone(&slot.driver),
+        power_policy: PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability()),
     };
     let object = RawObject::create(
         slot.driver.shared(),
