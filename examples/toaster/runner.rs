@@ -2,12 +2,14 @@
 //! the host runtime, and renders the trace and the summary.
 //!
 //! ```text
-//! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]]
+//! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]] [--late-work]
 //! ```
 //!
 //! Between two actions one heating period passes on the runtime's virtual clock (the timer
 //! fires, the work item heats), and while the toaster is working an application first asks
 //! for a slice of toast. After the last action nothing more happens.
+//! With `--late-work` the work item a period hands on is still queued when the next action
+//! starts, and runs once the action waits for it (a flush) or has ended.
 //!
 //! Standard output: the trace, one callback per line, then the summary lines. Exit code 0,
 //! or 1 when the driver failed (an action was refused or broke KMDF's invariants, a driver

@@ -3,7 +3,7 @@
 //! prints what the sample's host runner prints for the same arguments.
 //!
 //! ```text
-//! sys-harness SAMPLE IMAGE.sys [ACTION ...] [--fail CALLBACK[@N]]
+//! sys-harness SAMPLE IMAGE.sys [ACTION ...] [--fail CALLBACK[@N]] [--late-work]
 //! ```
 //!
 //! Standard output and exit codes are the host runner's (`cargo run --example SAMPLE`); a
