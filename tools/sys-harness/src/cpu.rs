@@ -10,8 +10,14 @@
 //! the image's symbol there.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::report;
+
+/// How many `mov reg, cr8` and `mov cr8, reg` the handler emulated.
+pub static CR8_READS: AtomicU64 = AtomicU64::new(0);
+/// See [`CR8_READS`].
+pub static CR8_WRITES: AtomicU64 = AtomicU64::new(0);
 
 /// The image's address range and symbols, for fault reports.
 pub static IMAGE: OnceLock<(usize, usize)> = OnceLock::new();
@@ -68,7 +74,7 @@ extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, context: 
         // REX.W/R (0x44..0x4f with R set), 0F 20 (mov r64, crN) or 0F 22 (mov crN, r64),
         // ModR/M with mod = 11 and reg = 0 (CR8 with REX.R).
         let rex = bytes[0];
-        let is_rex_r = rex & 0xf4 == 0x44;
+        let is_rex_r = rex & 0xf0 == 0x40 && rex & 0x04 != 0;
         if is_rex_r
             && bytes[1] == 0x0f
             && (bytes[2] == 0x20 || bytes[2] == 0x22)
@@ -77,8 +83,10 @@ extern "C" fn handler(signal: libc::c_int, info: *mut libc::siginfo_t, context: 
             let register = usize::from(bytes[3] & 7) + if rex & 1 == 1 { 8 } else { 0 };
             let greg = GREGS[register].cast_unsigned() as usize;
             if bytes[2] == 0x20 {
+                CR8_READS.fetch_add(1, Ordering::Relaxed);
                 gregs[greg] = i64::from(kmdf::host::raw::current_irql());
             } else {
+                CR8_WRITES.fetch_add(1, Ordering::Relaxed);
                 kmdf::host::raw::set_irql(u8::try_from(gregs[greg]).unwrap_or(u8::MAX));
             }
             gregs[libc::REG_RIP as usize] += 4;

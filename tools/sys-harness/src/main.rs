@@ -45,5 +45,6 @@ fn main() -> ExitCode {
     // The runtime's teardown (the devices left, the driver's unload) runs the driver's code
     // too: a bug check there ends the process with status 3 after the output above.
     runner::tear_down();
+    wdf::print_counts();
     ExitCode::from(outcome.code)
 }

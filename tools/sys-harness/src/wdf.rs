@@ -240,7 +240,38 @@ fn check_size(ddi: &str, structure: &str, size: u32, expected: usize) {
     }
 }
 
-fn check_globals(ddi: &str, globals: *const DriverGlobals) {
+/// `SYS_HARNESS_DDI=log`: every WDF call on stderr as it is made; `count`: a count of each
+/// at the end (see [`print_counts`]). Either changes stderr, so not for `sys-diff`.
+static DDI_MODE: std::sync::LazyLock<Option<String>> =
+    std::sync::LazyLock::new(|| std::env::var("SYS_HARNESS_DDI").ok());
+static DDI_COUNTS: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
+
+/// Prints the counts of `SYS_HARNESS_DDI=count`, and of the CR8 accesses emulated.
+pub fn print_counts() {
+    if DDI_MODE.as_deref() != Some("count") {
+        return;
+    }
+    let counts = DDI_COUNTS.lock().unwrap_or_else(PoisonError::into_inner);
+    for (ddi, count) in counts.iter() {
+        eprintln!("sys-harness: {count:6} {ddi}");
+    }
+    let reads = crate::cpu::CR8_READS.load(Ordering::Relaxed);
+    let writes = crate::cpu::CR8_WRITES.load(Ordering::Relaxed);
+    eprintln!("sys-harness: {reads:6} CR8 reads, {writes} CR8 writes emulated");
+}
+
+fn check_globals(ddi: &'static str, globals: *const DriverGlobals) {
+    match DDI_MODE.as_deref() {
+        Some("log") => eprintln!("sys-harness: {ddi} (IRQL {})", raw::current_irql()),
+        Some("count") => {
+            let mut counts = DDI_COUNTS.lock().unwrap_or_else(PoisonError::into_inner);
+            match counts.iter_mut().find(|(name, _)| *name == ddi) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((ddi, 1)),
+            }
+        }
+        _ => {}
+    }
     if !std::ptr::eq(globals, &raw const GLOBALS) {
         fail(
             ddi,
