@@ -1284,3 +1284,38 @@ impl CObjectHandle {
         hooks.handle
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table follows WDFFUNCENUM (wdffuncenum.h: `WdfWaitLockCreateTableIndex = 312`,
+    /// `WdfTimerStartTableIndex = 319`, `WdfFunctionTableNumEntries = 458`).
+    #[test]
+    fn the_generated_table_follows_wdffuncenum() {
+        assert_eq!(FUNCTION_COUNT, 458);
+        assert_eq!(FUNCTION_NAMES[0], "WdfChildListCreate");
+        assert_eq!(FUNCTION_NAMES[312], "WdfWaitLockCreate");
+        assert_eq!(FUNCTION_NAMES[319], "WdfTimerStart");
+        assert_eq!(FUNCTION_NAMES[320], "WdfTimerStop");
+        assert_eq!(FUNCTION_TABLE.0[319], ddi::WdfTimerStart as *const ());
+        assert_eq!(FUNCTION_TABLE.0[320], ddi::WdfTimerStop as *const ());
+        assert_eq!(FUNCTION_TABLE.0[312], not_implemented::<312> as *const ());
+    }
+
+    /// Every implemented DDI has its WDFFUNCENUM index (build.rs would not build otherwise),
+    /// and they are the 20 the toaster's kernel backend calls.
+    #[test]
+    fn the_implemented_ddis_are_the_ddi_module() {
+        let source = include_str!("wdf.rs");
+        let implemented: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub extern \"win64\" fn Wdf"))
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        assert_eq!(implemented.len(), 20, "{implemented:?}");
+        for name in implemented {
+            assert!(FUNCTION_NAMES.iter().any(|n| *n == format!("Wdf{name}")), "{name}");
+        }
+    }
+}
