@@ -12,7 +12,43 @@
 //!
 //! What differs from the typed face: the trace line `EvtDestroyCallback` is recorded for
 //! every object created here (the kernel backend registers an `EvtDestroyCallback` on every
-//! object it creates), and `EvtCleanupCallback` for an object created with `cleanup: true`.
+//! object it creates), and `EvtCleanupCallback` only for an object created with
+//! [`Cleanup::Traced`].
+//!
+//! ```
+//! use kmdf::host::raw::{self, Cleanup, DriverHooks, Hooks, RawDriver};
+//! use kmdf::host::Runtime;
+//! use kmdf::{Callback, DeviceInit, Result};
+//!
+//! /// `EvtDriverDeviceAdd` of a driver whose callbacks are not trait methods.
+//! struct Driver;
+//! impl DriverHooks for Driver {
+//!     fn device_add(&self, init: DeviceInit<'_>) -> Result {
+//!         // WDF_PNPPOWER_EVENT_CALLBACKS with EvtDeviceD0Entry set, no EvtCleanupCallback.
+//!         raw::create_device(init, &[Callback::D0Entry], Cleanup::None, Box::new(Device))?;
+//!         Ok(())
+//!     }
+//! }
+//! /// The device's context: its callbacks (`Hooks::pnp` answers them, `Ok` by default).
+//! struct Device;
+//! impl Hooks for Device {}
+//!
+//! let runtime = Runtime::new();
+//! let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(Driver))))?;
+//! let node = driver.add_device()?;
+//! node.start()?;
+//! node.remove()?;
+//! assert_eq!(
+//!     runtime.trace().lines(),
+//!     [
+//!         "DriverEntry",
+//!         "EvtDriverDeviceAdd",
+//!         "EvtDeviceD0Entry(D3Final)",
+//!         "EvtDestroyCallback(WDFDEVICE)",
+//!     ]
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use super::std;
 use std::any::Any;
