@@ -210,6 +210,19 @@ macro_rules! registration {
                 }
             }
 
+            /// The table with `callback` registered too (the host's raw face builds a
+            /// table from the callbacks a C driver registered).
+            #[cfg(all(kmdf_host, feature = "sys-harness"))]
+            #[must_use]
+            #[allow(dead_code, reason = "only the PnP/power table is built this way")]
+            pub(crate) const fn with(mut self, callback: Callback) -> Self {
+                match callback {
+                    $(Callback::$callback => self.$method = true,)*
+                    _ => {}
+                }
+                self
+            }
+
             /// Whether any self-managed I/O callback is registered. KMDF creates a device's
             /// self-managed I/O state machine only then.
             #[must_use]

@@ -109,6 +109,12 @@ pub use status::{NtError, NtStatus, Result};
 pub use timer::{Started, Stopped, Timer, TimerCallbacks};
 pub use work_item::{Enqueued, WorkItem, WorkItemCallbacks};
 
+/// For `tools/sys-harness` (the `sys-harness` feature): in a kernel build, what a sample's
+/// harness exports need from inside the driver. Not part of the public API.
+#[cfg(all(kmdf_kernel, feature = "sys-harness"))]
+#[doc(hidden)]
+pub use kernel::harness as __sys_harness;
+
 /// Items the crate's macros expand to. Not part of the public API.
 #[doc(hidden)]
 pub mod __private {

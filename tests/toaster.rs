@@ -394,6 +394,32 @@ fn bad_command_lines_fail_clearly() {
     assert!(outcome.stdout.starts_with("usage: toaster [ACTION ...] [--fail CALLBACK[@N]]"));
 }
 
+/// `--late-work`: the period's work item is still queued when the next action starts, so
+/// the flushes of `SelfManagedIoSuspend` and `EvtDeviceQueryRemove` wait for it
+/// (docs/kmdf-behaviour.md section 4: a flush returns once the queued or running callback
+/// has returned); after an action that waits for nothing, it runs once the action ended.
+#[test]
+fn late_work_meets_each_action_with_the_work_item_queued() {
+    let outcome = run(&["start", "idle", "wake", "query-remove", "remove", "--late-work"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    let after = |callback: &str| lines[lines.iter().position(|l| *l == callback).unwrap() + 1];
+    // Idle: Suspend flushes, the queued run goes first.
+    assert_eq!(after("EvtDeviceSelfManagedIoSuspend"), "EvtWorkItem");
+    // After wake, the tick's run meets query-remove, which flushes it.
+    assert_eq!(after("EvtDeviceQueryRemove"), "EvtWorkItem");
+    // Without --late-work, the work is done before each action: nothing runs inside one.
+    let plain = run(&["start", "idle", "wake", "query-remove", "remove"]);
+    let plain: Vec<&str> = plain.stdout.lines().collect();
+    let index = plain.iter().position(|l| *l == "EvtDeviceSelfManagedIoSuspend").unwrap();
+    assert_eq!(plain[index + 1], "EvtDeviceD0ExitPreInterruptsDisabled(D3)");
+    // The same trace every time.
+    for _ in 0..20 {
+        let again = run(&["start", "idle", "wake", "query-remove", "remove", "--late-work"]);
+        assert_eq!(again.stdout, outcome.stdout);
+    }
+}
+
 #[test]
 fn an_action_invalid_in_the_state_stops_with_the_trace_so_far() {
     let outcome = run(&["start", "wake"]);
@@ -452,7 +478,7 @@ fn the_runner_s_life_ends_at_a_panic_in_deferred_work() {
     let runtime = Runtime::new();
     let driver = runtime.load::<sparky::Sparky>().unwrap();
     let node = driver.add_device().unwrap();
-    let panics = runner::play(&runtime, &node, &[PnpAction::Start, PnpAction::Idle])
+    let panics = runner::play(&runtime, &node, &[PnpAction::Start, PnpAction::Idle], false)
         .unwrap()
         .expect("the panic ends the life");
     assert_eq!(

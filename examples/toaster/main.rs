@@ -1,7 +1,7 @@
 //! The toaster sample driver on the kmdf host runtime.
 //!
 //! ```text
-//! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]]
+//! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]] [--late-work]
 //! ```
 //!
 //! The driver is `driver.rs`; `kmdf-driver/` builds the same file as a KMDF driver.

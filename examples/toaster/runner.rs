@@ -2,12 +2,14 @@
 //! the host runtime, and renders the trace and the summary.
 //!
 //! ```text
-//! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]]
+//! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]] [--late-work]
 //! ```
 //!
 //! Between two actions one heating period passes on the runtime's virtual clock (the timer
 //! fires, the work item heats), and while the toaster is working an application first asks
 //! for a slice of toast. After the last action nothing more happens.
+//! With `--late-work` the work item a period hands on is still queued when the next action
+//! starts, and runs once the action waits for it (a flush) or has ended.
 //!
 //! Standard output: the trace, one callback per line, then the summary lines. Exit code 0,
 //! or 1 when the driver failed (an action was refused or broke KMDF's invariants, a driver
@@ -18,7 +20,7 @@
 use std::fmt::Write as _;
 
 use kmdf::host::{
-    CallbackPanicked, DeviceNode, NodeState, PanicReport, PnpAction, PnpError, Runtime,
+    CallbackPanicked, DeviceNode, HeldWorkers, NodeState, PanicReport, PnpAction, PnpError, Runtime,
 };
 use kmdf::{Callback, NtError};
 
@@ -35,7 +37,7 @@ pub const DEFAULT_LIFE: [PnpAction; 6] = [
 ];
 
 pub const USAGE: &str = "\
-usage: toaster [ACTION ...] [--fail CALLBACK[@N]]...
+usage: toaster [ACTION ...] [--fail CALLBACK[@N]]... [--late-work]
 
 Loads the toaster sample driver on the kmdf host runtime, applies the PnP actions in order
 and prints every driver callback, one per line, then a summary.
@@ -44,7 +46,9 @@ actions:   start idle wake sleep resume query-remove cancel-remove remove surpri
            query-stop cancel-stop stop
            (none: start idle wake sleep resume remove)
 --fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
-           STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated";
+           STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated
+--late-work  the work each heating period hands on is still queued when the next action
+           starts; it runs once the action waits for it (a flush) or has ended";
 
 /// What the runner printed and how it ends.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -63,15 +67,21 @@ impl Outcome {
 struct Plan {
     actions: Vec<PnpAction>,
     failures: Vec<(Callback, u64)>,
+    late_work: bool,
 }
 
 fn parse(args: &[String]) -> Result<Option<Plan>, String> {
     let mut actions = Vec::new();
     let mut failures = Vec::new();
+    let mut late_work = false;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
             return Ok(None);
+        }
+        if arg == "--late-work" {
+            late_work = true;
+            continue;
         }
         let spec = if arg == "--fail" {
             Some(
@@ -93,7 +103,7 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
     if actions.is_empty() {
         actions = DEFAULT_LIFE.to_vec();
     }
-    Ok(Some(Plan { actions, failures }))
+    Ok(Some(Plan { actions, failures, late_work }))
 }
 
 fn parse_failure(spec: &str) -> Result<(Callback, u64), String> {
@@ -159,7 +169,7 @@ pub fn run(args: &[String]) -> Outcome {
             return outcome;
         }
     };
-    let panicked = match play(&runtime, &node, &plan.actions) {
+    let panicked = match play(&runtime, &node, &plan.actions, plan.late_work) {
         Ok(panicked) => panicked,
         Err(error) => {
             let named = match &error {
@@ -206,7 +216,9 @@ pub fn run(args: &[String]) -> Outcome {
 }
 
 /// Plays `actions`, one heating period passing between two (an application first asks for
-/// toast while the toaster works).
+/// toast while the toaster works). With `late_work`, the work a period hands on is still
+/// queued when the next action starts (the workers are held), and runs once the action
+/// waits for it or has ended: each action meets work in flight, the same way every run.
 ///
 /// Ends early with the action's error when one is refused or breaks KMDF's invariants, and
 /// with `Ok(Some(..))` when a callback of the timer or the work item panicked, reported by
@@ -215,10 +227,12 @@ pub fn play(
     runtime: &Runtime,
     node: &DeviceNode,
     actions: &[PnpAction],
+    late_work: bool,
 ) -> Result<Option<CallbackPanicked>, PnpError> {
     let last = actions.len() - 1;
+    let mut held = None;
     for (index, &action) in actions.iter().enumerate() {
-        match node.apply(action) {
+        match apply(runtime, node, action, held.take()) {
             Ok(()) => {}
             Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
             Err(error) => return Err(error),
@@ -227,6 +241,7 @@ pub fn play(
             if node.state() == NodeState::Working {
                 let _ = node.with_context(|toaster: &Toaster| toaster.submit());
             }
+            held = late_work.then(|| runtime.hold_workers());
             if let Err(panics) = runtime.advance(TICK).and_then(|()| runtime.wait_for_work_items())
             {
                 return Ok(Some(panics));
@@ -234,6 +249,29 @@ pub fn play(
         }
     }
     Ok(None)
+}
+
+/// Applies `action`; with workers `held`, on another thread, releasing them once the
+/// action waits for a work item or has ended, then waiting for the work.
+fn apply(
+    runtime: &Runtime,
+    node: &DeviceNode,
+    action: PnpAction,
+    held: Option<HeldWorkers<'_>>,
+) -> Result<(), PnpError> {
+    let Some(held) = held else { return node.apply(action) };
+    let result = std::thread::scope(|scope| {
+        let applying = scope.spawn(|| node.apply(action));
+        while runtime.work_item_waiters() == 0 && !applying.is_finished() {
+            std::thread::yield_now();
+        }
+        drop(held);
+        applying.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    // The released work runs before anything else happens, also after a refused action.
+    let waited = runtime.wait_for_work_items();
+    result?;
+    waited.map_err(|panics| PnpError::CallbackPanicked { action, applied: true, panics })
 }
 
 /// Prints the trace, and lists on stderr the panics no error named (reading them

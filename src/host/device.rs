@@ -240,35 +240,52 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
 ) -> Result<&Device<T>> {
     let slot = init.slot;
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
-    let state = DeviceState {
-        callbacks: PnpTable::of::<T>(),
-        resources: Arc::clone(&slot.resources),
-        driver: Arc::clone(&slot.driver),
-        power_policy: PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability()),
-    };
-    let object = RawObject::create(
-        slot.driver.shared(),
-        NewObject {
-            parent: Some(&slot.driver),
-            device: Some(slot.node),
-            cleanup: cleanup_hook,
-            state: Some(StateSlot::new(Arc::new(state))),
-            ..NewObject::new(ObjectKind::Device)
-        },
-    )?;
+    let object = create_object(slot, PnpTable::of::<T>(), cleanup_hook, true)?;
     // Children created by `build` are parented to the device; the context is set after. A
     // failed (or panicking) `build` deletes the device, with them.
     let unbuilt = DeleteOnDrop(&object);
     let context = build(device_ref(&object))?;
     core::mem::forget(unbuilt);
     object.set_context(context);
+    Ok(device_ref(publish(slot, object)))
+}
+
+/// `WdfDeviceCreate`: the device object of `slot`'s node with the PnP/power callbacks of
+/// `callbacks`, without its context yet. Also used by the raw face (`host::raw`).
+pub(crate) fn create_object(
+    slot: &DeviceSlot,
+    callbacks: PnpTable,
+    cleanup: Option<super::object::CleanupHook>,
+    trace_cleanup: bool,
+) -> Result<Arc<RawObject>> {
+    let state = DeviceState {
+        callbacks,
+        resources: Arc::clone(&slot.resources),
+        driver: Arc::clone(&slot.driver),
+        power_policy: PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability()),
+    };
+    RawObject::create(
+        slot.driver.shared(),
+        NewObject {
+            parent: Some(&slot.driver),
+            device: Some(slot.node),
+            cleanup,
+            trace_cleanup,
+            state: Some(StateSlot::new(Arc::new(state))),
+            ..NewObject::new(ObjectKind::Device)
+        },
+    )
+}
+
+/// Leaves the device `EvtDriverDeviceAdd` created in its slot, for the PnP manager.
+pub(crate) fn publish(slot: &DeviceSlot, object: Arc<RawObject>) -> &RawObject {
     let created = CreatedDevice { object };
     // `DeviceInit::create` consumes the only `DeviceInit` of this slot, so it is empty.
     let created = match slot.created.set(created) {
         Ok(()) => slot.created.get().expect("just set"),
         Err(_) => unreachable!("a DeviceInit creates one device"),
     };
-    Ok(device_ref(&created.object))
+    &created.object
 }
 
 /// Deletes a device whose context was not built.

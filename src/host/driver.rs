@@ -105,6 +105,12 @@ impl<D: Driver> LoadedDriver<D> {
         Ok(DeviceNode::new(node))
     }
 
+    /// The driver's object, while loaded.
+    #[cfg(feature = "sys-harness")]
+    pub(crate) fn object(&self) -> core::result::Result<Arc<RawObject>, HarnessError> {
+        self.slot.object()
+    }
+
     /// Unloads the driver: `EvtDriverUnload` ([`Driver::unload`]), then the `WDFDRIVER` is
     /// deleted and its context dropped.
     ///

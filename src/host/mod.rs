@@ -72,6 +72,8 @@ mod pnp;
 mod policy;
 pub(crate) mod pool;
 pub(crate) mod power_policy;
+#[cfg(feature = "sys-harness")]
+pub mod raw;
 mod registry;
 mod resources;
 mod shared;

@@ -105,6 +105,9 @@ pub(crate) struct NewObject<'a> {
     pub(crate) device: Option<u64>,
     /// The driver's `EvtCleanupCallback`, when it implements one.
     pub(crate) cleanup: Option<CleanupHook>,
+    /// Whether the cleanup callback is recorded in the trace (only the raw face's
+    /// bookkeeping cleanups are not, see `host::raw::Cleanup`).
+    pub(crate) trace_cleanup: bool,
     /// The kind's own state.
     pub(crate) state: Option<StateSlot>,
     /// The context, written before the object can be reached (see [`RawObject::create`]).
@@ -114,7 +117,15 @@ pub(crate) struct NewObject<'a> {
 impl NewObject<'_> {
     /// An object of `kind` with no parent, device, cleanup, state or context yet.
     pub(crate) fn new(kind: ObjectKind) -> Self {
-        Self { kind, parent: None, device: None, cleanup: None, state: None, context: None }
+        Self {
+            kind,
+            parent: None,
+            device: None,
+            cleanup: None,
+            trace_cleanup: true,
+            state: None,
+            context: None,
+        }
     }
 }
 
@@ -132,6 +143,7 @@ pub struct RawObject {
     kind: ObjectKind,
     device: Option<u64>,
     cleanup: Option<CleanupHook>,
+    trace_cleanup: bool,
     /// Dropped before `state`, which may hold the last reference on an object the context
     /// belongs under (a device's driver): a child's context never outlives its parent's.
     context: OnceLock<Box<dyn Any + Send + Sync>>,
@@ -152,7 +164,7 @@ impl RawObject {
     /// `STATUS_DELETE_PENDING` when the parent is being deleted or was deleted. The context
     /// is dropped then without any callback: the object never existed.
     pub(crate) fn create(shared: &Arc<Shared>, new: NewObject<'_>) -> Result<Arc<Self>> {
-        let NewObject { kind, parent, device, cleanup, state, context } = new;
+        let NewObject { kind, parent, device, cleanup, trace_cleanup, state, context } = new;
         debug_assert!(state.as_ref().is_none_or(|slot| slot.state.kind() == kind));
         // INVARIANT: the object is created in an `Arc`, knows that `Arc` through `me`, and
         // is only ever handed out as one.
@@ -164,6 +176,7 @@ impl RawObject {
                 kind,
                 device: device.or_else(|| parent.and_then(|p| p.device)),
                 cleanup,
+                trace_cleanup,
                 context: context.map(OnceLock::from).unwrap_or_default(),
                 state,
                 links: Mutex::new(Links {
@@ -234,6 +247,12 @@ impl RawObject {
             self.shared.check_deferred_work(callback, self.device);
         }
         self.shared.invoke_void(TraceEntry::new(callback, self.device), run);
+    }
+
+    /// The object's kind.
+    #[cfg(feature = "sys-harness")]
+    pub(crate) fn state_kind(&self) -> ObjectKind {
+        self.kind
     }
 
     /// The device node the object belongs to, as the trace records it.
@@ -325,7 +344,9 @@ impl RawObject {
         }
         // A panicking cleanup callback is caught at the boundary: the object is still
         // disposed, and nobody waits for it forever.
-        if let Some(cleanup) = self.cleanup {
+        if let Some(cleanup) = self.cleanup.filter(|_| !self.trace_cleanup) {
+            cleanup(self);
+        } else if let Some(cleanup) = self.cleanup {
             let entry = TraceEntry::new(Callback::ObjectCleanup, self.device).of_object(self.kind);
             self.shared.invoke_void(entry, || cleanup(self));
         }

@@ -41,6 +41,12 @@ pub(crate) fn current_irql() -> Irql {
     Irql::from_raw(IRQL.get())
 }
 
+/// Sets the thread's IRQL (the raw face's model of a CR8 write).
+#[cfg(feature = "sys-harness")]
+pub(crate) fn set_irql(irql: u8) {
+    IRQL.set(irql);
+}
+
 /// Runs `f` at `DISPATCH_LEVEL`, as the kernel runs a DPC.
 pub(crate) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(u8);
@@ -56,7 +62,7 @@ pub(crate) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// A spin lock is acquired: the first one held raises the thread to `DISPATCH_LEVEL`.
-fn enter_spin() {
+pub(crate) fn enter_spin() {
     let (held, saved) = SPIN.get();
     if held == 0 {
         let previous = IRQL.get();
@@ -69,7 +75,7 @@ fn enter_spin() {
 
 /// A spin lock is released: the last one held restores the level the first one raised
 /// from. So guards dropped out of order never lower the IRQL while a spin lock is held.
-fn leave_spin() {
+pub(crate) fn leave_spin() {
     // `try_with`: a guard dropped while the thread's locals are torn down has nothing to do.
     let _ = SPIN.try_with(|spin| {
         let (held, saved) = spin.get();

@@ -126,8 +126,34 @@ pub(crate) fn create<T: TimerCallbacks>(
     period_ms: u32,
     context: T,
 ) -> Result<ObjectRef<Timer<T>>> {
-    let map = LockMap::new(Kind::Timer, type_name::<T>(), Location::caller());
+    let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let parent = parent.raw().to_arc();
+    let object = create_raw(
+        &parent,
+        type_name::<T>(),
+        period_ms,
+        run::<T>,
+        cleanup_hook,
+        true,
+        Box::new(context),
+    )?;
+    Ok(ObjectRef::from_raw(object))
+}
+
+/// `WdfTimerCreate` for a timer whose callback is `run` and whose context is `context` (of
+/// the type named `name`, for lockdep): [`create`]'s body, also used by the raw face
+/// (`host::raw`).
+#[track_caller]
+pub(crate) fn create_raw(
+    parent: &Arc<RawObject>,
+    name: &'static str,
+    period_ms: u32,
+    run: fn(&RawObject, &RawObject),
+    cleanup: Option<super::object::CleanupHook>,
+    trace_cleanup: bool,
+    context: Box<dyn core::any::Any + Send + Sync>,
+) -> Result<Arc<RawObject>> {
+    let map = LockMap::new(Kind::Timer, name, Location::caller());
     let state = Arc::new(TimerState {
         inner: Mutex::new(Inner {
             due: None,
@@ -136,25 +162,24 @@ pub(crate) fn create<T: TimerCallbacks>(
             deleting: false,
             waiting_stop: None,
             dispose_when_idle: false,
-            parent: Some(Arc::clone(&parent)),
+            parent: Some(Arc::clone(parent)),
         }),
         idle: Condvar::new(),
-        run: run::<T>,
+        run,
         period: (period_ms > 0).then(|| Duration::from_millis(u64::from(period_ms))),
         map,
     });
-    let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
-    let object = RawObject::create(
+    RawObject::create(
         parent.shared(),
         NewObject {
-            parent: Some(&parent),
-            cleanup: cleanup_hook,
+            parent: Some(parent),
+            cleanup,
+            trace_cleanup,
             state: Some(StateSlot::new(state)),
-            context: Some(Box::new(context)),
+            context: Some(context),
             ..NewObject::new(ObjectKind::Timer)
         },
-    )?;
-    Ok(ObjectRef::from_raw(object))
+    )
 }
 
 fn run<T: TimerCallbacks>(timer: &RawObject, parent: &RawObject) {
@@ -177,7 +202,11 @@ pub(crate) fn context<T: TimerCallbacks>(timer: &Timer<T>) -> &T {
 }
 
 pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
-    let timer = &timer.raw;
+    start_raw(&timer.raw, due)
+}
+
+/// `WdfTimerStart` on the timer's object.
+pub(crate) fn start_raw(timer: &RawObject, due: Duration) -> Result<bool> {
     let mut inner = lock(&state(timer).inner);
     if inner.deleting {
         return Err(NtError::DELETE_PENDING);
@@ -198,7 +227,12 @@ pub(crate) fn start<T>(timer: &Timer<T>, due: Duration) -> Result<bool> {
 
 #[track_caller]
 pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
-    let timer = &timer.raw;
+    stop_raw(&timer.raw, wait)
+}
+
+/// `WdfTimerStop` on the timer's object.
+#[track_caller]
+pub(crate) fn stop_raw(timer: &RawObject, wait: bool) -> Result<bool> {
     if wait && current_irql() != Irql::Passive {
         return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
@@ -230,7 +264,12 @@ pub(crate) fn stop<T>(timer: &Timer<T>, wait: bool) -> Result<bool> {
 
 #[track_caller]
 pub(crate) fn delete<T>(timer: &Timer<T>) -> Result {
-    let timer = &timer.raw;
+    delete_raw(&timer.raw)
+}
+
+/// `WdfObjectDelete` on a timer's object.
+#[track_caller]
+pub(crate) fn delete_raw(timer: &RawObject) -> Result {
     if current_irql() == Irql::Passive {
         // The deletion waits for a running callback.
         let state = state(timer);

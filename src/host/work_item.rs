@@ -162,8 +162,26 @@ pub(crate) fn create<T: WorkItemCallbacks>(
     parent: &T::Parent,
     context: T,
 ) -> Result<ObjectRef<WorkItem<T>>> {
-    let map = LockMap::new(Kind::WorkItem, type_name::<T>(), Location::caller());
+    let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let parent = parent.raw().to_arc();
+    let object =
+        create_raw(&parent, type_name::<T>(), run::<T>, cleanup_hook, true, Box::new(context))?;
+    Ok(ObjectRef::from_raw(object))
+}
+
+/// `WdfWorkItemCreate` for a work item whose callback is `run` and whose context is
+/// `context` (of the type named `name`, for lockdep): [`create`]'s body, also used by the
+/// raw face (`host::raw`).
+#[track_caller]
+pub(crate) fn create_raw(
+    parent: &Arc<RawObject>,
+    name: &'static str,
+    run: fn(&RawObject, &RawObject),
+    cleanup: Option<super::object::CleanupHook>,
+    trace_cleanup: bool,
+    context: Box<dyn core::any::Any + Send + Sync>,
+) -> Result<Arc<RawObject>> {
+    let map = LockMap::new(Kind::WorkItem, name, Location::caller());
     let state = Arc::new(WorkItemState {
         inner: Mutex::new(Inner {
             queued: false,
@@ -172,24 +190,23 @@ pub(crate) fn create<T: WorkItemCallbacks>(
             idle_epoch: 0,
             deleting: false,
             dispose_when_idle: false,
-            parent: Some(Arc::clone(&parent)),
+            parent: Some(Arc::clone(parent)),
         }),
         idle: Condvar::new(),
-        run: run::<T>,
+        run,
         map,
     });
-    let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
-    let object = RawObject::create(
+    RawObject::create(
         parent.shared(),
         NewObject {
-            parent: Some(&parent),
-            cleanup: cleanup_hook,
+            parent: Some(parent),
+            cleanup,
+            trace_cleanup,
             state: Some(StateSlot::new(state)),
-            context: Some(Box::new(context)),
+            context: Some(context),
             ..NewObject::new(ObjectKind::WorkItem)
         },
-    )?;
-    Ok(ObjectRef::from_raw(object))
+    )
 }
 
 fn run<T: WorkItemCallbacks>(item: &RawObject, parent: &RawObject) {
@@ -212,7 +229,11 @@ pub(crate) fn context<T: WorkItemCallbacks>(item: &WorkItem<T>) -> &T {
 }
 
 pub(crate) fn enqueue<T>(item: &WorkItem<T>) -> Result<bool> {
-    let item = &item.raw;
+    enqueue_raw(&item.raw)
+}
+
+/// `WdfWorkItemEnqueue` on the item's object.
+pub(crate) fn enqueue_raw(item: &RawObject) -> Result<bool> {
     let mut inner = lock(&state(item).inner);
     if inner.deleting {
         return Err(NtError::DELETE_PENDING);
@@ -303,7 +324,12 @@ fn dispose_deferred(item: &Arc<RawObject>) {
 
 #[track_caller]
 pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
-    let item = &item.raw;
+    flush_raw(&item.raw)
+}
+
+/// `WdfWorkItemFlush` on the item's object.
+#[track_caller]
+pub(crate) fn flush_raw(item: &RawObject) -> Result {
     if current_irql() != Irql::Passive {
         return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
     }
@@ -329,7 +355,12 @@ pub(crate) fn flush<T>(item: &WorkItem<T>) -> Result {
 
 #[track_caller]
 pub(crate) fn delete<T>(item: &WorkItem<T>) -> Result {
-    let item = &item.raw;
+    delete_raw(&item.raw)
+}
+
+/// `WdfObjectDelete` on a work item's object.
+#[track_caller]
+pub(crate) fn delete_raw(item: &RawObject) -> Result {
     let state = state(item);
     if current_irql() == Irql::Passive {
         // The deletion waits for a queued or running callback (not from the callback itself,

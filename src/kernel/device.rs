@@ -19,7 +19,7 @@ use crate::{Callback, Device, DevicePowerState, PnpPowerCallbacks, Result};
 /// # Safety
 ///
 /// `device` is a live device created by [`create::<T>`], and stays alive for `'a`.
-unsafe fn device_ref<'a, T>(device: WDFDEVICE) -> &'a Device<T> {
+pub(crate) unsafe fn device_ref<'a, T>(device: WDFDEVICE) -> &'a Device<T> {
     // SAFETY: `Device<T>` is a zero-sized `#[repr(transparent)]` view of the handle value
     // (`RawObject`'s invariant): the reference is never read through, so it needs access to
     // no memory (the context is found from the handle, `slot`), and the handle is non-null

@@ -16,6 +16,8 @@
 pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
+#[cfg(feature = "sys-harness")]
+pub mod harness;
 pub(crate) mod object;
 pub(crate) mod power_policy;
 pub(crate) mod raw;

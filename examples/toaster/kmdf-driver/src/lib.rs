@@ -7,3 +7,8 @@
 // Public: its request API (`Toaster::submit`) is what an I/O queue would call.
 #[path = "../../driver.rs"]
 pub mod driver;
+
+// tools/sys-harness's view into the running driver (scripts/sys-run builds with it).
+#[cfg(feature = "sys-harness")]
+#[path = "../../../../tools/sys-harness/hooks/toaster.rs"]
+mod sys_harness_hooks;

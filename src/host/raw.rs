@@ -1,0 +1,428 @@
+//! The raw face of the host runtime, for `tools/sys-harness`: the runtime's own models
+//! (objects with parent/child disposal and cleanup/destroy, work items on the worker pool,
+//! timers on the virtual clock, the per-thread IRQL, the PnP/power/SMIO state machines with
+//! their failure injection and trace) driven by a driver whose callbacks are not Rust trait
+//! methods but C function pointers, and whose contexts are opaque blobs: the kernel
+//! backend's code, running in a `.sys` that the harness loads.
+//!
+//! Behind the `sys-harness` feature; not part of the typed API, which stays as it is. The
+//! harness keeps its own handle table (a `WDFOBJECT` value to an [`Object`]) and context
+//! blobs; this module only lets it create the runtime's objects with a [`Hooks`] value as
+//! their context, through which the runtime calls back.
+//!
+//! What differs from the typed face: the trace line `EvtDestroyCallback` is recorded for
+//! every object created here (the kernel backend registers an `EvtDestroyCallback` on every
+//! object it creates), and `EvtCleanupCallback` only for an object created with
+//! [`Cleanup::Traced`].
+//!
+//! ```
+//! use kmdf::host::raw::{self, Cleanup, DriverHooks, Hooks, RawDriver};
+//! use kmdf::host::Runtime;
+//! use kmdf::{Callback, DeviceInit, Result};
+//!
+//! /// `EvtDriverDeviceAdd` of a driver whose callbacks are not trait methods.
+//! struct Driver;
+//! impl DriverHooks for Driver {
+//!     fn device_add(&self, init: DeviceInit<'_>) -> Result {
+//!         // WDF_PNPPOWER_EVENT_CALLBACKS with EvtDeviceD0Entry set, no EvtCleanupCallback.
+//!         raw::create_device(init, &[Callback::D0Entry], Cleanup::None, Box::new(Device))?;
+//!         Ok(())
+//!     }
+//! }
+//! /// The device's context: its callbacks (`Hooks::pnp` answers them, `Ok` by default).
+//! struct Device;
+//! impl Hooks for Device {}
+//!
+//! let runtime = Runtime::new();
+//! let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(Driver))))?;
+//! let node = driver.add_device()?;
+//! node.start()?;
+//! node.remove()?;
+//! assert_eq!(
+//!     runtime.trace().lines(),
+//!     [
+//!         "DriverEntry",
+//!         "EvtDriverDeviceAdd",
+//!         "EvtDeviceD0Entry(D3Final)",
+//!         "EvtDestroyCallback(WDFDEVICE)",
+//!     ]
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use super::std;
+use std::any::Any;
+use std::boxed::Box;
+use std::fmt;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::device::{self, DeviceSlot, PnpCall, PnpTable};
+use super::object::RawObject;
+use super::{AssignedResources, DeviceNode, HarnessError, LoadedDriver, ObjectKind, Runtime};
+use crate::callback::vtable;
+use crate::{Callback, DeviceInit, DevicePowerState, Driver, NtError, Result};
+
+/// What the runtime calls back on an object created here: the object's context.
+///
+/// Every method has a default that does nothing, for the objects whose kind never calls it.
+pub trait Hooks: Any + Send + Sync {
+    /// The object's `EvtCleanupCallback` (only called when it was created with `cleanup`).
+    fn cleanup(&self, object: &Object) {
+        let _ = object;
+    }
+
+    /// A work item's `EvtWorkItem` or a timer's `EvtTimerFunc`, with the parent object.
+    fn run(&self, object: &Object, parent: &Object) {
+        let _ = (object, parent);
+    }
+
+    /// A device's PnP/power callback `callback` (one registered at creation), with the
+    /// power state it takes, if any, and the node's hardware resources.
+    ///
+    /// # Errors
+    ///
+    /// The status the driver's callback returned (ignored for callbacks that return
+    /// nothing in KMDF).
+    fn pnp(
+        &self,
+        device: &Object,
+        callback: Callback,
+        power_state: Option<DevicePowerState>,
+        resources: &AssignedResources,
+    ) -> Result {
+        let _ = (device, callback, power_state, resources);
+        Ok(())
+    }
+}
+
+/// Whether an object created here has an `EvtCleanupCallback` ([`Hooks::cleanup`]), and
+/// whether the trace records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cleanup {
+    /// None registered.
+    None,
+    /// Registered, and recorded as `EvtCleanupCallback(KIND)` as the typed face records a
+    /// driver's cleanup method.
+    Traced,
+    /// Registered but not recorded: a callback the driver's framework layer registers for
+    /// its own bookkeeping (the kernel backend's on every work item and timer), which runs
+    /// the driver's cleanup method only when it has one, which the runtime cannot see.
+    Untraced,
+}
+
+impl Cleanup {
+    fn hook(self) -> Option<super::object::CleanupHook> {
+        (self != Cleanup::None).then_some(raw_cleanup as _)
+    }
+}
+
+/// The context of every object created here.
+struct RawContext(Box<dyn Hooks>);
+
+/// A counted reference to a framework object of the runtime.
+#[derive(Clone)]
+pub struct Object(Arc<RawObject>);
+
+impl Object {
+    /// The object's kind.
+    #[must_use]
+    pub fn kind(&self) -> ObjectKind {
+        self.0.state_kind()
+    }
+
+    /// The object's context, if it was created here with an `H`.
+    #[must_use]
+    pub fn hooks<H: Hooks>(&self) -> Option<&H> {
+        hooks_of(&self.0)
+    }
+
+    /// A reference that does not keep the object alive.
+    #[must_use]
+    pub fn downgrade(&self) -> WeakObject {
+        WeakObject(Arc::downgrade(&self.0))
+    }
+
+    /// Whether two references are to the same object.
+    #[must_use]
+    pub fn same(&self, other: &Object) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A reference to a framework object that does not keep it alive.
+#[derive(Clone, Debug, Default)]
+pub struct WeakObject(Weak<RawObject>);
+
+impl WeakObject {
+    /// The object, while it exists.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<Object> {
+        self.0.upgrade().map(Object)
+    }
+}
+
+fn hooks_of<H: Hooks>(object: &RawObject) -> Option<&H> {
+    let hooks: &dyn Any = &*object.context::<RawContext>()?.0;
+    hooks.downcast_ref::<H>()
+}
+
+fn context_of(object: &RawObject) -> &dyn Hooks {
+    &*object.expect_context::<RawContext>().0
+}
+
+fn raw_cleanup(object: &RawObject) {
+    context_of(object).cleanup(&Object(object.to_arc()));
+}
+
+fn raw_run(object: &RawObject, parent: &RawObject) {
+    context_of(object).run(&Object(object.to_arc()), &Object(parent.to_arc()));
+}
+
+fn raw_dispatch(object: &RawObject, call: PnpCall, resources: &AssignedResources) -> Result {
+    context_of(object).pnp(&Object(object.to_arc()), call.callback(), call.power_state(), resources)
+}
+
+/// What a driver loaded through the raw face does when the PnP manager adds a device or
+/// the driver unloads: its `EvtDriverDeviceAdd` and `EvtDriverUnload`.
+pub trait DriverHooks: Any + Send + Sync {
+    /// `EvtDriverDeviceAdd`; create the device with [`create_device`].
+    ///
+    /// # Errors
+    ///
+    /// What the driver's callback returned.
+    fn device_add(&self, init: DeviceInit<'_>) -> Result;
+
+    /// `EvtDriverUnload`.
+    fn unload(&self) {}
+}
+
+/// The driver value of a driver loaded through the raw face: its [`DriverHooks`].
+pub struct RawDriver(Box<dyn DriverHooks>);
+
+impl RawDriver {
+    /// The driver value whose callbacks are `hooks`.
+    #[must_use]
+    pub fn new(hooks: Box<dyn DriverHooks>) -> Self {
+        Self(hooks)
+    }
+
+    /// The hooks, if they are an `H`.
+    #[must_use]
+    pub fn hooks<H: DriverHooks>(&self) -> Option<&H> {
+        let hooks: &dyn Any = &*self.0;
+        hooks.downcast_ref::<H>()
+    }
+}
+
+impl Driver for RawDriver {
+    /// Never called: [`load`] takes the `DriverEntry` to run.
+    fn driver_entry() -> Result<Self> {
+        Err(NtError::NOT_SUPPORTED)
+    }
+
+    fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+        self.0.device_add(device_init)
+    }
+
+    fn unload(&self) {
+        self.0.unload();
+    }
+}
+
+impl fmt::Debug for RawDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RawDriver")
+    }
+}
+
+/// Loads a driver whose `DriverEntry` is `entry`: recorded as `DriverEntry` in the trace,
+/// failed without running it when a failure is injected, as [`Runtime::load`] does.
+///
+/// # Errors
+///
+/// What `entry` returned, or the injected failure.
+pub fn load(
+    runtime: &Runtime,
+    entry: impl FnOnce() -> Result<RawDriver>,
+) -> Result<LoadedDriver<RawDriver>> {
+    super::driver::load(&runtime.registry, entry)
+}
+
+/// The driver's object (`WDFDRIVER`), while loaded.
+///
+/// # Errors
+///
+/// [`HarnessError::DriverUnloaded`] once it was unloaded.
+pub fn driver_object(
+    driver: &LoadedDriver<RawDriver>,
+) -> core::result::Result<Object, HarnessError> {
+    driver.object().map(Object)
+}
+
+/// `WdfDeviceCreate` from `EvtDriverDeviceAdd`: the device with the PnP/power callbacks in
+/// `registered` (`WDF_PNPPOWER_EVENT_CALLBACKS`: the ones that are not NULL), its
+/// `EvtCleanupCallback` when `cleanup`, and `hooks` as its context.
+///
+/// # Errors
+///
+/// `STATUS_DELETE_PENDING` when the driver is being deleted.
+#[allow(clippy::needless_pass_by_value, reason = "consumed like the kernel's PWDFDEVICE_INIT")]
+pub fn create_device(
+    init: DeviceInit<'_>,
+    registered: &[Callback],
+    cleanup: Cleanup,
+    hooks: Box<dyn Hooks>,
+) -> Result<Object> {
+    let slot: &DeviceSlot = init.raw.slot;
+    let mut table = vtable::PnpPowerCallbacks::NONE;
+    for &callback in registered {
+        table = table.with(callback);
+    }
+    let table = PnpTable { registered: table, dispatch: raw_dispatch };
+    let object = device::create_object(slot, table, cleanup.hook(), cleanup != Cleanup::Untraced)?;
+    object.set_context(RawContext(hooks));
+    Ok(Object(device::publish(slot, object).to_arc()))
+}
+
+/// Calls `f` with the context of `node`'s device, if it is an `H`.
+///
+/// # Errors
+///
+/// As [`DeviceNode::with_context`].
+pub fn with_device<H: Hooks, R>(
+    node: &DeviceNode,
+    f: impl FnOnce(&H) -> R,
+) -> core::result::Result<R, HarnessError> {
+    node.with_context(|context: &RawContext| {
+        let hooks: &dyn Any = &*context.0;
+        hooks.downcast_ref::<H>().map(f)
+    })?
+    .ok_or(HarnessError::WrongContextType)
+}
+
+/// `WdfWorkItemCreate`: a work item, child of `parent`, whose `EvtWorkItem` is
+/// [`Hooks::run`].
+///
+/// # Errors
+///
+/// `STATUS_DELETE_PENDING` when the parent is being deleted.
+#[track_caller]
+pub fn create_work_item(
+    parent: &Object,
+    cleanup: Cleanup,
+    hooks: Box<dyn Hooks>,
+) -> Result<Object> {
+    let context = Box::new(RawContext(hooks));
+    let traced = cleanup != Cleanup::Untraced;
+    let name = "sys-harness work item";
+    super::work_item::create_raw(&parent.0, name, raw_run, cleanup.hook(), traced, context)
+        .map(Object)
+}
+
+/// `WdfWorkItemEnqueue`; `Ok(false)` when it was queued already.
+///
+/// # Errors
+///
+/// `STATUS_DELETE_PENDING` once its deletion started.
+pub fn enqueue(item: &Object) -> Result<bool> {
+    super::work_item::enqueue_raw(&item.0)
+}
+
+/// `WdfWorkItemFlush`.
+///
+/// # Errors
+///
+/// As the typed `WorkItem::flush`: above `PASSIVE_LEVEL`, or from the item's own callback.
+#[track_caller]
+pub fn flush(item: &Object) -> Result {
+    super::work_item::flush_raw(&item.0)
+}
+
+/// `WdfTimerCreate`: a timer, child of `parent`, with the period `period_ms` (0: one-shot),
+/// whose `EvtTimerFunc` is [`Hooks::run`].
+///
+/// # Errors
+///
+/// `STATUS_DELETE_PENDING` when the parent is being deleted.
+#[track_caller]
+pub fn create_timer(
+    parent: &Object,
+    period_ms: u32,
+    cleanup: Cleanup,
+    hooks: Box<dyn Hooks>,
+) -> Result<Object> {
+    let context = Box::new(RawContext(hooks));
+    let traced = cleanup != Cleanup::Untraced;
+    let name = "sys-harness timer";
+    super::timer::create_raw(&parent.0, name, period_ms, raw_run, cleanup.hook(), traced, context)
+        .map(Object)
+}
+
+/// `WdfTimerStart` with a relative due time; whether it was set already.
+///
+/// # Errors
+///
+/// `STATUS_DELETE_PENDING` once its deletion started.
+pub fn timer_start(timer: &Object, due: Duration) -> Result<bool> {
+    super::timer::start_raw(&timer.0, due)
+}
+
+/// `WdfTimerStop`; whether it was set.
+///
+/// # Errors
+///
+/// As the typed `Timer::stop`.
+#[track_caller]
+pub fn timer_stop(timer: &Object, wait: bool) -> Result<bool> {
+    super::timer::stop_raw(&timer.0, wait)
+}
+
+/// `WdfObjectDelete` on a work item or a timer, with the IRQL rules of their kind.
+///
+/// # Errors
+///
+/// `STATUS_DELETE_PENDING` when its deletion started already; `STATUS_NOT_SUPPORTED` for
+/// other kinds (KMDF does not let a driver delete a device or driver object this way).
+#[track_caller]
+pub fn delete(object: &Object) -> Result {
+    match object.kind() {
+        ObjectKind::WorkItem => super::work_item::delete_raw(&object.0),
+        ObjectKind::Timer => super::timer::delete_raw(&object.0),
+        _ => Err(NtError::NOT_SUPPORTED),
+    }
+}
+
+/// `WdfDeviceSetFailed`: the runtime's PnP manager answers after the call returns.
+pub fn set_failed(device: &Object, action: crate::FailedAction) {
+    device::set_failed(&device.0, action);
+}
+
+/// The calling thread's IRQL in the runtime's model (`KeGetCurrentIrql`).
+#[must_use]
+pub fn current_irql() -> u8 {
+    super::sync::current_irql().to_raw()
+}
+
+/// Sets the calling thread's IRQL in the runtime's model: what a write of CR8
+/// (`KeRaiseIrql`, `KeLowerIrql` inline) does in the kernel.
+pub fn set_irql(irql: u8) {
+    super::sync::set_irql(irql);
+}
+
+/// A spin lock is about to be acquired on this thread: the first one held raises it to
+/// `DISPATCH_LEVEL` (as the typed face's spin locks do).
+pub fn enter_spin_lock() {
+    super::sync::enter_spin();
+}
+
+/// A spin lock was released on this thread: the last one lowers it back.
+pub fn leave_spin_lock() {
+    super::sync::leave_spin();
+}

@@ -1,0 +1,124 @@
+//! The host runtime's raw face (`kmdf::host::raw`, feature `sys-harness`): a driver whose
+//! callbacks are hooks rather than trait methods gets the runtime's own models, with the
+//! same trace as a typed driver. Run with `cargo test --features sys-harness --test raw_face`.
+
+#![cfg(feature = "sys-harness")]
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::time::Duration;
+
+use kmdf::host::raw::{self, Cleanup, DriverHooks, Hooks, Object, RawDriver};
+use kmdf::host::{AssignedResources, PnpAction, Runtime};
+use kmdf::{Callback, DeviceInit, DevicePowerState, NtError, Result};
+
+/// What the hooks saw.
+static WORK_IRQL: AtomicU8 = AtomicU8::new(u8::MAX);
+static TIMER_IRQL: AtomicU8 = AtomicU8::new(u8::MAX);
+static ITEM_CLEANUPS: AtomicU32 = AtomicU32::new(0);
+static CHILDREN: Mutex<Vec<Object>> = Mutex::new(Vec::new());
+
+struct Driver;
+
+impl DriverHooks for Driver {
+    fn device_add(&self, init: DeviceInit<'_>) -> Result {
+        let registered = [Callback::D0Entry, Callback::D0Exit, Callback::SelfManagedIoInit];
+        let device = raw::create_device(init, &registered, Cleanup::Traced, Box::new(Dev))?;
+        let item = raw::create_work_item(&device, Cleanup::Untraced, Box::new(Item))?;
+        let timer = raw::create_timer(&device, 0, Cleanup::None, Box::new(Tick))?;
+        CHILDREN.lock().unwrap().extend([item, timer]);
+        Ok(())
+    }
+}
+
+struct Dev;
+
+impl Hooks for Dev {
+    fn pnp(
+        &self,
+        _device: &Object,
+        callback: Callback,
+        power_state: Option<DevicePowerState>,
+        _resources: &AssignedResources,
+    ) -> Result {
+        if callback == Callback::SelfManagedIoInit {
+            let children = CHILDREN.lock().unwrap();
+            raw::timer_start(&children[1], Duration::from_millis(10))?;
+        }
+        assert_eq!(power_state.is_some(), matches!(callback, Callback::D0Entry | Callback::D0Exit));
+        Ok(())
+    }
+
+    fn cleanup(&self, _object: &Object) {}
+}
+
+struct Item;
+
+impl Hooks for Item {
+    fn run(&self, _object: &Object, _parent: &Object) {
+        WORK_IRQL.store(raw::current_irql(), Ordering::SeqCst);
+    }
+
+    fn cleanup(&self, _object: &Object) {
+        ITEM_CLEANUPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Tick;
+
+impl Hooks for Tick {
+    fn run(&self, _object: &Object, _parent: &Object) {
+        TIMER_IRQL.store(raw::current_irql(), Ordering::SeqCst);
+        let item = CHILDREN.lock().unwrap()[0].clone();
+        assert_eq!(raw::enqueue(&item), Ok(true));
+    }
+}
+
+/// One test: the hooks' statics are shared.
+#[test]
+fn a_raw_driver_lives_on_the_runtime_s_models() {
+    let runtime = Runtime::new();
+    // A failure injected into DriverEntry fails it without running it (section 8.3).
+    runtime.inject_failure(Callback::DriverEntry, 1, NtError::UNSUCCESSFUL).unwrap();
+    let mut ran = false;
+    let failed = raw::load(&runtime, || {
+        ran = true;
+        Ok(RawDriver::new(Box::new(Driver)))
+    });
+    assert!(failed.is_err() && !ran);
+    let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(Driver)))).unwrap();
+    assert!(raw::driver_object(&driver).is_ok());
+    let node = driver.add_device().unwrap();
+    assert!(raw::with_device(&node, |_: &Dev| ()).is_ok());
+    assert!(raw::with_device(&node, |_: &Item| ()).is_err(), "the device's hooks are a Dev");
+    node.start().unwrap();
+    // The timer fires at DISPATCH_LEVEL and its work item runs at PASSIVE_LEVEL (section 6).
+    runtime.advance(Duration::from_millis(10)).unwrap();
+    runtime.wait_for_work_items().unwrap();
+    assert_eq!(TIMER_IRQL.load(Ordering::SeqCst), 2);
+    assert_eq!(WORK_IRQL.load(Ordering::SeqCst), 0);
+    node.apply(PnpAction::Remove).unwrap();
+    CHILDREN.lock().unwrap().clear();
+    // The work item's untraced cleanup ran, once, without a trace line; the device's traced
+    // one has its line; every object's destroy is traced when its last reference goes
+    // (section 5): the device's with its removal, its children's when the references the
+    // test held on them go.
+    assert_eq!(ITEM_CLEANUPS.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        runtime.trace().lines(),
+        [
+            "DriverEntry -> STATUS_UNSUCCESSFUL (injected)",
+            "DriverEntry",
+            "EvtDriverDeviceAdd",
+            "EvtDeviceD0Entry(D3Final)",
+            "EvtDeviceSelfManagedIoInit",
+            "EvtTimerFunc",
+            "EvtWorkItem",
+            "EvtDeviceD0Exit(D3Final)",
+            "EvtCleanupCallback(WDFDEVICE)",
+            "EvtDestroyCallback(WDFDEVICE)",
+            "EvtDestroyCallback(WDFWORKITEM)",
+            "EvtDestroyCallback(WDFTIMER)",
+        ]
+    );
+}

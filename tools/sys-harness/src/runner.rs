@@ -1,0 +1,370 @@
+//! The toaster's runner, on the `.sys`: the host runner's (examples/toaster/runner.rs)
+//! command line, life and output, with the driver's code running from the image.
+//!
+//! Where the host runner reaches into the driver's Rust values (`Toaster::submit` through
+//! `DeviceNode::with_context`, the ledger through `LoadedDriver::with_driver`), this one
+//! calls the image's harness exports (tools/sys-harness/hooks/toaster.rs, compiled into the
+//! `.sys` with the toaster's `sys-harness` feature), which call the same driver code.
+
+use std::ffi::c_void;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use kmdf::host::raw::{self, RawDriver};
+use kmdf::host::{
+    CallbackPanicked, DeviceNode, HeldWorkers, NodeState, PanicReport, PnpAction, PnpError, Runtime,
+};
+use kmdf::{Callback, NtError, NtStatus};
+
+use crate::pe::{self, Symbols};
+use crate::wdf::{self, CDriver};
+use crate::{cpu, ntos, report};
+
+/// The toaster's heating period (examples/toaster/driver.rs `TICK`).
+const TICK: Duration = Duration::from_millis(100);
+
+/// The life played when no action is given.
+const DEFAULT_LIFE: [PnpAction; 6] = [
+    PnpAction::Start,
+    PnpAction::Idle,
+    PnpAction::Wake,
+    PnpAction::Sleep,
+    PnpAction::Resume,
+    PnpAction::Remove,
+];
+
+const USAGE: &str = "\
+usage: toaster [ACTION ...] [--fail CALLBACK[@N]]... [--late-work]
+
+Loads the toaster sample driver on the kmdf host runtime, applies the PnP actions in order
+and prints every driver callback, one per line, then a summary.
+
+actions:   start idle wake sleep resume query-remove cancel-remove remove surprise-remove
+           query-stop cancel-stop stop
+           (none: start idle wake sleep resume remove)
+--fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
+           STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated
+--late-work  the work each heating period hands on is still queued when the next action
+           starts; it runs once the action waits for it (a flush) or has ended";
+
+/// What the runner printed and how it ends.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: u8,
+}
+
+impl Outcome {
+    fn error(message: impl Into<String>, code: u8) -> Self {
+        Outcome { stdout: String::new(), stderr: message.into(), code }
+    }
+}
+
+struct Plan {
+    actions: Vec<PnpAction>,
+    failures: Vec<(Callback, u64)>,
+    late_work: bool,
+}
+
+fn parse(args: &[String]) -> Result<Option<Plan>, String> {
+    let mut actions = Vec::new();
+    let mut failures = Vec::new();
+    let mut late_work = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        if arg == "--late-work" {
+            late_work = true;
+            continue;
+        }
+        let spec = if arg == "--fail" {
+            Some(
+                args.next()
+                    .ok_or("--fail needs a callback name, e.g. --fail EvtDeviceD0Entry@2")?,
+            )
+        } else {
+            arg.strip_prefix("--fail=").map(|_| arg)
+        };
+        if let Some(spec) = spec {
+            let spec = spec.strip_prefix("--fail=").unwrap_or(spec);
+            failures.push(parse_failure(spec)?);
+        } else if arg.starts_with('-') {
+            return Err(format!("unknown option `{arg}`\n{USAGE}"));
+        } else {
+            actions.push(arg.parse::<PnpAction>().map_err(|e| e.to_string())?);
+        }
+    }
+    if actions.is_empty() {
+        actions = DEFAULT_LIFE.to_vec();
+    }
+    Ok(Some(Plan { actions, failures, late_work }))
+}
+
+fn parse_failure(spec: &str) -> Result<(Callback, u64), String> {
+    let (name, nth) = match spec.split_once('@') {
+        Some((name, nth)) => {
+            let nth = nth.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("`{nth}` in `--fail {spec}` is not a call number (1, 2, ...)")
+            })?;
+            (name, nth)
+        }
+        None => (spec, 1),
+    };
+    let callback = name.parse::<Callback>().map_err(|_| {
+        format!("unknown callback `{name}`; callbacks that can fail: {}", failable().join(" "))
+    })?;
+    Ok((callback, nth))
+}
+
+fn failable() -> Vec<&'static str> {
+    let probe = Runtime::new();
+    Callback::ALL
+        .iter()
+        .filter(|c| probe.inject_failure(**c, u64::MAX, NtError::UNSUCCESSFUL).is_ok())
+        .map(|c| c.kmdf_name())
+        .collect()
+}
+
+/// The image's harness exports.
+struct Exports {
+    submit: extern "win64" fn(usize) -> i32,
+    pending: extern "win64" fn(usize) -> u64,
+    ledger: extern "win64" fn(*mut u64, u64) -> u64,
+}
+
+fn export<F: Copy>(image: &pe::Image, name: &str) -> Result<F, String> {
+    let address = image.exports.get(name).copied().ok_or_else(|| {
+        format!("the image has no export {name}: build it with the toaster's sys-harness feature (scripts/sys-run does)")
+    })?;
+    assert_eq!(size_of::<F>(), size_of::<usize>());
+    // SAFETY: `F` is the export's function pointer type (tools/sys-harness/hooks/toaster.rs,
+    // `extern "system"`, which is win64 on x86_64 Windows), of pointer size (checked).
+    Ok(unsafe { std::mem::transmute_copy::<usize, F>(&address) })
+}
+
+/// Loads the image: maps it, binds its imports, installs the CR8/int3 handlers.
+fn load_image(path: &str) -> Result<(pe::Image, Exports), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let image = pe::load(&bytes, ntos::resolve).map_err(|e| format!("{path}: {e}"))?;
+    let _ = cpu::IMAGE.set((image.base, image.size));
+    let map = std::path::Path::new(path).with_extension("map");
+    if let Ok(map) = std::fs::read_to_string(&map) {
+        let symbols = Symbols::read(&map, image.base);
+        if let Some(count) = symbols.address("WdfFunctionCount") {
+            wdf::FUNCTION_COUNT_SYMBOL.store(count, Ordering::SeqCst);
+        }
+        let _ = report::SYMBOLS.set(symbols);
+    }
+    cpu::install();
+    let exports = Exports {
+        submit: export(&image, "KmdfHarnessToasterSubmit")?,
+        pending: export(&image, "KmdfHarnessToasterPending")?,
+        ledger: export(&image, "KmdfHarnessToasterLedger")?,
+    };
+    Ok((image, exports))
+}
+
+/// Runs the toaster's image at `path` with the runner's `args`.
+pub fn run(path: &str, args: &[String]) -> Outcome {
+    let plan = match parse(args) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return Outcome { stdout: format!("{USAGE}\n"), ..Outcome::default() },
+        Err(message) => return Outcome::error(format!("toaster: {message}\n"), 2),
+    };
+    let (image, exports) = match load_image(path) {
+        Ok(loaded) => loaded,
+        Err(message) => return Outcome::error(format!("sys-harness: {message}\n"), 4),
+    };
+    let runtime: &'static Runtime = Box::leak(Box::new(Runtime::new()));
+    report::RUNTIME.store(std::ptr::from_ref(runtime).cast_mut(), Ordering::SeqCst);
+    for &(callback, nth) in &plan.failures {
+        if runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).is_err() {
+            return Outcome::error(
+                format!(
+                    "toaster: {callback} cannot fail: it returns nothing in KMDF; callbacks that \
+                     can fail: {}\n",
+                    failable().join(" ")
+                ),
+                2,
+            );
+        }
+    }
+    let mut outcome = Outcome::default();
+    let entry = image.entry;
+    let driver = match raw::load(runtime, || driver_entry(entry)) {
+        Ok(driver) => driver,
+        Err(status) => {
+            finish(&mut outcome, runtime, &[]);
+            let _ = writeln!(outcome.stderr, "toaster: the driver did not load: {status}");
+            outcome.code = 1;
+            return outcome;
+        }
+    };
+    if let (Ok(object), Ok(Some(handle))) = (
+        raw::driver_object(&driver),
+        driver.with_driver(|d| d.hooks::<CDriver>().map(|c| c.handle)),
+    ) {
+        wdf::set_object_of(handle, &object);
+    }
+    let node = match driver.add_device() {
+        Ok(node) => node,
+        Err(status) => {
+            finish(&mut outcome, runtime, &[]);
+            let _ = writeln!(outcome.stderr, "toaster: EvtDriverDeviceAdd failed: {status}");
+            outcome.code = 1;
+            return outcome;
+        }
+    };
+    let panicked = match play(runtime, &node, &plan.actions, plan.late_work, &exports) {
+        Ok(panicked) => panicked,
+        Err(error) => {
+            let named = match &error {
+                PnpError::InvariantViolated { .. } => format!("toaster: {error}"),
+                _ => format!("toaster: {error}\n"),
+            };
+            finish(&mut outcome, runtime, &[]);
+            outcome.stderr.insert_str(0, &named);
+            outcome.code = 1;
+            return outcome;
+        }
+    };
+    if let Some(panics) = &panicked {
+        let _ = writeln!(outcome.stderr, "toaster: {panics}");
+        outcome.code = 1;
+    }
+    let bug_check = panicked.is_some();
+    let named = panicked.map(CallbackPanicked::into_panics).unwrap_or_default();
+    let other_panics = finish(&mut outcome, runtime, &named);
+    let mut ledger = [0_u64; 64];
+    let written = (exports.ledger)(ledger.as_mut_ptr(), ledger.len() as u64);
+    if written < 4 {
+        report::bug_check("KmdfHarnessToasterLedger: the driver is not loaded");
+    }
+    let twice = &ledger[4..4 + usize::try_from(ledger[3]).unwrap_or(0).min(60)];
+    if !twice.is_empty() {
+        let _ = writeln!(outcome.stderr, "toaster: requests completed twice: {twice:?}");
+        outcome.code = 1;
+    }
+    let pending = device_handle(&node).map_or(0, |device| (exports.pending)(device));
+    let _ = writeln!(
+        outcome.stdout,
+        "toast: {} requested, {} done, {} failed by flush, {} pending",
+        ledger[0], ledger[1], ledger[2], pending
+    );
+    if other_panics {
+        outcome.code = 1;
+    } else if !bug_check {
+        let _ = writeln!(outcome.stdout, "invariants: ok (checked after every action)");
+    }
+    outcome
+}
+
+/// `DriverEntry`, as the PnP manager's loader calls the image's entry point.
+fn driver_entry(entry: usize) -> kmdf::Result<RawDriver> {
+    // A DRIVER_OBJECT and the registry path: only passed through by the driver.
+    let mut driver_object = vec![0_u8; 0x150];
+    let mut registry_path = [0_u64; 2];
+    // SAFETY: the image's entry point, FxDriverEntry(PDRIVER_OBJECT, PUNICODE_STRING), with
+    // the Windows calling convention.
+    let fx_driver_entry: extern "win64" fn(*mut c_void, *mut c_void) -> i32 =
+        unsafe { std::mem::transmute::<usize, _>(entry) };
+    let status =
+        fx_driver_entry(driver_object.as_mut_ptr().cast(), registry_path.as_mut_ptr().cast());
+    let created =
+        wdf::CREATED_DRIVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    // A failed DriverEntry: KMDF deletes the driver object it created (dropping `created`
+    // runs its EvtDestroyCallback).
+    NtStatus::from_raw(status).ok()?;
+    let Some(created) = created else {
+        report::bug_check("DriverEntry succeeded without WdfDriverCreate");
+    };
+    Ok(RawDriver::new(Box::new(created)))
+}
+
+/// The `WDFDEVICE` of `node`, while it exists.
+fn device_handle(node: &DeviceNode) -> Option<usize> {
+    raw::with_device(node, wdf::CObjectHandle::handle).ok()
+}
+
+/// As the host runner's `play`: one heating period between two actions, an application
+/// asking for toast first while the toaster works; with `late_work`, the period's work is
+/// still queued when the next action starts.
+fn play(
+    runtime: &Runtime,
+    node: &DeviceNode,
+    actions: &[PnpAction],
+    late_work: bool,
+    exports: &Exports,
+) -> Result<Option<CallbackPanicked>, PnpError> {
+    let last = actions.len() - 1;
+    let mut held = None;
+    for (index, &action) in actions.iter().enumerate() {
+        match apply(runtime, node, action, held.take()) {
+            Ok(()) => {}
+            Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
+            Err(error) => return Err(error),
+        }
+        if index < last {
+            if node.state() == NodeState::Working
+                && let Some(device) = device_handle(node)
+            {
+                let _ = (exports.submit)(device);
+            }
+            held = late_work.then(|| runtime.hold_workers());
+            if let Err(panics) = runtime.advance(TICK).and_then(|()| runtime.wait_for_work_items())
+            {
+                return Ok(Some(panics));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// As the host runner's `apply`.
+fn apply(
+    runtime: &Runtime,
+    node: &DeviceNode,
+    action: PnpAction,
+    held: Option<HeldWorkers<'_>>,
+) -> Result<(), PnpError> {
+    let Some(held) = held else { return node.apply(action) };
+    let result = std::thread::scope(|scope| {
+        let applying = scope.spawn(|| node.apply(action));
+        while runtime.work_item_waiters() == 0 && !applying.is_finished() {
+            std::thread::yield_now();
+        }
+        drop(held);
+        applying.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    // The released work runs before anything else happens, also after a refused action.
+    let waited = runtime.wait_for_work_items();
+    result?;
+    waited.map_err(|panics| PnpError::CallbackPanicked { action, applied: true, panics })
+}
+
+fn finish(outcome: &mut Outcome, runtime: &Runtime, named: &[PanicReport]) -> bool {
+    for line in runtime.trace().lines() {
+        let _ = writeln!(outcome.stdout, "{line}");
+    }
+    let mut listed = false;
+    for panic in runtime.panics().iter().filter(|panic| !named.contains(panic)) {
+        let _ = writeln!(outcome.stderr, "toaster: {panic}");
+        listed = true;
+    }
+    listed
+}
+
+/// Drops the runtime: its teardown removes the devices left and unloads the driver, running
+/// the driver's code.
+pub fn tear_down() {
+    let runtime = report::RUNTIME.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !runtime.is_null() {
+        // SAFETY: leaked from a Box in `run`; the pointer was taken out of RUNTIME, so this
+        // is its only owner now.
+        drop(unsafe { Box::from_raw(runtime) });
+    }
+}

@@ -1,0 +1,1321 @@
+//! WDFLDR and the WDF function table, on the host runtime's own models.
+//!
+//! `WdfVersionBind` hands the driver the table generated from the KMDF 1.33 headers
+//! (build.rs): each entry this file's `ddi` module implements is an `extern "win64"`
+//! function built on `kmdf::host::raw` (objects, contexts, work items, timers, devices and
+//! their PnP/power state machines are the runtime's); every other entry names itself and
+//! ends the run.
+//!
+//! Handles: a `WDFOBJECT` is a value of the harness's handle table, which maps it to the
+//! runtime's object (held weakly: the runtime owns its objects, as KMDF does), to the
+//! context blobs the driver asked for (sized by `ContextSizeOverride` or the type info's
+//! `ContextSize`, zero-filled, found by type-info pointer identity), and to the references
+//! the driver took (`WdfObjectReferenceActual`). The object's C `EvtDestroyCallback` runs
+//! when the runtime destroys the object (its last reference gone), then the blobs are freed.
+
+#![allow(non_snake_case, reason = "the DDIs keep their KMDF names")]
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::mem::{offset_of, size_of};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use kmdf::host::AssignedResources;
+use kmdf::host::raw::{self, Cleanup, DriverHooks, Hooks, Object, WeakObject};
+use kmdf::{Callback, DeviceInit, DevicePowerState, FailedAction, NtError, NtStatus};
+
+use crate::report;
+
+include!(concat!(env!("OUT_DIR"), "/wdf_functions.rs"));
+
+/// The WDF function table: an entry per `WDFFUNCENUM` index.
+pub struct Table(pub [*const (); FUNCTION_COUNT]);
+
+// SAFETY: the table holds function addresses, never written after initialization.
+unsafe impl Sync for Table {}
+
+/// Sizes and offsets from the KMDF 1.33 headers (build.rs).
+#[allow(dead_code, reason = "not every offset is read; all are checked")]
+#[allow(non_upper_case_globals, reason = "OFFSET_<STRUCT>__<Field>: the header's field names")]
+pub mod layout {
+    include!(concat!(env!("OUT_DIR"), "/layouts.rs"));
+}
+
+type Evt = Option<extern "win64" fn(usize)>;
+
+/// `WDF_DRIVER_CONFIG`.
+#[repr(C)]
+pub struct DriverConfig {
+    size: u32,
+    device_add: Option<extern "win64" fn(usize, usize) -> i32>,
+    unload: Evt,
+    init_flags: u32,
+    pool_tag: u32,
+}
+
+/// `WDF_OBJECT_ATTRIBUTES`.
+#[repr(C)]
+pub struct ObjectAttributes {
+    size: u32,
+    cleanup: Evt,
+    destroy: Evt,
+    execution_level: i32,
+    synchronization_scope: i32,
+    parent: usize,
+    context_size_override: usize,
+    context_type_info: *const ContextTypeInfo,
+}
+
+/// `WDF_OBJECT_CONTEXT_TYPE_INFO`.
+#[repr(C)]
+pub struct ContextTypeInfo {
+    size: u32,
+    name: *const u8,
+    context_size: usize,
+    unique_type: *const ContextTypeInfo,
+    get_unique: usize,
+}
+
+/// `WDF_PNPPOWER_EVENT_CALLBACKS`: the callbacks as addresses, called with their own
+/// signatures ([`call_pnp`]).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PnpPowerCallbacks {
+    size: u32,
+    d0_entry: usize,
+    d0_entry_post_interrupts_enabled: usize,
+    d0_exit: usize,
+    d0_exit_pre_interrupts_disabled: usize,
+    prepare_hardware: usize,
+    release_hardware: usize,
+    self_managed_io_cleanup: usize,
+    self_managed_io_flush: usize,
+    self_managed_io_init: usize,
+    self_managed_io_suspend: usize,
+    self_managed_io_restart: usize,
+    surprise_removal: usize,
+    query_remove: usize,
+    query_stop: usize,
+    usage_notification: usize,
+    relations_query: usize,
+    usage_notification_ex: usize,
+}
+
+/// `WDF_WORKITEM_CONFIG`.
+#[repr(C)]
+pub struct WorkItemConfig {
+    size: u32,
+    func: Evt,
+    automatic_serialization: u8,
+}
+
+/// `WDF_TIMER_CONFIG`.
+#[repr(C)]
+pub struct TimerConfig {
+    size: u32,
+    func: Evt,
+    period: u32,
+    automatic_serialization: u8,
+    tolerable_delay: u32,
+    /// `DECLSPEC_ALIGN(8) BOOLEAN UseHighResolutionTimer`.
+    _align: [u8; 4],
+    use_high_resolution_timer: u8,
+}
+
+/// `WDF_DRIVER_GLOBALS`.
+#[repr(C)]
+pub struct DriverGlobals {
+    driver: AtomicUsize,
+    flags: u32,
+    tag: u32,
+    name: [u8; 32],
+    displace_unload: u8,
+}
+
+/// The mirrors above have the headers' layout (a mismatch fails the harness's build).
+macro_rules! check_layout {
+    ($($ty:ident = $c:ident { $($field:ident = $cfield:ident),* $(,)? })*) => {
+        paste_free_checks! { $($ty $c { $($field $cfield)* })* }
+    };
+}
+
+macro_rules! paste_free_checks {
+    ($($ty:ident $c:ident { $($field:ident $cfield:ident)* })*) => {$(
+        const _: () = assert!(size_of::<$ty>() == layout::$c, concat!("sizeof ", stringify!($c)));
+        $(const _: () = assert!(
+            offset_of!($ty, $field) == layout::$cfield,
+            concat!(stringify!($c), ".", stringify!($cfield)),
+        );)*
+    )*};
+}
+
+check_layout! {
+    DriverConfig = SIZEOF_WDF_DRIVER_CONFIG {
+        device_add = OFFSET_WDF_DRIVER_CONFIG__EvtDriverDeviceAdd,
+        unload = OFFSET_WDF_DRIVER_CONFIG__EvtDriverUnload,
+        init_flags = OFFSET_WDF_DRIVER_CONFIG__DriverInitFlags,
+        pool_tag = OFFSET_WDF_DRIVER_CONFIG__DriverPoolTag,
+    }
+    ObjectAttributes = SIZEOF_WDF_OBJECT_ATTRIBUTES {
+        cleanup = OFFSET_WDF_OBJECT_ATTRIBUTES__EvtCleanupCallback,
+        destroy = OFFSET_WDF_OBJECT_ATTRIBUTES__EvtDestroyCallback,
+        execution_level = OFFSET_WDF_OBJECT_ATTRIBUTES__ExecutionLevel,
+        synchronization_scope = OFFSET_WDF_OBJECT_ATTRIBUTES__SynchronizationScope,
+        parent = OFFSET_WDF_OBJECT_ATTRIBUTES__ParentObject,
+        context_size_override = OFFSET_WDF_OBJECT_ATTRIBUTES__ContextSizeOverride,
+        context_type_info = OFFSET_WDF_OBJECT_ATTRIBUTES__ContextTypeInfo,
+    }
+    ContextTypeInfo = SIZEOF_WDF_OBJECT_CONTEXT_TYPE_INFO {
+        name = OFFSET_WDF_OBJECT_CONTEXT_TYPE_INFO__ContextName,
+        context_size = OFFSET_WDF_OBJECT_CONTEXT_TYPE_INFO__ContextSize,
+        unique_type = OFFSET_WDF_OBJECT_CONTEXT_TYPE_INFO__UniqueType,
+        get_unique = OFFSET_WDF_OBJECT_CONTEXT_TYPE_INFO__EvtDriverGetUniqueContextType,
+    }
+    PnpPowerCallbacks = SIZEOF_WDF_PNPPOWER_EVENT_CALLBACKS {
+        d0_entry = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceD0Entry,
+        d0_entry_post_interrupts_enabled = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceD0EntryPostInterruptsEnabled,
+        d0_exit = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceD0Exit,
+        d0_exit_pre_interrupts_disabled = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceD0ExitPreInterruptsDisabled,
+        prepare_hardware = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDevicePrepareHardware,
+        release_hardware = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceReleaseHardware,
+        self_managed_io_cleanup = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceSelfManagedIoCleanup,
+        self_managed_io_flush = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceSelfManagedIoFlush,
+        self_managed_io_init = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceSelfManagedIoInit,
+        self_managed_io_suspend = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceSelfManagedIoSuspend,
+        self_managed_io_restart = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceSelfManagedIoRestart,
+        surprise_removal = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceSurpriseRemoval,
+        query_remove = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceQueryRemove,
+        query_stop = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceQueryStop,
+        usage_notification = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceUsageNotification,
+        relations_query = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceRelationsQuery,
+        usage_notification_ex = OFFSET_WDF_PNPPOWER_EVENT_CALLBACKS__EvtDeviceUsageNotificationEx,
+    }
+    WorkItemConfig = SIZEOF_WDF_WORKITEM_CONFIG {
+        func = OFFSET_WDF_WORKITEM_CONFIG__EvtWorkItemFunc,
+        automatic_serialization = OFFSET_WDF_WORKITEM_CONFIG__AutomaticSerialization,
+    }
+    TimerConfig = SIZEOF_WDF_TIMER_CONFIG {
+        func = OFFSET_WDF_TIMER_CONFIG__EvtTimerFunc,
+        period = OFFSET_WDF_TIMER_CONFIG__Period,
+        automatic_serialization = OFFSET_WDF_TIMER_CONFIG__AutomaticSerialization,
+        tolerable_delay = OFFSET_WDF_TIMER_CONFIG__TolerableDelay,
+        use_high_resolution_timer = OFFSET_WDF_TIMER_CONFIG__UseHighResolutionTimer,
+    }
+    DriverGlobals = SIZEOF_WDF_DRIVER_GLOBALS {
+        driver = OFFSET_WDF_DRIVER_GLOBALS__Driver,
+        flags = OFFSET_WDF_DRIVER_GLOBALS__DriverFlags,
+        tag = OFFSET_WDF_DRIVER_GLOBALS__DriverTag,
+        name = OFFSET_WDF_DRIVER_GLOBALS__DriverName,
+        displace_unload = OFFSET_WDF_DRIVER_GLOBALS__DisplaceDriverUnload,
+    }
+}
+
+/// The driver's globals (`WdfDriverGlobals`).
+pub static GLOBALS: DriverGlobals = DriverGlobals {
+    driver: AtomicUsize::new(0),
+    flags: 0,
+    tag: 0,
+    name: [0; 32],
+    displace_unload: 0,
+};
+
+/// Ends the run: the driver broke a KMDF rule, or called what the harness lacks.
+fn fail(ddi: &str, message: &str) -> ! {
+    report::bug_check(&format!("{ddi}: {message}"))
+}
+
+/// Checks a structure's `Size` against the KMDF 1.33 header's `sizeof`.
+fn check_size(ddi: &str, structure: &str, size: u32, expected: usize) {
+    if size as usize != expected {
+        fail(
+            ddi,
+            &format!(
+                "{structure}.Size is {size}, but sizeof({structure}) is {expected} in the KMDF \
+                 1.33 headers: the driver's structure does not match the framework's"
+            ),
+        );
+    }
+}
+
+/// `SYS_HARNESS_DDI=log`: every WDF call on stderr as it is made; `count`: a count of each
+/// at the end (see [`print_counts`]). Either changes stderr, so not for `sys-diff`.
+static DDI_MODE: std::sync::LazyLock<Option<String>> =
+    std::sync::LazyLock::new(|| std::env::var("SYS_HARNESS_DDI").ok());
+static DDI_COUNTS: Mutex<Vec<(&'static str, u64)>> = Mutex::new(Vec::new());
+
+/// Prints the counts of `SYS_HARNESS_DDI=count`, and of the CR8 accesses emulated.
+pub fn print_counts() {
+    if DDI_MODE.as_deref() != Some("count") {
+        return;
+    }
+    let counts = DDI_COUNTS.lock().unwrap_or_else(PoisonError::into_inner);
+    for (ddi, count) in counts.iter() {
+        eprintln!("sys-harness: {count:6} {ddi}");
+    }
+    let reads = crate::cpu::CR8_READS.load(Ordering::Relaxed);
+    let writes = crate::cpu::CR8_WRITES.load(Ordering::Relaxed);
+    eprintln!("sys-harness: {reads:6} CR8 reads, {writes} CR8 writes emulated");
+}
+
+fn check_globals(ddi: &'static str, globals: *const DriverGlobals) {
+    match DDI_MODE.as_deref() {
+        Some("log") => eprintln!("sys-harness: {ddi} (IRQL {})", raw::current_irql()),
+        Some("count") => {
+            let mut counts = DDI_COUNTS.lock().unwrap_or_else(PoisonError::into_inner);
+            match counts.iter_mut().find(|(name, _)| *name == ddi) {
+                Some((_, count)) => *count += 1,
+                None => counts.push((ddi, 1)),
+            }
+        }
+        _ => {}
+    }
+    if !std::ptr::eq(globals, &raw const GLOBALS) {
+        fail(
+            ddi,
+            &format!("called with DriverGlobals {globals:p}, not the ones WdfVersionBind gave"),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The handle table.
+
+/// A zero-filled context allocation.
+struct Blob {
+    pointer: *mut u8,
+    layout: Layout,
+}
+
+// SAFETY: the blob is plain memory the driver reaches through its own pointers; the harness
+// only allocates and frees it.
+unsafe impl Send for Blob {}
+// SAFETY: as above.
+unsafe impl Sync for Blob {}
+
+impl Blob {
+    fn new(size: usize) -> Self {
+        let layout = Layout::from_size_align(size.max(1), 16).expect("a context size");
+        // SAFETY: the layout has a non-zero size.
+        let pointer = unsafe { alloc_zeroed(layout) };
+        assert!(!pointer.is_null(), "out of memory");
+        Self { pointer, layout }
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.pointer, self.layout) };
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Driver,
+    Device,
+    WorkItem,
+    Timer,
+    SpinLock,
+    ResourceList,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Driver => "WDFDRIVER",
+            Kind::Device => "WDFDEVICE",
+            Kind::WorkItem => "WDFWORKITEM",
+            Kind::Timer => "WDFTIMER",
+            Kind::SpinLock => "WDFSPINLOCK",
+            Kind::ResourceList => "WDFCMRESLIST",
+        }
+    }
+}
+
+/// A spin lock: the owner's thread id, 0 when free.
+#[derive(Default)]
+struct SpinLock {
+    owner: AtomicU64,
+}
+
+struct Entry {
+    kind: Kind,
+    object: WeakObject,
+    contexts: Vec<(usize, Arc<Blob>)>,
+    references: Vec<Object>,
+    parent: usize,
+    lock: Option<Arc<SpinLock>>,
+    resource_count: u32,
+}
+
+impl Entry {
+    fn new(kind: Kind, parent: usize) -> Self {
+        Self {
+            kind,
+            object: WeakObject::default(),
+            contexts: Vec::new(),
+            references: Vec::new(),
+            parent,
+            lock: None,
+            resource_count: 0,
+        }
+    }
+}
+
+static TABLE: Mutex<Option<HashMap<usize, Entry>>> = Mutex::new(None);
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(1);
+
+fn table() -> MutexGuard<'static, Option<HashMap<usize, Entry>>> {
+    TABLE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn with_table<R>(f: impl FnOnce(&mut HashMap<usize, Entry>) -> R) -> R {
+    f(table().get_or_insert_with(HashMap::new))
+}
+
+/// A new handle value: never dereferenced by the kernel backend (a `&Device<T>` is a
+/// zero-sized view of it), distinct from every address the driver uses.
+fn new_handle() -> usize {
+    0x7e00_0000_0000 + NEXT_HANDLE.fetch_add(1, Ordering::Relaxed) * 0x10
+}
+
+/// The identity KMDF finds a context by: the type info's `UniqueType` when set.
+fn type_key(info: *const ContextTypeInfo) -> usize {
+    if info.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null type info from the driver: static data of its image.
+    let unique = unsafe { (*info).unique_type };
+    if unique.is_null() { info as usize } else { unique as usize }
+}
+
+/// Registers `handle` with the contexts `attributes` asks for.
+fn register(
+    ddi: &str,
+    handle: usize,
+    kind: Kind,
+    parent: usize,
+    attributes: Option<&ObjectAttributes>,
+) {
+    let mut entry = Entry::new(kind, parent);
+    if let Some(attributes) = attributes
+        && !attributes.context_type_info.is_null()
+    {
+        // SAFETY: a non-null type info from the driver: static data of its image.
+        let info = unsafe { &*attributes.context_type_info };
+        check_size(
+            ddi,
+            "WDF_OBJECT_CONTEXT_TYPE_INFO",
+            info.size,
+            layout::SIZEOF_WDF_OBJECT_CONTEXT_TYPE_INFO,
+        );
+        let size = if attributes.context_size_override != 0 {
+            if attributes.context_size_override < info.context_size {
+                fail(ddi, "ContextSizeOverride is smaller than the type's ContextSize");
+            }
+            attributes.context_size_override
+        } else {
+            info.context_size
+        };
+        entry.contexts.push((type_key(attributes.context_type_info), Arc::new(Blob::new(size))));
+    }
+    with_table(|table| table.insert(handle, entry));
+}
+
+fn set_object(handle: usize, object: &Object) {
+    with_table(|table| {
+        if let Some(entry) = table.get_mut(&handle) {
+            entry.object = object.downgrade();
+        }
+    });
+}
+
+/// The runtime's object of `handle`, which must be of `kind`.
+fn object(ddi: &str, handle: usize, kinds: &[Kind]) -> Object {
+    let found =
+        with_table(|table| table.get(&handle).map(|entry| (entry.kind, entry.object.upgrade())));
+    match found {
+        Some((kind, Some(object))) if kinds.contains(&kind) => object,
+        Some((kind, _)) if !kinds.contains(&kind) => {
+            fail(ddi, &format!("handle {handle:#x} is a {}, not a {}", kind.name(), names(kinds)))
+        }
+        Some(_) => fail(ddi, &format!("handle {handle:#x} is an object already destroyed")),
+        None => fail(ddi, &format!("{handle:#x} is not a live {} handle", names(kinds))),
+    }
+}
+
+fn names(kinds: &[Kind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(" or ")
+}
+
+fn forget(handle: usize) -> Option<Entry> {
+    with_table(|table| table.remove(&handle))
+}
+
+/// The attributes a DDI got, checked.
+fn attributes<'a>(ddi: &str, attributes: *const ObjectAttributes) -> Option<&'a ObjectAttributes> {
+    if attributes.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null WDF_OBJECT_ATTRIBUTES the driver passed, valid for the call.
+    let attributes = unsafe { &*attributes };
+    check_size(ddi, "WDF_OBJECT_ATTRIBUTES", attributes.size, layout::SIZEOF_WDF_OBJECT_ATTRIBUTES);
+    Some(attributes)
+}
+
+/// The context of the runtime's objects the harness creates: the C callbacks.
+pub struct CObject {
+    handle: usize,
+    cleanup: Evt,
+    destroy: Evt,
+    run: Evt,
+    pnp: PnpPowerCallbacks,
+    /// Set once the runtime created the object: before, there is nothing to destroy.
+    created: AtomicBool,
+}
+
+impl CObject {
+    fn new(handle: usize, attributes: Option<&ObjectAttributes>) -> Self {
+        Self {
+            handle,
+            cleanup: attributes.and_then(|a| a.cleanup),
+            destroy: attributes.and_then(|a| a.destroy),
+            run: None,
+            pnp: PnpPowerCallbacks::default(),
+            created: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Hooks for CObject {
+    fn cleanup(&self, _object: &Object) {
+        if let Some(cleanup) = self.cleanup {
+            cleanup(self.handle);
+        }
+    }
+
+    fn run(&self, _object: &Object, _parent: &Object) {
+        if let Some(run) = self.run {
+            run(self.handle);
+        }
+    }
+
+    fn pnp(
+        &self,
+        _device: &Object,
+        callback: Callback,
+        power_state: Option<DevicePowerState>,
+        resources: &AssignedResources,
+    ) -> kmdf::Result {
+        call_pnp(self.handle, &self.pnp, callback, power_state, resources)
+    }
+}
+
+impl Drop for CObject {
+    fn drop(&mut self) {
+        if self.created.load(Ordering::SeqCst)
+            && let Some(destroy) = self.destroy
+        {
+            destroy(self.handle);
+        }
+        // The blobs go after the destroy callback, which drops what they hold.
+        let entry = forget(self.handle);
+        drop(entry);
+    }
+}
+
+/// Calls the driver's PnP/power callback `callback` with its own signature.
+fn call_pnp(
+    device: usize,
+    callbacks: &PnpPowerCallbacks,
+    callback: Callback,
+    power_state: Option<DevicePowerState>,
+    resources: &AssignedResources,
+) -> kmdf::Result {
+    type Status = extern "win64" fn(usize) -> i32;
+    type Void = extern "win64" fn(usize);
+    type Power = extern "win64" fn(usize, i32) -> i32;
+    type Prepare = extern "win64" fn(usize, usize, usize) -> i32;
+    type Release = extern "win64" fn(usize, usize) -> i32;
+    let address = field(callbacks, callback);
+    assert!(address != 0, "the runtime calls only registered callbacks");
+    let state = power_state.map_or(0, DevicePowerState::to_raw);
+    // SAFETY (each transmute below): `address` is the non-null function the driver
+    // registered in the WDF_PNPPOWER_EVENT_CALLBACKS field of `callback`, whose type the
+    // header gives: the one transmuted to.
+    let status = match callback {
+        Callback::PrepareHardware | Callback::ReleaseHardware => {
+            let translated = resource_list(resources.translated().len());
+            let status = if callback == Callback::PrepareHardware {
+                let raw = resource_list(resources.raw().len());
+                // SAFETY: see above.
+                let f = unsafe { std::mem::transmute::<usize, Prepare>(address) };
+                let status = f(device, raw, translated);
+                forget(raw);
+                status
+            } else {
+                // SAFETY: see above.
+                let f = unsafe { std::mem::transmute::<usize, Release>(address) };
+                f(device, translated)
+            };
+            forget(translated);
+            status
+        }
+        Callback::D0Entry
+        | Callback::D0EntryPostInterruptsEnabled
+        | Callback::D0ExitPreInterruptsDisabled
+        | Callback::D0Exit => {
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, Power>(address) };
+            f(device, state)
+        }
+        Callback::SurpriseRemoval
+        | Callback::SelfManagedIoFlush
+        | Callback::SelfManagedIoCleanup => {
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, Void>(address) };
+            f(device);
+            0
+        }
+        _ => {
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, Status>(address) };
+            f(device)
+        }
+    };
+    NtStatus::from_raw(status).ok()
+}
+
+fn resource_list(count: usize) -> usize {
+    let handle = new_handle();
+    let mut entry = Entry::new(Kind::ResourceList, 0);
+    entry.resource_count = u32::try_from(count).unwrap_or(u32::MAX);
+    with_table(|table| table.insert(handle, entry));
+    handle
+}
+
+/// The field of `callbacks` that registers `callback`, and its header name.
+fn field(callbacks: &PnpPowerCallbacks, callback: Callback) -> usize {
+    FIELDS.iter().find(|(c, _, _)| *c == callback).map_or(0, |(_, get, _)| get(callbacks))
+}
+
+type Getter = fn(&PnpPowerCallbacks) -> usize;
+
+/// The fields of `WDF_PNPPOWER_EVENT_CALLBACKS` the runtime models, with the callback each
+/// registers and the kernel backend's trampoline for it (`kmdf::kernel::device::NAME`).
+const FIELDS: [(Callback, Getter, &str); 14] = [
+    (Callback::D0Entry, |c| c.d0_entry, "d0_entry"),
+    (
+        Callback::D0EntryPostInterruptsEnabled,
+        |c| c.d0_entry_post_interrupts_enabled,
+        "d0_entry_post_interrupts_enabled",
+    ),
+    (Callback::D0Exit, |c| c.d0_exit, "d0_exit"),
+    (
+        Callback::D0ExitPreInterruptsDisabled,
+        |c| c.d0_exit_pre_interrupts_disabled,
+        "d0_exit_pre_interrupts_disabled",
+    ),
+    (Callback::PrepareHardware, |c| c.prepare_hardware, "prepare_hardware"),
+    (Callback::ReleaseHardware, |c| c.release_hardware, "release_hardware"),
+    (Callback::SelfManagedIoCleanup, |c| c.self_managed_io_cleanup, "self_managed_io_cleanup"),
+    (Callback::SelfManagedIoFlush, |c| c.self_managed_io_flush, "self_managed_io_flush"),
+    (Callback::SelfManagedIoInit, |c| c.self_managed_io_init, "self_managed_io_init"),
+    (Callback::SelfManagedIoSuspend, |c| c.self_managed_io_suspend, "self_managed_io_suspend"),
+    (Callback::SelfManagedIoRestart, |c| c.self_managed_io_restart, "self_managed_io_restart"),
+    (Callback::SurpriseRemoval, |c| c.surprise_removal, "surprise_removal"),
+    (Callback::QueryRemove, |c| c.query_remove, "query_remove"),
+    (Callback::QueryStop, |c| c.query_stop, "query_stop"),
+];
+
+/// With the image's link map: a registered function that is one of the kernel backend's
+/// PnP trampolines must be the one of its field (`kmdf::kernel::device::d0_entry` in
+/// `EvtDeviceD0Entry`): a callback registered in the wrong field shows here, by name.
+fn check_fields(ddi: &str, callbacks: &PnpPowerCallbacks) {
+    let Some(symbols) = report::SYMBOLS.get() else { return };
+    for (callback, get, expected) in FIELDS {
+        let address = get(callbacks);
+        if address == 0 {
+            continue;
+        }
+        // Legacy mangling: _ZN4kmdf6kernel6device<len><name>...; folded functions share
+        // an address, so any of its names may be the expected one.
+        let trampolines: Vec<&str> = symbols
+            .names_at(address)
+            .iter()
+            .filter_map(|symbol| {
+                let rest = symbol.split("4kmdf6kernel6device").nth(1)?;
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let length = digits.parse::<usize>().ok()?;
+                rest.get(digits.len()..digits.len() + length)
+            })
+            .collect();
+        if trampolines.is_empty() || trampolines.contains(&expected) {
+            continue;
+        }
+        let name = trampolines.join(" = ");
+        {
+            fail(
+                ddi,
+                &format!(
+                    "WDF_PNPPOWER_EVENT_CALLBACKS.{} holds kmdf::kernel::device::{name}, the \
+                     trampoline of another callback (expected kmdf::kernel::device::{expected})",
+                    callback
+                        .kmdf_name()
+                        .replacen("Evt", "EvtDevice", 1)
+                        .replace("EvtDeviceDevice", "EvtDevice")
+                ),
+            );
+        }
+    }
+}
+
+/// The callbacks registered in `callbacks`.
+fn registered(callbacks: &PnpPowerCallbacks) -> Vec<Callback> {
+    FIELDS.iter().filter(|(_, get, _)| get(callbacks) != 0).map(|(c, _, _)| *c).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The driver.
+
+/// What `WdfDriverCreate` registered, until `DriverEntry` returns.
+pub struct CDriver {
+    pub handle: usize,
+    device_add: Option<extern "win64" fn(usize, usize) -> i32>,
+    unload: Evt,
+    destroy: Evt,
+}
+
+/// The driver `WdfDriverCreate` created during the current `DriverEntry`.
+pub static CREATED_DRIVER: Mutex<Option<CDriver>> = Mutex::new(None);
+
+impl DriverHooks for CDriver {
+    fn device_add(&self, init: DeviceInit<'_>) -> kmdf::Result {
+        let Some(device_add) = self.device_add else {
+            return Err(NtError::NOT_SUPPORTED);
+        };
+        let mut state = InitState { init: Some(init), callbacks: None };
+        let status = device_add(self.handle, (&raw mut state).addr());
+        NtStatus::from_raw(status).ok()
+    }
+
+    fn unload(&self) {
+        if let Some(unload) = self.unload {
+            unload(self.handle);
+        }
+    }
+}
+
+impl Drop for CDriver {
+    fn drop(&mut self) {
+        if let Some(destroy) = self.destroy {
+            destroy(self.handle);
+        }
+        // The driver's locks (children of the driver object) go with it.
+        let handle = self.handle;
+        let children: Vec<Entry> = with_table(|table| {
+            let keys: Vec<usize> = table
+                .iter()
+                .filter(|(_, e)| e.parent == handle && e.kind == Kind::SpinLock)
+                .map(|(k, _)| *k)
+                .collect();
+            keys.iter().filter_map(|k| table.remove(k)).collect()
+        });
+        drop(children);
+        drop(forget(handle));
+        GLOBALS.driver.store(0, Ordering::SeqCst);
+    }
+}
+
+/// The harness's `WDFDEVICE_INIT`: the runtime's `DeviceInit`, and the callbacks set on it.
+struct InitState<'a> {
+    init: Option<DeviceInit<'a>>,
+    callbacks: Option<PnpPowerCallbacks>,
+}
+
+/// `WDFLDR.SYS`'s exports.
+pub fn resolve_loader(name: &str) -> Option<usize> {
+    match name {
+        "WdfVersionBind" => Some(wdf_version_bind as *const () as usize),
+        "WdfVersionUnbind" => Some(wdf_version_unbind as *const () as usize),
+        _ => None,
+    }
+}
+
+/// `WDF_BIND_INFO` (fxldr.h).
+#[repr(C)]
+pub struct BindInfo {
+    size: u32,
+    component: *const u16,
+    major: u32,
+    minor: u32,
+    build: u32,
+    function_count: u32,
+    function_table: *mut *const usize,
+    module: *mut c_void,
+}
+
+/// The image's `WdfFunctionCount` (the link map's address), if known.
+pub static FUNCTION_COUNT_SYMBOL: AtomicUsize = AtomicUsize::new(0);
+
+extern "win64" fn wdf_version_bind(
+    _driver_object: *mut c_void,
+    _registry_path: *mut c_void,
+    bind_info: *mut BindInfo,
+    globals: *mut *const DriverGlobals,
+) -> i32 {
+    const DDI: &str = "WdfVersionBind";
+    if bind_info.is_null() || globals.is_null() {
+        fail(DDI, "NULL bind info or globals pointer");
+    }
+    // SAFETY: the stub's static WDF_BIND_INFO, valid and not otherwise accessed meanwhile.
+    let info = unsafe { &mut *bind_info };
+    check_size(DDI, "WDF_BIND_INFO", info.size, size_of::<BindInfo>());
+    if (info.major, info.minor) != (1, 33) {
+        fail(
+            DDI,
+            &format!(
+                "the driver binds to KMDF {}.{}; the harness is KMDF 1.33",
+                info.major, info.minor
+            ),
+        );
+    }
+    if info.function_count as usize != FUNCTION_COUNT {
+        fail(
+            DDI,
+            &format!(
+                "the driver's function count is {}, KMDF 1.33's WDFFUNCENUM has {FUNCTION_COUNT}",
+                info.function_count
+            ),
+        );
+    }
+    if info.function_table.is_null() {
+        fail(DDI, "NULL FuncTable");
+    }
+    // SAFETY: FuncTable points at the stub's `WdfFunctions_01033` variable.
+    unsafe { info.function_table.write(FUNCTION_TABLE.0.as_ptr().cast()) };
+    let count = FUNCTION_COUNT_SYMBOL.load(Ordering::SeqCst) as *mut u32;
+    if !count.is_null() {
+        // SAFETY: the link map's address of the stub's `ULONG WdfFunctionCount`, in the
+        // image's writable data.
+        unsafe { count.write(u32::try_from(FUNCTION_COUNT).expect("a count")) };
+    }
+    // SAFETY: the stub's `WdfDriverGlobals` variable.
+    unsafe { globals.write(&raw const GLOBALS) };
+    0
+}
+
+extern "win64" fn wdf_version_unbind(
+    _registry_path: *mut c_void,
+    _bind_info: *mut BindInfo,
+    _globals: *const DriverGlobals,
+) -> i32 {
+    0
+}
+
+/// An entry the harness does not implement: names itself and ends the run.
+pub extern "win64" fn not_implemented<const INDEX: usize>() -> ! {
+    fail(
+        FUNCTION_NAMES[INDEX],
+        &format!(
+            "not implemented by the harness (WDFFUNCENUM index {INDEX}); add it to tools/sys-harness/src/wdf.rs"
+        ),
+    )
+}
+
+/// The implemented DDIs: each takes the driver's globals first, as the WDF function table's
+/// entries do.
+#[allow(clippy::wildcard_imports, reason = "the DDIs use the whole module")]
+pub mod ddi {
+    use super::*;
+
+    pub extern "win64" fn WdfDriverCreate(
+        globals: *const DriverGlobals,
+        _driver_object: *mut c_void,
+        _registry_path: *mut c_void,
+        attributes: *const ObjectAttributes,
+        config: *const DriverConfig,
+        driver: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfDriverCreate";
+        check_globals(DDI, globals);
+        if config.is_null() {
+            fail(DDI, "NULL DriverConfig");
+        }
+        // SAFETY: a non-null WDF_DRIVER_CONFIG the driver passed, valid for the call.
+        let config = unsafe { &*config };
+        check_size(DDI, "WDF_DRIVER_CONFIG", config.size, layout::SIZEOF_WDF_DRIVER_CONFIG);
+        let attributes = super::attributes(DDI, attributes);
+        let mut created = CREATED_DRIVER.lock().unwrap_or_else(PoisonError::into_inner);
+        if created.is_some() || GLOBALS.driver.load(Ordering::SeqCst) != 0 {
+            fail(DDI, "called twice");
+        }
+        let handle = new_handle();
+        register(DDI, handle, Kind::Driver, 0, attributes);
+        *created = Some(CDriver {
+            handle,
+            device_add: config.device_add,
+            unload: config.unload,
+            destroy: attributes.and_then(|a| a.destroy),
+        });
+        GLOBALS.driver.store(handle, Ordering::SeqCst);
+        if !driver.is_null() {
+            // SAFETY: the driver's out pointer for the handle.
+            unsafe { driver.write(handle) };
+        }
+        0
+    }
+
+    pub extern "win64" fn WdfDeviceInitSetPnpPowerEventCallbacks(
+        globals: *const DriverGlobals,
+        init: usize,
+        callbacks: *const PnpPowerCallbacks,
+    ) {
+        const DDI: &str = "WdfDeviceInitSetPnpPowerEventCallbacks";
+        check_globals(DDI, globals);
+        if init == 0 || callbacks.is_null() {
+            fail(DDI, "NULL DeviceInit or callbacks");
+        }
+        // SAFETY: a non-null WDF_PNPPOWER_EVENT_CALLBACKS the driver passed, valid for the call.
+        let callbacks = unsafe { &*callbacks };
+        check_size(
+            DDI,
+            "WDF_PNPPOWER_EVENT_CALLBACKS",
+            callbacks.size,
+            layout::SIZEOF_WDF_PNPPOWER_EVENT_CALLBACKS,
+        );
+        check_fields(DDI, callbacks);
+        // SAFETY: `init` is the InitState that `CDriver::device_add` passed to this
+        // EvtDriverDeviceAdd, alive on its stack for the callback's duration.
+        let state = unsafe { &mut *(init as *mut InitState<'_>) };
+        state.callbacks = Some(*callbacks);
+    }
+
+    pub extern "win64" fn WdfDeviceCreate(
+        globals: *const DriverGlobals,
+        init: *mut usize,
+        attributes: *const ObjectAttributes,
+        device: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfDeviceCreate";
+        check_globals(DDI, globals);
+        // SAFETY: the driver's PWDFDEVICE_INIT* (checked non-null first).
+        let init_value = if init.is_null() { 0 } else { unsafe { init.read() } };
+        if init_value == 0 {
+            fail(DDI, "NULL DeviceInit (used already?)");
+        }
+        // SAFETY: as in WdfDeviceInitSetPnpPowerEventCallbacks.
+        let state = unsafe { &mut *(init_value as *mut InitState<'_>) };
+        let Some(device_init) = state.init.take() else {
+            fail(DDI, "the DeviceInit was consumed by an earlier WdfDeviceCreate");
+        };
+        let attributes = super::attributes(DDI, attributes);
+        let handle = new_handle();
+        let driver = GLOBALS.driver.load(Ordering::SeqCst);
+        register(DDI, handle, Kind::Device, driver, attributes);
+        let mut hooks = CObject::new(handle, attributes);
+        let callbacks = state.callbacks.unwrap_or_default();
+        hooks.pnp = callbacks;
+        let cleanup = if hooks.cleanup.is_some() { Cleanup::Traced } else { Cleanup::None };
+        let hooks = Box::new(hooks);
+        let created: *const AtomicBool = &raw const hooks.created;
+        match raw::create_device(device_init, &registered(&callbacks), cleanup, hooks) {
+            Ok(object) => {
+                // SAFETY: the hooks now live in the object's context, which `object` keeps.
+                unsafe { (*created).store(true, Ordering::SeqCst) };
+                set_object(handle, &object);
+                // SAFETY: the driver's pointers, checked non-null.
+                unsafe { init.write(0) };
+                if !device.is_null() {
+                    // SAFETY: the driver's out pointer for the handle.
+                    unsafe { device.write(handle) };
+                }
+                0
+            }
+            Err(error) => error.to_raw(),
+        }
+    }
+
+    pub extern "win64" fn WdfObjectGetTypedContextWorker(
+        globals: *const DriverGlobals,
+        handle: usize,
+        type_info: *const ContextTypeInfo,
+    ) -> *mut c_void {
+        const DDI: &str = "WdfObjectGetTypedContextWorker";
+        check_globals(DDI, globals);
+        let key = type_key(type_info);
+        let found = with_table(|table| {
+            table.get(&handle).map(|entry| {
+                entry.contexts.iter().find(|(k, _)| *k == key).map(|(_, blob)| blob.pointer)
+            })
+        });
+        match found {
+            Some(Some(pointer)) => pointer.cast(),
+            Some(None) => std::ptr::null_mut(),
+            None => fail(DDI, &format!("{handle:#x} is not a live handle")),
+        }
+    }
+
+    pub extern "win64" fn WdfObjectReferenceActual(
+        globals: *const DriverGlobals,
+        handle: usize,
+        _tag: *mut c_void,
+        _line: i32,
+        _file: *const u8,
+    ) {
+        const DDI: &str = "WdfObjectReferenceActual";
+        check_globals(DDI, globals);
+        let object =
+            object(DDI, handle, &[Kind::Driver, Kind::Device, Kind::WorkItem, Kind::Timer]);
+        with_table(|table| table.get_mut(&handle).map(|e| e.references.push(object)));
+    }
+
+    pub extern "win64" fn WdfObjectDereferenceActual(
+        globals: *const DriverGlobals,
+        handle: usize,
+        _tag: *mut c_void,
+        _line: i32,
+        _file: *const u8,
+    ) {
+        const DDI: &str = "WdfObjectDereferenceActual";
+        check_globals(DDI, globals);
+        let reference = with_table(|table| table.get_mut(&handle).map(|e| e.references.pop()));
+        match reference {
+            // Dropped here, outside the table: the last reference destroys the object.
+            Some(Some(reference)) => drop(reference),
+            Some(None) => fail(DDI, &format!("{handle:#x}: a dereference without a reference")),
+            None => fail(DDI, &format!("{handle:#x} is not a live handle")),
+        }
+    }
+
+    pub extern "win64" fn WdfObjectDelete(globals: *const DriverGlobals, handle: usize) {
+        const DDI: &str = "WdfObjectDelete";
+        check_globals(DDI, globals);
+        let kind = with_table(|table| table.get(&handle).map(|e| e.kind));
+        match kind {
+            Some(Kind::SpinLock) => drop(forget(handle)),
+            Some(Kind::WorkItem | Kind::Timer) => {
+                let object = object(DDI, handle, &[Kind::WorkItem, Kind::Timer]);
+                if let Err(error) = raw::delete(&object) {
+                    fail(DDI, &format!("{handle:#x}: {error} (deleted twice?)"));
+                }
+            }
+            Some(kind) => fail(DDI, &format!("a driver does not delete a {}", kind.name())),
+            None => fail(DDI, &format!("{handle:#x} is not a live handle")),
+        }
+    }
+
+    pub extern "win64" fn WdfSpinLockCreate(
+        globals: *const DriverGlobals,
+        attributes: *const ObjectAttributes,
+        lock: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfSpinLockCreate";
+        check_globals(DDI, globals);
+        let attributes = super::attributes(DDI, attributes);
+        let parent = attributes
+            .map(|a| a.parent)
+            .filter(|p| *p != 0)
+            .unwrap_or_else(|| GLOBALS.driver.load(Ordering::SeqCst));
+        let handle = new_handle();
+        register(DDI, handle, Kind::SpinLock, parent, attributes);
+        with_table(|table| table.get_mut(&handle).map(|e| e.lock = Some(Arc::default())));
+        if lock.is_null() {
+            fail(DDI, "NULL SpinLock pointer");
+        }
+        // SAFETY: the driver's out pointer, checked non-null.
+        unsafe { lock.write(handle) };
+        0
+    }
+
+    fn spin_lock(ddi: &str, handle: usize) -> Arc<SpinLock> {
+        with_table(|table| table.get(&handle).and_then(|e| e.lock.clone()))
+            .unwrap_or_else(|| fail(ddi, &format!("{handle:#x} is not a live WDFSPINLOCK")))
+    }
+
+    fn thread_id() -> u64 {
+        // SAFETY: gettid has no preconditions.
+        u64::try_from(unsafe { libc::gettid() }).unwrap_or(u64::MAX)
+    }
+
+    pub extern "win64" fn WdfSpinLockAcquire(globals: *const DriverGlobals, handle: usize) {
+        const DDI: &str = "WdfSpinLockAcquire";
+        check_globals(DDI, globals);
+        let lock = spin_lock(DDI, handle);
+        let irql = raw::current_irql();
+        if irql > 2 {
+            fail(DDI, &format!("called at IRQL {irql}, above DISPATCH_LEVEL"));
+        }
+        let me = thread_id();
+        if lock.owner.load(Ordering::SeqCst) == me {
+            fail(
+                DDI,
+                &format!("{handle:#x} is held by this thread already (a deadlock in the kernel)"),
+            );
+        }
+        raw::enter_spin_lock();
+        while lock.owner.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
+            std::hint::spin_loop();
+        }
+    }
+
+    pub extern "win64" fn WdfSpinLockRelease(globals: *const DriverGlobals, handle: usize) {
+        const DDI: &str = "WdfSpinLockRelease";
+        check_globals(DDI, globals);
+        let lock = spin_lock(DDI, handle);
+        if lock
+            .owner
+            .compare_exchange(thread_id(), 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            fail(DDI, &format!("{handle:#x} is not held by this thread"));
+        }
+        raw::leave_spin_lock();
+    }
+
+    pub extern "win64" fn WdfWorkItemCreate(
+        globals: *const DriverGlobals,
+        config: *const WorkItemConfig,
+        attributes: *const ObjectAttributes,
+        item: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfWorkItemCreate";
+        check_globals(DDI, globals);
+        if config.is_null() || item.is_null() {
+            fail(DDI, "NULL Config or WorkItem pointer");
+        }
+        // SAFETY: a non-null WDF_WORKITEM_CONFIG the driver passed, valid for the call.
+        let config = unsafe { &*config };
+        check_size(DDI, "WDF_WORKITEM_CONFIG", config.size, layout::SIZEOF_WDF_WORKITEM_CONFIG);
+        let Some(attributes) = super::attributes(DDI, attributes) else {
+            fail(DDI, "a work item needs attributes with a ParentObject");
+        };
+        if config.func.is_none() {
+            fail(DDI, "no EvtWorkItemFunc");
+        }
+        let parent = object(DDI, attributes.parent, &[Kind::Device]);
+        let handle = new_handle();
+        register(DDI, handle, Kind::WorkItem, attributes.parent, Some(attributes));
+        let mut hooks = CObject::new(handle, Some(attributes));
+        hooks.run = config.func;
+        // The kernel backend registers a cleanup on every work item for its own bookkeeping.
+        let cleanup = if hooks.cleanup.is_some() { Cleanup::Untraced } else { Cleanup::None };
+        let hooks = Box::new(hooks);
+        let created: *const AtomicBool = &raw const hooks.created;
+        match raw::create_work_item(&parent, cleanup, hooks) {
+            Ok(object) => {
+                // SAFETY: the hooks now live in the object's context, which `object` keeps.
+                unsafe { (*created).store(true, Ordering::SeqCst) };
+                set_object(handle, &object);
+                // SAFETY: the driver's out pointer, checked non-null.
+                unsafe { item.write(handle) };
+                0
+            }
+            Err(error) => error.to_raw(),
+        }
+    }
+
+    pub extern "win64" fn WdfWorkItemEnqueue(globals: *const DriverGlobals, handle: usize) {
+        const DDI: &str = "WdfWorkItemEnqueue";
+        check_globals(DDI, globals);
+        let item = object(DDI, handle, &[Kind::WorkItem]);
+        if let Err(error) = raw::enqueue(&item) {
+            fail(DDI, &format!("{handle:#x}: {error} (enqueued after WdfObjectDelete)"));
+        }
+    }
+
+    pub extern "win64" fn WdfWorkItemFlush(globals: *const DriverGlobals, handle: usize) {
+        const DDI: &str = "WdfWorkItemFlush";
+        check_globals(DDI, globals);
+        let item = object(DDI, handle, &[Kind::WorkItem]);
+        if let Err(error) = raw::flush(&item) {
+            fail(DDI, &format!("{handle:#x}: {error}"));
+        }
+    }
+
+    pub extern "win64" fn WdfWorkItemGetParentObject(
+        globals: *const DriverGlobals,
+        handle: usize,
+    ) -> usize {
+        const DDI: &str = "WdfWorkItemGetParentObject";
+        check_globals(DDI, globals);
+        parent_of(DDI, handle, Kind::WorkItem)
+    }
+
+    fn parent_of(ddi: &str, handle: usize, kind: Kind) -> usize {
+        match with_table(|table| table.get(&handle).map(|e| (e.kind, e.parent))) {
+            Some((k, parent)) if k == kind => parent,
+            _ => fail(ddi, &format!("{handle:#x} is not a live {}", kind.name())),
+        }
+    }
+
+    pub extern "win64" fn WdfTimerCreate(
+        globals: *const DriverGlobals,
+        config: *const TimerConfig,
+        attributes: *const ObjectAttributes,
+        timer: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfTimerCreate";
+        check_globals(DDI, globals);
+        if config.is_null() || timer.is_null() {
+            fail(DDI, "NULL Config or Timer pointer");
+        }
+        // SAFETY: a non-null WDF_TIMER_CONFIG the driver passed, valid for the call.
+        let config = unsafe { &*config };
+        check_size(DDI, "WDF_TIMER_CONFIG", config.size, layout::SIZEOF_WDF_TIMER_CONFIG);
+        let Some(attributes) = super::attributes(DDI, attributes) else {
+            fail(DDI, "a timer needs attributes with a ParentObject");
+        };
+        if config.func.is_none() {
+            fail(DDI, "no EvtTimerFunc");
+        }
+        if config.use_high_resolution_timer != 0 || config.tolerable_delay != 0 {
+            fail(DDI, "high-resolution and coalescable timers are not modelled");
+        }
+        let parent = object(DDI, attributes.parent, &[Kind::Device]);
+        let handle = new_handle();
+        register(DDI, handle, Kind::Timer, attributes.parent, Some(attributes));
+        let mut hooks = CObject::new(handle, Some(attributes));
+        hooks.run = config.func;
+        // As for work items: the kernel backend's bookkeeping cleanup.
+        let cleanup = if hooks.cleanup.is_some() { Cleanup::Untraced } else { Cleanup::None };
+        let hooks = Box::new(hooks);
+        let created: *const AtomicBool = &raw const hooks.created;
+        match raw::create_timer(&parent, config.period, cleanup, hooks) {
+            Ok(object) => {
+                // SAFETY: the hooks now live in the object's context, which `object` keeps.
+                unsafe { (*created).store(true, Ordering::SeqCst) };
+                set_object(handle, &object);
+                // SAFETY: the driver's out pointer, checked non-null.
+                unsafe { timer.write(handle) };
+                0
+            }
+            Err(error) => error.to_raw(),
+        }
+    }
+
+    pub extern "win64" fn WdfTimerStart(
+        globals: *const DriverGlobals,
+        handle: usize,
+        due_time: i64,
+    ) -> u8 {
+        const DDI: &str = "WdfTimerStart";
+        check_globals(DDI, globals);
+        let timer = object(DDI, handle, &[Kind::Timer]);
+        if due_time > 0 {
+            fail(DDI, "an absolute due time is not modelled (the virtual clock has no date)");
+        }
+        let due = Duration::from_nanos(due_time.unsigned_abs().saturating_mul(100));
+        match raw::timer_start(&timer, due) {
+            Ok(was_set) => u8::from(was_set),
+            Err(error) => {
+                fail(DDI, &format!("{handle:#x}: {error} (started after WdfObjectDelete)"))
+            }
+        }
+    }
+
+    pub extern "win64" fn WdfTimerStop(
+        globals: *const DriverGlobals,
+        handle: usize,
+        wait: u8,
+    ) -> u8 {
+        const DDI: &str = "WdfTimerStop";
+        check_globals(DDI, globals);
+        let timer = object(DDI, handle, &[Kind::Timer]);
+        match raw::timer_stop(&timer, wait != 0) {
+            Ok(was_set) => u8::from(was_set),
+            Err(error) => fail(DDI, &format!("{handle:#x}: {error}")),
+        }
+    }
+
+    pub extern "win64" fn WdfTimerGetParentObject(
+        globals: *const DriverGlobals,
+        handle: usize,
+    ) -> usize {
+        const DDI: &str = "WdfTimerGetParentObject";
+        check_globals(DDI, globals);
+        parent_of(DDI, handle, Kind::Timer)
+    }
+
+    pub extern "win64" fn WdfCmResourceListGetCount(
+        globals: *const DriverGlobals,
+        list: usize,
+    ) -> u32 {
+        const DDI: &str = "WdfCmResourceListGetCount";
+        check_globals(DDI, globals);
+        match with_table(|table| table.get(&list).map(|e| (e.kind, e.resource_count))) {
+            Some((Kind::ResourceList, count)) => count,
+            _ => fail(DDI, &format!("{list:#x} is not a live WDFCMRESLIST")),
+        }
+    }
+
+    pub extern "win64" fn WdfDeviceSetFailed(
+        globals: *const DriverGlobals,
+        handle: usize,
+        action: i32,
+    ) {
+        const DDI: &str = "WdfDeviceSetFailed";
+        check_globals(DDI, globals);
+        let device = object(DDI, handle, &[Kind::Device]);
+        let action = match action {
+            1 => FailedAction::AttemptRestart,
+            2 => FailedAction::NoRestart,
+            other => fail(DDI, &format!("WDF_DEVICE_FAILED_ACTION {other} is not a valid action")),
+        };
+        raw::set_failed(&device, action);
+    }
+}
+
+/// Binds `handle` (the driver's, once `raw::load` created its object) to the runtime's object.
+pub fn set_object_of(handle: usize, object: &Object) {
+    set_object(handle, object);
+}
+
+/// The handle of a device created by `WdfDeviceCreate`.
+pub struct CObjectHandle;
+
+impl CObjectHandle {
+    /// The handle of `hooks`' object.
+    pub fn handle(hooks: &CObject) -> usize {
+        hooks.handle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table follows WDFFUNCENUM (wdffuncenum.h: `WdfWaitLockCreateTableIndex = 312`,
+    /// `WdfTimerStartTableIndex = 319`, `WdfFunctionTableNumEntries = 458`).
+    #[test]
+    fn the_generated_table_follows_wdffuncenum() {
+        assert_eq!(FUNCTION_COUNT, 458);
+        assert_eq!(FUNCTION_NAMES[0], "WdfChildListCreate");
+        assert_eq!(FUNCTION_NAMES[312], "WdfWaitLockCreate");
+        assert_eq!(FUNCTION_NAMES[319], "WdfTimerStart");
+        assert_eq!(FUNCTION_NAMES[320], "WdfTimerStop");
+        assert_eq!(FUNCTION_TABLE.0[319], ddi::WdfTimerStart as *const ());
+        assert_eq!(FUNCTION_TABLE.0[320], ddi::WdfTimerStop as *const ());
+        assert_eq!(FUNCTION_TABLE.0[312], not_implemented::<312> as *const ());
+    }
+
+    /// Every implemented DDI has its WDFFUNCENUM index (build.rs would not build otherwise),
+    /// and they are the 20 the toaster's kernel backend calls.
+    #[test]
+    fn the_implemented_ddis_are_the_ddi_module() {
+        let source = include_str!("wdf.rs");
+        let implemented: Vec<&str> = source
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("pub extern \"win64\" fn Wdf"))
+            .filter_map(|rest| rest.split('(').next())
+            .collect();
+        assert_eq!(implemented.len(), 20, "{implemented:?}");
+        for name in implemented {
+            assert!(FUNCTION_NAMES.iter().any(|n| *n == format!("Wdf{name}")), "{name}");
+        }
+    }
+}
