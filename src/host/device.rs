@@ -4,6 +4,7 @@ use super::std;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
 
+use super::io::{IoInit, IoPackage};
 use super::object::{KindState, NewObject, RawObject};
 use super::object_kind::ObjectKind;
 use super::resources::AssignedResources;
@@ -67,6 +68,17 @@ pub(crate) struct DeviceState {
     /// The `WDFDRIVER` it belongs to (`WdfGetDriver`), held as long as the device object
     /// exists so its driver value can be lent out with the device's lifetime.
     driver: Arc<RawObject>,
+    /// Its queues, requests, files and interfaces.
+    pub(crate) io: Arc<IoPackage>,
+}
+
+/// The I/O package of a device object.
+///
+/// # Panics
+///
+/// If `device` is not a device (a bug in the runtime).
+pub(crate) fn io(device: &RawObject) -> &Arc<IoPackage> {
+    &device.state::<DeviceState>().expect("a device object has a device's state").io
 }
 
 impl KindState for DeviceState {
@@ -198,6 +210,8 @@ fn cleanup<T: PnpPowerCallbacks>(object: &RawObject) {
 /// `PWDFDEVICE_INIT` on the host.
 pub(crate) struct RawDeviceInit<'a> {
     pub(crate) slot: &'a DeviceSlot,
+    /// What the driver configured for I/O before `WdfDeviceCreate`.
+    pub(crate) io: IoInit,
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "consumed like the kernel's PWDFDEVICE_INIT")]
@@ -211,7 +225,9 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
         callbacks: PnpTable::of::<T>(),
         resources: Arc::clone(&slot.resources),
         driver: Arc::clone(&slot.driver),
+        io: IoPackage::new(slot.driver.shared(), slot.node, init.io),
     };
+    let io = Arc::clone(&state.io);
     let object = RawObject::create(
         slot.driver.shared(),
         NewObject {
@@ -224,6 +240,7 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
     )?;
     // Children created by `build` are parented to the device; the context is set after. A
     // failed (or panicking) `build` deletes the device, with them.
+    io.set_device(&object);
     let unbuilt = DeleteOnDrop(&object);
     let context = build(device_ref(&object))?;
     core::mem::forget(unbuilt);

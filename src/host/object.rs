@@ -203,6 +203,11 @@ impl RawObject {
         self.shared.invoke_void(TraceEntry::new(callback, self.device), run);
     }
 
+    /// The object's number, unique in its runtime.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The device node the object belongs to, as the trace records it.
     pub(crate) fn device(&self) -> Option<u64> {
         self.device

@@ -291,6 +291,9 @@ impl Run<'_> {
             Ok(()) => {
                 self.machine.state = NodeState::Working;
                 self.machine.started_once = true;
+                // The end of the first start enables the device interfaces
+                // (`PnpEventEnableInterfaces`); a later start enables nothing.
+                self.io().first_start_done();
             }
             Err(()) => self.fail(),
         }
@@ -325,6 +328,8 @@ impl Run<'_> {
             let _ = self.call(PnpCall::D0Exit(DevicePowerState::D3Final));
             return Err(());
         }
+        // "IoResume": the power-managed queues resume before SMIO Init/Restart.
+        self.io().power_up();
         if self.smio(SmioEvent::Start).is_err() {
             let _ = self.call(PnpCall::D0ExitPreInterruptsDisabled(DevicePowerState::D3Final));
             let _ = self.call(PnpCall::D0Exit(DevicePowerState::D3Final));
@@ -336,6 +341,8 @@ impl Run<'_> {
     /// SMIO Suspend, D0ExitPre, D0Exit; a failure does not stop the power-down.
     fn power_down(&mut self, target: DevicePowerState) -> Result {
         let suspend = self.smio(SmioEvent::Suspend);
+        // "IoStop": the power-managed queues stop right after SMIO Suspend.
+        self.io().power_down();
         let pre = self.call(PnpCall::D0ExitPreInterruptsDisabled(target));
         let exit = self.call(PnpCall::D0Exit(target));
         suspend.and(pre).and(exit)
@@ -399,15 +406,36 @@ impl Run<'_> {
         if !self.machine.power_failed {
             let _ = self.power_down(DevicePowerState::D3Final);
         }
-        self.release_hardware();
-        let _ = self.smio(SmioEvent::Flush);
+        self.flush_for_removal();
         self.remove();
     }
 
-    /// The remove IRP: SMIO Cleanup, then the device object is deleted (by the caller).
+    /// The removal's part up to SMIO Flush: ReleaseHardware, the interfaces disabled, the
+    /// power-managed queues purged, SMIO Flush (`PnpCleanupForRemove`), then the verifier's
+    /// check that the driver owns none of their requests.
+    fn flush_for_removal(&mut self) {
+        self.release_hardware();
+        self.io().disable_interfaces();
+        self.io().purge_for_removal(true);
+        let _ = self.smio(SmioEvent::Flush);
+        self.io().check_after_flush();
+    }
+
+    /// The remove IRP: the queues not purged yet (the non-power-managed ones) are purged,
+    /// SMIO Cleanup, then the device object is deleted (by the caller).
     fn remove(&mut self) {
+        let io = std::sync::Arc::clone(self.io());
+        io.disable_interfaces();
+        io.purge_for_removal(true);
+        io.purge_for_removal(false);
         let _ = self.smio(SmioEvent::Cleanup);
+        io.mark_removed();
         self.removed = true;
+    }
+
+    /// The device's I/O package.
+    fn io(&self) -> &std::sync::Arc<super::super::io::IoPackage> {
+        &self.device.state().io
     }
 
     /// `IRP_MN_SURPRISE_REMOVAL` (the callback first: `PnpEventSurpriseRemoveIoStarted`),
@@ -421,8 +449,7 @@ impl Run<'_> {
         if in_d0 {
             let _ = self.power_down(DevicePowerState::D3Final);
         }
-        self.release_hardware();
-        let _ = self.smio(SmioEvent::Flush);
+        self.flush_for_removal();
         self.remove();
     }
 
@@ -455,8 +482,7 @@ impl Run<'_> {
     /// (`PnpEventFailedPowerPolicyRemoved`), so the PnP manager sends a surprise removal that
     /// arrives after the teardown (`PnpEventFailedSurpriseRemoved`).
     fn fail(&mut self) {
-        self.release_hardware();
-        let _ = self.smio(SmioEvent::Flush);
+        self.flush_for_removal();
         if self.machine.started_once {
             let _ = self.call(PnpCall::SurpriseRemoval);
         }
