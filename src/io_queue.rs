@@ -336,6 +336,32 @@ pub enum StopAction {
 /// `EvtIoStop`'s request: which one, why, and the acknowledgement
 /// (`WdfRequestStopAcknowledge`), which only exists inside the callback.
 ///
+/// It cannot leave the callback, so the acknowledgement cannot come later (which KMDF
+/// documents as a rule and would leave the power-down blocked):
+///
+/// ```compile_fail
+/// use kmdf::io_queue::{IoQueue, IoQueueCallbacks, IoStop};
+/// use kmdf::sync::SpinLock;
+/// use kmdf::{PnpPowerCallbacks, Request};
+///
+/// struct Dev;
+/// kmdf::vtable! { impl PnpPowerCallbacks for Dev {} }
+/// struct Reads {
+///     later: SpinLock<Option<IoStop<'static>>>,
+/// }
+/// kmdf::vtable! {
+///     impl IoQueueCallbacks for Reads {
+///         type Device = Dev;
+///         fn read(&self, _queue: &IoQueue<Self>, request: Request, _length: usize) {
+///             request.complete(kmdf::NtStatus::SUCCESS);
+///         }
+///         fn stop(&self, _queue: &IoQueue<Self>, stop: IoStop<'_>) {
+///             *self.later.lock() = Some(stop); // the borrow does not live long enough
+///         }
+///     }
+/// }
+/// ```
+///
 /// Dropped without acknowledging it, the request stays the driver's and the power-down or
 /// purge waits for its completion (on the host runtime: until no work item runs; then the
 /// verifier reports the stuck power-down and lets it go on).

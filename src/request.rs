@@ -210,7 +210,31 @@ impl Request {
     /// is being purged): the driver completes it then, with `STATUS_CANCELLED`.
     ///
     /// `queue`'s callbacks must implement `request_cancel`; a queue type that does not is
-    /// refused at compile time.
+    /// refused at compile time:
+    ///
+    /// ```compile_fail
+    /// use kmdf::io_queue::{IoQueue, IoQueueCallbacks};
+    /// use kmdf::request::Marked;
+    /// use kmdf::{PnpPowerCallbacks, Request};
+    ///
+    /// struct Dev;
+    /// kmdf::vtable! { impl PnpPowerCallbacks for Dev {} }
+    /// struct Reads;
+    /// kmdf::vtable! {
+    ///     impl IoQueueCallbacks for Reads {
+    ///         type Device = Dev;
+    ///         fn read(&self, queue: &IoQueue<Self>, request: Request, _length: usize) {
+    ///             // No `request_cancel` in this impl: does not compile.
+    ///             if let Marked::Canceled(request) = request.mark_cancelable(queue) {
+    ///                 request.complete(kmdf::NtStatus::CANCELLED);
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// // Any use of the handler instantiates the check (here, taking its address).
+    /// let read: fn(&Reads, &IoQueue<Reads>, Request, usize) = <Reads as IoQueueCallbacks>::read;
+    /// # let _ = read;
+    /// ```
     pub fn mark_cancelable<T: IoQueueCallbacks>(self, queue: &IoQueue<T>) -> Marked {
         const {
             assert!(

@@ -247,3 +247,21 @@ fn a_cancelable_request_is_stopped_with_the_cancelable_flag() {
     assert_eq!(read.status(), Some(NtStatus::CANCELLED));
     assert_eq!(lines(&runtime), ["EvtRequestCancel"]);
 }
+
+/// Section 9.3 and 9.5: a request the application cancelled while the driver owns it, not
+/// cancelable, was not cancelled by KMDF (`FxRequest::m_Canceled` stays false; only
+/// `WdfRequestIsCanceled` says it): it still gets `EvtIoStop`, in the power-down and in the
+/// removal's purge.
+#[test]
+fn an_owned_request_cancelled_by_the_application_still_gets_evt_io_stop() {
+    let (runtime, node, handle) = started(Plan { on_read: OnRead::Pend, ..Plan::default() });
+    let read = handle.read_async(1);
+    read.cancel();
+    assert!(with_q(&node, |q| q.pending.lock()[0].is_canceled()));
+    let _ = runtime.take_trace();
+    node.apply(PnpAction::Idle).unwrap();
+    assert_eq!(lines(&runtime)[1], "EvtIoStop(Suspend)");
+    node.apply(PnpAction::SurpriseRemove).unwrap();
+    assert_eq!(lines(&runtime)[0], "EvtIoStop(Purge)");
+    assert_eq!(read.status(), Some(NtStatus::CANCELLED));
+}

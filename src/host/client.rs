@@ -216,7 +216,7 @@ impl PendingIo {
 
     /// Waits for the completion as long as something running on the machine could bring
     /// it: until no work item is queued or running (see
-    /// [`Runtime::wait_for_work_items`]).
+    /// [`Runtime::wait_for_work_items`](super::Runtime::wait_for_work_items)).
     ///
     /// # Errors
     ///

@@ -214,7 +214,12 @@ enum Stop {
 struct RequestState {
     queue: usize,
     place: Place,
+    /// The application cancelled it, or a purge is in progress (the IRP's cancel flag, as
+    /// `WdfRequestIsCanceled` and `WdfRequestMarkCancelableEx` read it).
     canceled: bool,
+    /// KMDF cancelled it (`FxRequest::m_Canceled`): `EvtRequestCancel` or
+    /// `EvtIoCanceledOnQueue` was delivered; it gets no `EvtIoStop`.
+    framework_canceled: bool,
     presented_before: bool,
     stop: Stop,
     /// When it was last presented or retrieved: the order of `EvtIoStop` calls.
@@ -529,6 +534,7 @@ impl IoPackage {
             let state = inner.requests.get_mut(&request.core.id).expect("a queued request");
             if state.presented_before && table.registered.canceled_on_queue {
                 state.place = Place::Owned;
+                state.framework_canceled = true;
                 inner.next_order += 1;
                 state.order = inner.next_order;
                 inner.queues.get_mut(&id).expect("the queue").owned += 1;
@@ -555,6 +561,8 @@ impl IoPackage {
             let state = inner.requests.get_mut(&request).expect("listed");
             if let Some(value) = state.slot.take() {
                 state.place = Place::Owned;
+                state.canceled = true;
+                state.framework_canceled = true;
                 let (object, table) = state.cancel_with.take().expect("a cancelable request");
                 actions.push(Action::Call(
                     object,
@@ -564,7 +572,7 @@ impl IoPackage {
                     None,
                     QueueCallOwned::Cancel(value),
                 ));
-            } else if stop_others && !state.canceled {
+            } else if stop_others && !state.framework_canceled {
                 state.canceled = true;
                 if table.registered.stop {
                     state.stop = Stop::Pending(StopAction::Purge);
@@ -692,6 +700,7 @@ impl IoPackage {
                             queue,
                             place: Place::Queued,
                             canceled: false,
+                            framework_canceled: false,
                             presented_before: false,
                             stop: Stop::None,
                             order: 0,
@@ -925,6 +934,7 @@ impl IoPackage {
                 Place::Queued => Self::take_queued(&mut inner, queue_id, id),
                 Place::Cancelable => {
                     state.canceled = true;
+                    state.framework_canceled = true;
                     state.place = Place::Owned;
                     let value = state.slot.take().expect("a cancelable request's value");
                     let (object, table) = state.cancel_with.take().expect("its queue");
@@ -959,6 +969,7 @@ impl IoPackage {
         let state = inner.requests.get_mut(&id).expect("a queued request");
         if state.presented_before && table.registered.canceled_on_queue {
             state.place = Place::Owned;
+            state.framework_canceled = true;
             let queue = inner.queues.get_mut(&queue_id).expect("the queue");
             queue.owned += 1;
             queue.running += 1;
@@ -1215,7 +1226,9 @@ impl IoPackage {
                     .requests
                     .iter()
                     .filter(|(_, state)| {
-                        state.queue == queue_id && state.place != Place::Queued && !state.canceled
+                        state.queue == queue_id
+                            && state.place != Place::Queued
+                            && !state.framework_canceled
                     })
                     .map(|(&id, state)| (state.order, id))
                     .collect();
