@@ -27,7 +27,7 @@ use super::object::RawObject;
 use super::pool;
 use super::shared::Shared;
 use super::sync::at_dispatch;
-use super::sync_shim::{Condvar, Mutex, MutexGuard};
+use super::sync_shim::{Condvar, Mutant, Mutex, MutexGuard, mutant};
 use super::trace::{TraceEntry, VerifierFinding};
 use crate::callback::vtable;
 use crate::file::IoType;
@@ -114,7 +114,7 @@ impl Done {
 
     fn set(&self, completion: Completion) {
         let mut result = lock(&self.result);
-        debug_assert!(result.is_none(), "a request completed twice");
+        assert!(result.is_none(), "kmdf host runtime: a request completed twice");
         *result = Some(completion);
         drop(result);
         self.signal.notify_all();
@@ -802,8 +802,19 @@ impl IoPackage {
         table: QueueTable,
     ) -> core::result::Result<RawCancelable, RawRequest> {
         let mut inner = self.lock();
+        // The check and the move into the slot are one critical section: a cancellation
+        // comes before both (the request comes back) or after both (it finds the slot).
+        let checked = mutant(Mutant::MarkCancelableInTwoSteps);
+        if checked {
+            let canceled = inner.requests.get(&request.core.id).is_none_or(|state| state.canceled);
+            drop(inner);
+            if canceled {
+                return Err(request);
+            }
+            inner = self.lock();
+        }
         let Some(state) = inner.requests.get_mut(&request.core.id) else { return Err(request) };
-        if state.canceled {
+        if state.canceled && !checked {
             return Err(request);
         }
         let id = request.core.id;
@@ -1276,17 +1287,28 @@ impl IoPackage {
                 .map(|(&id, _)| id)
                 .collect()
         };
-        if stuck(&self.lock()).is_empty() {
-            return;
-        }
-        if !pool::in_deferred_work() {
+        // Waits while a queue callback runs on another thread (an `EvtRequestCancel` of a
+        // cancellation, a presentation): it ends by itself. Then, once, for the work items.
+        let mut waited_for_work_items = false;
+        let mut inner = loop {
+            let mut inner = self.lock();
+            loop {
+                if stuck(&inner).is_empty() {
+                    return;
+                }
+                if !inner.queues.values().any(|queue| queue.running > 0) {
+                    break;
+                }
+                inner = self.changed.wait(inner).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            if waited_for_work_items || pool::in_deferred_work() {
+                break inner;
+            }
+            drop(inner);
             self.shared.pool().wait_idle();
-        }
-        let mut inner = self.lock();
+            waited_for_work_items = true;
+        };
         let stuck = stuck(&inner);
-        if stuck.is_empty() {
-            return;
-        }
         for id in &stuck {
             if let Some(state) = inner.requests.get_mut(id) {
                 state.stop = Stop::Kept;
