@@ -236,13 +236,13 @@ impl<T: IoQueueCallbacks> IoQueue<T> {
 
     /// Stops presenting (`WdfIoQueueStop`); new requests are still accepted and wait.
     pub fn stop(&self) {
-        backend::io_queue::stop(&self.raw, false);
+        backend::io_queue::stop(&self.raw);
     }
 
     /// Stops presenting and cancels the queued requests and the cancelable ones the driver
     /// owns (`WdfIoQueueStopAndPurge`); new requests are still accepted and wait.
     pub fn stop_and_purge(&self) {
-        backend::io_queue::stop(&self.raw, true);
+        backend::io_queue::stop_and_purge(&self.raw);
     }
 
     /// Stops accepting requests and cancels the queued ones and the cancelable ones the
@@ -264,9 +264,10 @@ impl<T: IoQueueCallbacks> IoQueue<T> {
     ///
     /// * `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` above `PASSIVE_LEVEL` (every I/O
     ///   callback runs at `DISPATCH_LEVEL` on the host runtime): it waits.
-    /// * On the host runtime, `STATUS_POSSIBLE_DEADLOCK` when nothing could end the wait: no
-    ///   work item is queued or running, and requests are still the driver's (KMDF would
-    ///   wait forever).
+    /// * On the host runtime, called outside deferred work (from the test's thread),
+    ///   `STATUS_POSSIBLE_DEADLOCK` when nothing could end the wait: no queue callback runs on
+    ///   another thread, no work item is queued or running, and requests are still the
+    ///   driver's (KMDF would wait forever). From a work item it waits, as KMDF does.
     pub fn stop_synchronously(&self) -> Result {
         backend::io_queue::wait(&self.raw, backend::io_queue::Wait::Stop)
     }

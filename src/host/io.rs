@@ -599,8 +599,10 @@ impl IoPackage {
         actions
     }
 
-    /// Waits until queue `id` satisfies `done` (a synchronous queue operation), or nothing
-    /// can make it so on the host: no work item queued or running.
+    /// Waits until queue `id` has no request the driver owns and no running callback (with
+    /// `purge_or_drain`, no queued request either): a synchronous queue operation. On the
+    /// test's thread it gives up when nothing can make it so (no queue callback running
+    /// elsewhere, no work item queued or running); in deferred work it waits as KMDF does.
     pub(crate) fn wait_queue(&self, id: usize, purge_or_drain: bool) -> Result {
         let done = |inner: &IoInner| {
             inner.queues.get(&id).is_none_or(|queue| {
@@ -616,11 +618,27 @@ impl IoPackage {
             }
             return Ok(());
         }
-        if done(&self.lock()) {
-            return Ok(());
+        // As `settle`: first while a queue callback runs on another thread, then once for
+        // the work items.
+        let mut waited_for_work_items = false;
+        loop {
+            let mut inner = self.lock();
+            loop {
+                if done(&inner) {
+                    return Ok(());
+                }
+                if !inner.queues.values().any(|queue| queue.running > 0) {
+                    break;
+                }
+                inner = self.changed.wait(inner).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            drop(inner);
+            if waited_for_work_items {
+                return Err(NtError::POSSIBLE_DEADLOCK);
+            }
+            self.shared.pool().wait_idle();
+            waited_for_work_items = true;
         }
-        self.shared.pool().wait_idle();
-        if done(&self.lock()) { Ok(()) } else { Err(NtError::POSSIBLE_DEADLOCK) }
     }
 
     /// `WdfIoQueueRetrieveNextRequest`.

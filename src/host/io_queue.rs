@@ -142,9 +142,14 @@ pub(crate) fn start(queue: &RawObject) {
     state.io.start_queue(state.id);
 }
 
-pub(crate) fn stop(queue: &RawObject, purge: bool) {
+pub(crate) fn stop(queue: &RawObject) {
     let state = state(queue);
-    state.io.stop_queue(state.id, purge);
+    state.io.stop_queue(state.id, false);
+}
+
+pub(crate) fn stop_and_purge(queue: &RawObject) {
+    let state = state(queue);
+    state.io.stop_queue(state.id, true);
 }
 
 pub(crate) fn purge(queue: &RawObject) {
