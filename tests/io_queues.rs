@@ -310,3 +310,43 @@ fn a_request_type_without_a_queue_is_invalid_device_request() {
     assert_eq!(handle.ioctl(IOCTL_ECHO, b"", 0).unwrap().status, NtStatus::INVALID_DEVICE_REQUEST);
     let _ = rig; // the shared rig is not used here
 }
+
+/// Section 9.2: a drained queue refuses new requests but still presents the queued ones;
+/// the synchronous drain returns once none is queued or the driver's.
+#[test]
+fn drain_presents_what_is_queued_and_refuses_the_rest() {
+    let plan = Plan { dispatch: Dispatch::Sequential, on_read: OnRead::Pend, ..Plan::default() };
+    let (runtime, node, handle) = started(plan);
+    let first = handle.read_async(1);
+    let second = handle.read_async(2);
+    node.with_context(|dev: &Dev| dev.q().drain()).unwrap();
+    assert_eq!(handle.read(3).unwrap().status, NtStatus::INVALID_DEVICE_STATE);
+    let _ = runtime.take_trace();
+    with_q(&node, io_common::Q::take_oldest).unwrap().complete(NtStatus::SUCCESS);
+    assert_eq!(lines(&runtime), ["EvtIoRead(2)"], "the queued one is still presented");
+    with_q(&node, io_common::Q::take_oldest).unwrap().complete(NtStatus::SUCCESS);
+    assert!(first.is_complete() && second.is_complete());
+    assert_eq!(node.with_context(|dev: &Dev| dev.q().drain_synchronously()).unwrap(), Ok(()));
+}
+
+/// Section 9.2: stop-and-purge cancels the queued requests and the cancelable ones the
+/// driver owns, and keeps accepting: a new request waits for the start.
+#[test]
+fn stop_and_purge_cancels_and_keeps_accepting() {
+    let plan =
+        Plan { dispatch: Dispatch::Sequential, on_read: OnRead::Cancelable, ..Plan::default() };
+    let (runtime, node, handle) = started(plan);
+    let owned = handle.read_async(1);
+    let queued = handle.read_async(2);
+    let _ = runtime.take_trace();
+    node.with_context(|dev: &Dev| dev.q().stop_and_purge()).unwrap();
+    assert_eq!(queued.status(), Some(NtStatus::CANCELLED));
+    assert_eq!(owned.status(), Some(NtStatus::CANCELLED));
+    assert_eq!(lines(&runtime), ["EvtRequestCancel"]);
+    let later = handle.read_async(3);
+    assert!(!later.is_complete() && lines(&runtime).is_empty());
+    node.with_context(|dev: &Dev| dev.q().start()).unwrap();
+    assert_eq!(lines(&runtime), ["EvtIoRead(3)"]);
+    later.cancel();
+    assert_eq!(later.status(), Some(NtStatus::CANCELLED));
+}

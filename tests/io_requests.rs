@@ -248,3 +248,56 @@ fn guids_and_control_codes() {
     assert_eq!(ctl_code(0x22, 0x800, TransferMethod::Neither, Access::ReadWrite), 0x0022_E003);
     assert_eq!(TransferMethod::of(0x0022_E003), TransferMethod::Neither);
 }
+
+/// Section 9.5: a request forwarded to a manual queue was presented before: cancelled
+/// there, it gets `EvtIoCanceledOnQueue` (the driver completes it), not a silent
+/// completion.
+#[test]
+fn a_forwarded_request_cancelled_in_its_new_queue_gets_evt_io_canceled_on_queue() {
+    let (runtime, _node, handle) = started(Plan { manual_reads: true, ..Plan::default() });
+    let parked = handle.ioctl_async(io_common::IOCTL_PARK, b"", 0);
+    assert_eq!(lines(&runtime), ["EvtIoDeviceControl(0x8000200C, 0, 0)", "EvtIoQueueState"]);
+    assert!(!parked.is_complete());
+    parked.cancel();
+    assert_eq!(lines(&runtime), ["EvtIoCanceledOnQueue"]);
+    assert_eq!(parked.status(), Some(NtStatus::CANCELLED));
+}
+
+/// Section 9.5: a forwarded request is retrieved from its new queue.
+#[test]
+fn a_forwarded_request_is_retrieved_from_the_manual_queue() {
+    let (_runtime, node, handle) = started(Plan { manual_reads: true, ..Plan::default() });
+    let parked = handle.ioctl_async(io_common::IOCTL_PARK, b"", 0);
+    node.with_context(|dev: &Dev| {
+        let request = dev.manual.as_ref().unwrap().retrieve_next_request().unwrap();
+        assert_eq!(request.parameters().request_type(), kmdf::request::RequestType::DeviceControl);
+        request.complete(NtStatus::SUCCESS);
+    })
+    .unwrap();
+    assert_eq!(parked.status(), Some(NtStatus::SUCCESS));
+}
+
+/// Section 9.7: an interface created after the first start stays disabled until the
+/// driver enables it.
+#[test]
+fn an_interface_created_after_the_first_start_waits_to_be_enabled() {
+    let (runtime, node, _handle) = started(Plan::default());
+    let late = Guid::parse("6a1d2f3e-4b5c-4d6e-8f70-8192a3b4c5d6");
+    let create = |f: &dyn Fn(&kmdf::Device<Dev>) -> kmdf::Result| {
+        node.with_context(|dev: &Dev| dev.q().with_device(f).unwrap()).unwrap()
+    };
+    create(&|device| device.create_device_interface(&late, None)).unwrap();
+    assert_eq!(runtime.open(&late).err(), Some(NtError::OBJECT_NAME_NOT_FOUND));
+    assert_eq!(
+        create(&|device| device.create_device_interface(&late, None)),
+        Err(NtError::INVALID_PARAMETER),
+        "the same interface twice"
+    );
+    create(&|device| device.set_device_interface_state(&late, None, true)).unwrap();
+    assert!(runtime.open(&late).is_ok());
+    let unknown = Guid::parse("00000000-0000-0000-0000-000000000002");
+    assert_eq!(
+        create(&|device| device.set_device_interface_state(&unknown, None, true)),
+        Err(NtError::OBJECT_NAME_NOT_FOUND)
+    );
+}

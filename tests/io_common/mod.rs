@@ -26,6 +26,8 @@ pub const IOCTL_ECHO: u32 = ctl_code(0x8000, 0x800, TransferMethod::Buffered, Ac
 pub const IOCTL_TOO_MUCH: u32 = ctl_code(0x8000, 0x801, TransferMethod::Buffered, Access::Any);
 /// A `METHOD_NEITHER` code: no buffer for it from an application.
 pub const IOCTL_NEITHER: u32 = ctl_code(0x8000, 0x802, TransferMethod::Neither, Access::Any);
+/// Forwards the request to the manual queue (when the plan has one), where it waits.
+pub const IOCTL_PARK: u32 = ctl_code(0x8000, 0x803, TransferMethod::Buffered, Access::Any);
 
 /// What the default queue does with a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,8 +245,19 @@ fn complete_read(mut request: Request, length: usize) {
     request.complete_with_information(NtStatus::SUCCESS, length).expect("length fits");
 }
 
-fn device_control(mut request: Request, output_length: usize, code: u32) {
+fn device_control(queue: &IoQueue<Q>, mut request: Request, output_length: usize, code: u32) {
     match code {
+        IOCTL_PARK => {
+            let manual = queue.with_device(|device| device.context().manual.clone()).flatten();
+            match manual {
+                Some(manual) => {
+                    if let Err(error) = request.forward(&manual) {
+                        error.request.complete(error.status.status());
+                    }
+                }
+                None => request.complete(NtStatus::INVALID_DEVICE_REQUEST),
+            }
+        }
         IOCTL_ECHO => {
             let input = request.input_buffer(0).map(<[u8]>::to_vec).unwrap_or_default();
             let n = input.len().min(output_length);
@@ -292,13 +305,13 @@ kmdf::vtable! {
 
         fn device_control(
             &self,
-            _queue: &IoQueue<Self>,
+            queue: &IoQueue<Self>,
             request: Request,
             output_length: usize,
             _input_length: usize,
             code: u32,
         ) {
-            device_control(request, output_length, code);
+            device_control(queue, request, output_length, code);
         }
 
         fn stop(&self, _queue: &IoQueue<Self>, stop: IoStop<'_>) {
@@ -364,6 +377,10 @@ kmdf::vtable! {
 
         fn ready_notify(&self, _queue: &IoQueue<Self>) {
             *self.ready.lock() += 1;
+        }
+
+        fn canceled_on_queue(&self, _queue: &IoQueue<Self>, request: Request) {
+            request.complete(NtStatus::CANCELLED);
         }
     }
 }
