@@ -301,3 +301,22 @@ fn an_interface_created_after_the_first_start_waits_to_be_enabled() {
         Err(NtError::OBJECT_NAME_NOT_FOUND)
     );
 }
+
+/// Section 9.6: `EvtFileClose` runs at `PASSIVE_LEVEL` even when the handle's last request
+/// is completed above it (under a spin lock): it is deferred to a worker thread.
+#[test]
+fn the_close_after_a_completion_at_dispatch_level_runs_at_passive_level() {
+    let (runtime, node, handle) = started(Plan { on_read: OnRead::Pend, ..Plan::default() });
+    let read = handle.read_async(1);
+    handle.close();
+    let request = with_q(&node, io_common::Q::take_oldest).unwrap();
+    let lock = kmdf::sync::SpinLock::new(()).unwrap();
+    let guard = lock.lock();
+    request.complete(NtStatus::SUCCESS);
+    drop(guard);
+    runtime.wait_for_work_items().unwrap();
+    assert_eq!(read.status(), Some(NtStatus::SUCCESS));
+    let trace = lines(&runtime);
+    assert!(trace.contains(&String::from("EvtFileClose")), "{trace:?}");
+    assert!(runtime.panics().is_empty(), "{:?}", runtime.panics());
+}

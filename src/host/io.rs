@@ -26,7 +26,7 @@ use super::mutex::lock;
 use super::object::RawObject;
 use super::pool;
 use super::shared::Shared;
-use super::sync::at_dispatch;
+use super::sync::{at_dispatch, current_irql};
 use super::sync_shim::{Condvar, Mutant, Mutex, MutexGuard, mutant};
 use super::trace::{TraceEntry, VerifierFinding};
 use crate::callback::vtable;
@@ -34,6 +34,7 @@ use crate::file::IoType;
 use crate::interface::Guid;
 use crate::io_queue::{Dispatch, IoQueueConfig, StopAction};
 use crate::request::{Parameters, RequestType};
+use crate::sync::Irql;
 use crate::{Callback, NtError, NtStatus, Result};
 
 /// What `DeviceInit` configured for the device's I/O.
@@ -1552,8 +1553,10 @@ impl IoPackage {
     }
 
     /// `EvtFileClose` of a closing file whose requests are all completed, then its
-    /// deletion.
-    fn close_if_done(&self, file: u64) {
+    /// deletion. The close runs at `PASSIVE_LEVEL`: when the last completion comes above it
+    /// (from a request callback, under a spin lock), it is deferred to a system worker
+    /// thread, as Windows defers the last dereference of a file object (`IRP_MJ_CLOSE`).
+    fn close_if_done(self: &Arc<Self>, file: u64) {
         let object = {
             let mut inner = self.lock();
             match inner.files.get(&file) {
@@ -1565,9 +1568,19 @@ impl IoPackage {
             }
         };
         let Some(object) = object else { return };
+        if current_irql() == Irql::Passive {
+            self.run_close(&object);
+        } else {
+            let io = Arc::clone(self);
+            self.shared.pool().submit(std::boxed::Box::new(move || io.run_close(&object)));
+        }
+    }
+
+    /// `EvtFileClose`, then the file object's deletion.
+    fn run_close(&self, object: &Arc<RawObject>) {
         if let Some(table) = self.init.file.filter(|table| table.registered.close) {
             let entry = TraceEntry::new(Callback::FileClose, Some(self.node));
-            self.shared.invoke_void(entry, || (table.close)(&object));
+            self.shared.invoke_void(entry, || (table.close)(object));
         }
         object.delete();
     }

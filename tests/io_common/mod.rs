@@ -193,7 +193,10 @@ kmdf::vtable! {
 
         fn cleanup(&self, _file: &FileObject<Self>) {}
 
-        fn close(&self, _file: &FileObject<Self>) {}
+        fn close(&self, _file: &FileObject<Self>) {
+            // EvtFileClose runs at PASSIVE_LEVEL (section 9.6).
+            assert_eq!(kmdf::sync::current_irql(), kmdf::sync::Irql::Passive);
+        }
     }
 }
 
