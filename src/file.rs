@@ -146,6 +146,11 @@ impl DeviceInit<'_> {
     /// Gives the device file objects whose context is an `F`, and registers `F`'s
     /// callbacks (`WdfDeviceInitSetFileObjectConfig`). Without it, opens succeed without a
     /// callback and requests have no file object (`WdfFileObjectNotRequired`).
+    ///
+    /// The device created from this `DeviceInit` must have `F::Device` as its context type
+    /// (the callbacks reach the device as that type): [`create`](DeviceInit::create) and
+    /// [`create_with`](DeviceInit::create_with) fail `STATUS_INVALID_PARAMETER` otherwise,
+    /// before creating anything.
     pub fn set_file_object<F: FileCallbacks>(&mut self) {
         backend::file::set_file_object::<F>(&mut self.raw);
     }

@@ -209,6 +209,13 @@ impl Request {
     /// request when it was cancelled already (the application cancelled it, or the queue
     /// is being purged): the driver completes it then, with `STATUS_CANCELLED`.
     ///
+    /// `queue` is the request's queue: the one that presented it, or that it was forwarded
+    /// to (in the kernel the cancel callback finds its queue with `WdfRequestGetIoQueue`).
+    ///
+    /// # Panics
+    ///
+    /// When `queue` is not the request's queue.
+    ///
     /// `queue`'s callbacks must implement `request_cancel`; a queue type that does not is
     /// refused at compile time:
     ///

@@ -320,3 +320,81 @@ fn the_close_after_a_completion_at_dispatch_level_runs_at_passive_level() {
     assert!(trace.contains(&String::from("EvtFileClose")), "{trace:?}");
     assert!(runtime.panics().is_empty(), "{:?}", runtime.panics());
 }
+
+/// `DeviceInit::set_file_object::<F>` ties the device's context type to `F::Device`: a
+/// device of another type is refused before anything is created.
+#[test]
+fn file_callbacks_for_another_device_type_are_refused() {
+    struct Other;
+    kmdf::vtable! { impl kmdf::PnpPowerCallbacks for Other {} }
+    struct Mismatch;
+    impl kmdf::Driver for Mismatch {
+        fn driver_entry() -> kmdf::Result<Self> {
+            Ok(Mismatch)
+        }
+        fn device_add(&self, mut init: kmdf::DeviceInit<'_>) -> kmdf::Result {
+            init.set_file_object::<io_common::Handle>(); // written for `Dev`
+            assert_eq!(init.create(Other).err(), Some(NtError::INVALID_PARAMETER));
+            Err(NtError::INVALID_PARAMETER)
+        }
+    }
+    let runtime = kmdf::host::Runtime::new();
+    let driver = runtime.load::<Mismatch>().unwrap();
+    assert!(driver.add_device().is_err());
+    assert!(!runtime.live_objects().contains(&ObjectKind::Device));
+}
+
+/// `mark_cancelable` takes the request's own queue: another queue is a driver bug (the
+/// cancel callback is the request's queue's), reported as a panic of the callback; the
+/// request, dropped in the unwinding, is completed `STATUS_CANCELLED`.
+#[test]
+fn mark_cancelable_with_another_queue_panics() {
+    use kmdf::io_queue::{Dispatch, IoQueue, IoQueueCallbacks, IoQueueConfig};
+    use kmdf::object::ObjectRef;
+
+    struct TwoQueues {
+        other: ObjectRef<IoQueue<Reads>>,
+    }
+    kmdf::vtable! { impl kmdf::PnpPowerCallbacks for TwoQueues {} }
+    struct Reads;
+    kmdf::vtable! {
+        impl IoQueueCallbacks for Reads {
+            type Device = TwoQueues;
+            fn read(&self, queue: &IoQueue<Self>, request: kmdf::Request, _length: usize) {
+                let other = queue.with_device(|device| device.context().other.clone()).unwrap();
+                let _ = request.mark_cancelable(&other); // panics
+            }
+            fn request_cancel(&self, _queue: &IoQueue<Self>, request: kmdf::Request) {
+                request.complete(NtStatus::CANCELLED);
+            }
+        }
+    }
+    struct Driver;
+    impl kmdf::Driver for Driver {
+        fn driver_entry() -> kmdf::Result<Self> {
+            Ok(Driver)
+        }
+        fn device_add(&self, init: kmdf::DeviceInit<'_>) -> kmdf::Result {
+            let device = init.create_with(|device| {
+                let other =
+                    IoQueue::create(device, IoQueueConfig::new(Dispatch::parallel()), Reads)?;
+                Ok(TwoQueues { other })
+            })?;
+            device.create_device_interface(&GUID_DEVINTERFACE_TEST, None)?;
+            IoQueue::create(device, IoQueueConfig::default_queue(Dispatch::parallel()), Reads)?;
+            Ok(())
+        }
+    }
+    let runtime = kmdf::host::Runtime::new();
+    let node = runtime.load::<Driver>().unwrap().add_device().unwrap();
+    node.start().unwrap();
+    let read = runtime.open(&GUID_DEVINTERFACE_TEST).unwrap().read(1).unwrap();
+    assert_eq!(read.status, NtStatus::CANCELLED);
+    let panics = runtime.take_panics();
+    assert_eq!(panics.len(), 1);
+    assert!(panics[0].message.contains("another queue"), "{}", panics[0].message);
+    assert_eq!(panics[0].callback, Callback::IoRead);
+    // The dropped request is a finding too, which the next action reports.
+    assert!(runtime.verifier_findings()[0].message.contains("dropped"));
+    assert!(node.remove().is_err());
+}

@@ -220,6 +220,10 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
     build: impl FnOnce(&Device<T>) -> Result<T>,
 ) -> Result<&Device<T>> {
     let slot = init.slot;
+    // The file callbacks were written for a device context type: this one.
+    if init.io.file.is_some_and(|file| file.device != core::any::TypeId::of::<T>()) {
+        return Err(crate::NtError::INVALID_PARAMETER);
+    }
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let state = DeviceState {
         callbacks: PnpTable::of::<T>(),

@@ -42,6 +42,7 @@ pub(crate) fn set_exclusive(init: &mut RawDeviceInit<'_>, exclusive: bool) {
 pub(crate) fn set_file_object<F: FileCallbacks>(init: &mut RawDeviceInit<'_>) {
     init.io.file = Some(FileTable {
         registered: F::REGISTERED,
+        device: core::any::TypeId::of::<F::Device>(),
         create: create::<F>,
         cleanup: cleanup::<F>,
         close: close::<F>,

@@ -49,6 +49,8 @@ pub(crate) struct IoInit {
 #[derive(Clone, Copy)]
 pub(crate) struct FileTable {
     pub(crate) registered: vtable::FileCallbacks,
+    /// The device context type the file callbacks were written for (`F::Device`).
+    pub(crate) device: std::any::TypeId,
     /// `EvtDeviceFileCreate`: builds the file's context (device, file).
     pub(crate) create: fn(&RawObject, &RawObject) -> Result,
     /// `EvtFileCleanup`.
@@ -805,6 +807,11 @@ impl IoPackage {
             Parameters::DeviceControl { output_length, .. }
             | Parameters::InternalDeviceControl { output_length, .. } => output_length,
         }
+    }
+
+    /// The queue request `id` belongs to, while the framework knows it.
+    pub(crate) fn queue_of(&self, id: u64) -> Option<usize> {
+        self.lock().requests.get(&id).map(|state| state.queue)
     }
 
     /// `WdfRequestIsCanceled`.

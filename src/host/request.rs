@@ -88,6 +88,12 @@ pub(crate) fn mark_cancelable<T: IoQueueCallbacks>(
 ) -> core::result::Result<RawCancelable, RawRequest> {
     let io = std::sync::Arc::clone(&request.core.io);
     let state = io_queue::state(&queue.raw);
+    assert!(
+        std::sync::Arc::ptr_eq(&state.io, &io) && io.queue_of(request.core.id) == Some(state.id),
+        "kmdf: Request::mark_cancelable({queue:?}) of request {} of another queue: the cancel \
+         callback is the request's own queue's",
+        request.core.id
+    );
     io.mark_cancelable(request, queue.raw.to_arc(), state.table)
 }
 
