@@ -1583,9 +1583,11 @@ impl IoPackage {
         }
     }
 
-    /// `EvtFileClose`, then the file object's deletion.
+    /// `EvtFileClose`, then the file object's deletion. After the device's removal (a
+    /// deferred close late), no callback.
     fn run_close(&self, object: &Arc<RawObject>) {
-        if let Some(table) = self.init.file.filter(|table| table.registered.close) {
+        let removed = self.lock().removed;
+        if let Some(table) = self.init.file.filter(|table| table.registered.close && !removed) {
             let entry = TraceEntry::new(Callback::FileClose, Some(self.node));
             self.shared.invoke_void(entry, || (table.close)(object));
         }
