@@ -107,6 +107,19 @@ callbacks! {
     SelfManagedIoFlush = "EvtDeviceSelfManagedIoFlush", "self_managed_io_flush", false;
     /// `EvtDeviceSelfManagedIoCleanup`.
     SelfManagedIoCleanup = "EvtDeviceSelfManagedIoCleanup", "self_managed_io_cleanup", false;
+    /// `EvtDeviceArmWakeFromS0`: arm the device to wake from its idle Dx state.
+    ArmWakeFromS0 = "EvtDeviceArmWakeFromS0", "arm_wake_from_s0", true;
+    /// `EvtDeviceDisarmWakeFromS0`: the device is back in D0 from an armed idle.
+    DisarmWakeFromS0 = "EvtDeviceDisarmWakeFromS0", "disarm_wake_from_s0", false;
+    /// `EvtDeviceWakeFromS0Triggered`: the device's wake signal brought it back from idle.
+    WakeFromS0Triggered = "EvtDeviceWakeFromS0Triggered", "wake_from_s0_triggered", false;
+    /// `EvtDeviceArmWakeFromSx`: arm the device to wake the sleeping system.
+    ArmWakeFromSx = "EvtDeviceArmWakeFromSx", "arm_wake_from_sx", true;
+    /// `EvtDeviceDisarmWakeFromSx`: the system is back from a sleep the device was armed
+    /// for (or arming failed).
+    DisarmWakeFromSx = "EvtDeviceDisarmWakeFromSx", "disarm_wake_from_sx", false;
+    /// `EvtDeviceWakeFromSxTriggered`: the device's wake signal woke the system.
+    WakeFromSxTriggered = "EvtDeviceWakeFromSxTriggered", "wake_from_sx_triggered", false;
     /// `EvtCleanupCallback`: an object's deletion has started.
     ObjectCleanup = "EvtCleanupCallback", "cleanup", false;
     /// `EvtDestroyCallback`: an object's last reference is gone; its context is dropped.
@@ -262,8 +275,8 @@ pub mod vtable {
     use super::{Callback, Sealed, fmt};
 
     registration! {
-        /// [`PnpPowerCallbacks`](crate::PnpPowerCallbacks): `WDF_PNPPOWER_EVENT_CALLBACKS`
-        /// and the device's `EvtCleanupCallback`.
+        /// [`PnpPowerCallbacks`](crate::PnpPowerCallbacks): `WDF_PNPPOWER_EVENT_CALLBACKS`,
+        /// `WDF_POWER_POLICY_EVENT_CALLBACKS` and the device's `EvtCleanupCallback`.
         PnpPowerCallbacks {
             prepare_hardware => PrepareHardware,
             release_hardware => ReleaseHardware,
@@ -279,6 +292,12 @@ pub mod vtable {
             self_managed_io_restart => SelfManagedIoRestart,
             self_managed_io_flush => SelfManagedIoFlush,
             self_managed_io_cleanup => SelfManagedIoCleanup,
+            arm_wake_from_s0 => ArmWakeFromS0,
+            disarm_wake_from_s0 => DisarmWakeFromS0,
+            wake_from_s0_triggered => WakeFromS0Triggered,
+            arm_wake_from_sx => ArmWakeFromSx,
+            disarm_wake_from_sx => DisarmWakeFromSx,
+            wake_from_sx_triggered => WakeFromSxTriggered,
             cleanup => ObjectCleanup,
         }
     }

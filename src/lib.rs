@@ -91,6 +91,7 @@ pub mod interface;
 pub mod io_queue;
 pub mod object;
 pub mod pnp;
+pub mod power_policy;
 #[cfg(kmdf_host)]
 pub mod request;
 pub mod status;

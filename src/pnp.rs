@@ -390,6 +390,49 @@ pub trait PnpPowerCallbacks: Sized + Send + Sync + 'static {
     /// `cleanup`.
     fn self_managed_io_cleanup(&self, _device: &Device<Self>) {}
 
+    /// `EvtDeviceArmWakeFromS0`: the device is about to idle armed for wake
+    /// ([`IdleCaps::CanWakeFromS0`](crate::power_policy::IdleCaps::CanWakeFromS0)): after
+    /// `self_managed_io_suspend`, before `d0_exit_pre_interrupts_disabled`. Enable the
+    /// hardware's wake signal.
+    ///
+    /// # Errors
+    ///
+    /// Not a device failure: `disarm_wake_from_s0` is not called, the power-down finishes
+    /// and the device comes straight back to D0 (docs/kmdf-behaviour.md section 10).
+    fn arm_wake_from_s0(&self, _device: &Device<Self>) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceDisarmWakeFromS0`: back in D0 from an armed idle, after
+    /// `d0_entry_post_interrupts_enabled` (and `wake_from_s0_triggered`, when the wake
+    /// signal brought it back), before `self_managed_io_restart`.
+    fn disarm_wake_from_s0(&self, _device: &Device<Self>) {}
+
+    /// `EvtDeviceWakeFromS0Triggered`: the device's wake signal brought it back from idle;
+    /// before `disarm_wake_from_s0`.
+    fn wake_from_s0_triggered(&self, _device: &Device<Self>) {}
+
+    /// `EvtDeviceArmWakeFromSx`: the system is going to sleep and the device is armed to
+    /// wake it ([`Device::assign_sx_wake_settings`](crate::Device::assign_sx_wake_settings)):
+    /// after `self_managed_io_suspend`, before `d0_exit_pre_interrupts_disabled`.
+    ///
+    /// # Errors
+    ///
+    /// Not a device failure: `disarm_wake_from_sx` is called, then the device sleeps
+    /// unarmed.
+    fn arm_wake_from_sx(&self, _device: &Device<Self>) -> Result {
+        Ok(())
+    }
+
+    /// `EvtDeviceDisarmWakeFromSx`: the system is back from a sleep the device was armed
+    /// for, after `d0_entry_post_interrupts_enabled` (and `wake_from_sx_triggered`), before
+    /// `self_managed_io_restart`; or arming failed.
+    fn disarm_wake_from_sx(&self, _device: &Device<Self>) {}
+
+    /// `EvtDeviceWakeFromSxTriggered`: the device's wake signal woke the system; before
+    /// `disarm_wake_from_sx`.
+    fn wake_from_sx_triggered(&self, _device: &Device<Self>) {}
+
     /// `EvtCleanupCallback` of the device object: the device is being deleted; its children
     /// (work items, ...) have already been disposed. The context itself is dropped later,
     /// when the last reference to the device goes (`EvtDestroyCallback`).

@@ -154,6 +154,9 @@ status_codes! {
     DEVICE_POWER_FAILURE = 0xC000_028E,
     /// `STATUS_DEVICE_REMOVED`: the device was removed.
     DEVICE_REMOVED = 0xC000_02B6,
+    /// `STATUS_POWER_STATE_INVALID`: the power state is not valid for the device, or the
+    /// device's power policy does not allow the operation now.
+    POWER_STATE_INVALID = 0xC000_02D3,
     /// `STATUS_WDF_INTERNAL_ERROR`: an internal framework error.
     WDF_INTERNAL_ERROR = 0xC020_0201,
     /// `STATUS_WDF_PAUSED`: the queue is stopped or powered off.

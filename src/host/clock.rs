@@ -1,20 +1,29 @@
 //! The runtime's virtual clock: the time, and the timers set on it in due-time order.
 //!
-//! The clock knows nothing of timers: it holds whatever the timer module puts on it
-//! ([`Entry`]) and hands it back when it falls due, so the runtime's shared state can own
-//! the clock without depending on the object table.
+//! The clock knows nothing of what is set on it: it holds [`Expiry`] values (a `WDFTIMER`
+//! that was started, a device's idle timeout) and hands each back when it falls due, so the
+//! runtime's shared state can own the clock without depending on the object table, and a
+//! new kind of expiry plugs in without the clock changing.
 
 use super::std;
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pool::Origin;
+
 /// Where a set timer sits in the clock's queue: its due time, then the order it was set in.
 pub(crate) type Key = (Duration, u64);
 
-/// What sits on the clock: a set timer, as the timer module stored it.
-pub(crate) type Entry = Arc<dyn Any + Send + Sync>;
+/// Something set on the clock, run when it falls due.
+pub(crate) trait Expiry: Send + Sync {
+    /// Runs the expiry that sat at `key`, on the advancing thread, as deferred work of
+    /// `origin` (the advance waits for the work it hands on).
+    fn expire(self: Arc<Self>, key: Key, origin: Origin);
+}
+
+/// What sits on the clock.
+pub(crate) type Entry = Arc<dyn Expiry>;
 
 /// The runtime's virtual clock and the timers set on it.
 #[derive(Default)]

@@ -5,8 +5,9 @@ use std::ptr;
 use std::sync::{Arc, OnceLock};
 
 use super::io::{IoInit, IoPackage};
-use super::object::{KindState, NewObject, RawObject};
+use super::object::{KindState, NewObject, RawObject, StateSlot};
 use super::object_kind::ObjectKind;
+use super::policy::PowerPolicy;
 use super::resources::AssignedResources;
 use crate::callback::vtable;
 use crate::pnp::HardwareResources;
@@ -68,6 +69,8 @@ pub(crate) struct DeviceState {
     /// The `WDFDRIVER` it belongs to (`WdfGetDriver`), held as long as the device object
     /// exists so its driver value can be lent out with the device's lifetime.
     driver: Arc<RawObject>,
+    /// Its power policy (docs/kmdf-behaviour.md section 10).
+    pub(crate) power_policy: Arc<PowerPolicy>,
     /// Its queues, requests, files and interfaces.
     pub(crate) io: Arc<IoPackage>,
 }
@@ -112,6 +115,12 @@ pub(crate) enum PnpCall {
     SelfManagedIoRestart,
     SelfManagedIoFlush,
     SelfManagedIoCleanup,
+    ArmWakeFromS0,
+    DisarmWakeFromS0,
+    WakeFromS0Triggered,
+    ArmWakeFromSx,
+    DisarmWakeFromSx,
+    WakeFromSxTriggered,
 }
 
 impl PnpCall {
@@ -131,6 +140,12 @@ impl PnpCall {
             PnpCall::SelfManagedIoRestart => Callback::SelfManagedIoRestart,
             PnpCall::SelfManagedIoFlush => Callback::SelfManagedIoFlush,
             PnpCall::SelfManagedIoCleanup => Callback::SelfManagedIoCleanup,
+            PnpCall::ArmWakeFromS0 => Callback::ArmWakeFromS0,
+            PnpCall::DisarmWakeFromS0 => Callback::DisarmWakeFromS0,
+            PnpCall::WakeFromS0Triggered => Callback::WakeFromS0Triggered,
+            PnpCall::ArmWakeFromSx => Callback::ArmWakeFromSx,
+            PnpCall::DisarmWakeFromSx => Callback::DisarmWakeFromSx,
+            PnpCall::WakeFromSxTriggered => Callback::WakeFromSxTriggered,
         }
     }
 
@@ -196,6 +211,24 @@ fn dispatch<T: PnpPowerCallbacks>(
             context.self_managed_io_cleanup(device);
             Ok(())
         }
+        PnpCall::ArmWakeFromS0 => context.arm_wake_from_s0(device),
+        PnpCall::DisarmWakeFromS0 => {
+            context.disarm_wake_from_s0(device);
+            Ok(())
+        }
+        PnpCall::WakeFromS0Triggered => {
+            context.wake_from_s0_triggered(device);
+            Ok(())
+        }
+        PnpCall::ArmWakeFromSx => context.arm_wake_from_sx(device),
+        PnpCall::DisarmWakeFromSx => {
+            context.disarm_wake_from_sx(device);
+            Ok(())
+        }
+        PnpCall::WakeFromSxTriggered => {
+            context.wake_from_sx_triggered(device);
+            Ok(())
+        }
     }
 }
 
@@ -229,6 +262,7 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
         callbacks: PnpTable::of::<T>(),
         resources: Arc::clone(&slot.resources),
         driver: Arc::clone(&slot.driver),
+        power_policy: PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability()),
         io: IoPackage::new(slot.driver.shared(), slot.node, init.io),
     };
     let io = Arc::clone(&state.io);
@@ -238,7 +272,7 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
             parent: Some(&slot.driver),
             device: Some(slot.node),
             cleanup: cleanup_hook,
-            state: Some(Arc::new(state)),
+            state: Some(StateSlot::new(Arc::new(state))),
             ..NewObject::new(ObjectKind::Device)
         },
     )?;

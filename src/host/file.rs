@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 
 use super::device::{RawDeviceInit, device_ref};
 use super::io::{FileTable, IoPackage};
-use super::object::{KindState, NewObject, RawObject, view};
+use super::object::{KindState, NewObject, RawObject, StateSlot, view};
 use super::object_kind::ObjectKind;
 use super::trace::TraceEntry;
 use crate::file::{FileCallbacks, FileObject, IoType};
@@ -87,7 +87,9 @@ pub(crate) fn open(io: &Arc<IoPackage>, guid: &Guid) -> Result<Arc<RawObject>> {
             device.shared(),
             NewObject {
                 parent: Some(&device),
-                state: Some(Arc::new(FileState { device: Arc::downgrade(&device) })),
+                state: Some(StateSlot::new(Arc::new(FileState {
+                    device: Arc::downgrade(&device),
+                }))),
                 ..NewObject::new(ObjectKind::File)
             },
         )?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 
 use super::device::device_ref;
 use super::io::{IoPackage, QueueCall, QueueTable, RawRequest};
-use super::object::{KindState, NewObject, RawObject, RawRef, view};
+use super::object::{KindState, NewObject, RawObject, RawRef, StateSlot, view};
 use super::object_kind::ObjectKind;
 use super::sync::current_irql;
 use crate::io_queue::{IoQueue, IoQueueCallbacks, IoQueueConfig, IoStop};
@@ -76,12 +76,12 @@ pub(crate) fn create<T: IoQueueCallbacks>(
         NewObject {
             parent: Some(&device),
             cleanup: cleanup_hook,
-            state: Some(Arc::new(QueueState {
+            state: Some(StateSlot::new(Arc::new(QueueState {
                 io: Arc::clone(&io),
                 id,
                 table,
                 device: Arc::downgrade(&device),
-            })),
+            }))),
             context: Some(Box::new(context)),
             ..NewObject::new(ObjectKind::Queue)
         },

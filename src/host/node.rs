@@ -10,14 +10,17 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use super::sync_shim::Mutex;
 
+use super::clock::Key;
 use super::device::{CreatedDevice, DeviceSlot, RawDeviceInit};
 use super::error::HarnessError;
 use super::mutex::lock;
 use super::object::RawObject;
 use super::pnp::machine::Machine;
 use super::pnp::{self, NodeState, PnpAction, PnpError};
+use super::policy::PolicyOwner;
 use super::resources::AssignedResources;
 use super::shared::Shared;
+use super::sync_shim::thread::{self, ThreadId};
 use super::trace::{Trace, TraceEntry};
 use crate::{Callback, DeviceInit, NtError, Result};
 
@@ -74,6 +77,11 @@ pub(crate) struct Node {
     device_add: DeviceAdd,
     /// Held for the whole of an action: the PnP manager sends a device one IRP at a time.
     state: Mutex<NodeInner>,
+    /// The thread applying an action now (holding `state`), so that the power policy can
+    /// tell a call from the device's own callbacks.
+    applying: Mutex<Option<ThreadId>>,
+    /// Itself, to hand the power policy a handle on the node.
+    me: Weak<Node>,
 }
 
 struct NodeInner {
@@ -83,6 +91,9 @@ struct NodeInner {
     /// Restarts after `WdfDeviceSetFailed(AttemptRestart)`: when the current period began
     /// and how many restarts it saw (`FxPkgPnp::PnpIncrementRestartCountLogic`).
     restarts: Option<(std::time::Duration, u32)>,
+    /// What the checks found in a transition the framework made by itself (an idle
+    /// timeout, a power-up for a power reference): reported by the next action.
+    unreported: Option<PnpError>,
 }
 
 /// KMDF allows [`RESTART_COUNT_MAXIMUM`] restarts of a device within this period
@@ -123,7 +134,7 @@ impl Node {
         created: CreatedDevice,
         trace_start: usize,
     ) -> Arc<Self> {
-        Arc::new(Node {
+        let node = Arc::new_cyclic(|me| Node {
             shared: Arc::clone(driver.shared()),
             id,
             driver: Arc::downgrade(driver),
@@ -131,10 +142,45 @@ impl Node {
             device_add,
             state: Mutex::new(NodeInner {
                 machine: Machine::new(&created, trace_start),
-                device: Some(created),
+                device: None,
                 restarts: None,
+                unreported: None,
             }),
-        })
+            applying: Mutex::new(None),
+            me: me.clone(),
+        });
+        node.adopt(&mut lock(&node.state), created);
+        node
+    }
+
+    /// Makes `created` the node's device, its power policy answering to the node.
+    fn adopt(&self, inner: &mut NodeInner, created: CreatedDevice) {
+        let owner: Weak<dyn PolicyOwner> = self.me.clone();
+        created.state().power_policy.set_owner(owner);
+        inner.device = Some(created);
+    }
+
+    /// Runs `f` with the node's state locked, noting this thread as the one applying.
+    fn with_inner<R>(&self, f: impl FnOnce(&mut NodeInner) -> R) -> R {
+        let mut inner = lock(&self.state);
+        let previous = lock(&self.applying).replace(thread::current().id());
+        let result = f(&mut inner);
+        *lock(&self.applying) = previous;
+        result
+    }
+
+    /// After an action: the power policy sees the device's new state (its idle timeout
+    /// runs or stops), and a power-up a callback asked for during the action is done.
+    fn settle_policy(&self, inner: &mut NodeInner) -> core::result::Result<(), PnpError> {
+        let Some(policy) = inner.device.as_ref().map(|d| Arc::clone(&d.state().power_policy))
+        else {
+            return Ok(());
+        };
+        if policy.take_power_up_request() && inner.machine.state == NodeState::Idle {
+            self.apply(inner, PnpAction::Wake)?;
+        }
+        policy.reevaluate();
+        Ok(())
     }
 
     /// Whether the device is known to be gone, without waiting for an action in progress
@@ -155,18 +201,25 @@ impl Node {
     ///
     /// What the checker found, as for [`DeviceNode::apply`].
     pub(crate) fn tear_down(&self) -> core::result::Result<(), PnpError> {
-        let mut inner = lock(&self.state);
+        self.with_inner(|inner| {
+            let result = self.tear_down_locked(inner);
+            // What no call reported comes first; the teardown ran all the same.
+            inner.unreported.take().map_or(result, Err)
+        })
+    }
+
+    fn tear_down_locked(&self, inner: &mut NodeInner) -> core::result::Result<(), PnpError> {
         let _ = self.shared.take_failure(self.id);
         match inner.machine.state {
             NodeState::Removed => return Ok(()),
-            NodeState::Added => return self.apply(&mut inner, PnpAction::Remove),
-            NodeState::Asleep { .. } => self.apply(&mut inner, PnpAction::Resume)?,
+            NodeState::Added => return self.apply(inner, PnpAction::Remove),
+            NodeState::Asleep { .. } => self.apply(inner, PnpAction::Resume)?,
             _ => {}
         }
         if inner.machine.state == NodeState::Removed {
             return Ok(()); // the resume failed and tore the device down
         }
-        self.apply(&mut inner, PnpAction::SurpriseRemove)
+        self.apply(inner, PnpAction::SurpriseRemove)
     }
 
     /// The PnP manager's answer to a `WdfDeviceSetFailed` of the device: it learns that the
@@ -198,18 +251,63 @@ impl Node {
         };
         self.shared.forget_device(self.id);
         inner.machine = Machine::new(&created, trace_start);
-        inner.device = Some(created);
+        self.adopt(inner, created);
         self.apply(inner, PnpAction::Start)
     }
 
-    /// Applies `action` to the model, then lets the checker read what it did.
+    /// Applies `action` to the model, then lets the checker read what it did, then lets the
+    /// power policy see the new state.
     fn apply(
         &self,
         inner: &mut NodeInner,
         action: PnpAction,
     ) -> core::result::Result<(), PnpError> {
         inner.machine.apply(action, &self.shared, self.id, &mut inner.device)?;
-        pnp::checker::after_action(action, &inner.machine, &self.shared, self.id)
+        pnp::checker::after_action(action, &inner.machine, &self.shared, self.id)?;
+        self.settle_policy(inner)
+    }
+
+    /// A transition the framework makes by itself: what the checks find is kept for the
+    /// next action (and the runtime's teardown) to report.
+    fn apply_by_framework(&self, inner: &mut NodeInner, action: PnpAction) {
+        if let Err(error) = self.apply(inner, action)
+            && inner.unreported.is_none()
+        {
+            inner.unreported = Some(error);
+        }
+    }
+}
+
+impl PolicyOwner for Node {
+    fn idle_timeout(&self, key: Key) {
+        self.with_inner(|inner| {
+            let Some(policy) = inner.device.as_ref().map(|d| Arc::clone(&d.state().power_policy))
+            else {
+                return;
+            };
+            if policy.take_timer(key)
+                && policy.wants_idle()
+                && inner.machine.state == NodeState::Working
+            {
+                self.apply_by_framework(inner, PnpAction::Idle);
+            }
+        });
+    }
+
+    fn power_up(&self) -> bool {
+        self.with_inner(|inner| {
+            if inner.machine.state == NodeState::Idle {
+                self.apply_by_framework(inner, PnpAction::Wake);
+            }
+            matches!(
+                inner.machine.state,
+                NodeState::Working | NodeState::QueryRemovePending | NodeState::QueryStopPending
+            )
+        })
+    }
+
+    fn applying_here(&self) -> bool {
+        *lock(&self.applying) == Some(thread::current().id())
     }
 }
 
@@ -299,13 +397,18 @@ impl DeviceNode {
             applied: false,
             panics,
         })?;
-        let mut inner = lock(&self.node.state);
-        // A failure the device reported since the last action is answered first.
-        self.node.answer_failure(&mut inner)?;
-        self.node.apply(&mut inner, action)?;
-        // Then one reported during this action, once it is done.
-        self.node.answer_failure(&mut inner)?;
-        drop(inner);
+        self.node.with_inner(|inner| {
+            // What the checks found in a transition the framework made by itself is
+            // reported first: the action is not applied.
+            if let Some(error) = inner.unreported.take() {
+                return Err(error);
+            }
+            // A failure the device reported since the last action is answered first.
+            self.node.answer_failure(inner)?;
+            self.node.apply(inner, action)?;
+            // Then one reported during this action, once it is done.
+            self.node.answer_failure(inner)
+        })?;
         shared.report_deferred_panics().map_err(|panics| PnpError::CallbackPanicked {
             action,
             applied: true,
@@ -323,8 +426,7 @@ impl DeviceNode {
     ///
     /// [`PnpError::InvariantViolated`] as for [`apply`](Self::apply).
     pub fn settle(&self) -> core::result::Result<(), PnpError> {
-        let mut inner = lock(&self.node.state);
-        self.node.answer_failure(&mut inner)
+        self.node.with_inner(|inner| self.node.answer_failure(inner))
     }
 
     /// Makes the `nth` call (counting from 1) of `callback` *on this device* fail with
@@ -368,6 +470,19 @@ impl DeviceNode {
         pnp::check_injectable(callback, nth, true)?;
         self.node.shared.inject(callback, Some(self.node.id), nth, status);
         Ok(())
+    }
+
+    /// [`apply`](Self::apply)`(PnpAction::SignalWake)`: the device signals wake (its bus
+    /// completes the wait-wake request), valid while it is armed: an idle device armed for
+    /// wake from S0 comes back to D0 (`EvtDeviceWakeFromS0Triggered`,
+    /// `EvtDeviceDisarmWakeFromS0`); a sleeping device armed for Sx reports it when the
+    /// system resumes (docs/kmdf-behaviour.md section 10).
+    ///
+    /// # Errors
+    ///
+    /// As [`apply`](Self::apply); [`PnpError::InvalidAction`] when the device is not armed.
+    pub fn signal_wake(&self) -> core::result::Result<(), PnpError> {
+        self.apply(PnpAction::SignalWake)
     }
 
     /// [`apply`](Self::apply)`(PnpAction::Start)`: first start, or start after a stop.

@@ -11,7 +11,7 @@
 //! module never names a kind's state.
 
 use super::std;
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::boxed::Box;
 use std::fmt;
 use std::ptr;
@@ -45,6 +45,10 @@ struct Links {
     lifecycle: Lifecycle,
     /// The thread running the disposal, while `Disposing`.
     disposer: Option<ThreadId>,
+    /// Threads waiting on `disposed` for the disposal to finish: the disposer signals only
+    /// when there are some (a condition variable's signal is a system call even when nobody
+    /// waits, and almost no disposal has a waiter).
+    waiters: usize,
 }
 
 /// What one kind of object adds to the common object: its own state, implemented in the
@@ -72,6 +76,24 @@ pub(crate) trait KindState: Any + Send + Sync {
     }
 }
 
+/// An object's kind state with the type it was made as, so that finding it again
+/// ([`RawObject::state`]) compares a stored `TypeId` instead of calling `Any::type_id`
+/// through the vtable (which returns through memory: the reload stalled on the store and
+/// doubled the cost of a coalesced `WdfWorkItemEnqueue`).
+pub(crate) struct StateSlot {
+    /// `TypeId::of` the concrete type behind `state`, recorded by [`StateSlot::new`] from
+    /// the same generic parameter as the value.
+    type_id: TypeId,
+    state: Arc<dyn KindState>,
+}
+
+impl StateSlot {
+    /// The slot for `state`.
+    pub(crate) fn new<S: KindState>(state: Arc<S>) -> Self {
+        Self { type_id: TypeId::of::<S>(), state }
+    }
+}
+
 /// What [`RawObject::create`] makes.
 pub(crate) struct NewObject<'a> {
     /// The object's kind; the `state`'s, when one is given.
@@ -84,7 +106,7 @@ pub(crate) struct NewObject<'a> {
     /// The driver's `EvtCleanupCallback`, when it implements one.
     pub(crate) cleanup: Option<CleanupHook>,
     /// The kind's own state.
-    pub(crate) state: Option<Arc<dyn KindState>>,
+    pub(crate) state: Option<StateSlot>,
     /// The context, written before the object can be reached (see [`RawObject::create`]).
     pub(crate) context: Option<Box<dyn Any + Send + Sync>>,
 }
@@ -113,7 +135,7 @@ pub struct RawObject {
     /// Dropped before `state`, which may hold the last reference on an object the context
     /// belongs under (a device's driver): a child's context never outlives its parent's.
     context: OnceLock<Box<dyn Any + Send + Sync>>,
-    state: Option<Arc<dyn KindState>>,
+    state: Option<StateSlot>,
     links: Mutex<Links>,
     /// Signalled when a disposal completes.
     disposed: Condvar,
@@ -131,7 +153,7 @@ impl RawObject {
     /// is dropped then without any callback: the object never existed.
     pub(crate) fn create(shared: &Arc<Shared>, new: NewObject<'_>) -> Result<Arc<Self>> {
         let NewObject { kind, parent, device, cleanup, state, context } = new;
-        debug_assert!(state.as_ref().is_none_or(|state| state.kind() == kind));
+        debug_assert!(state.as_ref().is_none_or(|slot| slot.state.kind() == kind));
         // INVARIANT: the object is created in an `Arc`, knows that `Arc` through `me`, and
         // is only ever handed out as one.
         let build = || {
@@ -149,6 +171,7 @@ impl RawObject {
                     children: Vec::new(),
                     lifecycle: Lifecycle::Alive,
                     disposer: None,
+                    waiters: 0,
                 }),
                 disposed: Condvar::new(),
             })
@@ -181,14 +204,24 @@ impl RawObject {
     }
 
     /// The kind-specific state given to [`create`](Self::create), if it is an `S`.
+    #[inline]
     pub(crate) fn state<S: KindState>(&self) -> Option<&S> {
-        let state: &dyn Any = &**self.state.as_ref()?;
-        state.downcast_ref::<S>()
+        let slot = self.state.as_ref()?;
+        if slot.type_id != TypeId::of::<S>() {
+            return None;
+        }
+        let state: *const dyn KindState = Arc::as_ptr(&slot.state);
+        // SAFETY: `slot.type_id` is `TypeId::of` the type of the value behind `slot.state`
+        // (`StateSlot::new` takes both from one `Arc<S>`, and the fields are private to this
+        // module and never written again); it equals `TypeId::of::<S>()`, so that value is an
+        // `S` and the thin pointer points at it. The `Arc` in `self` keeps the value alive
+        // and shared (never mutated through `&`) for as long as `&self`.
+        Some(unsafe { &*state.cast::<S>() })
     }
 
     /// A counted reference to the kind-specific state, if it is an `S`.
     pub(crate) fn state_arc<S: KindState>(&self) -> Option<Arc<S>> {
-        let state: Arc<dyn KindState> = Arc::clone(self.state.as_ref()?);
+        let state: Arc<dyn KindState> = Arc::clone(&self.state.as_ref()?.state);
         let state: Arc<dyn Any + Send + Sync> = state;
         state.downcast::<S>().ok()
     }
@@ -197,7 +230,7 @@ impl RawObject {
     /// the trace and guarded like every callback; the verifier checks the run first when
     /// the kind's state asks for it.
     pub(crate) fn run_callback(&self, callback: Callback, run: impl FnOnce()) {
-        if self.state.as_ref().is_some_and(|state| state.watched_by_verifier()) {
+        if self.state.as_ref().is_some_and(|slot| slot.state.watched_by_verifier()) {
             self.shared.check_deferred_work(callback, self.device);
         }
         self.shared.invoke_void(TraceEntry::new(callback, self.device), run);
@@ -275,9 +308,11 @@ impl RawObject {
                     if links.disposer != Some(me)
                         && !mutant(Mutant::DeleteDoesNotWaitForDisposal) =>
                 {
+                    links.waiters += 1;
                     while links.lifecycle != Lifecycle::Disposed {
                         links = self.disposed.wait(links).unwrap_or_else(PoisonError::into_inner);
                     }
+                    links.waiters -= 1;
                     return;
                 }
                 Lifecycle::Disposing | Lifecycle::Disposed => return,
@@ -290,8 +325,8 @@ impl RawObject {
             child.delete();
         }
         drop(children);
-        if let Some(state) = &self.state {
-            state.rundown(self);
+        if let Some(slot) = &self.state {
+            slot.state.rundown(self);
         }
         // A panicking cleanup callback is caught at the boundary: the object is still
         // disposed, and nobody waits for it forever.
@@ -299,13 +334,17 @@ impl RawObject {
             let entry = TraceEntry::new(Callback::ObjectCleanup, self.device).of_object(self.kind);
             self.shared.invoke_void(entry, || cleanup(self));
         }
-        let parent = {
+        let (parent, waiters) = {
             let mut links = lock(&self.links);
             links.lifecycle = Lifecycle::Disposed;
             links.disposer = None;
-            links.parent.take()
+            (links.parent.take(), links.waiters)
         };
-        self.disposed.notify_all();
+        // A waiter counted itself under the lock before it waited, and waits until it sees
+        // `Disposed`, set above under the same lock: none can be missed.
+        if waiters > 0 {
+            self.disposed.notify_all();
+        }
         if let Some(parent) = parent {
             lock(&parent.links).children.retain(|child| !Arc::ptr_eq(child, self));
         }

@@ -4,6 +4,7 @@
 use super::std;
 use std::vec::Vec;
 
+use crate::DevicePowerState;
 use crate::pnp::Resource;
 
 /// The hardware resources a test gives a device when it adds it
@@ -25,10 +26,26 @@ use crate::pnp::Resource;
 ///     );
 /// assert_eq!(resources.raw().len(), 3);
 /// ```
+///
+/// It also carries what the bus reports of the device's power capabilities
+/// (`DEVICE_CAPABILITIES.DeviceWake`), which the power policy checks
+/// ([`device_wake`](Self::device_wake)).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AssignedResources {
     raw: Vec<Resource>,
     translated: Vec<Resource>,
+    device_wake: DeviceWake,
+}
+
+/// `DEVICE_CAPABILITIES.DeviceWake`: the deepest state the device can wake from, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DeviceWake(Option<DevicePowerState>);
+
+impl Default for DeviceWake {
+    /// A device that can signal wake from D3 (and the system from S3).
+    fn default() -> Self {
+        Self(Some(DevicePowerState::D3))
+    }
 }
 
 impl AssignedResources {
@@ -63,6 +80,29 @@ impl AssignedResources {
     #[must_use]
     pub fn translated(&self) -> &[Resource] {
         &self.translated
+    }
+
+    /// With the bus's `DeviceWake` capability: the deepest state the device can signal wake
+    /// from (`D1`, `D2` or `D3`), or `None` when it cannot wake at all. The default is `D3`.
+    ///
+    /// ```
+    /// use kmdf::DevicePowerState;
+    /// use kmdf::host::AssignedResources;
+    ///
+    /// let no_wake = AssignedResources::new().device_wake(None);
+    /// assert_eq!(no_wake.wake_capability(), None);
+    /// assert_eq!(AssignedResources::new().wake_capability(), Some(DevicePowerState::D3));
+    /// ```
+    #[must_use]
+    pub fn device_wake(mut self, deepest: Option<DevicePowerState>) -> Self {
+        self.device_wake = DeviceWake(deepest);
+        self
+    }
+
+    /// The bus's `DeviceWake` capability ([`device_wake`](Self::device_wake)).
+    #[must_use]
+    pub fn wake_capability(&self) -> Option<DevicePowerState> {
+        self.device_wake.0
     }
 
     /// The lists a callback sees; `EvtDeviceReleaseHardware` gets no raw list.

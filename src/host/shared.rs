@@ -89,14 +89,23 @@ struct CaughtPanic {
     reported: bool,
 }
 
+/// How many times each callback was reached, indexed by `Callback as usize`.
+type CallCounts = [u64; Callback::ALL.len()];
+
 /// Failures to inject: the Nth call of a callback fails with a status.
-#[derive(Default)]
 struct Injections {
     /// Each fires once.
     planned: Vec<Injection>,
-    /// How many times each callback was reached so far: over the whole runtime (`None`) and
-    /// per device node.
-    calls: BTreeMap<(Option<u64>, Callback), u64>,
+    /// How many times each callback was reached so far over the whole runtime.
+    calls: CallCounts,
+    /// The same per device node (one array per node, made at its first counted call).
+    calls_on: BTreeMap<u64, CallCounts>,
+}
+
+impl Default for Injections {
+    fn default() -> Self {
+        Self { planned: Vec::new(), calls: [0; Callback::ALL.len()], calls_on: BTreeMap::new() }
+    }
 }
 
 /// One planned failure: the `nth` call of `callback` (counted over the whole runtime, or on
@@ -169,13 +178,18 @@ impl Shared {
     /// is planned for this call.
     fn injected(&self, callback: Callback, device: Option<u64>) -> Option<NtError> {
         let mut injections = lock(&self.injections);
-        let mut count = |key| {
-            let count = injections.calls.entry(key).or_insert(0);
-            *count += 1;
-            *count
-        };
-        let overall = count((None, callback));
-        let on_device = device.map(|device| count((Some(device), callback)));
+        let injections = &mut *injections;
+        let index = callback as usize;
+        injections.calls[index] += 1;
+        let overall = injections.calls[index];
+        let on_device = device.map(|device| {
+            let calls = injections.calls_on.entry(device).or_insert([0; Callback::ALL.len()]);
+            calls[index] += 1;
+            calls[index]
+        });
+        if injections.planned.is_empty() {
+            return None;
+        }
         let index = injections.planned.iter().position(|planned| {
             planned.callback == callback
                 && match planned.device {

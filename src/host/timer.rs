@@ -30,7 +30,7 @@ use std::vec::Vec;
 use super::clock::{self, Key};
 use super::lockdep::{self, Kind, LockMap};
 use super::mutex::lock;
-use super::object::{KindState, NewObject, RawObject, RawRef, view};
+use super::object::{KindState, NewObject, RawObject, RawRef, StateSlot, view};
 use super::object_kind::ObjectKind;
 use super::pool::{self, Origin};
 use super::shared::Shared;
@@ -149,7 +149,7 @@ pub(crate) fn create<T: TimerCallbacks>(
         NewObject {
             parent: Some(&parent),
             cleanup: cleanup_hook,
-            state: Some(state),
+            state: Some(StateSlot::new(state)),
             context: Some(Box::new(context)),
             ..NewObject::new(ObjectKind::Timer)
         },
@@ -320,8 +320,8 @@ fn fire_here(timer: RawRef, key: Key) {
     }
 }
 
-/// Moves the virtual clock `by` forward, firing every timer that falls due on the way, one
-/// expiry at a time in due-time order, and waiting after each for the work it handed on
+/// Moves the virtual clock `by` forward, running every expiry that falls due on the way
+/// (timers' firings, devices' idle timeouts), one at a time in due-time order, and waiting after each for the work it handed on
 /// (unless the workers are held).
 ///
 /// # Errors
@@ -351,16 +351,23 @@ pub(crate) fn advance(shared: &Shared, by: Duration) -> core::result::Result<(),
                 }
             }
         };
-        let Some((key, timer)) = due else { return Ok(()) };
-        let timer = timer.downcast::<RawObject>().expect("only timer objects are on the clock");
+        let Some((key, expiry)) = due else { return Ok(()) };
         let origin = shared.pool().new_origin();
-        fire(timer, key, origin);
+        expiry.expire(key, origin);
         shared.pool().wait_origin(origin);
         shared.report_deferred_panics()?;
     }
 }
 
 /// A timer object as the clock holds it while the timer is set.
+struct TimerExpiry(RawRef);
+
+impl clock::Expiry for TimerExpiry {
+    fn expire(self: Arc<Self>, key: Key, origin: Origin) {
+        fire(Arc::clone(&self.0), key, origin);
+    }
+}
+
 fn entry(timer: RawRef) -> clock::Entry {
-    timer
+    Arc::new(TimerExpiry(timer))
 }

@@ -25,7 +25,7 @@ use std::vec::Vec;
 
 use super::lockdep::{self, Kind, LockMap};
 use super::mutex::lock;
-use super::object::{KindState, NewObject, RawObject, RawRef, view};
+use super::object::{KindState, NewObject, RawObject, RawRef, StateSlot, view};
 use super::object_kind::ObjectKind;
 use super::sync::current_irql;
 use crate::object::{ObjectRef, sealed::Handle as _};
@@ -151,6 +151,7 @@ impl<T> fmt::Debug for RawItem<T> {
     }
 }
 
+#[inline]
 fn state(item: &RawObject) -> &WorkItemState {
     item.state::<WorkItemState>()
         .unwrap_or_else(|| panic!("kmdf host runtime: {item:?} is not a work item"))
@@ -183,7 +184,7 @@ pub(crate) fn create<T: WorkItemCallbacks>(
         NewObject {
             parent: Some(&parent),
             cleanup: cleanup_hook,
-            state: Some(state),
+            state: Some(StateSlot::new(state)),
             context: Some(Box::new(context)),
             ..NewObject::new(ObjectKind::WorkItem)
         },

@@ -54,6 +54,16 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
             &raw mut callbacks,
         );
     }
+    if let Some(mut policy) = super::power_policy::power_policy_callbacks::<T>() {
+        // SAFETY: as above.
+        unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfDeviceInitSetPowerPolicyEventCallbacks,
+                init.init,
+                &raw mut policy,
+            );
+        }
+    }
     let cleanup = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let mut attributes = attributes_for::<T>(cleanup, ptr::null_mut());
     let mut device_init = init.init;

@@ -17,6 +17,7 @@ pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
 pub(crate) mod object;
+pub(crate) mod power_policy;
 pub(crate) mod raw;
 pub(crate) mod sync;
 pub(crate) mod time;

@@ -80,6 +80,9 @@ pub(crate) fn check(events: &[Event], removed: bool) -> Vec<InvariantViolation> 
     let mut in_d0 = false; // a successful D0Entry, no D0Exit since
     let mut post_ok = false; // a successful D0EntryPost, no D0ExitPre since
     let mut hardware = 0_i32;
+    // Wake: 12.
+    let mut armed: Option<Callback> = None; // the successful ArmWake not yet disarmed
+    let mut disarmed = false; // a DisarmWake since the last D0Entry
     for (index, event) in events.iter().enumerate() {
         let at = Some(index + 1);
         match event.callback {
@@ -97,6 +100,9 @@ pub(crate) fn check(events: &[Event], removed: bool) -> Vec<InvariantViolation> 
             Callback::SelfManagedIoRestart => {
                 if !suspended_ok {
                     fail(V::RestartWithoutSuspend, at);
+                }
+                if armed.is_some() {
+                    fail(V::WorkingWhileArmed, at);
                 }
                 running = event.ok;
                 suspended_ok = false;
@@ -143,6 +149,7 @@ pub(crate) fn check(events: &[Event], removed: bool) -> Vec<InvariantViolation> 
                     fail(V::D0EntryTwice, at);
                 }
                 in_d0 = event.ok;
+                disarmed = false;
             }
             Callback::D0EntryPostInterruptsEnabled => post_ok = event.ok,
             Callback::D0ExitPreInterruptsDisabled => {
@@ -150,6 +157,31 @@ pub(crate) fn check(events: &[Event], removed: bool) -> Vec<InvariantViolation> 
                     fail(V::ExitPreWithoutEntryPost, at);
                 }
                 post_ok = false;
+            }
+            Callback::ArmWakeFromS0 | Callback::ArmWakeFromSx => {
+                if armed.is_some() {
+                    fail(V::ArmedTwice, at);
+                }
+                if event.ok {
+                    armed = Some(event.callback);
+                }
+            }
+            Callback::DisarmWakeFromS0 | Callback::DisarmWakeFromSx => {
+                let arm = if event.callback == Callback::DisarmWakeFromS0 {
+                    Callback::ArmWakeFromS0
+                } else {
+                    Callback::ArmWakeFromSx
+                };
+                // A disarm without an arm is KMDF's (the wait-wake completed before the
+                // arming); a disarm of the other kind is not.
+                if armed.is_some_and(|armed| armed != arm) {
+                    fail(V::DisarmOfTheOtherKind, at);
+                }
+                armed = None;
+                disarmed = true;
+            }
+            Callback::WakeFromS0Triggered | Callback::WakeFromSxTriggered if disarmed => {
+                fail(V::TriggeredAfterDisarm, at);
             }
             Callback::D0Exit => {
                 if !in_d0 {
@@ -242,6 +274,38 @@ mod tests {
         SelfManagedIoFlush as Flush, SelfManagedIoInit as Init, SelfManagedIoRestart as Restart,
         SelfManagedIoSuspend as Suspend,
     };
+
+    #[test]
+    fn invariant_12_wake_arming() {
+        use Callback::{
+            ArmWakeFromS0 as ArmS0, ArmWakeFromSx as ArmSx, DisarmWakeFromS0 as DisarmS0,
+            DisarmWakeFromSx as DisarmSx, WakeFromS0Triggered as TriggeredS0,
+        };
+        use ViolationKind as V;
+        let working = NodeState::Working;
+        let idle = [(Init, true), (Suspend, true), (ArmS0, true), (Pre, true), (D0Exit, true)];
+        let back = |tail: &[(Callback, bool)]| {
+            let mut points = std::vec![(D0Entry, true), (Post, true)];
+            points.extend_from_slice(&idle);
+            points.extend([(D0Entry, true), (Post, true)]);
+            points.extend_from_slice(tail);
+            points
+        };
+        // Section 10's sequences pass: back by the wake signal, back by I/O.
+        assert_eq!(
+            check(working, &back(&[(TriggeredS0, true), (DisarmS0, true), (Restart, true)])),
+            []
+        );
+        assert_eq!(check(working, &back(&[(DisarmS0, true), (Restart, true)])), []);
+        // A disarm without an arm (the wait-wake completed before the arming) is KMDF's.
+        assert_eq!(check(working, &[(D0Entry, true), (Post, true), (DisarmS0, true)]), []);
+        violates(working, &back(&[(Restart, true)]), V::WorkingWhileArmed);
+        violates(working, &back(&[(DisarmSx, true), (Restart, true)]), V::DisarmOfTheOtherKind);
+        violates(working, &back(&[(DisarmS0, true), (TriggeredS0, true)]), V::TriggeredAfterDisarm);
+        violates(working, &[(ArmS0, true), (ArmSx, true)], V::ArmedTwice);
+        // A failed arm leaves the device unarmed.
+        assert_eq!(check(working, &[(ArmS0, false), (ArmSx, true)]), []);
+    }
 
     #[test]
     fn a_correct_life_passes() {

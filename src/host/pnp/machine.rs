@@ -36,6 +36,7 @@ use std::format;
 use std::vec::Vec;
 
 use super::super::device::{CreatedDevice, PnpCall};
+use super::super::policy::PowerPolicy;
 use super::super::shared::Shared;
 use super::super::trace::TraceEntry;
 use super::{NodeState, PnpAction, PnpError};
@@ -61,6 +62,15 @@ enum SmioEvent {
     Cleanup,
 }
 
+/// What a device in Dx is armed to wake from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Armed {
+    /// `EvtDeviceArmWakeFromS0` succeeded before the idle power-down.
+    S0,
+    /// `EvtDeviceArmWakeFromSx` succeeded before the sleep power-down.
+    Sx,
+}
+
 /// One callback point the framework reached, registered or not, for the invariant checks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Event {
@@ -70,6 +80,7 @@ pub(crate) struct Event {
 }
 
 /// The model of one device: KMDF's state for it and what happened so far.
+#[allow(clippy::struct_excessive_bools, reason = "independent facts KMDF keeps as flags too")]
 pub(crate) struct Machine {
     pub(crate) state: NodeState,
     smio: Option<Smio>,
@@ -82,6 +93,12 @@ pub(crate) struct Machine {
     /// (`FxPowerIdleMachine::PowerFailed`): the device is off and failed, but the query
     /// succeeded; what follows runs without a power-down.
     power_failed: bool,
+    /// What the device is armed for while in Dx (docs/kmdf-behaviour.md section 10).
+    armed: Option<Armed>,
+    /// The armed device signalled wake; its power-up reports it (`WakeFrom*Triggered`).
+    wake_signalled: bool,
+    /// The low-power state the device is in while idle or asleep: what `D0Entry` gets.
+    dx: DevicePowerState,
     events: Vec<Event>,
     /// Where the device's entries start in the runtime's trace.
     pub(crate) trace_start: usize,
@@ -102,6 +119,9 @@ impl Machine {
             owns_hardware: false,
             started_once: false,
             power_failed: false,
+            armed: None,
+            wake_signalled: false,
+            dx: DevicePowerState::D3,
             events: Vec::new(),
             trace_start,
         }
@@ -148,14 +168,16 @@ impl Machine {
             (PnpAction::Idle, NodeState::Working) => run.power_down_while_running(false),
             (PnpAction::Wake, NodeState::Idle) => run.wake(NodeState::Working),
             (PnpAction::Sleep, NodeState::Working) => run.power_down_while_running(true),
-            (PnpAction::Sleep, NodeState::Idle) => {
-                run.machine.state = NodeState::Asleep { was_idle: true };
-            }
-            (PnpAction::Resume, NodeState::Asleep { was_idle: true }) => {
-                run.machine.state = NodeState::Idle;
-            }
-            (PnpAction::Resume, NodeState::Asleep { was_idle: false }) => {
+            (PnpAction::Sleep, NodeState::Idle) => run.sleep_while_idle(),
+            (PnpAction::Resume, NodeState::Asleep { was_idle }) => run.resume(was_idle),
+            (PnpAction::SignalWake, NodeState::Idle) if run.machine.armed == Some(Armed::S0) => {
+                run.machine.wake_signalled = true;
                 run.wake(NodeState::Working);
+            }
+            (PnpAction::SignalWake, NodeState::Asleep { .. })
+                if run.machine.armed == Some(Armed::Sx) =>
+            {
+                run.machine.wake_signalled = true;
             }
             (PnpAction::QueryRemove, NodeState::Working | NodeState::Idle) => {
                 run.query(Callback::QueryRemove, NodeState::QueryRemovePending);
@@ -220,7 +242,7 @@ struct Run<'a> {
     removed: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     /// Calls one PnP/power callback if the driver registered it (KMDF skips NULL ones, which
     /// count as success), and logs the point for the checks.
     fn call(&mut self, call: PnpCall) -> Result {
@@ -287,6 +309,8 @@ impl Run<'_> {
         if self.call(PnpCall::PrepareHardware).is_err() {
             return self.fail();
         }
+        // The power policy starts with the power-up (`PowerPolStarting`).
+        self.policy().set_started(true);
         match self.power_up(DevicePowerState::D3Final) {
             Ok(()) => {
                 self.machine.state = NodeState::Working;
@@ -305,7 +329,7 @@ impl Run<'_> {
     /// (`PnpEventRestartReleaseHardware`), then starts again with the new resources
     /// (`PnpEventRestartHardwareAvailable`): PrepareHardware, D0Entry(D3Final), SmioRestart.
     fn restart(&mut self, state: NodeState) {
-        if state == NodeState::Idle && self.power_up(DevicePowerState::D3).is_err() {
+        if state == NodeState::Idle && self.power_up(self.machine.dx).is_err() {
             return self.fail();
         }
         if self.power_down(DevicePowerState::D3Final).is_err() {
@@ -328,9 +352,14 @@ impl Run<'_> {
             let _ = self.call(PnpCall::D0Exit(DevicePowerState::D3Final));
             return Err(());
         }
-        // "IoResume": the power-managed queues resume before SMIO Init/Restart.
+        self.disarm();
+        self.policy().set_in_dx(false);
+        // `IoResume`: the power-managed queues resume after the disarming, before SMIO
+        // Init/Restart.
         self.io().power_up();
         if self.smio(SmioEvent::Start).is_err() {
+            // `IoStop` again, before the power-down of the failure (section 2's table).
+            self.io().power_down();
             let _ = self.call(PnpCall::D0ExitPreInterruptsDisabled(DevicePowerState::D3Final));
             let _ = self.call(PnpCall::D0Exit(DevicePowerState::D3Final));
             return Err(());
@@ -338,31 +367,146 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// SMIO Suspend, D0ExitPre, D0Exit; a failure does not stop the power-down.
-    fn power_down(&mut self, target: DevicePowerState) -> Result {
-        let suspend = self.smio(SmioEvent::Suspend);
-        // "IoStop": the power-managed queues stop right after SMIO Suspend.
-        self.io().power_down();
-        let pre = self.call(PnpCall::D0ExitPreInterruptsDisabled(target));
-        let exit = self.call(PnpCall::D0Exit(target));
-        suspend.and(pre).and(exit)
+    /// The device's power policy.
+    fn policy(&self) -> &'a PowerPolicy {
+        &self.device.state().power_policy
     }
 
-    /// `idle` or `sleep` from D0.
-    fn power_down_while_running(&mut self, sleep: bool) {
-        match self.power_down(DevicePowerState::D3) {
-            Ok(()) if sleep => self.machine.state = NodeState::Asleep { was_idle: false },
-            Ok(()) => self.machine.state = NodeState::Idle,
-            // D0Exit ran: the device is off; it is failed with its hardware still owned.
-            Err(_) => self.fail(),
+    /// Back in D0 (after `D0EntryPost`), a device that was armed is disarmed, after the
+    /// wake-triggered callback when its wake signal brought it back (section 10).
+    fn disarm(&mut self) {
+        let signalled = std::mem::take(&mut self.machine.wake_signalled);
+        match self.machine.armed.take() {
+            Some(Armed::S0) => {
+                if signalled {
+                    let _ = self.call(PnpCall::WakeFromS0Triggered);
+                }
+                let _ = self.call(PnpCall::DisarmWakeFromS0);
+            }
+            Some(Armed::Sx) => {
+                if signalled {
+                    let _ = self.call(PnpCall::WakeFromSxTriggered);
+                }
+                let _ = self.call(PnpCall::DisarmWakeFromSx);
+            }
+            None => {}
         }
     }
 
-    /// Back to D0 from D3 (wake, resume).
+    /// SMIO Suspend, D0ExitPre, D0Exit; a failure does not stop the power-down.
+    fn power_down(&mut self, target: DevicePowerState) -> Result {
+        self.power_down_arming(target, None).0
+    }
+
+    /// SMIO Suspend, the arming for wake if `arm` (section 10: after Suspend, before
+    /// D0ExitPre), D0ExitPre, D0Exit to `target` (or D3 when arming for Sx failed). Returns
+    /// the power-down's result and what the device is armed for.
+    fn power_down_arming(
+        &mut self,
+        target: DevicePowerState,
+        arm: Option<Armed>,
+    ) -> (Result, Option<Armed>) {
+        let suspend = self.smio(SmioEvent::Suspend);
+        // `IoStop`: the power-managed queues stop right after SMIO Suspend, before the
+        // arming for wake.
+        self.io().power_down();
+        let mut target = target;
+        let armed = match arm {
+            Some(Armed::S0) => self.call(PnpCall::ArmWakeFromS0).is_ok().then_some(Armed::S0),
+            Some(Armed::Sx) => {
+                if self.call(PnpCall::ArmWakeFromSx).is_ok() {
+                    Some(Armed::Sx)
+                } else {
+                    // `PowerPolSleepingWakeRevertArmWake`: disarmed, then sleeps unarmed.
+                    let _ = self.call(PnpCall::DisarmWakeFromSx);
+                    target = DevicePowerState::D3;
+                    None
+                }
+            }
+            None => None,
+        };
+        let pre = self.call(PnpCall::D0ExitPreInterruptsDisabled(target));
+        let exit = self.call(PnpCall::D0Exit(target));
+        self.machine.dx = target;
+        (suspend.and(pre).and(exit), armed)
+    }
+
+    /// `idle` or `sleep` from D0, armed for wake as the power policy says (section 10).
+    fn power_down_while_running(&mut self, sleep: bool) {
+        let policy = self.policy();
+        let (target, arm) = if sleep {
+            match policy.sx() {
+                Some(sx) if sx.enabled => (sx.dx, Some(Armed::Sx)),
+                _ => (DevicePowerState::D3, None),
+            }
+        } else {
+            match policy.s0() {
+                Some(s0) => (s0.dx, s0.can_wake.then_some(Armed::S0)),
+                None => (DevicePowerState::D3, None),
+            }
+        };
+        let (result, armed) = self.power_down_arming(target, arm);
+        if result.is_err() {
+            // D0Exit ran: the device is off; it is failed with its hardware still owned.
+            return self.fail();
+        }
+        self.machine.armed = armed;
+        self.policy().set_in_dx(true);
+        if sleep {
+            self.machine.state = NodeState::Asleep { was_idle: false };
+        } else if arm.is_some() && armed.is_none() {
+            // `EvtDeviceArmWakeFromS0` failed: not a device failure; the power-down
+            // finishes and the device comes straight back (section 10).
+            self.wake(NodeState::Working);
+        } else {
+            self.machine.state = NodeState::Idle;
+        }
+    }
+
+    /// Back to D0 from the low-power state (wake, resume, a wake signal).
     fn wake(&mut self, then: NodeState) {
-        match self.power_up(DevicePowerState::D3) {
+        match self.power_up(self.machine.dx) {
             Ok(()) => self.machine.state = then,
             Err(()) => self.fail(),
+        }
+    }
+
+    /// `sleep` of an idle device (section 10): armed for S0, or armable for Sx, it comes
+    /// back to D0 first, then takes the Sx power-down; otherwise it sleeps where it is.
+    fn sleep_while_idle(&mut self) {
+        let armable_sx = self.policy().sx().is_some_and(|sx| sx.enabled);
+        if self.machine.armed == Some(Armed::S0) || armable_sx {
+            if self.power_up(self.machine.dx).is_err() {
+                return self.fail();
+            }
+            self.machine.state = NodeState::Working;
+            self.power_down_while_running(true);
+        } else {
+            self.machine.state = NodeState::Asleep { was_idle: true };
+        }
+    }
+
+    /// `resume` (section 10): a device armed for Sx comes back to D0 and is disarmed; an
+    /// unarmed one stays in Dx when its S0 idle policy would idle it anyway
+    /// (`PowerPolSystemWakeQueryIdle`: idle enabled, cannot wake from S0, no power-up on
+    /// system wake, no power reference), else it comes back to D0. Without S0 idle settings
+    /// the runtime keeps the hand-applied model: an idle device stays idle.
+    fn resume(&mut self, was_idle: bool) {
+        let policy = self.policy();
+        let stays = self.machine.armed.is_none()
+            && match policy.s0() {
+                None => was_idle,
+                Some(s0) => {
+                    s0.enabled
+                        && !s0.can_wake
+                        && !s0.power_up_on_system_wake
+                        && !policy.referenced()
+                }
+            };
+        if stays {
+            self.machine.state = NodeState::Idle;
+        } else {
+            self.wake(NodeState::Working);
         }
     }
 
@@ -384,7 +528,7 @@ impl Run<'_> {
         if self.call(call).is_err() {
             return false; // vetoed: nothing else, the device stays as it was
         }
-        if self.machine.state == NodeState::Idle && self.power_up(DevicePowerState::D3).is_err() {
+        if self.machine.state == NodeState::Idle && self.power_up(self.machine.dx).is_err() {
             self.machine.power_failed = true;
         }
         self.machine.state = pending;
@@ -403,6 +547,7 @@ impl Run<'_> {
     /// The orderly removal of a started device whose query-remove succeeded (the remove
     /// tail: no power-down when the device is already off after a failed power-up).
     fn orderly_remove(&mut self) {
+        self.policy().set_started(false);
         if !self.machine.power_failed {
             let _ = self.power_down(DevicePowerState::D3Final);
         }
@@ -424,6 +569,7 @@ impl Run<'_> {
     /// The remove IRP: the queues not purged yet (the non-power-managed ones) are purged,
     /// SMIO Cleanup, then the device object is deleted (by the caller).
     fn remove(&mut self) {
+        self.policy().set_started(false);
         let io = std::sync::Arc::clone(self.io());
         io.disable_interfaces();
         io.purge_for_removal(true);
@@ -441,6 +587,7 @@ impl Run<'_> {
     /// `IRP_MN_SURPRISE_REMOVAL` (the callback first: `PnpEventSurpriseRemoveIoStarted`),
     /// the power-down of a device in D0, then the remove IRP.
     fn surprise_remove(&mut self, state: NodeState) {
+        self.policy().set_started(false);
         let _ = self.call(PnpCall::SurpriseRemoval);
         let in_d0 = matches!(
             state,
@@ -457,6 +604,7 @@ impl Run<'_> {
     /// power-up failed is already off: it releases its hardware, then is removed as a failed
     /// device (KMDF set `m_InternalFailure` when the power-up failed).
     fn stop(&mut self) {
+        self.policy().set_started(false);
         if !self.machine.power_failed && self.power_down(DevicePowerState::D3Final).is_err() {
             return self.fail();
         }
@@ -482,6 +630,7 @@ impl Run<'_> {
     /// (`PnpEventFailedPowerPolicyRemoved`), so the PnP manager sends a surprise removal that
     /// arrives after the teardown (`PnpEventFailedSurpriseRemoved`).
     fn fail(&mut self) {
+        self.policy().set_started(false);
         self.flush_for_removal();
         if self.machine.started_once {
             let _ = self.call(PnpCall::SurpriseRemoval);

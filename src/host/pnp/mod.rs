@@ -68,11 +68,17 @@ pub enum PnpAction {
     /// A rebalance stop (`IRP_MN_STOP_DEVICE`), preceded by a query-stop unless one is
     /// outstanding; a vetoed query ends the action with the device still started.
     Stop,
+    /// The device signals wake (the bus completes its wait-wake request): an idle device
+    /// armed for wake from S0 comes back to D0 (`EvtDeviceWakeFromS0Triggered`); a device
+    /// asleep armed for wake from Sx wakes the system, and its resume reports it
+    /// (`EvtDeviceWakeFromSxTriggered`). Valid only while armed (docs/kmdf-behaviour.md
+    /// section 10).
+    SignalWake,
 }
 
 impl PnpAction {
     /// Every action.
-    pub const ALL: [PnpAction; 12] = [
+    pub const ALL: [PnpAction; 13] = [
         PnpAction::Start,
         PnpAction::Idle,
         PnpAction::Wake,
@@ -85,6 +91,7 @@ impl PnpAction {
         PnpAction::QueryStop,
         PnpAction::CancelStop,
         PnpAction::Stop,
+        PnpAction::SignalWake,
     ];
 
     /// The action's command-line name, e.g. `surprise-remove`.
@@ -103,6 +110,7 @@ impl PnpAction {
             PnpAction::QueryStop => "query-stop",
             PnpAction::CancelStop => "cancel-stop",
             PnpAction::Stop => "stop",
+            PnpAction::SignalWake => "signal-wake",
         }
     }
 }
@@ -298,7 +306,7 @@ impl fmt::Display for Violation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct InvariantViolation {
-    /// The invariant's number in docs/kmdf-behaviour.md section 3 (1 to 11).
+    /// The invariant's number in docs/kmdf-behaviour.md section 3 (1 to 12).
     pub invariant: u8,
     /// What happened.
     pub what: ViolationKind,
@@ -374,6 +382,15 @@ pub enum ViolationKind {
     ObjectDestroyTwice,
     /// 11: the device's `EvtDestroyCallback` ran before its `EvtCleanupCallback`.
     ObjectDestroyBeforeCleanup,
+    /// 12: an `ArmWake` callback while the device was armed already.
+    ArmedTwice,
+    /// 12: self-managed I/O restarted while the device was still armed for wake (no
+    /// `DisarmWake` on the way back to D0).
+    WorkingWhileArmed,
+    /// 12: a `DisarmWakeFromS0` of a device armed for Sx, or the reverse.
+    DisarmOfTheOtherKind,
+    /// 12: a `WakeFrom*Triggered` after the `DisarmWake` of the same power-up.
+    TriggeredAfterDisarm,
 }
 
 impl ViolationKind {
@@ -402,6 +419,10 @@ impl ViolationKind {
             ViolationKind::ObjectCleanupTwice
             | ViolationKind::ObjectDestroyTwice
             | ViolationKind::ObjectDestroyBeforeCleanup => 11,
+            ViolationKind::ArmedTwice
+            | ViolationKind::WorkingWhileArmed
+            | ViolationKind::DisarmOfTheOtherKind
+            | ViolationKind::TriggeredAfterDisarm => 12,
         }
     }
 }
@@ -448,6 +469,16 @@ impl fmt::Display for ViolationKind {
             }
             ViolationKind::ObjectDestroyBeforeCleanup => {
                 "the device's EvtDestroyCallback ran before its EvtCleanupCallback"
+            }
+            ViolationKind::ArmedTwice => "ArmWake while the device was armed already",
+            ViolationKind::WorkingWhileArmed => {
+                "SelfManagedIoRestart while the device was armed for wake (no DisarmWake)"
+            }
+            ViolationKind::DisarmOfTheOtherKind => {
+                "DisarmWake of the other kind than the ArmWake (S0 and Sx)"
+            }
+            ViolationKind::TriggeredAfterDisarm => {
+                "WakeTriggered after the DisarmWake of the same power-up"
             }
         })
     }
