@@ -64,21 +64,51 @@ fn a_request_requeued_in_evt_io_stop_is_presented_again_after_the_power_up() {
     assert_eq!(read.status(), Some(NtStatus::SUCCESS));
 }
 
-/// Section 9.3: requests arriving while the device is in Dx wait in a power-managed queue
-/// and are presented at the power-up, before SMIO Restart.
+/// Section 9.3: a request arriving while the device idles in Dx waits in its power-managed
+/// queue, whose power reference (taken when it goes from empty to not empty) brings the
+/// device back to D0 on a system worker thread; the request is presented at the power-up,
+/// before SMIO Restart.
 #[test]
-fn requests_arriving_in_dx_wait_for_the_power_up() {
+fn a_request_arriving_in_dx_wakes_the_device_and_waits_for_the_power_up() {
     let (runtime, node, handle) = started(Plan::default());
     node.apply(PnpAction::Idle).unwrap();
     let _ = runtime.take_trace();
-    let read = handle.read(2).expect_err("held while in D3");
-    assert!(lines(&runtime).is_empty());
-    node.apply(PnpAction::Wake).unwrap();
+    let held = runtime.hold_workers(); // the power-up waits on a worker thread
+    let read = handle.read_async(2);
+    assert!(!read.is_complete());
+    assert!(lines(&runtime).is_empty(), "held in the queue while in D3");
+    drop(held);
+    runtime.wait_for_work_items().unwrap();
+    assert_eq!(node.state(), kmdf::host::NodeState::Working);
     assert_eq!(
         lines(&runtime),
         ["EvtDeviceD0Entry(D3)", "EvtIoRead(2)", "EvtDeviceSelfManagedIoRestart"]
     );
     assert_eq!(read.status(), Some(NtStatus::SUCCESS));
+}
+
+/// Section 9.3 and 10: a request the driver keeps holds its queue's power reference, so the
+/// device does not idle out; once it is completed the idle timeout runs again.
+#[test]
+fn a_kept_request_keeps_the_device_in_d0() {
+    use kmdf::power_policy::{IdleCaps, S0IdleSettings};
+    use std::time::Duration;
+    let (runtime, node, handle) = started(Plan { on_read: OnRead::Pend, ..Plan::default() });
+    let settings =
+        S0IdleSettings::new(IdleCaps::CannotWakeFromS0).idle_timeout(Duration::from_secs(1));
+    node.with_context(|dev: &Dev| {
+        dev.q().with_device(|device| device.assign_s0_idle_settings(&settings)).unwrap()
+    })
+    .unwrap()
+    .unwrap();
+    let read = handle.read_async(1);
+    runtime.advance(Duration::from_secs(10)).unwrap();
+    assert_eq!(node.state(), kmdf::host::NodeState::Working, "the kept request holds D0");
+    with_q(&node, io_common::Q::take_oldest).unwrap().complete(NtStatus::SUCCESS);
+    assert_eq!(read.status(), Some(NtStatus::SUCCESS));
+    runtime.advance(Duration::from_secs(2)).unwrap();
+    runtime.wait_for_work_items().unwrap();
+    assert_eq!(node.state(), kmdf::host::NodeState::Idle, "idle once nothing is kept");
 }
 
 /// Section 9.3: a queue that is not power-managed presents while the device is in Dx.

@@ -258,12 +258,13 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
         return Err(crate::NtError::INVALID_PARAMETER);
     }
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
+    let policy = PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability());
     let state = DeviceState {
         callbacks: PnpTable::of::<T>(),
         resources: Arc::clone(&slot.resources),
         driver: Arc::clone(&slot.driver),
-        power_policy: PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability()),
-        io: IoPackage::new(slot.driver.shared(), slot.node, init.io),
+        io: IoPackage::new(slot.driver.shared(), slot.node, init.io, &policy),
+        power_policy: policy,
     };
     let io = Arc::clone(&state.io);
     let object = RawObject::create(

@@ -24,6 +24,7 @@ use std::vec::Vec;
 
 use super::mutex::lock;
 use super::object::RawObject;
+use super::policy::PowerPolicy;
 use super::pool;
 use super::shared::Shared;
 use super::sync::{at_dispatch, current_irql};
@@ -252,6 +253,9 @@ struct QueueData {
     running: usize,
     /// `EvtIoQueueState` is due.
     ready_due: bool,
+    /// The queue holds a power reference on its device (`FxIoQueue::SetTransitionFromEmpty`):
+    /// taken when it went from empty (nothing queued or driver-owned) to not empty.
+    holds_reference: bool,
 }
 
 impl QueueData {
@@ -324,6 +328,8 @@ pub(crate) struct IoPackage {
     pub(crate) shared: Arc<Shared>,
     pub(crate) node: u64,
     pub(crate) init: IoInit,
+    /// The device's power policy, for the power references of power-managed queues.
+    policy: Arc<PowerPolicy>,
     device: OnceLock<Weak<RawObject>>,
     inner: Mutex<IoInner>,
     changed: Condvar,
@@ -356,11 +362,17 @@ enum QueueCallOwned {
 }
 
 impl IoPackage {
-    pub(crate) fn new(shared: &Arc<Shared>, node: u64, init: IoInit) -> Arc<Self> {
+    pub(crate) fn new(
+        shared: &Arc<Shared>,
+        node: u64,
+        init: IoInit,
+        policy: &Arc<PowerPolicy>,
+    ) -> Arc<Self> {
         let io = Arc::new(Self {
             shared: Arc::clone(shared),
             node,
             init,
+            policy: Arc::clone(policy),
             device: OnceLock::new(),
             inner: Mutex::new(IoInner::default()),
             changed: Condvar::new(),
@@ -432,6 +444,7 @@ impl IoPackage {
                 owned: 0,
                 running: 0,
                 ready_due: false,
+                holds_reference: false,
             },
         );
     }
@@ -1103,6 +1116,7 @@ impl IoPackage {
                     inner.dispatching = false;
                     drop(inner);
                     self.changed.notify_all();
+                    self.update_references();
                     return;
                 };
                 work
@@ -1417,10 +1431,64 @@ impl IoPackage {
         }
     }
 
-    /// The device is removed: nothing is accepted or presented any more.
+    /// The device is removed: nothing is accepted or presented any more, and the queues
+    /// let go of their power references.
     pub(crate) fn mark_removed(&self) {
-        self.lock().removed = true;
+        let held = {
+            let mut inner = self.lock();
+            inner.removed = true;
+            inner
+                .queues
+                .values_mut()
+                .map(|queue| std::mem::take(&mut queue.holds_reference))
+                .filter(|&held| held)
+                .count()
+        };
         self.changed.notify_all();
+        for _ in 0..held {
+            self.policy.resume_idle();
+        }
+    }
+
+    /// A power-managed queue holds a power reference on its device while it is not empty
+    /// (requests queued or driver-owned), as KMDF's queues do for the power-policy owner
+    /// ([S q.cpp: `FxIoQueue::DispatchEvents`], `SetTransitionFromEmpty`): a request arriving
+    /// while the device idles in Dx brings it back to D0, and a request the driver keeps
+    /// keeps it from idling. A reference asked for while the power policy is not started
+    /// (before the first start, stopped) is refused, and the queue takes one only when a
+    /// later change finds it not empty.
+    fn update_references(&self) {
+        let (take, release) = {
+            let mut inner = self.lock();
+            if inner.removed {
+                return;
+            }
+            let (mut take, mut release) = (Vec::new(), 0);
+            for (&id, queue) in &mut inner.queues {
+                let busy = !queue.queued.is_empty() || queue.owned > 0;
+                if !queue.config.is_power_managed() || busy == queue.holds_reference {
+                    continue;
+                }
+                // Marked before the call, so that no other thread takes it twice.
+                queue.holds_reference = busy;
+                if busy {
+                    take.push(id);
+                } else {
+                    release += 1;
+                }
+            }
+            (take, release)
+        };
+        for _ in 0..release {
+            self.policy.resume_idle();
+        }
+        for id in take {
+            if self.policy.stop_idle(false).is_err()
+                && let Some(queue) = self.lock().queues.get_mut(&id)
+            {
+                queue.holds_reference = false;
+            }
+        }
     }
 
     // ---- interfaces --------------------------------------------------------------------
