@@ -350,3 +350,14 @@ fn stop_and_purge_cancels_and_keeps_accepting() {
     later.cancel();
     assert_eq!(later.status(), Some(NtStatus::CANCELLED));
 }
+
+/// Section 9.1 and 9.4: an internal device control (from another driver) goes to
+/// `EvtIoInternalDeviceControl`, traced with its code and lengths; `METHOD_NEITHER` has
+/// buffers there (kernel-mode sender).
+#[test]
+fn an_internal_device_control_reaches_its_own_handler() {
+    let (runtime, _node, handle) = started(Plan::default());
+    let done = handle.internal_ioctl_async(io_common::IOCTL_NEITHER, b"abc", 3).wait().unwrap();
+    assert_eq!((done.status, done.data.as_slice()), (NtStatus::SUCCESS, &b"abc"[..]));
+    assert_eq!(lines(&runtime), ["EvtIoInternalDeviceControl(0x8000200B, 3, 3)"]);
+}

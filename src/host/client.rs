@@ -128,6 +128,17 @@ impl FileHandle {
         self.submit(parameters, input.to_vec())
     }
 
+    /// Sends an internal device I/O control request (`IRP_MJ_INTERNAL_DEVICE_CONTROL`) on
+    /// the handle, as another driver would (applications cannot), and returns at once. Its
+    /// buffers are given to the driver whatever the method, `METHOD_NEITHER` included (a
+    /// kernel-mode sender's).
+    #[must_use = "the pending I/O is the only way to its completion"]
+    pub fn internal_ioctl_async(&self, code: u32, input: &[u8], output_length: usize) -> PendingIo {
+        let parameters =
+            Parameters::InternalDeviceControl { code, output_length, input_length: input.len() };
+        self.submit(parameters, input.to_vec())
+    }
+
     /// Reads `length` bytes and waits for the completion (see [`PendingIo::wait`]).
     ///
     /// # Errors

@@ -317,6 +317,19 @@ kmdf::vtable! {
             device_control(queue, request, output_length, code);
         }
 
+        fn internal_device_control(
+            &self,
+            queue: &IoQueue<Self>,
+            request: Request,
+            output_length: usize,
+            _input_length: usize,
+            code: u32,
+        ) {
+            // As a device control, but METHOD_NEITHER has buffers (a kernel-mode sender's).
+            let code = if code == IOCTL_NEITHER { IOCTL_ECHO } else { code };
+            device_control(queue, request, output_length, code);
+        }
+
         fn stop(&self, _queue: &IoQueue<Self>, stop: IoStop<'_>) {
             let on_stop = self.plan.lock().unwrap().on_stop;
             let id = stop.request();
