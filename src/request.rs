@@ -115,7 +115,25 @@ impl Parameters {
 
 /// A request the driver owns (`WDFREQUEST`): complete it once, or hand it on.
 ///
-/// See the [module](self) for what happens to one that is dropped.
+/// See the [module](self) for what happens to one that is dropped. Completing it twice
+/// does not compile:
+///
+/// ```compile_fail,E0382
+/// # fn handler(request: kmdf::Request) {
+/// request.complete(kmdf::NtStatus::SUCCESS);
+/// request.complete(kmdf::NtStatus::SUCCESS); // use of moved value
+/// # }
+/// ```
+///
+/// nor does keeping a buffer past the completion:
+///
+/// ```compile_fail,E0505
+/// # fn handler(mut request: kmdf::Request) {
+/// let buffer = request.output_buffer(1).unwrap();
+/// request.complete(kmdf::NtStatus::SUCCESS); // moves the request while borrowed
+/// buffer[0] = 1;
+/// # }
+/// ```
 #[must_use = "a request must be completed; a dropped one is completed with STATUS_CANCELLED \
               and reported by the host runtime's verifier"]
 pub struct Request {
