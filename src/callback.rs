@@ -56,7 +56,8 @@ macro_rules! callbacks {
             }
 
             /// Whether the callback can fail: KMDF's callback returns an `NTSTATUS` (the
-            /// trait method a `Result`), rather than `VOID`. This table is the one place that
+            /// trait method a `Result`), rather than `VOID`; or, for `EvtDeviceFileCreate`,
+            /// its trait method returns the status the create request is completed with. This table is the one place that
             /// says so: the kernel trampolines are checked against it at compile time, and
             /// the host runtime's trace and failure injection read it.
             #[must_use]
@@ -128,6 +129,37 @@ callbacks! {
     /// `EvtWorkItem`: a work item's callback
     /// ([`WorkItemCallbacks::run`](crate::WorkItemCallbacks::run)).
     WorkItem = "EvtWorkItem", "run", false;
+    /// `EvtDeviceFileCreate`: an application opened the device
+    /// ([`FileCallbacks::create`](crate::file::FileCallbacks::create)); the create request is
+    /// completed with what it returns.
+    DeviceFileCreate = "EvtDeviceFileCreate", "create", true;
+    /// `EvtFileCleanup`: the last handle of a file object was closed.
+    FileCleanup = "EvtFileCleanup", "cleanup", false;
+    /// `EvtFileClose`: every request of a closed file object is completed.
+    FileClose = "EvtFileClose", "close", false;
+    /// `EvtIoRead`: a read request presented by a queue.
+    IoRead = "EvtIoRead", "read", false;
+    /// `EvtIoWrite`: a write request presented by a queue.
+    IoWrite = "EvtIoWrite", "write", false;
+    /// `EvtIoDeviceControl`: a device I/O control request presented by a queue.
+    IoDeviceControl = "EvtIoDeviceControl", "device_control", false;
+    /// `EvtIoInternalDeviceControl`: an internal device I/O control request.
+    IoInternalDeviceControl = "EvtIoInternalDeviceControl", "internal_device_control", false;
+    /// `EvtIoDefault`: a request whose type has no handler of its own.
+    IoDefault = "EvtIoDefault", "default", false;
+    /// `EvtIoStop`: a power-managed queue stops (or a queue is purged) while the driver owns
+    /// one of its requests.
+    IoStop = "EvtIoStop", "stop", false;
+    /// `EvtIoResume`: a request acknowledged without requeue in `EvtIoStop` is the driver's
+    /// again after the power-up.
+    IoResume = "EvtIoResume", "resume", false;
+    /// `EvtIoCanceledOnQueue`: a request presented before and back in its queue was
+    /// cancelled there.
+    IoCanceledOnQueue = "EvtIoCanceledOnQueue", "canceled_on_queue", false;
+    /// `EvtIoQueueState`: a manual queue has requests ready (`WdfIoQueueReadyNotify`).
+    IoQueueState = "EvtIoQueueState", "ready_notify", false;
+    /// `EvtRequestCancel`: a cancelable request the driver owns was cancelled.
+    RequestCancel = "EvtRequestCancel", "request_cancel", false;
     /// Not a callback: a debug print of the driver (`DbgPrintEx`, see
     /// [`debug_print!`](crate::debug_print)), which the host runtime records in its trace
     /// with the text as the argument: `DbgPrintEx(toaster: heating)`.
@@ -289,6 +321,33 @@ pub mod vtable {
         WorkItemCallbacks {
             run => WorkItem,
             cleanup => ObjectCleanup,
+        }
+    }
+
+    registration! {
+        /// [`IoQueueCallbacks`](crate::io_queue::IoQueueCallbacks): `WDF_IO_QUEUE_CONFIG`'s
+        /// callbacks, `EvtRequestCancel` and the queue's `EvtCleanupCallback`.
+        IoQueueCallbacks {
+            read => IoRead,
+            write => IoWrite,
+            device_control => IoDeviceControl,
+            internal_device_control => IoInternalDeviceControl,
+            default => IoDefault,
+            stop => IoStop,
+            resume => IoResume,
+            canceled_on_queue => IoCanceledOnQueue,
+            ready_notify => IoQueueState,
+            request_cancel => RequestCancel,
+            cleanup => ObjectCleanup,
+        }
+    }
+
+    registration! {
+        /// [`FileCallbacks`](crate::file::FileCallbacks): `WDF_FILEOBJECT_CONFIG`'s callbacks.
+        FileCallbacks {
+            create => DeviceFileCreate,
+            cleanup => FileCleanup,
+            close => FileClose,
         }
     }
 

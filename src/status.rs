@@ -102,6 +102,9 @@ status_codes! {
     WDF_QUEUED = 0x4020_0000,
     }
     failure {
+    /// `STATUS_NO_MORE_ENTRIES`: nothing left to return (a warning, so a failure), for
+    /// example an empty manual queue.
+    NO_MORE_ENTRIES = 0x8000_001A,
     /// `STATUS_DEVICE_BUSY`: the device is busy (a warning, so a failure).
     DEVICE_BUSY = 0x8000_0011,
     /// `STATUS_UNSUCCESSFUL`: the operation failed, no further detail.
@@ -156,6 +159,8 @@ status_codes! {
     POWER_STATE_INVALID = 0xC000_02D3,
     /// `STATUS_WDF_INTERNAL_ERROR`: an internal framework error.
     WDF_INTERNAL_ERROR = 0xC020_0201,
+    /// `STATUS_WDF_PAUSED`: the queue is stopped or powered off.
+    WDF_PAUSED = 0xC020_0203,
     /// `STATUS_WDF_BUSY`: the framework object is busy.
     WDF_BUSY = 0xC020_0204,
     /// `STATUS_WDF_NO_CALLBACK`: a required callback was not supplied.

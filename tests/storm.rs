@@ -11,6 +11,7 @@ mod common;
 #[path = "../examples/toaster/driver.rs"]
 #[allow(dead_code, reason = "the storm uses only part of the sample's API")]
 mod driver;
+mod io_common;
 
 use common::{FullDriver, full_device_drops};
 use kmdf::host::{NodeState, PnpAction, PnpError, Runtime};
@@ -206,4 +207,152 @@ fn random_pnp_storms_keep_kmdf_invariants() {
         panic!("{error}");
     }
     eprintln!("{cases} PnP storms passed in {:.1?}", started.elapsed());
+}
+
+/// One step of an I/O storm: a PnP action, or what an application or the driver does.
+#[derive(Clone, Debug)]
+enum IoStep {
+    Pnp(PnpAction),
+    Open,
+    Read(usize),
+    Write(usize),
+    Ioctl(usize),
+    /// `CancelIoEx` on the oldest I/O not known complete.
+    Cancel,
+    /// `CloseHandle` on the oldest handle.
+    Close,
+    /// The driver completes the oldest request it keeps (from the test's thread).
+    Complete,
+}
+
+#[derive(Clone, Debug)]
+struct IoStorm {
+    plan: (io_common::OnRead, io_common::OnStop, u8, bool),
+    steps: Vec<IoStep>,
+    failures: Vec<(Callback, u64)>,
+}
+
+fn io_storm() -> impl Strategy<Value = IoStorm> {
+    use io_common::{OnRead, OnStop};
+    let step = prop_oneof![
+        3 => proptest::sample::select(PnpAction::ALL.to_vec()).prop_map(IoStep::Pnp),
+        2 => Just(IoStep::Open),
+        3 => (0_usize..5).prop_map(IoStep::Read),
+        1 => (0_usize..5).prop_map(IoStep::Write),
+        1 => (0_usize..5).prop_map(IoStep::Ioctl),
+        1 => Just(IoStep::Cancel),
+        1 => Just(IoStep::Close),
+        2 => Just(IoStep::Complete),
+    ];
+    let plan = (
+        proptest::sample::select(vec![OnRead::Complete, OnRead::Pend, OnRead::Cancelable]),
+        proptest::sample::select(vec![OnStop::Acknowledge, OnStop::Requeue, OnStop::Complete]),
+        0_u8..3,
+        any::<bool>(),
+    );
+    let failure = (proptest::sample::select(FALLIBLE.to_vec()), 1_u64..4);
+    (plan, proptest::collection::vec(step, 1..40), proptest::collection::vec(failure, 0..3))
+        .prop_map(|(plan, steps, failures)| IoStorm { plan, steps, failures })
+}
+
+/// An I/O storm: client I/O mixed with every PnP action and injected failures, on the I/O
+/// test driver (docs/kmdf-behaviour.md section 9). Every request completes exactly once
+/// with a status (a second completion would panic the runtime's bookkeeping), none is lost
+/// (each is complete once the device is removed), no callback runs after the removal and
+/// no driver rule is broken (no verifier finding), no object is left alive.
+fn play_io(storm: &IoStorm) -> Result<(), TestCaseError> {
+    use io_common::{GUID_DEVINTERFACE_TEST, IOCTL_ECHO, Plan};
+    use kmdf::io_queue::Dispatch;
+    let (on_read, on_stop, dispatch, power_managed) = storm.plan;
+    let dispatch = match dispatch {
+        0 => Dispatch::Sequential,
+        1 => Dispatch::Parallel { limit: std::num::NonZeroU32::new(2) },
+        _ => Dispatch::parallel(),
+    };
+    let plan = Plan { dispatch, power_managed, on_read, on_stop, ..Plan::default() };
+    let runtime = Runtime::new();
+    for &(callback, nth) in &storm.failures {
+        runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
+    }
+    let driver = runtime.load_with(io_common::IoDriver { plan }).unwrap();
+    let node = driver.add_device().unwrap();
+    let mut handles = std::collections::VecDeque::new();
+    let mut pending: Vec<kmdf::host::PendingIo> = Vec::new();
+    for (step, action) in storm.steps.iter().enumerate() {
+        let fail = |what: &dyn std::fmt::Display| {
+            TestCaseError::fail(format!("step {step} ({action:?}): {what}"))
+        };
+        match action {
+            IoStep::Pnp(action) => match node.apply(*action) {
+                Ok(()) | Err(PnpError::InvalidAction { .. }) => {}
+                Err(violation) => return Err(fail(&violation)),
+            },
+            IoStep::Open => {
+                if let Ok(handle) = runtime.open(&GUID_DEVINTERFACE_TEST) {
+                    handles.push_back(handle);
+                }
+            }
+            IoStep::Read(n) | IoStep::Write(n) | IoStep::Ioctl(n) => {
+                if let Some(handle) = handles.back() {
+                    pending.push(match action {
+                        IoStep::Read(_) => handle.read_async(*n),
+                        IoStep::Write(_) => handle.write_async(&vec![1; *n]),
+                        _ => handle.ioctl_async(IOCTL_ECHO, &vec![2; *n], *n),
+                    });
+                }
+            }
+            IoStep::Cancel => {
+                if let Some(io) = pending.iter().find(|io| !io.is_complete()) {
+                    io.cancel();
+                }
+            }
+            IoStep::Close => drop(handles.pop_front()),
+            IoStep::Complete => {
+                if let Ok(Some(request)) =
+                    node.with_context(|dev: &io_common::Dev| dev.q().context().take_oldest())
+                {
+                    request.complete(kmdf::NtStatus::SUCCESS);
+                }
+            }
+        }
+        if !runtime.verifier_findings().is_empty() {
+            return Err(fail(&format!("{:?}", runtime.verifier_findings())));
+        }
+    }
+    if let NodeState::Asleep { .. } = node.state() {
+        node.apply(PnpAction::Resume).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    let last = match node.state() {
+        NodeState::Removed => None,
+        NodeState::Added => Some(PnpAction::Remove),
+        _ => Some(PnpAction::SurpriseRemove),
+    };
+    if let Some(last) = last {
+        node.apply(last).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+    for io in &pending {
+        prop_assert!(io.is_complete(), "request {} lost: {:?}", io.id(), io);
+    }
+    drop(handles);
+    drop(pending);
+    // A close made due by a completion above PASSIVE_LEVEL runs on a worker thread.
+    runtime.wait_for_work_items().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(driver.unload(), Ok(()));
+    prop_assert!(runtime.live_objects().is_empty(), "left alive: {:?}", runtime.live_objects());
+    prop_assert!(runtime.panics().is_empty(), "{:?}", runtime.panics());
+    prop_assert!(runtime.verifier_findings().is_empty(), "{:?}", runtime.verifier_findings());
+    Ok(())
+}
+
+#[test]
+fn random_io_storms_complete_every_request_once() {
+    let cases =
+        std::env::var("KMDF_STORM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let mut runner =
+        TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let started = std::time::Instant::now();
+    if let Err(error) = runner.run(&io_storm(), |storm| play_io(&storm)) {
+        panic!("{error}");
+    }
+    eprintln!("{cases} I/O storms passed in {:.1?}", started.elapsed());
 }

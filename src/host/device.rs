@@ -4,6 +4,7 @@ use super::std;
 use std::ptr;
 use std::sync::{Arc, OnceLock};
 
+use super::io::{IoInit, IoPackage};
 use super::object::{KindState, NewObject, RawObject, StateSlot};
 use super::object_kind::ObjectKind;
 use super::policy::PowerPolicy;
@@ -70,6 +71,17 @@ pub(crate) struct DeviceState {
     driver: Arc<RawObject>,
     /// Its power policy (docs/kmdf-behaviour.md section 10).
     pub(crate) power_policy: Arc<PowerPolicy>,
+    /// Its queues, requests, files and interfaces.
+    pub(crate) io: Arc<IoPackage>,
+}
+
+/// The I/O package of a device object.
+///
+/// # Panics
+///
+/// If `device` is not a device (a bug in the runtime).
+pub(crate) fn io(device: &RawObject) -> &Arc<IoPackage> {
+    &device.state::<DeviceState>().expect("a device object has a device's state").io
 }
 
 impl KindState for DeviceState {
@@ -231,6 +243,8 @@ fn cleanup<T: PnpPowerCallbacks>(object: &RawObject) {
 /// `PWDFDEVICE_INIT` on the host.
 pub(crate) struct RawDeviceInit<'a> {
     pub(crate) slot: &'a DeviceSlot,
+    /// What the driver configured for I/O before `WdfDeviceCreate`.
+    pub(crate) io: IoInit,
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "consumed like the kernel's PWDFDEVICE_INIT")]
@@ -239,8 +253,12 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
     build: impl FnOnce(&Device<T>) -> Result<T>,
 ) -> Result<&Device<T>> {
     let slot = init.slot;
+    // The file callbacks were written for a device context type: this one.
+    if init.io.file.is_some_and(|file| file.device != core::any::TypeId::of::<T>()) {
+        return Err(crate::NtError::INVALID_PARAMETER);
+    }
     let cleanup_hook = T::REGISTERED.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
-    let object = create_object(slot, PnpTable::of::<T>(), cleanup_hook, true)?;
+    let object = create_object(slot, PnpTable::of::<T>(), cleanup_hook, true, init.io)?;
     // Children created by `build` are parented to the device; the context is set after. A
     // failed (or panicking) `build` deletes the device, with them.
     let unbuilt = DeleteOnDrop(&object);
@@ -257,14 +275,18 @@ pub(crate) fn create_object(
     callbacks: PnpTable,
     cleanup: Option<super::object::CleanupHook>,
     trace_cleanup: bool,
+    io: IoInit,
 ) -> Result<Arc<RawObject>> {
+    let policy = PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability());
     let state = DeviceState {
         callbacks,
         resources: Arc::clone(&slot.resources),
         driver: Arc::clone(&slot.driver),
-        power_policy: PowerPolicy::new(slot.driver.shared(), slot.resources.wake_capability()),
+        io: IoPackage::new(slot.driver.shared(), slot.node, io, &policy),
+        power_policy: policy,
     };
-    RawObject::create(
+    let io = Arc::clone(&state.io);
+    let object = RawObject::create(
         slot.driver.shared(),
         NewObject {
             parent: Some(&slot.driver),
@@ -274,7 +296,10 @@ pub(crate) fn create_object(
             state: Some(StateSlot::new(Arc::new(state))),
             ..NewObject::new(ObjectKind::Device)
         },
-    )
+    )?;
+    // The I/O package reaches its device through a weak reference.
+    io.set_device(&object);
+    Ok(object)
 }
 
 /// Leaves the device `EvtDriverDeviceAdd` created in its slot, for the PnP manager.

@@ -57,12 +57,17 @@
 
 extern crate std;
 
+mod client;
 mod clock;
 pub(crate) mod debug;
 pub(crate) mod device;
 mod driver;
 pub(crate) mod entry;
 mod error;
+pub(crate) mod file;
+pub(crate) mod interface;
+mod io;
+pub(crate) mod io_queue;
 pub(crate) mod lockdep;
 mod mutex;
 mod node;
@@ -75,6 +80,7 @@ pub(crate) mod power_policy;
 #[cfg(feature = "sys-harness")]
 pub mod raw;
 mod registry;
+pub(crate) mod request;
 mod resources;
 mod shared;
 pub(crate) mod sync;
@@ -88,8 +94,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::vec::Vec;
 
+pub use client::{FileHandle, PendingIo};
 pub use driver::LoadedDriver;
 pub use error::HarnessError;
+pub use io::Completion;
 pub use node::DeviceNode;
 pub use object_kind::ObjectKind;
 pub use pnp::{
@@ -337,6 +345,23 @@ impl Runtime {
     /// checked as usual but nothing is recorded: for long runs that only need the checks.
     pub fn set_tracing(&self, enabled: bool) {
         self.shared.set_tracing(enabled);
+    }
+
+    /// Opens a handle on the first device (oldest first) with an enabled interface of class
+    /// `interface` (`CreateFile` on its interface path), as an application would: runs
+    /// `EvtDeviceFileCreate`. See [`FileHandle`] for the I/O it sends.
+    ///
+    /// # Errors
+    ///
+    /// * `STATUS_OBJECT_NAME_NOT_FOUND` when no device has such an interface enabled (not
+    ///   started yet, removed, or disabled by the driver).
+    /// * `STATUS_ACCESS_DENIED` when the device is exclusive and open already.
+    /// * The status `EvtDeviceFileCreate` failed the open with.
+    pub fn open(
+        &self,
+        interface: &crate::interface::Guid,
+    ) -> core::result::Result<FileHandle, NtError> {
+        client::open(&self.shared, interface)
     }
 
     /// Everything recorded so far.

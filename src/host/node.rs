@@ -42,7 +42,7 @@ pub(crate) fn add_device_on(
         resources: Arc::clone(resources),
         created: OnceLock::new(),
     };
-    let init = DeviceInit { raw: RawDeviceInit { slot: &slot } };
+    let init = DeviceInit { raw: RawDeviceInit { slot: &slot, io: super::io::IoInit::default() } };
     let result = shared.invoke(TraceEntry::new(Callback::DriverDeviceAdd, Some(node)), || {
         device_add(driver, init)
     });
@@ -335,6 +335,21 @@ impl DeviceNode {
         let object = self.object()?;
         let context = object.context::<T>().ok_or(HarnessError::WrongContextType)?;
         Ok(f(context))
+    }
+
+    /// Opens a handle on this node's device through its interface of class `interface`, as
+    /// [`Runtime::open`](super::Runtime::open) does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runtime::open`](super::Runtime::open); `STATUS_NO_SUCH_DEVICE` once the device
+    /// was removed.
+    pub fn open(
+        &self,
+        interface: &crate::interface::Guid,
+    ) -> core::result::Result<super::client::FileHandle, NtError> {
+        let device = self.object().map_err(|_| NtError::NO_SUCH_DEVICE)?;
+        super::client::open_device(&device, interface)
     }
 
     /// Whether the device object is gone.

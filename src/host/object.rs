@@ -255,6 +255,11 @@ impl RawObject {
         self.kind
     }
 
+    /// The object's number, unique in its runtime.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The device node the object belongs to, as the trace records it.
     pub(crate) fn device(&self) -> Option<u64> {
         self.device

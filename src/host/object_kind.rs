@@ -14,6 +14,10 @@ pub enum ObjectKind {
     WorkItem,
     /// `WDFTIMER`.
     Timer,
+    /// `WDFQUEUE`.
+    Queue,
+    /// `WDFFILEOBJECT`.
+    File,
 }
 
 impl ObjectKind {
@@ -25,6 +29,8 @@ impl ObjectKind {
             ObjectKind::Device => "WDFDEVICE",
             ObjectKind::WorkItem => "WDFWORKITEM",
             ObjectKind::Timer => "WDFTIMER",
+            ObjectKind::Queue => "WDFQUEUE",
+            ObjectKind::File => "WDFFILEOBJECT",
         }
     }
 }

@@ -286,7 +286,13 @@ pub fn create_device(
         table = table.with(callback);
     }
     let table = PnpTable { registered: table, dispatch: raw_dispatch };
-    let object = device::create_object(slot, table, cleanup.hook(), cleanup != Cleanup::Untraced)?;
+    let object = device::create_object(
+        slot,
+        table,
+        cleanup.hook(),
+        cleanup != Cleanup::Untraced,
+        super::io::IoInit::default(),
+    )?;
     object.set_context(RawContext(hooks));
     Ok(Object(device::publish(slot, object).to_arc()))
 }

@@ -8,12 +8,13 @@
 //! it, never the reverse.
 
 use super::std;
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::marker::PhantomData;
 use std::string::String;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 #[cfg(loom)]
 use super::sync_shim::LocalRefExt as _;
@@ -51,6 +52,9 @@ pub(crate) struct Shared {
     /// Devices that reported themselves failed (`WdfDeviceSetFailed`) and that the PnP
     /// manager has not answered yet, by device node.
     failures: Mutex<BTreeMap<u64, FailedAction>>,
+    /// The devices' I/O packages (`io::IoPackage`, unnamed here: kinds build on this
+    /// module), for the client to open a device by interface.
+    io_packages: Mutex<Vec<Weak<dyn Any + Send + Sync>>>,
 }
 
 /// The verifier's state: devices whose `SelfManagedIoFlush` has returned, and findings.
@@ -127,6 +131,7 @@ impl Shared {
             clock: Mutex::new(Clock::default()),
             verifier: Mutex::new(Verifier::default()),
             failures: Mutex::new(BTreeMap::new()),
+            io_packages: Mutex::new(Vec::new()),
         })
     }
 
@@ -308,6 +313,23 @@ impl Shared {
             };
             verifier.findings.push((finding, false));
         }
+    }
+
+    /// Records a finding of the verifier about `finding.device`.
+    pub(crate) fn report(&self, finding: VerifierFinding) {
+        lock(&self.verifier).findings.push((finding, false));
+    }
+
+    /// Registers a device's I/O package.
+    pub(crate) fn register_io(&self, package: Weak<dyn Any + Send + Sync>) {
+        let mut packages = lock(&self.io_packages);
+        packages.retain(|package| package.strong_count() > 0);
+        packages.push(package);
+    }
+
+    /// The I/O packages still in use, oldest first.
+    pub(crate) fn io_packages(&self) -> Vec<Arc<dyn Any + Send + Sync>> {
+        lock(&self.io_packages).iter().filter_map(Weak::upgrade).collect()
     }
 
     /// The findings about `device` not reported yet, marking them reported.

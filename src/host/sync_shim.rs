@@ -103,6 +103,10 @@ pub(crate) enum Mutant {
     /// A rundown inside the item's callback does not wait for the runs other threads have
     /// started.
     RundownIgnoresOtherRuns,
+    /// `IoPackage::mark_cancelable` checks whether the request was cancelled and makes it
+    /// cancelable under two acquisitions of the package's lock, not one: a cancellation in
+    /// between is lost.
+    MarkCancelableInTwoSteps,
 }
 
 /// Whether `mutant` is injected: never in normal builds.

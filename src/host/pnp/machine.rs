@@ -315,6 +315,9 @@ impl<'a> Run<'a> {
             Ok(()) => {
                 self.machine.state = NodeState::Working;
                 self.machine.started_once = true;
+                // The end of the first start enables the device interfaces
+                // (`PnpEventEnableInterfaces`); a later start enables nothing.
+                self.io().first_start_done();
             }
             Err(()) => self.fail(),
         }
@@ -351,7 +354,12 @@ impl<'a> Run<'a> {
         }
         self.disarm();
         self.policy().set_in_dx(false);
+        // `IoResume`: the power-managed queues resume after the disarming, before SMIO
+        // Init/Restart.
+        self.io().power_up();
         if self.smio(SmioEvent::Start).is_err() {
+            // `IoStop` again, before the power-down of the failure (section 2's table).
+            self.io().power_down();
             let _ = self.call(PnpCall::D0ExitPreInterruptsDisabled(DevicePowerState::D3Final));
             let _ = self.call(PnpCall::D0Exit(DevicePowerState::D3Final));
             return Err(());
@@ -399,6 +407,9 @@ impl<'a> Run<'a> {
         arm: Option<Armed>,
     ) -> (Result, Option<Armed>) {
         let suspend = self.smio(SmioEvent::Suspend);
+        // `IoStop`: the power-managed queues stop right after SMIO Suspend, before the
+        // arming for wake.
+        self.io().power_down();
         let mut target = target;
         let armed = match arm {
             Some(Armed::S0) => self.call(PnpCall::ArmWakeFromS0).is_ok().then_some(Armed::S0),
@@ -540,16 +551,37 @@ impl<'a> Run<'a> {
         if !self.machine.power_failed {
             let _ = self.power_down(DevicePowerState::D3Final);
         }
-        self.release_hardware();
-        let _ = self.smio(SmioEvent::Flush);
+        self.flush_for_removal();
         self.remove();
     }
 
-    /// The remove IRP: SMIO Cleanup, then the device object is deleted (by the caller).
+    /// The removal's part up to SMIO Flush: ReleaseHardware, the interfaces disabled, the
+    /// power-managed queues purged, SMIO Flush (`PnpCleanupForRemove`), then the verifier's
+    /// check that the driver owns none of their requests.
+    fn flush_for_removal(&mut self) {
+        self.release_hardware();
+        self.io().disable_interfaces();
+        self.io().purge_for_removal(true);
+        let _ = self.smio(SmioEvent::Flush);
+        self.io().check_after_flush();
+    }
+
+    /// The remove IRP: the queues not purged yet (the non-power-managed ones) are purged,
+    /// SMIO Cleanup, then the device object is deleted (by the caller).
     fn remove(&mut self) {
         self.policy().set_started(false);
+        let io = std::sync::Arc::clone(self.io());
+        io.disable_interfaces();
+        io.purge_for_removal(true);
+        io.purge_for_removal(false);
         let _ = self.smio(SmioEvent::Cleanup);
+        io.mark_removed();
         self.removed = true;
+    }
+
+    /// The device's I/O package.
+    fn io(&self) -> &std::sync::Arc<super::super::io::IoPackage> {
+        &self.device.state().io
     }
 
     /// `IRP_MN_SURPRISE_REMOVAL` (the callback first: `PnpEventSurpriseRemoveIoStarted`),
@@ -564,8 +596,7 @@ impl<'a> Run<'a> {
         if in_d0 {
             let _ = self.power_down(DevicePowerState::D3Final);
         }
-        self.release_hardware();
-        let _ = self.smio(SmioEvent::Flush);
+        self.flush_for_removal();
         self.remove();
     }
 
@@ -600,8 +631,7 @@ impl<'a> Run<'a> {
     /// arrives after the teardown (`PnpEventFailedSurpriseRemoved`).
     fn fail(&mut self) {
         self.policy().set_started(false);
-        self.release_hardware();
-        let _ = self.smio(SmioEvent::Flush);
+        self.flush_for_removal();
         if self.machine.started_once {
             let _ = self.call(PnpCall::SurpriseRemoval);
         }
