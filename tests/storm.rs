@@ -223,11 +223,15 @@ enum IoStep {
     Close,
     /// The driver completes the oldest request it keeps (from the test's thread).
     Complete,
+    /// The virtual clock moves this many quarters of the idle timeout (docs/kmdf-behaviour.md
+    /// section 10: an idle timeout may power the device down; a request wakes it).
+    Advance(u8),
 }
 
 #[derive(Clone, Debug)]
 struct IoStorm {
     plan: (io_common::OnRead, io_common::OnStop, u8, bool),
+    idle: Option<kmdf::power_policy::IdleCaps>,
     steps: Vec<IoStep>,
     failures: Vec<(Callback, u64)>,
 }
@@ -243,7 +247,12 @@ fn io_storm() -> impl Strategy<Value = IoStorm> {
         1 => Just(IoStep::Cancel),
         1 => Just(IoStep::Close),
         2 => Just(IoStep::Complete),
+        2 => (1_u8..8).prop_map(IoStep::Advance),
     ];
+    let idle = proptest::option::of(proptest::sample::select(vec![
+        kmdf::power_policy::IdleCaps::CannotWakeFromS0,
+        kmdf::power_policy::IdleCaps::CanWakeFromS0,
+    ]));
     let plan = (
         proptest::sample::select(vec![OnRead::Complete, OnRead::Pend, OnRead::Cancelable]),
         proptest::sample::select(vec![OnStop::Acknowledge, OnStop::Requeue, OnStop::Complete]),
@@ -251,12 +260,14 @@ fn io_storm() -> impl Strategy<Value = IoStorm> {
         any::<bool>(),
     );
     let failure = (proptest::sample::select(FALLIBLE.to_vec()), 1_u64..4);
-    (plan, proptest::collection::vec(step, 1..40), proptest::collection::vec(failure, 0..3))
-        .prop_map(|(plan, steps, failures)| IoStorm { plan, steps, failures })
+    (plan, idle, proptest::collection::vec(step, 1..40), proptest::collection::vec(failure, 0..3))
+        .prop_map(|(plan, idle, steps, failures)| IoStorm { plan, idle, steps, failures })
 }
 
-/// An I/O storm: client I/O mixed with every PnP action and injected failures, on the I/O
-/// test driver (docs/kmdf-behaviour.md section 9). Every request completes exactly once
+/// An I/O storm: client I/O mixed with every PnP action, clock advances (with or without
+/// S0 idle settings, so the device idles by itself and requests wake it) and injected
+/// failures, on the I/O test driver (docs/kmdf-behaviour.md sections 9 and 10). No request
+/// is presented by a power-managed queue while the device is in Dx (a verifier check). Every request completes exactly once
 /// with a status (a second completion would panic the runtime's bookkeeping), none is lost
 /// (each is complete once the device is removed), no callback runs after the removal and
 /// no driver rule is broken (no verifier finding), no object is left alive.
@@ -269,7 +280,8 @@ fn play_io(storm: &IoStorm) -> Result<(), TestCaseError> {
         1 => Dispatch::Parallel { limit: std::num::NonZeroU32::new(2) },
         _ => Dispatch::parallel(),
     };
-    let plan = Plan { dispatch, power_managed, on_read, on_stop, ..Plan::default() };
+    let plan =
+        Plan { dispatch, power_managed, on_read, on_stop, idle: storm.idle, ..Plan::default() };
     let runtime = Runtime::new();
     for &(callback, nth) in &storm.failures {
         runtime.inject_failure(callback, nth, NtError::UNSUCCESSFUL).unwrap();
@@ -307,6 +319,10 @@ fn play_io(storm: &IoStorm) -> Result<(), TestCaseError> {
                 }
             }
             IoStep::Close => drop(handles.pop_front()),
+            IoStep::Advance(quarters) => {
+                let by = io_common::IDLE_TIMEOUT / 4 * u32::from(*quarters);
+                runtime.advance(by).map_err(|e| fail(&e))?;
+            }
             IoStep::Complete => {
                 if let Ok(Some(request)) =
                     node.with_context(|dev: &io_common::Dev| dev.q().context().take_oldest())

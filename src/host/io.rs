@@ -1112,7 +1112,7 @@ impl IoPackage {
             let work = {
                 let mut inner = self.lock();
                 inner.redispatch = false;
-                let Some(work) = Self::next_work(&mut inner) else {
+                let Some(work) = self.next_work(&mut inner) else {
                     inner.dispatching = false;
                     drop(inner);
                     self.changed.notify_all();
@@ -1137,7 +1137,7 @@ impl IoPackage {
     }
 
     /// The next presentation (or ready notification), in queue creation order.
-    fn next_work(inner: &mut IoInner) -> Option<Work> {
+    fn next_work(&self, inner: &mut IoInner) -> Option<Work> {
         if inner.removed {
             return None;
         }
@@ -1167,6 +1167,20 @@ impl IoPackage {
             }
         }
         let (id, request) = chosen?;
+        // A cross-check of two models: the power-managed queues present only in D0, and the
+        // PnP machine, not this package, says where the device is (docs/kmdf-behaviour.md
+        // sections 9.3 and 10).
+        if inner.queues[&id].config.is_power_managed() && self.policy.in_dx() {
+            self.shared.report(VerifierFinding {
+                device: self.node,
+                callback: handler_callback(request.core.parameters.request_type()),
+                message: format!(
+                    "request {} was presented by a power-managed queue while the device is in \
+                     a low-power state (docs/kmdf-behaviour.md sections 9.3 and 10)",
+                    request.core.id
+                ),
+            });
+        }
         inner.next_order += 1;
         let order = inner.next_order;
         let queue = inner.queues.get_mut(&id).expect("chosen");

@@ -252,6 +252,11 @@ impl PowerPolicy {
         }
     }
 
+    /// Whether the device is in a low-power state while started (idle or asleep).
+    pub(crate) fn in_dx(&self) -> bool {
+        lock(&self.inner).in_dx
+    }
+
     /// The device entered (`true`) or left a low-power state.
     pub(crate) fn set_in_dx(&self, in_dx: bool) {
         lock(&self.inner).in_dx = in_dx;

@@ -72,7 +72,12 @@ pub struct Plan {
     pub manual_reads: bool,
     /// Register `EvtIoStop` on the default queue.
     pub with_stop: bool,
+    /// S0 idle settings with an idle timeout of [`IDLE_TIMEOUT`], when set.
+    pub idle: Option<kmdf::power_policy::IdleCaps>,
 }
+
+/// The idle timeout of [`Plan::idle`].
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(40);
 
 impl Default for Plan {
     fn default() -> Self {
@@ -85,6 +90,7 @@ impl Default for Plan {
             exclusive: false,
             manual_reads: false,
             with_stop: true,
+            idle: None,
         }
     }
 }
@@ -102,7 +108,7 @@ impl Driver for IoDriver {
         let plan = self.plan;
         init.set_file_object::<Handle>();
         init.set_exclusive(plan.exclusive);
-        init.create_with(|device| {
+        let device = init.create_with(|device| {
             device.create_device_interface(&GUID_DEVINTERFACE_TEST, None)?;
             let config = IoQueueConfig::default_queue(plan.dispatch)
                 .power_managed(plan.power_managed)
@@ -125,6 +131,10 @@ impl Driver for IoDriver {
             };
             Ok(Dev { queue, manual })
         })?;
+        if let Some(caps) = plan.idle {
+            let settings = kmdf::power_policy::S0IdleSettings::new(caps).idle_timeout(IDLE_TIMEOUT);
+            device.assign_s0_idle_settings(&settings)?;
+        }
         Ok(())
     }
 }
