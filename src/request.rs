@@ -111,6 +111,16 @@ impl Parameters {
             Parameters::InternalDeviceControl { .. } => RequestType::InternalDeviceControl,
         }
     }
+
+    /// The most `information` a successful completion may report: the read length, the
+    /// write length, a device control's output length.
+    pub(crate) const fn information_limit(&self) -> usize {
+        match *self {
+            Parameters::Read { length } | Parameters::Write { length } => length,
+            Parameters::DeviceControl { output_length, .. }
+            | Parameters::InternalDeviceControl { output_length, .. } => output_length,
+        }
+    }
 }
 
 /// A request the driver owns (`WDFREQUEST`): complete it once, or hand it on.
@@ -240,7 +250,7 @@ impl Request {
     /// ```compile_fail
     /// use kmdf::io_queue::{IoQueue, IoQueueCallbacks};
     /// use kmdf::request::Marked;
-    /// use kmdf::{PnpPowerCallbacks, Request};
+    /// use kmdf::{Device, PnpPowerCallbacks, Request};
     ///
     /// struct Dev;
     /// kmdf::vtable! { impl PnpPowerCallbacks for Dev {} }
@@ -248,7 +258,7 @@ impl Request {
     /// kmdf::vtable! {
     ///     impl IoQueueCallbacks for Reads {
     ///         type Device = Dev;
-    ///         fn read(&self, queue: &IoQueue<Self>, request: Request, _length: usize) {
+    ///         fn read(&self, queue: &IoQueue<Self>, _d: &Device<Dev>, request: Request, _len: usize) {
     ///             // No `request_cancel` in this impl: does not compile.
     ///             if let Marked::Canceled(request) = request.mark_cancelable(queue) {
     ///                 request.complete(kmdf::NtStatus::CANCELLED);
@@ -257,7 +267,8 @@ impl Request {
     ///     }
     /// }
     /// // Any use of the handler instantiates the check (here, taking its address).
-    /// let read: fn(&Reads, &IoQueue<Reads>, Request, usize) = <Reads as IoQueueCallbacks>::read;
+    /// let read: fn(&Reads, &IoQueue<Reads>, &Device<Dev>, Request, usize) =
+    ///     <Reads as IoQueueCallbacks>::read;
     /// # let _ = read;
     /// ```
     pub fn mark_cancelable<T: IoQueueCallbacks>(self, queue: &IoQueue<T>) -> Marked {

@@ -228,7 +228,7 @@ struct ReadOnly;
 kmdf::vtable! {
     impl IoQueueCallbacks for ReadOnly {
         type Device = Bare;
-        fn read(&self, _queue: &IoQueue<Self>, request: Request, _length: usize) {
+        fn read(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, request: Request, _length: usize) {
             request.complete(NtStatus::SUCCESS);
         }
     }
@@ -262,17 +262,17 @@ impl Driver for ConfigDriver {
         // The default queue cannot be configured for a type; a queue without the type's
         // handler (and no EvtIoDefault) neither; a type goes to one queue.
         assert_eq!(
-            queue.configure_dispatching(RequestType::Read),
+            queue.configure_dispatching(device, RequestType::Read),
             Err(NtError::INVALID_DEVICE_REQUEST)
         );
         let other = IoQueue::create(device, parallel, ReadOnly)?;
         assert_eq!(
-            other.configure_dispatching(RequestType::Write),
+            other.configure_dispatching(device, RequestType::Write),
             Err(NtError::INVALID_DEVICE_REQUEST)
         );
-        assert_eq!(other.configure_dispatching(RequestType::Read), Ok(()));
+        assert_eq!(other.configure_dispatching(device, RequestType::Read), Ok(()));
         let third = IoQueue::create(device, parallel, ReadOnly)?;
-        assert_eq!(third.configure_dispatching(RequestType::Read), Err(NtError::WDF_BUSY));
+        assert_eq!(third.configure_dispatching(device, RequestType::Read), Err(NtError::WDF_BUSY));
         Ok(())
     }
 }
@@ -297,7 +297,7 @@ fn a_request_type_without_a_queue_is_invalid_device_request() {
             device.create_device_interface(&GUID_DEVINTERFACE_TEST, None)?;
             let reads =
                 IoQueue::create(device, IoQueueConfig::new(Dispatch::parallel()), ReadOnly)?;
-            reads.configure_dispatching(RequestType::Read)?;
+            reads.configure_dispatching(device, RequestType::Read)?;
             Ok(())
         }
     }

@@ -284,7 +284,7 @@ fn an_interface_created_after_the_first_start_waits_to_be_enabled() {
     let (runtime, node, _handle) = started(Plan::default());
     let late = Guid::parse("6a1d2f3e-4b5c-4d6e-8f70-8192a3b4c5d6");
     let create = |f: &dyn Fn(&kmdf::Device<Dev>) -> kmdf::Result| {
-        node.with_context(|dev: &Dev| dev.q().with_device(f).unwrap()).unwrap()
+        node.with_device(|device: &kmdf::Device<Dev>| f(device)).unwrap()
     };
     create(&|device| device.create_device_interface(&late, None)).unwrap();
     assert_eq!(runtime.open(&late).err(), Some(NtError::OBJECT_NAME_NOT_FOUND));
@@ -360,11 +360,11 @@ fn mark_cancelable_with_another_queue_panics() {
     kmdf::vtable! {
         impl IoQueueCallbacks for Reads {
             type Device = TwoQueues;
-            fn read(&self, queue: &IoQueue<Self>, request: kmdf::Request, _length: usize) {
-                let other = queue.with_device(|device| device.context().other.clone()).unwrap();
+            fn read(&self, _queue: &IoQueue<Self>, device: &kmdf::Device<Self::Device>, request: kmdf::Request, _length: usize) {
+                let other = device.context().other.clone();
                 let _ = request.mark_cancelable(&other); // panics
             }
-            fn request_cancel(&self, _queue: &IoQueue<Self>, request: kmdf::Request) {
+            fn request_cancel(&self, _queue: &IoQueue<Self>, _device: &kmdf::Device<Self::Device>, request: kmdf::Request) {
                 request.complete(NtStatus::CANCELLED);
             }
         }

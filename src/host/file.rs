@@ -11,7 +11,7 @@ use super::object_kind::ObjectKind;
 use super::trace::TraceEntry;
 use crate::file::{FileCallbacks, FileObject, IoType};
 use crate::interface::Guid;
-use crate::{Callback, Device, Result};
+use crate::{Callback, Result};
 
 /// What a `WDFFILEOBJECT` adds to the common object: its device, which
 /// `WdfFileObjectGetDevice` returns.
@@ -55,26 +55,28 @@ fn create<F: FileCallbacks>(device: &RawObject, file: &RawObject) -> Result {
     Ok(())
 }
 
+/// The file's device, for a callback: alive while its file objects call back.
+fn device_of(file: &RawObject) -> Arc<RawObject> {
+    state(file)
+        .device
+        .upgrade()
+        .unwrap_or_else(|| panic!("kmdf host runtime: a callback of {file:?} after its device"))
+}
+
 fn cleanup<F: FileCallbacks>(file: &RawObject) {
+    let device = device_of(file);
     let file = view::<FileObject<F>>(file);
-    file.context().cleanup(file);
+    file.context().cleanup(file, device_ref::<F::Device>(&device));
 }
 
 fn close<F: FileCallbacks>(file: &RawObject) {
+    let device = device_of(file);
     let file = view::<FileObject<F>>(file);
-    file.context().close(file);
+    file.context().close(file, device_ref::<F::Device>(&device));
 }
 
 pub(crate) fn context<F: FileCallbacks>(file: &RawObject) -> &F {
     file.expect_context::<F>()
-}
-
-pub(crate) fn with_device<F: FileCallbacks, R>(
-    file: &RawObject,
-    f: impl FnOnce(&Device<F::Device>) -> R,
-) -> Option<R> {
-    let device = state(file).device.upgrade()?;
-    Some(f(device_ref(&device)))
 }
 
 /// Opens a handle on the device of `io` through an interface of class `guid`: the file

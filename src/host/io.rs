@@ -815,11 +815,7 @@ impl IoPackage {
 
     /// The most information a successful completion may report.
     pub(crate) fn information_limit(parameters: Parameters) -> usize {
-        match parameters {
-            Parameters::Read { length } | Parameters::Write { length } => length,
-            Parameters::DeviceControl { output_length, .. }
-            | Parameters::InternalDeviceControl { output_length, .. } => output_length,
-        }
+        parameters.information_limit()
     }
 
     /// The queue request `id` belongs to, while the framework knows it.
