@@ -256,16 +256,17 @@ impl<T> crate::Device<T> {
     /// (`WdfDeviceSetDeviceInterfaceState`). Disabling it keeps new opens out; handles
     /// already open stay open.
     ///
-    /// # Errors
+    /// Returns nothing, as the DDI: KMDF ignores an interface the device did not register.
+    /// The host runtime reports that as a driver bug (a verifier finding, see
+    /// [`Runtime::verifier_findings`](crate::host::Runtime::verifier_findings)); in the kernel
+    /// nothing happens, as in C (also for a reference string longer than 128 UTF-16 units,
+    /// which [`create_device_interface`](Self::create_device_interface) refuses).
     ///
-    /// * `STATUS_OBJECT_NAME_NOT_FOUND` when the device registered no such interface.
-    /// * `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` above `PASSIVE_LEVEL`.
-    pub fn set_device_interface_state(
-        &self,
-        guid: &Guid,
-        reference: Option<&str>,
-        enabled: bool,
-    ) -> crate::Result {
-        crate::backend::interface::set_state(&self.raw, *guid, reference, enabled)
+    /// # Panics
+    ///
+    /// Above `PASSIVE_LEVEL` (KMDF's verifier bug-checks): on the host runtime every I/O
+    /// callback runs at `DISPATCH_LEVEL`, so call it from a work item or a PnP callback.
+    pub fn set_device_interface_state(&self, guid: &Guid, reference: Option<&str>, enabled: bool) {
+        crate::backend::interface::set_state(&self.raw, *guid, reference, enabled);
     }
 }

@@ -180,6 +180,11 @@ impl Request {
     /// control's output goes. The caller receives its first `information` bytes
     /// ([`complete_with_information`](Self::complete_with_information)).
     ///
+    /// For a `METHOD_BUFFERED` device control the input and the output are one system
+    /// buffer, which starts with the input bytes: the exclusive borrow makes sure no input
+    /// slice is alive while the output is written (read the input first, copy what is
+    /// needed).
+    ///
     /// # Errors
     ///
     /// * `STATUS_INVALID_DEVICE_REQUEST` for a write, and for a `METHOD_NEITHER` device
@@ -192,6 +197,10 @@ impl Request {
 
     /// The file object the request was sent on (`WdfRequestGetFileObject`), if the device
     /// has file objects of type `F` ([`DeviceInit::set_file_object`](crate::DeviceInit::set_file_object)).
+    ///
+    /// `F` is checked at run time: `None` when the file object's context is of another type
+    /// (in the kernel, a type tag stored ahead of the context names it), or when the request
+    /// has no file object.
     #[must_use]
     pub fn file<F: FileCallbacks>(&self) -> Option<&FileObject<F>> {
         backend::request::file(&self.raw)

@@ -707,7 +707,18 @@ impl IoPackage {
             io: Arc::clone(self),
             done: Arc::clone(&done),
         });
-        let request = RawRequest { core, input, output: vec![0; output_length], completed: false };
+        // METHOD_BUFFERED: in the kernel input and output are one system buffer, which starts
+        // with the input bytes; the output mirrors that (docs/kmdf-behaviour.md section 9.4).
+        let mut output = vec![0; output_length];
+        if let Parameters::DeviceControl { code, .. }
+        | Parameters::InternalDeviceControl { code, .. } = parameters
+            && crate::interface::TransferMethod::of(code)
+                == crate::interface::TransferMethod::Buffered
+        {
+            let n = input.len().min(output_length);
+            output[..n].copy_from_slice(&input[..n]);
+        }
+        let request = RawRequest { core, input, output, completed: false };
         let refused = {
             let mut inner = self.lock();
             let request_type = parameters.request_type();
@@ -1509,22 +1520,31 @@ impl IoPackage {
     }
 
     /// `WdfDeviceSetDeviceInterfaceState`.
-    pub(crate) fn set_interface_state(
-        &self,
-        guid: Guid,
-        reference: Option<&str>,
-        enabled: bool,
-    ) -> Result {
+    /// `WdfDeviceSetDeviceInterfaceState`: KMDF ignores an interface the device did not
+    /// register; the verifier reports it (attributed to `EvtDriverDeviceAdd`, where
+    /// interfaces are registered: the DDI has no callback of its own).
+    pub(crate) fn set_interface_state(&self, guid: Guid, reference: Option<&str>, enabled: bool) {
         let mut inner = self.lock();
         let removed = inner.removed;
-        let interface = inner
+        let Some(interface) = inner
             .interfaces
             .iter_mut()
             .find(|i| i.guid == guid && i.reference.as_deref() == reference)
-            .ok_or(NtError::OBJECT_NAME_NOT_FOUND)?;
+        else {
+            drop(inner);
+            self.shared.report(VerifierFinding {
+                device: self.node,
+                callback: Callback::DriverDeviceAdd,
+                message: format!(
+                    "WdfDeviceSetDeviceInterfaceState({guid}, {reference:?}) of an interface the \
+                     device did not register (WdfDeviceCreateDeviceInterface); KMDF ignores it \
+                     (docs/kmdf-behaviour.md section 9.7)"
+                ),
+            });
+            return;
+        };
         interface.enabled = enabled && !removed;
         interface.automatic = false;
-        Ok(())
     }
 
     /// The end of the device's first start (`PnpEventEnableInterfaces`).

@@ -61,18 +61,16 @@ pub(crate) fn create(device: &RawObject, class: Guid, reference: Option<&str>) -
     NtStatus::from_raw(status).ok()
 }
 
-pub(crate) fn set_state(
-    device: &RawObject,
-    class: Guid,
-    reference: Option<&str>,
-    enabled: bool,
-) -> Result {
-    if current_irql() != Irql::Passive {
-        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
-    }
+pub(crate) fn set_state(device: &RawObject, class: Guid, reference: Option<&str>, enabled: bool) {
+    assert!(
+        current_irql() == Irql::Passive,
+        "kmdf: Device::set_device_interface_state above PASSIVE_LEVEL"
+    );
     let class = guid(class);
-    with_reference(reference, |reference| {
-        // SAFETY: as in `create`.
+    // A reference string too long for `create` names no interface: KMDF would ignore it.
+    let _ = with_reference(reference, |reference| {
+        // SAFETY: the device is live (borrowed); the GUID and the string outlive the call;
+        // at PASSIVE_LEVEL (asserted above).
         unsafe {
             call_unsafe_wdf_function_binding!(
                 WdfDeviceSetDeviceInterfaceState,
@@ -82,5 +80,5 @@ pub(crate) fn set_state(
                 u8::from(enabled),
             );
         }
-    })
+    });
 }
