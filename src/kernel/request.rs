@@ -282,15 +282,57 @@ pub(crate) fn complete_with_information(
 }
 
 /// A cancelable request: the framework holds it; the driver has a claim.
+///
+/// # Invariants
+///
+/// The value owns one object reference on the request (`WdfObjectReferenceActual`, taken
+/// before the request was made cancelable, released in `Drop`). The cancel routine may run,
+/// and complete the request, at any time after `WdfRequestMarkCancelableEx`; the reference
+/// keeps the `WDFREQUEST` object (not the I/O) alive until then, so
+/// `WdfRequestUnmarkCancelable` never reaches a freed object: KMDF answers it
+/// `STATUS_CANCELLED` (the cancel routine has the request) or, once that routine completed
+/// it, an error, and only `STATUS_SUCCESS` gives the request back.
 pub(crate) struct RawCancelable {
     handle: NonNull<core::ffi::c_void>,
     parameters: Parameters,
 }
 
-// SAFETY: as `RawRequest`: a handle value and plain data.
+// SAFETY: as `RawRequest`: a handle value, plain data, and an object reference, which may
+// be released on any thread.
 unsafe impl Send for RawCancelable {}
 // SAFETY: as above; shared access only reads them.
 unsafe impl Sync for RawCancelable {}
+
+/// `WdfObjectReferenceActual` on a live request (no tag, line or file).
+fn reference(handle: WDFREQUEST) {
+    // SAFETY: `handle` is a live request the caller owns.
+    unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfObjectReferenceActual,
+            handle,
+            ptr::null_mut(),
+            0,
+            ptr::null(),
+        );
+    }
+}
+
+impl Drop for RawCancelable {
+    fn drop(&mut self) {
+        // SAFETY: releases the reference this value owns (type invariant); the request
+        // object may be freed by it (when its cancel routine completed it), and nothing
+        // uses the handle afterwards.
+        unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfObjectDereferenceActual,
+                self.handle.as_ptr(),
+                ptr::null_mut(),
+                0,
+                ptr::null(),
+            );
+        }
+    }
+}
 
 pub(crate) fn mark_cancelable<T: IoQueueCallbacks>(
     request: RawRequest,
@@ -304,21 +346,24 @@ pub(crate) fn mark_cancelable<T: IoQueueCallbacks>(
         "kmdf: Request::mark_cancelable({queue:?}) of a request of another queue: the cancel \
          callback is the request's own queue's"
     );
+    // The claim's reference, taken while the request is surely alive (the driver's).
+    reference(request.handle());
+    let parameters = request.parameters;
+    let handle = request.into_handle();
+    // INVARIANT: the reference just taken is the claim's from here on.
+    let claim = RawCancelable { handle: NonNull::new(handle).expect("non-null"), parameters };
     // SAFETY: the request is live and the driver's; `cancel::<T>` is the cancel routine of
     // a request of a queue created with `T` (checked above).
     let status = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfRequestMarkCancelableEx,
-            request.handle(),
-            Some(cancel::<T>)
-        )
+        call_unsafe_wdf_function_binding!(WdfRequestMarkCancelableEx, handle, Some(cancel::<T>))
     };
     if status == STATUS_CANCELLED {
-        return Err(request);
+        // Not marked: the request is still the driver's (and the claim's reference goes).
+        drop(claim);
+        // SAFETY: the live request, which the driver still owns, with its parameters.
+        return Err(unsafe { RawRequest::owned(handle, parameters) });
     }
-    let parameters = request.parameters;
-    let handle = request.into_handle();
-    Ok(RawCancelable { handle: NonNull::new(handle).expect("non-null"), parameters })
+    Ok(claim)
 }
 
 /// `EvtRequestCancel` of requests made cancelable with a queue of context `T`.
@@ -341,17 +386,19 @@ pub(crate) fn cancelable_id(request: &RawCancelable) -> u64 {
 
 #[allow(clippy::needless_pass_by_value, reason = "the claim is consumed, as the facade's")]
 pub(crate) fn unmark(request: RawCancelable) -> Option<RawRequest> {
-    // SAFETY: the request is live: it is cancelable, so either still held by the framework
-    // for the driver, or its cancel routine owns it (then KMDF answers STATUS_CANCELLED
-    // and the handle is not touched again here).
-    let status = unsafe {
-        call_unsafe_wdf_function_binding!(WdfRequestUnmarkCancelable, request.handle.as_ptr())
-    };
-    if status == STATUS_CANCELLED {
+    let handle = request.handle.as_ptr();
+    // SAFETY: the request object is alive: the claim holds a reference on it (type
+    // invariant), even if its cancel routine has completed it.
+    let status = unsafe { call_unsafe_wdf_function_binding!(WdfRequestUnmarkCancelable, handle) };
+    if status != wdk_sys::STATUS_SUCCESS {
+        // STATUS_CANCELLED: the cancel routine has it; an error: it completed it already.
         return None;
     }
+    let parameters = request.parameters;
+    // The request is the driver's again: the claim's reference may go.
+    drop(request);
     // SAFETY: unmarked: the driver owns the live request again, with its parameters.
-    Some(unsafe { RawRequest::owned(request.handle.as_ptr(), request.parameters) })
+    Some(unsafe { RawRequest::owned(handle, parameters) })
 }
 
 pub(crate) fn forward(
