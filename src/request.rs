@@ -153,12 +153,14 @@ pub struct Request {
 impl Request {
     /// The request's identity, while it exists.
     #[must_use]
+    #[inline]
     pub fn id(&self) -> RequestId {
         RequestId(backend::request::id(&self.raw))
     }
 
     /// The request's parameters (`WdfRequestGetParameters`).
     #[must_use]
+    #[inline]
     pub fn parameters(&self) -> Parameters {
         backend::request::parameters(&self.raw)
     }
@@ -172,6 +174,7 @@ impl Request {
     ///   control from an application.
     /// * `STATUS_BUFFER_TOO_SMALL` when the buffer is empty (even when `min_len` is 0) or
     ///   shorter than `min_len`.
+    #[inline]
     pub fn input_buffer(&self, min_len: usize) -> crate::Result<&[u8]> {
         backend::request::input_buffer(&self.raw, min_len)
     }
@@ -191,6 +194,7 @@ impl Request {
     ///   control from an application.
     /// * `STATUS_BUFFER_TOO_SMALL` when the buffer is empty (even when `min_len` is 0) or
     ///   shorter than `min_len`.
+    #[inline]
     pub fn output_buffer(&mut self, min_len: usize) -> crate::Result<&mut [u8]> {
         backend::request::output_buffer(&mut self.raw, min_len)
     }
@@ -210,6 +214,7 @@ impl Request {
     /// cancelled its I/O, or the queue is being purged, while the driver owned the request
     /// without making it cancelable. The driver should complete it with `STATUS_CANCELLED`.
     #[must_use]
+    #[inline]
     pub fn is_canceled(&self) -> bool {
         backend::request::is_canceled(&self.raw)
     }
@@ -217,6 +222,7 @@ impl Request {
     /// Completes the request with `status` and information 0 (`WdfRequestComplete`).
     ///
     /// Callable at `IRQL <= DISPATCH_LEVEL`, from any callback.
+    #[inline]
     pub fn complete(self, status: NtStatus) {
         backend::request::complete(self.raw, status, 0);
     }
@@ -229,6 +235,7 @@ impl Request {
     /// `STATUS_INVALID_PARAMETER` when `status` is a success and `information` exceeds the
     /// request's buffer (the read length, the write length, the device control's output
     /// length): the request is not completed and comes back in the error.
+    #[inline]
     pub fn complete_with_information(
         self,
         status: NtStatus,
@@ -356,6 +363,7 @@ pub struct CancelableRequest {
 impl CancelableRequest {
     /// The request's identity.
     #[must_use]
+    #[inline]
     pub fn id(&self) -> RequestId {
         RequestId(backend::request::cancelable_id(&self.raw))
     }

@@ -12,7 +12,7 @@ use core::ptr;
 
 use wdk_sys::{
     _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_REQUEST_STOP_ACTION_FLAGS, _WDF_REQUEST_TYPE, _WDF_TRI_STATE,
-    ULONG, WDF_IO_QUEUE_CONFIG, WDFCONTEXT, WDFOBJECT, WDFQUEUE, WDFREQUEST,
+    ULONG, WDF_IO_QUEUE_CONFIG, WDFCONTEXT, WDFDEVICE, WDFOBJECT, WDFQUEUE, WDFREQUEST,
     call_unsafe_wdf_function_binding,
 };
 
@@ -25,6 +25,40 @@ use crate::object::ObjectRef;
 use crate::request::{Parameters, Request, RequestId, RequestType};
 use crate::sync::Irql;
 use crate::{Callback, Device, NtError, NtStatus, Result};
+
+/// The context of a queue created by `kmdf`: its device's handle (so that a callback gets
+/// its device without a `WdfIoQueueGetDevice` call), then the driver's `T`.
+pub(crate) struct QueueContext<T> {
+    device: DeviceHandle,
+    value: T,
+}
+
+/// A `WDFDEVICE`, which any thread may use.
+struct DeviceHandle(WDFDEVICE);
+
+// SAFETY: a WDF handle is a plain value that the framework lets any thread pass to its
+// DDIs; it owns nothing.
+unsafe impl Send for DeviceHandle {}
+// SAFETY: as above; shared access only reads it.
+unsafe impl Sync for DeviceHandle {}
+
+fn queue_context<T: IoQueueCallbacks>(queue: &RawObject) -> &QueueContext<T> {
+    // SAFETY: a `&IoQueue<T>` only exists for a queue created by `create::<T>`, whose
+    // context was written before the handle was handed out, alive for the borrow.
+    unsafe { slot_context(queue.handle()) }
+}
+
+/// The context and the device of a queue that is calling back: a queue's callbacks run
+/// while its device exists (the device's removal purges and runs down its queues first),
+/// so the device is lent for the callback. One context lookup, no other call.
+pub(crate) fn parts<T: IoQueueCallbacks>(queue: &IoQueue<T>) -> (&T, &Device<T::Device>) {
+    let context = queue_context::<T>(&queue.raw);
+    // SAFETY: the queue was created by `create::<T>` on this device, of context
+    // `T::Device`; only called from the queue's callbacks, for their duration, while the
+    // device lives.
+    let device = unsafe { super::device::device_ref(context.device.0) };
+    (&context.value, device)
+}
 
 /// `EvtIoStop`'s request, for the callback's duration.
 pub(crate) struct RawStop<'a> {
@@ -76,7 +110,7 @@ pub(crate) fn create<T: IoQueueCallbacks>(
         on(Callback::IoCanceledOnQueue).then_some(io_canceled_on_queue::<T>);
     let cleanup = on(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     // The parent of a queue is always its device (KMDF's default when none is given).
-    let mut attributes = attributes_for::<T>(cleanup, ptr::null_mut());
+    let mut attributes = attributes_for::<QueueContext<T>>(cleanup, ptr::null_mut());
     let mut queue: WDFQUEUE = ptr::null_mut();
     // SAFETY: the structures are initialized as their `_INIT` functions do and outlive the
     // call; the device is live (borrowed); `queue` receives the handle.
@@ -98,7 +132,12 @@ pub(crate) fn create<T: IoQueueCallbacks>(
     // request before the device starts; one created later is created by the driver from a
     // callback of its device, whose I/O reaches the new queue only once it is configured or
     // forwarded to, which needs the reference returned below.
-    unsafe { write_context(queue, context) };
+    unsafe {
+        write_context(
+            queue,
+            QueueContext { device: DeviceHandle(device.raw.handle().cast()), value: context },
+        );
+    }
     // SAFETY: as above: a live queue created with `T`.
     let view: &IoQueue<T> = unsafe { view_handle(queue) };
     if matches!(config.dispatch(), Dispatch::Manual) && on(Callback::IoQueueState) {
@@ -132,26 +171,14 @@ macro_rules! trampolines {
             // SAFETY: KMDF calls the callbacks registered by `create::<T>` with that queue,
             // alive for the call (it is presenting one of its requests, or its state).
             let $queue: &IoQueue<T> = unsafe { view_handle(queue) };
-            let $device = device_of($queue);
-            let $this = $queue.context();
+            let ($this, $device) = parts($queue);
             $call
         }
     )*};
 }
 
-/// The device of a queue that is calling back (`WdfIoQueueGetDevice`): a queue's
-/// callbacks run while its device exists (the device's removal purges and runs down its
-/// queues first), so it is lent for the callback.
-pub(crate) fn device_of<T: IoQueueCallbacks>(queue: &IoQueue<T>) -> &Device<T::Device> {
-    // SAFETY: the queue is live (borrowed).
-    let device =
-        unsafe { call_unsafe_wdf_function_binding!(WdfIoQueueGetDevice, queue.raw.handle()) };
-    // SAFETY: the queue was created by `create::<T>` on a device of context `T::Device`;
-    // only called from the queue's callbacks, for their duration, while the device lives.
-    unsafe { super::device::device_ref(device) }
-}
-
 /// A request KMDF presents with its parameters in the callback's arguments.
+#[inline]
 fn presented(request: WDFREQUEST, parameters: Parameters) -> Request {
     // SAFETY: a presenting callback hands the live request to the driver, with these
     // parameters (its arguments).
@@ -226,9 +253,10 @@ unsafe extern "C" fn cleanup<T: IoQueueCallbacks>(object: WDFOBJECT) {
     // SAFETY: registered by `create::<T>` for that queue, alive for the call.
     let queue: &IoQueue<T> = unsafe { view_handle(object) };
     // SAFETY: as above; `None` if the queue is disposed before `create` wrote its context.
-    if let Some(context) = unsafe { super::try_context::<T>(object) } {
+    if unsafe { super::try_context::<QueueContext<T>>(object) }.is_some() {
         // The queue's cleanup runs in its device's removal, before the device's own.
-        context.cleanup(queue, device_of(queue));
+        let (context, device) = parts(queue);
+        context.cleanup(queue, device);
     }
 }
 
@@ -237,9 +265,7 @@ pub(crate) fn new_ref<T>(queue: &IoQueue<T>) -> RawRef {
 }
 
 pub(crate) fn context<T: IoQueueCallbacks>(queue: &RawObject) -> &T {
-    // SAFETY: a `&IoQueue<T>` only exists for a queue created by `create::<T>`, whose
-    // context was written before the handle was handed out, alive for the borrow.
-    unsafe { slot_context(queue.handle()) }
+    &queue_context::<T>(queue).value
 }
 
 fn handle(queue: &RawObject) -> WDFQUEUE {

@@ -61,6 +61,7 @@ impl RawRequest {
     ///
     /// `handle` is a live request the driver now owns (just presented, retrieved, or handed
     /// to a cancel routine), and `parameters` are its own.
+    #[inline]
     pub(crate) unsafe fn owned(handle: WDFREQUEST, parameters: Parameters) -> Self {
         let handle = NonNull::new(handle).expect("kmdf: NULL request handle");
         // INVARIANT: the caller's contract.
@@ -162,14 +163,17 @@ fn read_parameters(handle: WDFREQUEST) -> Option<Parameters> {
     })
 }
 
+#[inline]
 pub(crate) fn id(request: &RawRequest) -> u64 {
     request.handle.as_ptr().addr() as u64
 }
 
+#[inline]
 pub(crate) fn parameters(request: &RawRequest) -> Parameters {
     request.parameters
 }
 
+#[inline]
 pub(crate) fn input_buffer(request: &RawRequest, min_len: usize) -> Result<&[u8]> {
     let mut buffer: *mut core::ffi::c_void = ptr::null_mut();
     let mut length = 0_usize;
@@ -195,6 +199,7 @@ pub(crate) fn input_buffer(request: &RawRequest, min_len: usize) -> Result<&[u8]
     Ok(unsafe { slice::from_raw_parts(buffer.cast::<u8>(), length) })
 }
 
+#[inline]
 pub(crate) fn output_buffer(request: &mut RawRequest, min_len: usize) -> Result<&mut [u8]> {
     let mut buffer: *mut core::ffi::c_void = ptr::null_mut();
     let mut length = 0_usize;
@@ -230,6 +235,7 @@ pub(crate) fn file<F: FileCallbacks>(request: &RawRequest) -> Option<&FileObject
     unsafe { super::file::file_of::<F>(file) }
 }
 
+#[inline]
 pub(crate) fn is_canceled(request: &RawRequest) -> bool {
     // SAFETY: the request is live (type invariant).
     unsafe { call_unsafe_wdf_function_binding!(WdfRequestIsCanceled, request.handle()) != 0 }
@@ -377,7 +383,8 @@ unsafe extern "C" fn cancel<T: IoQueueCallbacks>(request: WDFREQUEST) {
     let Some(raw) = (unsafe { RawRequest::read(request) }) else {
         return;
     };
-    queue.context().request_cancel(queue, super::io_queue::device_of(queue), Request { raw });
+    let (context, device) = super::io_queue::parts(queue);
+    context.request_cancel(queue, device, Request { raw });
 }
 
 pub(crate) fn cancelable_id(request: &RawCancelable) -> u64 {
