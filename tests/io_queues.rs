@@ -228,7 +228,13 @@ struct ReadOnly;
 kmdf::vtable! {
     impl IoQueueCallbacks for ReadOnly {
         type Device = Bare;
-        fn read(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, request: Request, _length: usize) {
+        fn read(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            _length: usize,
+        ) {
             request.complete(NtStatus::SUCCESS);
         }
     }
@@ -360,4 +366,42 @@ fn an_internal_device_control_reaches_its_own_handler() {
     let done = handle.internal_ioctl_async(io_common::IOCTL_NEITHER, b"abc", 3).wait().unwrap();
     assert_eq!((done.status, done.data.as_slice()), (NtStatus::SUCCESS, &b"abc"[..]));
     assert_eq!(lines(&runtime), ["EvtIoInternalDeviceControl(0x8000200B, 3, 3)"]);
+}
+
+/// Section 9.1: `configure_dispatching` is lent the queue's device (a queue does not keep
+/// its device); another device is refused `STATUS_INVALID_DEVICE_REQUEST`.
+#[test]
+fn configure_dispatching_refuses_another_device() {
+    use kmdf::object::ObjectRef;
+    use std::sync::Mutex;
+
+    static FIRST: Mutex<Option<ObjectRef<IoQueue<ReadOnly>>>> = Mutex::new(None);
+    struct TwoDevices;
+    impl Driver for TwoDevices {
+        fn driver_entry() -> Result<Self> {
+            Ok(TwoDevices)
+        }
+        fn device_add(&self, init: DeviceInit<'_>) -> Result {
+            let device = init.create(Bare)?;
+            let queue =
+                IoQueue::create(device, IoQueueConfig::new(Dispatch::parallel()), ReadOnly)?;
+            let mut first = FIRST.lock().unwrap();
+            match first.take() {
+                None => *first = Some(queue),
+                Some(other) => {
+                    assert_eq!(
+                        other.configure_dispatching(device, RequestType::Read),
+                        Err(NtError::INVALID_DEVICE_REQUEST)
+                    );
+                    assert_eq!(queue.configure_dispatching(device, RequestType::Read), Ok(()));
+                }
+            }
+            Ok(())
+        }
+    }
+    let runtime = Runtime::new();
+    let driver = runtime.load::<TwoDevices>().unwrap();
+    driver.add_device().unwrap();
+    driver.add_device().unwrap();
+    assert!(FIRST.lock().unwrap().is_none());
 }

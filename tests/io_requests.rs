@@ -372,11 +372,22 @@ fn mark_cancelable_with_another_queue_panics() {
     kmdf::vtable! {
         impl IoQueueCallbacks for Reads {
             type Device = TwoQueues;
-            fn read(&self, _queue: &IoQueue<Self>, device: &kmdf::Device<Self::Device>, request: kmdf::Request, _length: usize) {
+            fn read(
+                &self,
+                _queue: &IoQueue<Self>,
+                device: &kmdf::Device<Self::Device>,
+                request: kmdf::Request,
+                _length: usize,
+            ) {
                 let other = device.context().other.clone();
                 let _ = request.mark_cancelable(&other); // panics
             }
-            fn request_cancel(&self, _queue: &IoQueue<Self>, _device: &kmdf::Device<Self::Device>, request: kmdf::Request) {
+            fn request_cancel(
+                &self,
+                _queue: &IoQueue<Self>,
+                _device: &kmdf::Device<Self::Device>,
+                request: kmdf::Request,
+            ) {
                 request.complete(NtStatus::CANCELLED);
             }
         }
@@ -436,7 +447,8 @@ fn a_buffered_device_control_output_starts_with_its_input() {
                 _input_length: usize,
                 _code: u32,
             ) {
-                assert_eq!(request.output_buffer(output_length).map(|b| b.len()), Ok(output_length));
+                let length = request.output_buffer(output_length).map(|b| b.len());
+                assert_eq!(length, Ok(output_length));
                 request.complete_with_information(NtStatus::SUCCESS, output_length).unwrap();
             }
         }

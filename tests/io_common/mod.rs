@@ -290,7 +290,13 @@ kmdf::vtable! {
     impl IoQueueCallbacks for Q {
         type Device = Dev;
 
-        fn read(&self, queue: &IoQueue<Self>, _device: &Device<Self::Device>, request: Request, length: usize) {
+        fn read(
+            &self,
+            queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            length: usize,
+        ) {
             match self.on_read() {
                 OnRead::Complete => complete_read(request, length),
                 OnRead::Pend => self.pending.lock().push(request),
@@ -302,7 +308,13 @@ kmdf::vtable! {
             }
         }
 
-        fn write(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, request: Request, length: usize) {
+        fn write(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            length: usize,
+        ) {
             request.complete_with_information(NtStatus::SUCCESS, length).expect("fits");
         }
 
@@ -356,7 +368,12 @@ kmdf::vtable! {
 
         fn resume(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, _request: kmdf::request::RequestId) {}
 
-        fn request_cancel(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, request: Request) {
+        fn request_cancel(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+        ) {
             let _ = self.take_cancelable(request.id());
             request.complete(NtStatus::CANCELLED);
         }
@@ -378,7 +395,13 @@ kmdf::vtable! {
     impl IoQueueCallbacks for Plain {
         type Device = Dev;
 
-        fn read(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, request: Request, _length: usize) {
+        fn read(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            _length: usize,
+        ) {
             self.pending.lock().push(request);
         }
     }
@@ -397,7 +420,12 @@ kmdf::vtable! {
             *self.ready.lock() += 1;
         }
 
-        fn canceled_on_queue(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, request: Request) {
+        fn canceled_on_queue(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+        ) {
             request.complete(NtStatus::CANCELLED);
         }
     }
