@@ -2,7 +2,7 @@
 //! configuration, and the open of a handle (`IRP_MJ_CREATE`, `EvtDeviceFileCreate`).
 
 use super::std;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use super::device::{RawDeviceInit, device_ref};
 use super::io::{FileTable, IoPackage};
@@ -13,22 +13,14 @@ use crate::file::{FileCallbacks, FileObject, IoType};
 use crate::interface::Guid;
 use crate::{Callback, Result};
 
-/// What a `WDFFILEOBJECT` adds to the common object: its device, which
-/// `WdfFileObjectGetDevice` returns.
-struct FileState {
-    /// Not counted: a request the device context keeps holds its file.
-    device: Weak<RawObject>,
-}
+/// What a `WDFFILEOBJECT` adds to the common object: its kind. Its callbacks are lent the
+/// device by the I/O package, which holds it for the call.
+struct FileState;
 
 impl KindState for FileState {
     fn kind(&self) -> ObjectKind {
         ObjectKind::File
     }
-}
-
-fn state(file: &RawObject) -> &FileState {
-    file.state::<FileState>()
-        .unwrap_or_else(|| panic!("kmdf host runtime: {file:?} is not a file object"))
 }
 
 pub(crate) fn set_io_type(init: &mut RawDeviceInit<'_>, io_type: IoType) {
@@ -55,24 +47,14 @@ fn create<F: FileCallbacks>(device: &RawObject, file: &RawObject) -> Result {
     Ok(())
 }
 
-/// The file's device, for a callback: alive while its file objects call back.
-fn device_of(file: &RawObject) -> Arc<RawObject> {
-    state(file)
-        .device
-        .upgrade()
-        .unwrap_or_else(|| panic!("kmdf host runtime: a callback of {file:?} after its device"))
+fn cleanup<F: FileCallbacks>(device: &RawObject, file: &RawObject) {
+    let file = view::<FileObject<F>>(file);
+    file.context().cleanup(file, device_ref::<F::Device>(device));
 }
 
-fn cleanup<F: FileCallbacks>(file: &RawObject) {
-    let device = device_of(file);
+fn close<F: FileCallbacks>(device: &RawObject, file: &RawObject) {
     let file = view::<FileObject<F>>(file);
-    file.context().cleanup(file, device_ref::<F::Device>(&device));
-}
-
-fn close<F: FileCallbacks>(file: &RawObject) {
-    let device = device_of(file);
-    let file = view::<FileObject<F>>(file);
-    file.context().close(file, device_ref::<F::Device>(&device));
+    file.context().close(file, device_ref::<F::Device>(device));
 }
 
 pub(crate) fn context<F: FileCallbacks>(file: &RawObject) -> &F {
@@ -89,9 +71,7 @@ pub(crate) fn open(io: &Arc<IoPackage>, guid: &Guid) -> Result<Arc<RawObject>> {
             device.shared(),
             NewObject {
                 parent: Some(&device),
-                state: Some(StateSlot::new(Arc::new(FileState {
-                    device: Arc::downgrade(&device),
-                }))),
+                state: Some(StateSlot::new(Arc::new(FileState))),
                 ..NewObject::new(ObjectKind::File)
             },
         )?;

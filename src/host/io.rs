@@ -54,10 +54,10 @@ pub(crate) struct FileTable {
     pub(crate) device: std::any::TypeId,
     /// `EvtDeviceFileCreate`: builds the file's context (device, file).
     pub(crate) create: fn(&RawObject, &RawObject) -> Result,
-    /// `EvtFileCleanup`.
-    pub(crate) cleanup: fn(&RawObject),
-    /// `EvtFileClose`.
-    pub(crate) close: fn(&RawObject),
+    /// `EvtFileCleanup` (device, file).
+    pub(crate) cleanup: fn(&RawObject, &RawObject),
+    /// `EvtFileClose` (device, file).
+    pub(crate) close: fn(&RawObject, &RawObject),
 }
 
 /// A queue's callbacks, monomorphized for its context type.
@@ -1619,9 +1619,12 @@ impl IoPackage {
             }
             return;
         }
-        if let Some(table) = self.init.file.filter(|table| table.registered.cleanup) {
+        // The callback is lent the device, held for the call.
+        if let Some(table) = self.init.file.filter(|table| table.registered.cleanup)
+            && let Some(device) = self.device()
+        {
             let entry = TraceEntry::new(Callback::FileCleanup, Some(self.node));
-            self.shared.invoke_void(entry, || (table.cleanup)(file));
+            self.shared.invoke_void(entry, || (table.cleanup)(&device, file));
         }
         let actions = {
             let mut inner = self.lock();
@@ -1668,12 +1671,15 @@ impl IoPackage {
     }
 
     /// `EvtFileClose`, then the file object's deletion. After the device's removal (a
-    /// deferred close late), no callback.
+    /// deferred close late), or once the device object is gone, no callback; else the
+    /// callback is lent the device, held for the call.
     fn run_close(&self, object: &Arc<RawObject>) {
         let removed = self.lock().removed;
-        if let Some(table) = self.init.file.filter(|table| table.registered.close && !removed) {
+        if let Some(table) = self.init.file.filter(|table| table.registered.close && !removed)
+            && let Some(device) = self.device()
+        {
             let entry = TraceEntry::new(Callback::FileClose, Some(self.node));
-            self.shared.invoke_void(entry, || (table.close)(object));
+            self.shared.invoke_void(entry, || (table.close)(&device, object));
         }
         object.delete();
     }
