@@ -405,3 +405,49 @@ fn configure_dispatching_refuses_another_device() {
     driver.add_device().unwrap();
     assert!(FIRST.lock().unwrap().is_none());
 }
+
+/// Section 8 (objects) and 9.3: a queue's `EvtCleanupCallback` runs once when its device is
+/// removed, and gets the device, still there.
+#[test]
+fn a_queue_cleanup_runs_with_its_device_at_the_removal() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static CLEANUPS: AtomicU32 = AtomicU32::new(0);
+    struct Tidy;
+    kmdf::vtable! {
+        impl IoQueueCallbacks for Tidy {
+            type Device = Bare;
+            fn read(
+                &self,
+                _queue: &IoQueue<Self>,
+                _device: &Device<Self::Device>,
+                request: Request,
+                _length: usize,
+            ) {
+                request.complete(NtStatus::SUCCESS);
+            }
+            fn cleanup(&self, _queue: &IoQueue<Self>, device: &Device<Self::Device>) {
+                let _: &Bare = device.context();
+                CLEANUPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    struct TidyDriver;
+    impl Driver for TidyDriver {
+        fn driver_entry() -> Result<Self> {
+            Ok(TidyDriver)
+        }
+        fn device_add(&self, init: DeviceInit<'_>) -> Result {
+            let device = init.create(Bare)?;
+            IoQueue::create(device, IoQueueConfig::default_queue(Dispatch::parallel()), Tidy)?;
+            Ok(())
+        }
+    }
+    let runtime = Runtime::new();
+    let node = runtime.load::<TidyDriver>().unwrap().add_device().unwrap();
+    node.start().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 0);
+    node.remove().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 1);
+    assert!(runtime.take_panics().is_empty());
+}

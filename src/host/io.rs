@@ -1079,8 +1079,10 @@ impl IoPackage {
         args: Option<String>,
         run: impl FnOnce(&RawObject),
     ) {
+        // Held for the call: the callback is lent the device (`io_queue::call`).
+        let device = self.device();
         let removed = self.lock().removed;
-        if removed {
+        if removed || device.is_none() {
             self.shared.report(VerifierFinding {
                 device: self.node,
                 callback,
@@ -1096,6 +1098,7 @@ impl IoPackage {
             }
             self.shared.invoke_void(entry, || at_dispatch(|| run(object)));
         }
+        drop(device);
         if let Some(queue) = self.lock().queues.get_mut(&queue) {
             queue.running -= 1;
         }
