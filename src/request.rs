@@ -397,3 +397,14 @@ impl fmt::Display for RequestError {
         write!(f, "request {:?}: {}", self.request.id(), self.status)
     }
 }
+
+// On both backends, requests, claims and stops may be moved to and shared with other
+// threads (a request kept in a context and completed by a work item): checked here, where
+// each backend's build checks it.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Request>();
+    send_sync::<CancelableRequest>();
+    send_sync::<RequestError>();
+    send_sync::<crate::io_queue::IoStop<'static>>();
+};

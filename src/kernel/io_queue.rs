@@ -69,6 +69,13 @@ pub(crate) struct RawStop<'a> {
     _callback: PhantomData<&'a ()>,
 }
 
+// SAFETY: the handle of the request `EvtIoStop` is about, alive for the callback (`'a`);
+// `WdfRequestStopAcknowledge` may be called from any thread at IRQL <= DISPATCH_LEVEL. As
+// the host's `RawStop`, it may be shared and sent (within the callback's lifetime).
+unsafe impl Send for RawStop<'_> {}
+// SAFETY: as above; shared access only reads the fields.
+unsafe impl Sync for RawStop<'_> {}
+
 #[track_caller]
 pub(crate) fn create<T: IoQueueCallbacks>(
     device: &Device<T::Device>,
