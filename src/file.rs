@@ -29,7 +29,7 @@
 //!             Ok(Handle { reads: SpinLock::new(0)? })
 //!         }
 //!
-//!         fn close(&self, _file: &FileObject<Self>) {}
+//!         fn close(&self, _file: &FileObject<Self>, _device: &Device<Toaster>) {}
 //!     }
 //! }
 //!
@@ -47,9 +47,6 @@
 //! ([`DeviceInit::set_exclusive`]) a second open fails `STATUS_ACCESS_DENIED`. At cleanup
 //! every queue cancels the *queued* requests of the file; the ones the driver owns stay its
 //! job, and `close` waits for them.
-//!
-//! The kernel backend of the I/O modules is pending: they exist on the host runtime only
-//! for now.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -70,12 +67,6 @@ impl<F: FileCallbacks> FileObject<F> {
     pub fn context(&self) -> &F {
         backend::file::context(&self.raw)
     }
-
-    /// Calls `f` with the device the file was opened on (`WdfFileObjectGetDevice`), or
-    /// returns `None` once the device is gone (a file does not keep its device alive).
-    pub fn with_device<R>(&self, f: impl FnOnce(&Device<F::Device>) -> R) -> Option<R> {
-        backend::file::with_device::<F, R>(&self.raw, f)
-    }
 }
 
 impl<F> fmt::Debug for FileObject<F> {
@@ -88,7 +79,8 @@ impl<F> fmt::Debug for FileObject<F> {
 /// callbacks, with the file's context type.
 ///
 /// Implemented by the file context type, always through [`vtable!`](crate::vtable). The
-/// callbacks run at `PASSIVE_LEVEL`.
+/// callbacks run at `PASSIVE_LEVEL`, and get the device (`WdfFileObjectGetDevice`), lent
+/// for the call: a file object does not keep its device alive.
 pub trait FileCallbacks: Sized + Send + Sync + 'static {
     /// Which methods the impl block wrote. Written by [`vtable!`](crate::vtable). Not part
     /// of the public API.
@@ -109,14 +101,14 @@ pub trait FileCallbacks: Sized + Send + Sync + 'static {
 
     /// `EvtFileCleanup`: the application closed its last handle; requests sent on the file
     /// may still be outstanding (the queued ones are cancelled right after).
-    fn cleanup(&self, file: &FileObject<Self>) {
-        let _ = file;
+    fn cleanup(&self, file: &FileObject<Self>, device: &Device<Self::Device>) {
+        let _ = (file, device);
     }
 
     /// `EvtFileClose`: every request sent on the file is completed; the file object is
     /// deleted after this.
-    fn close(&self, file: &FileObject<Self>) {
-        let _ = file;
+    fn close(&self, file: &FileObject<Self>, device: &Device<Self::Device>) {
+        let _ = (file, device);
     }
 }
 

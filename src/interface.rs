@@ -231,16 +231,14 @@ pub const fn ctl_code(
     (device_type << 16) | ((access as u32) << 14) | (function << 2) | method as u32
 }
 
-#[cfg(kmdf_host)]
 impl<T> crate::Device<T> {
     /// Registers a device interface of class `guid`, with an optional reference string
     /// (`WdfDeviceCreateDeviceInterface`). It is registered disabled; KMDF enables it at the
     /// end of the device's first start, or, when created after it, when
     /// [`set_device_interface_state`](Self::set_device_interface_state) enables it.
     ///
-    /// Callable at `PASSIVE_LEVEL`, typically in `device_add`.
-    ///
-    /// The kernel backend of the I/O modules is pending: host runtime only for now.
+    /// Callable at `PASSIVE_LEVEL`, typically in `device_add`. In the kernel the reference
+    /// string is at most 128 UTF-16 units (it is converted on the stack).
     ///
     /// # Errors
     ///
@@ -248,6 +246,8 @@ impl<T> crate::Device<T> {
     /// * `STATUS_INVALID_PARAMETER` when the device registered the same class and
     ///   reference string already.
     /// * `STATUS_DELETE_PENDING` once the device is being removed.
+    /// * In the kernel, `STATUS_INVALID_PARAMETER` for a reference string longer than 128
+    ///   UTF-16 units.
     pub fn create_device_interface(&self, guid: &Guid, reference: Option<&str>) -> crate::Result {
         crate::backend::interface::create(&self.raw, *guid, reference)
     }
@@ -256,16 +256,17 @@ impl<T> crate::Device<T> {
     /// (`WdfDeviceSetDeviceInterfaceState`). Disabling it keeps new opens out; handles
     /// already open stay open.
     ///
-    /// # Errors
+    /// Returns nothing, as the DDI: KMDF ignores an interface the device did not register.
+    /// The host runtime reports that as a driver bug (a verifier finding, see
+    /// [`Runtime::verifier_findings`](crate::host::Runtime::verifier_findings)); in the kernel
+    /// nothing happens, as in C (also for a reference string longer than 128 UTF-16 units,
+    /// which [`create_device_interface`](Self::create_device_interface) refuses).
     ///
-    /// * `STATUS_OBJECT_NAME_NOT_FOUND` when the device registered no such interface.
-    /// * `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` above `PASSIVE_LEVEL`.
-    pub fn set_device_interface_state(
-        &self,
-        guid: &Guid,
-        reference: Option<&str>,
-        enabled: bool,
-    ) -> crate::Result {
-        crate::backend::interface::set_state(&self.raw, *guid, reference, enabled)
+    /// # Panics
+    ///
+    /// Above `PASSIVE_LEVEL` (KMDF's verifier bug-checks): on the host runtime every I/O
+    /// callback runs at `DISPATCH_LEVEL`, so call it from a work item or a PnP callback.
+    pub fn set_device_interface_state(&self, guid: &Guid, reference: Option<&str>, enabled: bool) {
+        crate::backend::interface::set_state(&self.raw, *guid, reference, enabled);
     }
 }

@@ -20,7 +20,13 @@
 //!     impl IoQueueCallbacks for Reads {
 //!         type Device = Echo;
 //!
-//!         fn read(&self, _queue: &IoQueue<Self>, mut request: Request, length: usize) {
+//!         fn read(
+//!             &self,
+//!             _queue: &IoQueue<Self>,
+//!             _device: &Device<Echo>,
+//!             mut request: Request,
+//!             length: usize,
+//!         ) {
 //!             match request.output_buffer(1) {
 //!                 Ok(buffer) => {
 //!                     buffer.fill(b'e');
@@ -59,9 +65,6 @@
 //!   the others before `EvtDeviceSelfManagedIoCleanup`: queued requests are cancelled,
 //!   cancelable driver-owned ones get `request_cancel`, the others `stop` with
 //!   [`StopAction::Purge`].
-//!
-//! The kernel backend of the I/O modules is pending: they exist on the host runtime only
-//! for now.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -196,7 +199,7 @@ impl<T: IoQueueCallbacks> IoQueue<T> {
     /// One more counted reference to the queue.
     #[must_use]
     pub fn to_ref(&self) -> ObjectRef<Self> {
-        ObjectRef::from_raw(backend::io_queue::new_ref(&self.raw))
+        ObjectRef::from_raw(backend::io_queue::new_ref(self))
     }
 
     /// The queue's context.
@@ -205,27 +208,25 @@ impl<T: IoQueueCallbacks> IoQueue<T> {
         backend::io_queue::context(&self.raw)
     }
 
-    /// Calls `f` with the device the queue belongs to (`WdfIoQueueGetDevice`), or returns
-    /// `None` once the device is gone.
-    ///
-    /// A closure rather than a reference: a queue reference ([`ObjectRef`]) does not keep its
-    /// device alive (the device context often keeps its queues' references), so the device
-    /// is only lent for the call. In a queue callback it is always there.
-    pub fn with_device<R>(&self, f: impl FnOnce(&Device<T::Device>) -> R) -> Option<R> {
-        backend::io_queue::with_device::<T, R>(&self.raw, f)
-    }
-
     /// Sends every request of type `request_type` to this queue instead of the default
     /// queue (`WdfDeviceConfigureRequestDispatching`). Only before the device's first start.
     ///
+    /// `device` is the queue's device: a queue does not keep its device alive, so the
+    /// caller lends it (as in `device_add`, right after [`create`](Self::create)).
+    ///
     /// # Errors
     ///
-    /// * `STATUS_INVALID_DEVICE_REQUEST` for the default queue itself, or for a queue that
-    ///   is neither manual nor has `default` or the type's handler.
+    /// * `STATUS_INVALID_DEVICE_REQUEST` for the default queue itself, for a queue that
+    ///   is neither manual nor has `default` or the type's handler, or when `device` is
+    ///   not the queue's device.
     /// * `STATUS_WDF_BUSY` when the type goes to another queue already.
     /// * `STATUS_INVALID_DEVICE_STATE` after the device's first start.
-    pub fn configure_dispatching(&self, request_type: RequestType) -> Result {
-        backend::io_queue::configure_dispatching(&self.raw, request_type)
+    pub fn configure_dispatching(
+        &self,
+        device: &Device<T::Device>,
+        request_type: RequestType,
+    ) -> Result {
+        backend::io_queue::configure_dispatching(&device.raw, &self.raw, request_type)
     }
 
     /// Starts the queue (`WdfIoQueueStart`): it accepts and presents requests again after a
@@ -343,7 +344,7 @@ pub enum StopAction {
 /// ```compile_fail
 /// use kmdf::io_queue::{IoQueue, IoQueueCallbacks, IoStop};
 /// use kmdf::sync::SpinLock;
-/// use kmdf::{PnpPowerCallbacks, Request};
+/// use kmdf::{Device, PnpPowerCallbacks, Request};
 ///
 /// struct Dev;
 /// kmdf::vtable! { impl PnpPowerCallbacks for Dev {} }
@@ -353,10 +354,10 @@ pub enum StopAction {
 /// kmdf::vtable! {
 ///     impl IoQueueCallbacks for Reads {
 ///         type Device = Dev;
-///         fn read(&self, _queue: &IoQueue<Self>, request: Request, _length: usize) {
+///         fn read(&self, _q: &IoQueue<Self>, _d: &Device<Dev>, request: Request, _length: usize) {
 ///             request.complete(kmdf::NtStatus::SUCCESS);
 ///         }
-///         fn stop(&self, _queue: &IoQueue<Self>, stop: IoStop<'_>) {
+///         fn stop(&self, _queue: &IoQueue<Self>, _device: &Device<Dev>, stop: IoStop<'_>) {
 ///             *self.later.lock() = Some(stop); // the borrow does not live long enough
 ///         }
 ///     }
@@ -444,14 +445,26 @@ pub trait IoQueueCallbacks: Sized + Send + Sync + 'static {
     type Device: PnpPowerCallbacks;
 
     /// `EvtIoRead`: a read of `length` bytes (traced `EvtIoRead(LEN)`).
-    fn read(&self, queue: &IoQueue<Self>, request: Request, length: usize) {
-        let _ = (queue, length);
+    fn read(
+        &self,
+        queue: &IoQueue<Self>,
+        device: &Device<Self::Device>,
+        request: Request,
+        length: usize,
+    ) {
+        let _ = (queue, device, length);
         request.complete(NtStatus::INVALID_DEVICE_REQUEST);
     }
 
     /// `EvtIoWrite`: a write of `length` bytes (traced `EvtIoWrite(LEN)`).
-    fn write(&self, queue: &IoQueue<Self>, request: Request, length: usize) {
-        let _ = (queue, length);
+    fn write(
+        &self,
+        queue: &IoQueue<Self>,
+        device: &Device<Self::Device>,
+        request: Request,
+        length: usize,
+    ) {
+        let _ = (queue, device, length);
         request.complete(NtStatus::INVALID_DEVICE_REQUEST);
     }
 
@@ -459,12 +472,13 @@ pub trait IoQueueCallbacks: Sized + Send + Sync + 'static {
     fn device_control(
         &self,
         queue: &IoQueue<Self>,
+        device: &Device<Self::Device>,
         request: Request,
         output_length: usize,
         input_length: usize,
         code: u32,
     ) {
-        let _ = (queue, output_length, input_length, code);
+        let _ = (queue, device, output_length, input_length, code);
         request.complete(NtStatus::INVALID_DEVICE_REQUEST);
     }
 
@@ -472,55 +486,66 @@ pub trait IoQueueCallbacks: Sized + Send + Sync + 'static {
     fn internal_device_control(
         &self,
         queue: &IoQueue<Self>,
+        device: &Device<Self::Device>,
         request: Request,
         output_length: usize,
         input_length: usize,
         code: u32,
     ) {
-        let _ = (queue, output_length, input_length, code);
+        let _ = (queue, device, output_length, input_length, code);
         request.complete(NtStatus::INVALID_DEVICE_REQUEST);
     }
 
     /// `EvtIoDefault`: a request whose type has no handler registered.
-    fn default(&self, queue: &IoQueue<Self>, request: Request) {
-        let _ = queue;
+    fn default(&self, queue: &IoQueue<Self>, device: &Device<Self::Device>, request: Request) {
+        let _ = (queue, device);
         request.complete(NtStatus::INVALID_DEVICE_REQUEST);
     }
 
     /// `EvtIoStop`: the queue stops (power-down) or is purged while the driver owns the
     /// request `stop` names. Complete it, or acknowledge the stop.
-    fn stop(&self, queue: &IoQueue<Self>, stop: IoStop<'_>) {
-        let _ = (queue, stop);
+    fn stop(&self, queue: &IoQueue<Self>, device: &Device<Self::Device>, stop: IoStop<'_>) {
+        let _ = (queue, device, stop);
     }
 
     /// `EvtIoResume`: the power-up after a stop acknowledged without requeue; the driver
     /// owns `request` still and carries on with it.
-    fn resume(&self, queue: &IoQueue<Self>, request: RequestId) {
-        let _ = (queue, request);
+    fn resume(&self, queue: &IoQueue<Self>, device: &Device<Self::Device>, request: RequestId) {
+        let _ = (queue, device, request);
     }
 
     /// `EvtIoCanceledOnQueue`: a request presented before (forwarded, requeued) was
     /// cancelled while back in the queue; complete it.
-    fn canceled_on_queue(&self, queue: &IoQueue<Self>, request: Request) {
-        let _ = queue;
+    fn canceled_on_queue(
+        &self,
+        queue: &IoQueue<Self>,
+        device: &Device<Self::Device>,
+        request: Request,
+    ) {
+        let _ = (queue, device);
         request.complete(NtStatus::CANCELLED);
     }
 
     /// `EvtIoQueueState` of `WdfIoQueueReadyNotify`: a manual queue went from empty to not
     /// empty (or was started, or powered up, with requests waiting).
-    fn ready_notify(&self, queue: &IoQueue<Self>) {
-        let _ = queue;
+    fn ready_notify(&self, queue: &IoQueue<Self>, device: &Device<Self::Device>) {
+        let _ = (queue, device);
     }
 
     /// `EvtRequestCancel` of requests made cancelable with this queue
     /// ([`Request::mark_cancelable`]): complete `request` (`STATUS_CANCELLED`).
-    fn request_cancel(&self, queue: &IoQueue<Self>, request: Request) {
-        let _ = queue;
+    fn request_cancel(
+        &self,
+        queue: &IoQueue<Self>,
+        device: &Device<Self::Device>,
+        request: Request,
+    ) {
+        let _ = (queue, device);
         request.complete(NtStatus::CANCELLED);
     }
 
     /// `EvtCleanupCallback` of the queue: it is being deleted, with its device.
-    fn cleanup(&self, queue: &IoQueue<Self>) {
-        let _ = queue;
+    fn cleanup(&self, queue: &IoQueue<Self>, device: &Device<Self::Device>) {
+        let _ = (queue, device);
     }
 }

@@ -64,7 +64,7 @@
 //! | the driver object, `DriverEntry` | [`driver`], [`driver_entry!`] |
 //! | devices and their typed contexts | [`device`] |
 //! | PnP, power and self-managed I/O callbacks | [`pnp`], [`vtable!`] |
-//! | I/O queues, requests, file objects (host runtime only for now) | `io_queue`, `request`, `file` |
+//! | I/O queues, requests, file objects | [`io_queue`], [`request`], [`file`](mod@file) |
 //! | device interfaces, GUIDs, I/O control codes | [`interface`] |
 //! | work items | [`work_item`] |
 //! | timers | [`timer`] |
@@ -84,15 +84,12 @@ pub(crate) mod callback;
 pub mod debug;
 pub mod device;
 pub mod driver;
-#[cfg(kmdf_host)]
 pub mod file;
 pub mod interface;
-#[cfg(kmdf_host)]
 pub mod io_queue;
 pub mod object;
 pub mod pnp;
 pub mod power_policy;
-#[cfg(kmdf_host)]
 pub mod request;
 pub mod status;
 pub mod sync;
@@ -113,12 +110,9 @@ use kernel as backend;
 pub use callback::Callback;
 pub use device::{Device, DeviceInit, FailedAction};
 pub use driver::Driver;
-#[cfg(kmdf_host)]
 pub use file::{FileCallbacks, FileObject};
-#[cfg(kmdf_host)]
 pub use io_queue::{IoQueue, IoQueueCallbacks, IoQueueConfig};
 pub use pnp::{DevicePowerState, PnpPowerCallbacks};
-#[cfg(kmdf_host)]
 pub use request::{Request, RequestError};
 pub use status::{NtError, NtStatus, Result};
 pub use timer::{Started, Stopped, Timer, TimerCallbacks};

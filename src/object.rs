@@ -94,23 +94,18 @@ impl<T> sealed::Object for WorkItem<T> {}
 
 impl<T: WorkItemCallbacks> FrameworkObject for WorkItem<T> {}
 
-#[cfg(kmdf_host)]
 impl<T> sealed::Object for crate::IoQueue<T> {}
 
-#[cfg(kmdf_host)]
 impl<T> sealed::Handle for crate::IoQueue<T> {
     fn raw(&self) -> &backend::RawObject {
         &self.raw
     }
 }
 
-#[cfg(kmdf_host)]
 impl<T: crate::IoQueueCallbacks> FrameworkObject for crate::IoQueue<T> {}
 
-#[cfg(kmdf_host)]
 impl<T> sealed::Object for crate::FileObject<T> {}
 
-#[cfg(kmdf_host)]
 impl<T> sealed::Handle for crate::FileObject<T> {
     fn raw(&self) -> &backend::RawObject {
         &self.raw

@@ -111,6 +111,16 @@ impl Parameters {
             Parameters::InternalDeviceControl { .. } => RequestType::InternalDeviceControl,
         }
     }
+
+    /// The most `information` a successful completion may report: the read length, the
+    /// write length, a device control's output length.
+    pub(crate) const fn information_limit(&self) -> usize {
+        match *self {
+            Parameters::Read { length } | Parameters::Write { length } => length,
+            Parameters::DeviceControl { output_length, .. }
+            | Parameters::InternalDeviceControl { output_length, .. } => output_length,
+        }
+    }
 }
 
 /// A request the driver owns (`WDFREQUEST`): complete it once, or hand it on.
@@ -143,12 +153,14 @@ pub struct Request {
 impl Request {
     /// The request's identity, while it exists.
     #[must_use]
+    #[inline]
     pub fn id(&self) -> RequestId {
         RequestId(backend::request::id(&self.raw))
     }
 
     /// The request's parameters (`WdfRequestGetParameters`).
     #[must_use]
+    #[inline]
     pub fn parameters(&self) -> Parameters {
         backend::request::parameters(&self.raw)
     }
@@ -162,6 +174,7 @@ impl Request {
     ///   control from an application.
     /// * `STATUS_BUFFER_TOO_SMALL` when the buffer is empty (even when `min_len` is 0) or
     ///   shorter than `min_len`.
+    #[inline]
     pub fn input_buffer(&self, min_len: usize) -> crate::Result<&[u8]> {
         backend::request::input_buffer(&self.raw, min_len)
     }
@@ -170,18 +183,28 @@ impl Request {
     /// control's output goes. The caller receives its first `information` bytes
     /// ([`complete_with_information`](Self::complete_with_information)).
     ///
+    /// For a `METHOD_BUFFERED` device control the input and the output are one system
+    /// buffer, which starts with the input bytes: the exclusive borrow makes sure no input
+    /// slice is alive while the output is written (read the input first, copy what is
+    /// needed).
+    ///
     /// # Errors
     ///
     /// * `STATUS_INVALID_DEVICE_REQUEST` for a write, and for a `METHOD_NEITHER` device
     ///   control from an application.
     /// * `STATUS_BUFFER_TOO_SMALL` when the buffer is empty (even when `min_len` is 0) or
     ///   shorter than `min_len`.
+    #[inline]
     pub fn output_buffer(&mut self, min_len: usize) -> crate::Result<&mut [u8]> {
         backend::request::output_buffer(&mut self.raw, min_len)
     }
 
     /// The file object the request was sent on (`WdfRequestGetFileObject`), if the device
     /// has file objects of type `F` ([`DeviceInit::set_file_object`](crate::DeviceInit::set_file_object)).
+    ///
+    /// `F` is checked at run time: `None` when the file object's context is of another type
+    /// (in the kernel, a type tag stored ahead of the context names it), or when the request
+    /// has no file object.
     #[must_use]
     pub fn file<F: FileCallbacks>(&self) -> Option<&FileObject<F>> {
         backend::request::file(&self.raw)
@@ -191,6 +214,7 @@ impl Request {
     /// cancelled its I/O, or the queue is being purged, while the driver owned the request
     /// without making it cancelable. The driver should complete it with `STATUS_CANCELLED`.
     #[must_use]
+    #[inline]
     pub fn is_canceled(&self) -> bool {
         backend::request::is_canceled(&self.raw)
     }
@@ -198,6 +222,7 @@ impl Request {
     /// Completes the request with `status` and information 0 (`WdfRequestComplete`).
     ///
     /// Callable at `IRQL <= DISPATCH_LEVEL`, from any callback.
+    #[inline]
     pub fn complete(self, status: NtStatus) {
         backend::request::complete(self.raw, status, 0);
     }
@@ -210,6 +235,7 @@ impl Request {
     /// `STATUS_INVALID_PARAMETER` when `status` is a success and `information` exceeds the
     /// request's buffer (the read length, the write length, the device control's output
     /// length): the request is not completed and comes back in the error.
+    #[inline]
     pub fn complete_with_information(
         self,
         status: NtStatus,
@@ -240,7 +266,7 @@ impl Request {
     /// ```compile_fail
     /// use kmdf::io_queue::{IoQueue, IoQueueCallbacks};
     /// use kmdf::request::Marked;
-    /// use kmdf::{PnpPowerCallbacks, Request};
+    /// use kmdf::{Device, PnpPowerCallbacks, Request};
     ///
     /// struct Dev;
     /// kmdf::vtable! { impl PnpPowerCallbacks for Dev {} }
@@ -248,7 +274,7 @@ impl Request {
     /// kmdf::vtable! {
     ///     impl IoQueueCallbacks for Reads {
     ///         type Device = Dev;
-    ///         fn read(&self, queue: &IoQueue<Self>, request: Request, _length: usize) {
+    ///         fn read(&self, queue: &IoQueue<Self>, _d: &Device<Dev>, request: Request, _len: usize) {
     ///             // No `request_cancel` in this impl: does not compile.
     ///             if let Marked::Canceled(request) = request.mark_cancelable(queue) {
     ///                 request.complete(kmdf::NtStatus::CANCELLED);
@@ -257,7 +283,8 @@ impl Request {
     ///     }
     /// }
     /// // Any use of the handler instantiates the check (here, taking its address).
-    /// let read: fn(&Reads, &IoQueue<Reads>, Request, usize) = <Reads as IoQueueCallbacks>::read;
+    /// let read: fn(&Reads, &IoQueue<Reads>, &Device<Dev>, Request, usize) =
+    ///     <Reads as IoQueueCallbacks>::read;
     /// # let _ = read;
     /// ```
     pub fn mark_cancelable<T: IoQueueCallbacks>(self, queue: &IoQueue<T>) -> Marked {
@@ -336,6 +363,7 @@ pub struct CancelableRequest {
 impl CancelableRequest {
     /// The request's identity.
     #[must_use]
+    #[inline]
     pub fn id(&self) -> RequestId {
         RequestId(backend::request::cancelable_id(&self.raw))
     }
@@ -369,3 +397,14 @@ impl fmt::Display for RequestError {
         write!(f, "request {:?}: {}", self.request.id(), self.status)
     }
 }
+
+// On both backends, requests, claims and stops may be moved to and shared with other
+// threads (a request kept in a context and completed by a work item): checked here, where
+// each backend's build checks it.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Request>();
+    send_sync::<CancelableRequest>();
+    send_sync::<RequestError>();
+    send_sync::<crate::io_queue::IoStop<'static>>();
+};

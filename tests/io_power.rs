@@ -96,11 +96,9 @@ fn a_kept_request_keeps_the_device_in_d0() {
     let (runtime, node, handle) = started(Plan { on_read: OnRead::Pend, ..Plan::default() });
     let settings =
         S0IdleSettings::new(IdleCaps::CannotWakeFromS0).idle_timeout(Duration::from_secs(1));
-    node.with_context(|dev: &Dev| {
-        dev.q().with_device(|device| device.assign_s0_idle_settings(&settings)).unwrap()
-    })
-    .unwrap()
-    .unwrap();
+    node.with_device(|device: &kmdf::Device<Dev>| device.assign_s0_idle_settings(&settings))
+        .unwrap()
+        .unwrap();
     let read = handle.read_async(1);
     runtime.advance(Duration::from_secs(10)).unwrap();
     assert_eq!(node.state(), kmdf::host::NodeState::Working, "the kept request holds D0");

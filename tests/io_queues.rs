@@ -228,7 +228,13 @@ struct ReadOnly;
 kmdf::vtable! {
     impl IoQueueCallbacks for ReadOnly {
         type Device = Bare;
-        fn read(&self, _queue: &IoQueue<Self>, request: Request, _length: usize) {
+        fn read(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            _length: usize,
+        ) {
             request.complete(NtStatus::SUCCESS);
         }
     }
@@ -262,17 +268,17 @@ impl Driver for ConfigDriver {
         // The default queue cannot be configured for a type; a queue without the type's
         // handler (and no EvtIoDefault) neither; a type goes to one queue.
         assert_eq!(
-            queue.configure_dispatching(RequestType::Read),
+            queue.configure_dispatching(device, RequestType::Read),
             Err(NtError::INVALID_DEVICE_REQUEST)
         );
         let other = IoQueue::create(device, parallel, ReadOnly)?;
         assert_eq!(
-            other.configure_dispatching(RequestType::Write),
+            other.configure_dispatching(device, RequestType::Write),
             Err(NtError::INVALID_DEVICE_REQUEST)
         );
-        assert_eq!(other.configure_dispatching(RequestType::Read), Ok(()));
+        assert_eq!(other.configure_dispatching(device, RequestType::Read), Ok(()));
         let third = IoQueue::create(device, parallel, ReadOnly)?;
-        assert_eq!(third.configure_dispatching(RequestType::Read), Err(NtError::WDF_BUSY));
+        assert_eq!(third.configure_dispatching(device, RequestType::Read), Err(NtError::WDF_BUSY));
         Ok(())
     }
 }
@@ -297,7 +303,7 @@ fn a_request_type_without_a_queue_is_invalid_device_request() {
             device.create_device_interface(&GUID_DEVINTERFACE_TEST, None)?;
             let reads =
                 IoQueue::create(device, IoQueueConfig::new(Dispatch::parallel()), ReadOnly)?;
-            reads.configure_dispatching(RequestType::Read)?;
+            reads.configure_dispatching(device, RequestType::Read)?;
             Ok(())
         }
     }
@@ -360,4 +366,88 @@ fn an_internal_device_control_reaches_its_own_handler() {
     let done = handle.internal_ioctl_async(io_common::IOCTL_NEITHER, b"abc", 3).wait().unwrap();
     assert_eq!((done.status, done.data.as_slice()), (NtStatus::SUCCESS, &b"abc"[..]));
     assert_eq!(lines(&runtime), ["EvtIoInternalDeviceControl(0x8000200B, 3, 3)"]);
+}
+
+/// Section 9.1: `configure_dispatching` is lent the queue's device (a queue does not keep
+/// its device); another device is refused `STATUS_INVALID_DEVICE_REQUEST`.
+#[test]
+fn configure_dispatching_refuses_another_device() {
+    use kmdf::object::ObjectRef;
+    use std::sync::Mutex;
+
+    static FIRST: Mutex<Option<ObjectRef<IoQueue<ReadOnly>>>> = Mutex::new(None);
+    struct TwoDevices;
+    impl Driver for TwoDevices {
+        fn driver_entry() -> Result<Self> {
+            Ok(TwoDevices)
+        }
+        fn device_add(&self, init: DeviceInit<'_>) -> Result {
+            let device = init.create(Bare)?;
+            let queue =
+                IoQueue::create(device, IoQueueConfig::new(Dispatch::parallel()), ReadOnly)?;
+            let mut first = FIRST.lock().unwrap();
+            match first.take() {
+                None => *first = Some(queue),
+                Some(other) => {
+                    assert_eq!(
+                        other.configure_dispatching(device, RequestType::Read),
+                        Err(NtError::INVALID_DEVICE_REQUEST)
+                    );
+                    assert_eq!(queue.configure_dispatching(device, RequestType::Read), Ok(()));
+                }
+            }
+            Ok(())
+        }
+    }
+    let runtime = Runtime::new();
+    let driver = runtime.load::<TwoDevices>().unwrap();
+    driver.add_device().unwrap();
+    driver.add_device().unwrap();
+    assert!(FIRST.lock().unwrap().is_none());
+}
+
+/// Section 8 (objects) and 9.3: a queue's `EvtCleanupCallback` runs once when its device is
+/// removed, and gets the device, still there.
+#[test]
+fn a_queue_cleanup_runs_with_its_device_at_the_removal() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    static CLEANUPS: AtomicU32 = AtomicU32::new(0);
+    struct Tidy;
+    kmdf::vtable! {
+        impl IoQueueCallbacks for Tidy {
+            type Device = Bare;
+            fn read(
+                &self,
+                _queue: &IoQueue<Self>,
+                _device: &Device<Self::Device>,
+                request: Request,
+                _length: usize,
+            ) {
+                request.complete(NtStatus::SUCCESS);
+            }
+            fn cleanup(&self, _queue: &IoQueue<Self>, device: &Device<Self::Device>) {
+                let _: &Bare = device.context();
+                CLEANUPS.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    struct TidyDriver;
+    impl Driver for TidyDriver {
+        fn driver_entry() -> Result<Self> {
+            Ok(TidyDriver)
+        }
+        fn device_add(&self, init: DeviceInit<'_>) -> Result {
+            let device = init.create(Bare)?;
+            IoQueue::create(device, IoQueueConfig::default_queue(Dispatch::parallel()), Tidy)?;
+            Ok(())
+        }
+    }
+    let runtime = Runtime::new();
+    let node = runtime.load::<TidyDriver>().unwrap().add_device().unwrap();
+    node.start().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 0);
+    node.remove().unwrap();
+    assert_eq!(CLEANUPS.load(Ordering::SeqCst), 1);
+    assert!(runtime.take_panics().is_empty());
 }

@@ -278,13 +278,13 @@ fn a_forwarded_request_is_retrieved_from_the_manual_queue() {
 }
 
 /// Section 9.7: an interface created after the first start stays disabled until the
-/// driver enables it.
+/// driver enables it; enabling one the device never registered is a verifier finding.
 #[test]
 fn an_interface_created_after_the_first_start_waits_to_be_enabled() {
     let (runtime, node, _handle) = started(Plan::default());
     let late = Guid::parse("6a1d2f3e-4b5c-4d6e-8f70-8192a3b4c5d6");
     let create = |f: &dyn Fn(&kmdf::Device<Dev>) -> kmdf::Result| {
-        node.with_context(|dev: &Dev| dev.q().with_device(f).unwrap()).unwrap()
+        node.with_device(|device: &kmdf::Device<Dev>| f(device)).unwrap()
     };
     create(&|device| device.create_device_interface(&late, None)).unwrap();
     assert_eq!(runtime.open(&late).err(), Some(NtError::OBJECT_NAME_NOT_FOUND));
@@ -293,13 +293,25 @@ fn an_interface_created_after_the_first_start_waits_to_be_enabled() {
         Err(NtError::INVALID_PARAMETER),
         "the same interface twice"
     );
-    create(&|device| device.set_device_interface_state(&late, None, true)).unwrap();
+    node.with_device(|device: &kmdf::Device<Dev>| {
+        device.set_device_interface_state(&late, None, true);
+    })
+    .unwrap();
     assert!(runtime.open(&late).is_ok());
+    assert!(runtime.verifier_findings().is_empty());
+    // An interface the device never registered: KMDF ignores it (the DDI returns nothing);
+    // the verifier reports it.
     let unknown = Guid::parse("00000000-0000-0000-0000-000000000002");
-    assert_eq!(
-        create(&|device| device.set_device_interface_state(&unknown, None, true)),
-        Err(NtError::OBJECT_NAME_NOT_FOUND)
-    );
+    node.with_device(|device: &kmdf::Device<Dev>| {
+        device.set_device_interface_state(&unknown, None, true);
+    })
+    .unwrap();
+    let findings = runtime.verifier_findings();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert!(findings[0].message.contains("WdfDeviceSetDeviceInterfaceState"), "{findings:?}");
+    assert_eq!(runtime.open(&unknown).err(), Some(NtError::OBJECT_NAME_NOT_FOUND));
+    // The next PnP action reports it as an error.
+    assert!(node.remove().is_err());
 }
 
 /// Section 9.6: `EvtFileClose` runs at `PASSIVE_LEVEL` even when the handle's last request
@@ -360,11 +372,22 @@ fn mark_cancelable_with_another_queue_panics() {
     kmdf::vtable! {
         impl IoQueueCallbacks for Reads {
             type Device = TwoQueues;
-            fn read(&self, queue: &IoQueue<Self>, request: kmdf::Request, _length: usize) {
-                let other = queue.with_device(|device| device.context().other.clone()).unwrap();
+            fn read(
+                &self,
+                _queue: &IoQueue<Self>,
+                device: &kmdf::Device<Self::Device>,
+                request: kmdf::Request,
+                _length: usize,
+            ) {
+                let other = device.context().other.clone();
                 let _ = request.mark_cancelable(&other); // panics
             }
-            fn request_cancel(&self, _queue: &IoQueue<Self>, request: kmdf::Request) {
+            fn request_cancel(
+                &self,
+                _queue: &IoQueue<Self>,
+                _device: &kmdf::Device<Self::Device>,
+                request: kmdf::Request,
+            ) {
                 request.complete(NtStatus::CANCELLED);
             }
         }
@@ -397,4 +420,60 @@ fn mark_cancelable_with_another_queue_panics() {
     // The dropped request is a finding too, which the next action reports.
     assert!(runtime.verifier_findings()[0].message.contains("dropped"));
     assert!(node.remove().is_err());
+}
+
+/// Section 9.4: a `METHOD_BUFFERED` device control's output buffer starts with the input
+/// bytes (in the kernel they are one system buffer); other methods' output starts zeroed.
+#[test]
+fn a_buffered_device_control_output_starts_with_its_input() {
+    use kmdf::io_queue::{Dispatch, IoQueue, IoQueueCallbacks, IoQueueConfig};
+
+    const BUFFERED: u32 = ctl_code(0x8000, 0x900, TransferMethod::Buffered, Access::Any);
+    const OUT_DIRECT: u32 = ctl_code(0x8000, 0x901, TransferMethod::OutDirect, Access::Any);
+
+    struct Bare;
+    kmdf::vtable! { impl kmdf::PnpPowerCallbacks for Bare {} }
+    /// Completes with the whole output, unwritten.
+    struct Untouched;
+    kmdf::vtable! {
+        impl IoQueueCallbacks for Untouched {
+            type Device = Bare;
+            fn device_control(
+                &self,
+                _queue: &IoQueue<Self>,
+                _device: &kmdf::Device<Self::Device>,
+                mut request: kmdf::Request,
+                output_length: usize,
+                _input_length: usize,
+                _code: u32,
+            ) {
+                let length = request.output_buffer(output_length).map(|b| b.len());
+                assert_eq!(length, Ok(output_length));
+                request.complete_with_information(NtStatus::SUCCESS, output_length).unwrap();
+            }
+        }
+    }
+    struct Driver;
+    impl kmdf::Driver for Driver {
+        fn driver_entry() -> kmdf::Result<Self> {
+            Ok(Driver)
+        }
+        fn device_add(&self, init: kmdf::DeviceInit<'_>) -> kmdf::Result {
+            let device = init.create(Bare)?;
+            device.create_device_interface(&GUID_DEVINTERFACE_TEST, None)?;
+            let config = IoQueueConfig::default_queue(Dispatch::parallel());
+            IoQueue::create(device, config, Untouched)?;
+            Ok(())
+        }
+    }
+    let runtime = kmdf::host::Runtime::new();
+    let node = runtime.load::<Driver>().unwrap().add_device().unwrap();
+    node.start().unwrap();
+    let handle = runtime.open(&GUID_DEVINTERFACE_TEST).unwrap();
+    let done = handle.ioctl(BUFFERED, b"abc", 5).unwrap();
+    assert_eq!((done.status, done.data.as_slice()), (NtStatus::SUCCESS, &b"abc\0\0"[..]));
+    let done = handle.ioctl(BUFFERED, b"abcdef", 2).unwrap();
+    assert_eq!(done.data.as_slice(), &b"ab"[..]);
+    let done = handle.ioctl(OUT_DIRECT, b"abc", 3).unwrap();
+    assert_eq!(done.data.as_slice(), &[0, 0, 0][..]);
 }

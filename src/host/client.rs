@@ -26,7 +26,13 @@
 //! kmdf::vtable! {
 //!     impl IoQueueCallbacks for Reads {
 //!         type Device = EchoDevice;
-//!         fn read(&self, _queue: &IoQueue<Self>, mut request: Request, length: usize) {
+//!         fn read(
+//!             &self,
+//!             _queue: &IoQueue<Self>,
+//!             _device: &Device<EchoDevice>,
+//!             mut request: Request,
+//!             length: usize,
+//!         ) {
 //!             if let Ok(buffer) = request.output_buffer(1) {
 //!                 buffer.fill(7);
 //!             }

@@ -2,7 +2,7 @@
 //! configuration, and the open of a handle (`IRP_MJ_CREATE`, `EvtDeviceFileCreate`).
 
 use super::std;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use super::device::{RawDeviceInit, device_ref};
 use super::io::{FileTable, IoPackage};
@@ -11,24 +11,16 @@ use super::object_kind::ObjectKind;
 use super::trace::TraceEntry;
 use crate::file::{FileCallbacks, FileObject, IoType};
 use crate::interface::Guid;
-use crate::{Callback, Device, Result};
+use crate::{Callback, Result};
 
-/// What a `WDFFILEOBJECT` adds to the common object: its device, which
-/// `WdfFileObjectGetDevice` returns.
-struct FileState {
-    /// Not counted: a request the device context keeps holds its file.
-    device: Weak<RawObject>,
-}
+/// What a `WDFFILEOBJECT` adds to the common object: its kind. Its callbacks are lent the
+/// device by the I/O package, which holds it for the call.
+struct FileState;
 
 impl KindState for FileState {
     fn kind(&self) -> ObjectKind {
         ObjectKind::File
     }
-}
-
-fn state(file: &RawObject) -> &FileState {
-    file.state::<FileState>()
-        .unwrap_or_else(|| panic!("kmdf host runtime: {file:?} is not a file object"))
 }
 
 pub(crate) fn set_io_type(init: &mut RawDeviceInit<'_>, io_type: IoType) {
@@ -55,26 +47,18 @@ fn create<F: FileCallbacks>(device: &RawObject, file: &RawObject) -> Result {
     Ok(())
 }
 
-fn cleanup<F: FileCallbacks>(file: &RawObject) {
+fn cleanup<F: FileCallbacks>(device: &RawObject, file: &RawObject) {
     let file = view::<FileObject<F>>(file);
-    file.context().cleanup(file);
+    file.context().cleanup(file, device_ref::<F::Device>(device));
 }
 
-fn close<F: FileCallbacks>(file: &RawObject) {
+fn close<F: FileCallbacks>(device: &RawObject, file: &RawObject) {
     let file = view::<FileObject<F>>(file);
-    file.context().close(file);
+    file.context().close(file, device_ref::<F::Device>(device));
 }
 
 pub(crate) fn context<F: FileCallbacks>(file: &RawObject) -> &F {
     file.expect_context::<F>()
-}
-
-pub(crate) fn with_device<F: FileCallbacks, R>(
-    file: &RawObject,
-    f: impl FnOnce(&Device<F::Device>) -> R,
-) -> Option<R> {
-    let device = state(file).device.upgrade()?;
-    Some(f(device_ref(&device)))
 }
 
 /// Opens a handle on the device of `io` through an interface of class `guid`: the file
@@ -87,9 +71,7 @@ pub(crate) fn open(io: &Arc<IoPackage>, guid: &Guid) -> Result<Arc<RawObject>> {
             device.shared(),
             NewObject {
                 parent: Some(&device),
-                state: Some(StateSlot::new(Arc::new(FileState {
-                    device: Arc::downgrade(&device),
-                }))),
+                state: Some(StateSlot::new(Arc::new(FileState))),
                 ..NewObject::new(ObjectKind::File)
             },
         )?;

@@ -15,14 +15,10 @@ pub(crate) fn create(device: &RawObject, guid: Guid, reference: Option<&str>) ->
     io(device).create_interface(guid, reference)
 }
 
-pub(crate) fn set_state(
-    device: &RawObject,
-    guid: Guid,
-    reference: Option<&str>,
-    enabled: bool,
-) -> Result {
-    if current_irql() != Irql::Passive {
-        return Err(NtError::WDF_INCOMPATIBLE_EXECUTION_LEVEL);
-    }
-    io(device).set_interface_state(guid, reference, enabled)
+pub(crate) fn set_state(device: &RawObject, guid: Guid, reference: Option<&str>, enabled: bool) {
+    assert!(
+        current_irql() == Irql::Passive,
+        "kmdf: Device::set_device_interface_state above PASSIVE_LEVEL"
+    );
+    io(device).set_interface_state(guid, reference, enabled);
 }

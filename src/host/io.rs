@@ -54,10 +54,10 @@ pub(crate) struct FileTable {
     pub(crate) device: std::any::TypeId,
     /// `EvtDeviceFileCreate`: builds the file's context (device, file).
     pub(crate) create: fn(&RawObject, &RawObject) -> Result,
-    /// `EvtFileCleanup`.
-    pub(crate) cleanup: fn(&RawObject),
-    /// `EvtFileClose`.
-    pub(crate) close: fn(&RawObject),
+    /// `EvtFileCleanup` (device, file).
+    pub(crate) cleanup: fn(&RawObject, &RawObject),
+    /// `EvtFileClose` (device, file).
+    pub(crate) close: fn(&RawObject, &RawObject),
 }
 
 /// A queue's callbacks, monomorphized for its context type.
@@ -707,7 +707,18 @@ impl IoPackage {
             io: Arc::clone(self),
             done: Arc::clone(&done),
         });
-        let request = RawRequest { core, input, output: vec![0; output_length], completed: false };
+        // METHOD_BUFFERED: in the kernel input and output are one system buffer, which starts
+        // with the input bytes; the output mirrors that (docs/kmdf-behaviour.md section 9.4).
+        let mut output = vec![0; output_length];
+        if let Parameters::DeviceControl { code, .. }
+        | Parameters::InternalDeviceControl { code, .. } = parameters
+            && crate::interface::TransferMethod::of(code)
+                == crate::interface::TransferMethod::Buffered
+        {
+            let n = input.len().min(output_length);
+            output[..n].copy_from_slice(&input[..n]);
+        }
+        let request = RawRequest { core, input, output, completed: false };
         let refused = {
             let mut inner = self.lock();
             let request_type = parameters.request_type();
@@ -815,11 +826,7 @@ impl IoPackage {
 
     /// The most information a successful completion may report.
     pub(crate) fn information_limit(parameters: Parameters) -> usize {
-        match parameters {
-            Parameters::Read { length } | Parameters::Write { length } => length,
-            Parameters::DeviceControl { output_length, .. }
-            | Parameters::InternalDeviceControl { output_length, .. } => output_length,
-        }
+        parameters.information_limit()
     }
 
     /// The queue request `id` belongs to, while the framework knows it.
@@ -1072,8 +1079,10 @@ impl IoPackage {
         args: Option<String>,
         run: impl FnOnce(&RawObject),
     ) {
+        // Held for the call: the callback is lent the device (`io_queue::call`).
+        let device = self.device();
         let removed = self.lock().removed;
-        if removed {
+        if removed || device.is_none() {
             self.shared.report(VerifierFinding {
                 device: self.node,
                 callback,
@@ -1089,6 +1098,7 @@ impl IoPackage {
             }
             self.shared.invoke_void(entry, || at_dispatch(|| run(object)));
         }
+        drop(device);
         if let Some(queue) = self.lock().queues.get_mut(&queue) {
             queue.running -= 1;
         }
@@ -1527,22 +1537,31 @@ impl IoPackage {
     }
 
     /// `WdfDeviceSetDeviceInterfaceState`.
-    pub(crate) fn set_interface_state(
-        &self,
-        guid: Guid,
-        reference: Option<&str>,
-        enabled: bool,
-    ) -> Result {
+    /// `WdfDeviceSetDeviceInterfaceState`: KMDF ignores an interface the device did not
+    /// register; the verifier reports it (attributed to `EvtDriverDeviceAdd`, where
+    /// interfaces are registered: the DDI has no callback of its own).
+    pub(crate) fn set_interface_state(&self, guid: Guid, reference: Option<&str>, enabled: bool) {
         let mut inner = self.lock();
         let removed = inner.removed;
-        let interface = inner
+        let Some(interface) = inner
             .interfaces
             .iter_mut()
             .find(|i| i.guid == guid && i.reference.as_deref() == reference)
-            .ok_or(NtError::OBJECT_NAME_NOT_FOUND)?;
+        else {
+            drop(inner);
+            self.shared.report(VerifierFinding {
+                device: self.node,
+                callback: Callback::DriverDeviceAdd,
+                message: format!(
+                    "WdfDeviceSetDeviceInterfaceState({guid}, {reference:?}) of an interface the \
+                     device did not register (WdfDeviceCreateDeviceInterface); KMDF ignores it \
+                     (docs/kmdf-behaviour.md section 9.7)"
+                ),
+            });
+            return;
+        };
         interface.enabled = enabled && !removed;
         interface.automatic = false;
-        Ok(())
     }
 
     /// The end of the device's first start (`PnpEventEnableInterfaces`).
@@ -1617,9 +1636,12 @@ impl IoPackage {
             }
             return;
         }
-        if let Some(table) = self.init.file.filter(|table| table.registered.cleanup) {
+        // The callback is lent the device, held for the call.
+        if let Some(table) = self.init.file.filter(|table| table.registered.cleanup)
+            && let Some(device) = self.device()
+        {
             let entry = TraceEntry::new(Callback::FileCleanup, Some(self.node));
-            self.shared.invoke_void(entry, || (table.cleanup)(file));
+            self.shared.invoke_void(entry, || (table.cleanup)(&device, file));
         }
         let actions = {
             let mut inner = self.lock();
@@ -1666,12 +1688,15 @@ impl IoPackage {
     }
 
     /// `EvtFileClose`, then the file object's deletion. After the device's removal (a
-    /// deferred close late), no callback.
+    /// deferred close late), or once the device object is gone, no callback; else the
+    /// callback is lent the device, held for the call.
     fn run_close(&self, object: &Arc<RawObject>) {
         let removed = self.lock().removed;
-        if let Some(table) = self.init.file.filter(|table| table.registered.close && !removed) {
+        if let Some(table) = self.init.file.filter(|table| table.registered.close && !removed)
+            && let Some(device) = self.device()
+        {
             let entry = TraceEntry::new(Callback::FileClose, Some(self.node));
-            self.shared.invoke_void(entry, || (table.close)(object));
+            self.shared.invoke_void(entry, || (table.close)(&device, object));
         }
         object.delete();
     }

@@ -90,50 +90,63 @@ pub(crate) fn create<T: IoQueueCallbacks>(
     Ok(ObjectRef::from_raw(object))
 }
 
+/// The queue's device, for a callback: alive while its queue calls back (the device's
+/// deletion runs the queues down first).
+fn device_of(queue: &RawObject) -> Arc<RawObject> {
+    state(queue)
+        .device
+        .upgrade()
+        .unwrap_or_else(|| panic!("kmdf host runtime: a callback of {queue:?} after its device"))
+}
+
 fn call<T: IoQueueCallbacks>(object: &RawObject, call: QueueCall<'_>) {
     let queue = view::<IoQueue<T>>(object);
+    let device = device_of(object);
+    let device = device_ref::<T::Device>(&device);
     let context = queue.context();
     match call {
-        QueueCall::Read(raw, length) => context.read(queue, Request { raw }, length),
-        QueueCall::Write(raw, length) => context.write(queue, Request { raw }, length),
+        QueueCall::Read(raw, length) => context.read(queue, device, Request { raw }, length),
+        QueueCall::Write(raw, length) => context.write(queue, device, Request { raw }, length),
         QueueCall::DeviceControl(raw, output, input, code) => {
-            context.device_control(queue, Request { raw }, output, input, code);
+            context.device_control(queue, device, Request { raw }, output, input, code);
         }
         QueueCall::InternalDeviceControl(raw, output, input, code) => {
-            context.internal_device_control(queue, Request { raw }, output, input, code);
+            context.internal_device_control(queue, device, Request { raw }, output, input, code);
         }
-        QueueCall::Default(raw) => context.default(queue, Request { raw }),
-        QueueCall::Stop(raw) => context.stop(queue, IoStop { raw }),
-        QueueCall::Resume(id) => context.resume(queue, RequestId(id)),
-        QueueCall::CanceledOnQueue(raw) => context.canceled_on_queue(queue, Request { raw }),
-        QueueCall::ReadyNotify => context.ready_notify(queue),
-        QueueCall::Cancel(raw) => context.request_cancel(queue, Request { raw }),
+        QueueCall::Default(raw) => context.default(queue, device, Request { raw }),
+        QueueCall::Stop(raw) => context.stop(queue, device, IoStop { raw }),
+        QueueCall::Resume(id) => context.resume(queue, device, RequestId(id)),
+        QueueCall::CanceledOnQueue(raw) => {
+            context.canceled_on_queue(queue, device, Request { raw });
+        }
+        QueueCall::ReadyNotify => context.ready_notify(queue, device),
+        QueueCall::Cancel(raw) => context.request_cancel(queue, device, Request { raw }),
     }
 }
 
 fn cleanup<T: IoQueueCallbacks>(object: &RawObject) {
     let queue = view::<IoQueue<T>>(object);
-    queue.context().cleanup(queue);
+    let device = device_of(object);
+    queue.context().cleanup(queue, device_ref::<T::Device>(&device));
 }
 
-pub(crate) fn new_ref(queue: &RawObject) -> RawRef {
-    queue.to_arc()
+pub(crate) fn new_ref<T>(queue: &IoQueue<T>) -> RawRef {
+    queue.raw.to_arc()
 }
 
 pub(crate) fn context<T: IoQueueCallbacks>(queue: &RawObject) -> &T {
     queue.expect_context::<T>()
 }
 
-pub(crate) fn with_device<T: IoQueueCallbacks, R>(
+pub(crate) fn configure_dispatching(
+    device: &RawObject,
     queue: &RawObject,
-    f: impl FnOnce(&Device<T::Device>) -> R,
-) -> Option<R> {
-    let device = state(queue).device.upgrade()?;
-    Some(f(device_ref(&device)))
-}
-
-pub(crate) fn configure_dispatching(queue: &RawObject, request_type: RequestType) -> Result {
+    request_type: RequestType,
+) -> Result {
     let state = state(queue);
+    if !core::ptr::eq(state.device.as_ptr(), device) {
+        return Err(NtError::INVALID_DEVICE_REQUEST);
+    }
     state.io.configure_dispatching(state.id, request_type)
 }
 

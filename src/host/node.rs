@@ -337,6 +337,21 @@ impl DeviceNode {
         Ok(f(context))
     }
 
+    /// Calls `f` with the device, if its context is a `T`: what a test does on the device
+    /// that a driver would do from one of its callbacks (for example, enable an interface).
+    ///
+    /// # Errors
+    ///
+    /// As [`with_context`](Self::with_context).
+    pub fn with_device<T: crate::PnpPowerCallbacks, R>(
+        &self,
+        f: impl FnOnce(&crate::Device<T>) -> R,
+    ) -> core::result::Result<R, HarnessError> {
+        let object = self.object()?;
+        object.context::<T>().ok_or(HarnessError::WrongContextType)?;
+        Ok(f(super::device::device_ref::<T>(&object)))
+    }
+
     /// Opens a handle on this node's device through its interface of class `interface`, as
     /// [`Runtime::open`](super::Runtime::open) does.
     ///

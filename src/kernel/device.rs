@@ -36,6 +36,8 @@ pub(crate) fn context<T: PnpPowerCallbacks>(device: &Device<T>) -> &T {
 /// `PWDFDEVICE_INIT`, valid for the `EvtDriverDeviceAdd` call it was passed to.
 pub(crate) struct RawDeviceInit<'a> {
     pub(crate) init: *mut WDFDEVICE_INIT,
+    /// The device context type the file objects' callbacks expect (`set_file_object`).
+    pub(crate) file_device: Option<core::any::TypeId>,
     pub(crate) _scope: PhantomData<&'a mut WDFDEVICE_INIT>,
 }
 
@@ -44,6 +46,9 @@ pub(crate) fn create_with<T: PnpPowerCallbacks>(
     init: RawDeviceInit<'_>,
     build: impl FnOnce(&Device<T>) -> Result<T>,
 ) -> Result<&Device<T>> {
+    if init.file_device.is_some_and(|device| device != core::any::TypeId::of::<T>()) {
+        return Err(crate::NtError::INVALID_PARAMETER);
+    }
     let mut callbacks = pnp_power_callbacks::<T>();
     // SAFETY: `init.init` is the live PWDFDEVICE_INIT of this `EvtDriverDeviceAdd`; the
     // callbacks structure is initialized and only read during the call.

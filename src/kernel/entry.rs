@@ -104,7 +104,9 @@ unsafe extern "C" fn device_add<D: Driver>(
 ) -> NTSTATUS {
     // SAFETY: KMDF passes the driver created in `driver_entry::<D>`, alive while loaded.
     let this: &D = unsafe { context(driver.cast()) };
-    let init = DeviceInit { raw: super::RawDeviceInit { init: device_init, _scope: PhantomData } };
+    let init = DeviceInit {
+        raw: super::RawDeviceInit { init: device_init, file_device: None, _scope: PhantomData },
+    };
     status(this.device_add(init))
 }
 

@@ -16,11 +16,15 @@
 pub(crate) mod debug;
 pub(crate) mod device;
 pub(crate) mod entry;
+pub(crate) mod file;
 #[cfg(feature = "sys-harness")]
 pub mod harness;
+pub(crate) mod interface;
+pub(crate) mod io_queue;
 pub(crate) mod object;
 pub(crate) mod power_policy;
 pub(crate) mod raw;
+pub(crate) mod request;
 pub(crate) mod sync;
 pub(crate) mod time;
 pub(crate) mod timer;
@@ -196,6 +200,20 @@ pub(crate) unsafe fn try_context_ptr<T>(object: WDFOBJECT) -> Option<NonNull<T>>
     let slot = NonNull::new(slot::<T>(object)).expect("kmdf: object has no kmdf context");
     // SAFETY: the slot is a `Slot<T>` (`attributes_for::<T>`), zero-filled by KMDF or written
     // by `write_context_ptr`, valid while the object is (the caller's contract).
+    unsafe { Slot::get(slot) }
+}
+
+/// The value in an object's context, as [`try_context_ptr`] returns it, or `None` when the
+/// object has no context of the crate's type, or it has not been written.
+///
+/// # Safety
+///
+/// `object` is a live object; if it has a context of the crate's type, that is a
+/// `Slot<T>`.
+pub(crate) unsafe fn find_context_ptr<T>(object: WDFOBJECT) -> Option<NonNull<T>> {
+    let slot = NonNull::new(slot::<T>(object))?;
+    // SAFETY: the slot is a `Slot<T>` (the caller's contract), zero-filled by KMDF or
+    // written by `write_context_ptr`, valid while the object is.
     unsafe { Slot::get(slot) }
 }
 

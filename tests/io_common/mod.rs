@@ -124,7 +124,7 @@ impl Driver for IoDriver {
                     IoQueueConfig::new(Dispatch::Manual).power_managed(plan.power_managed),
                     M { ready: SpinLock::new(0)? },
                 )?;
-                manual.configure_dispatching(RequestType::Read)?;
+                manual.configure_dispatching(device, RequestType::Read)?;
                 Some(manual)
             } else {
                 None
@@ -201,9 +201,9 @@ kmdf::vtable! {
             Ok(Handle)
         }
 
-        fn cleanup(&self, _file: &FileObject<Self>) {}
+        fn cleanup(&self, _file: &FileObject<Self>, _device: &Device<Self::Device>) {}
 
-        fn close(&self, _file: &FileObject<Self>) {
+        fn close(&self, _file: &FileObject<Self>, _device: &Device<Self::Device>) {
             // EvtFileClose runs at PASSIVE_LEVEL (section 9.6).
             assert_eq!(kmdf::sync::current_irql(), kmdf::sync::Irql::Passive);
         }
@@ -258,10 +258,10 @@ fn complete_read(mut request: Request, length: usize) {
     request.complete_with_information(NtStatus::SUCCESS, length).expect("length fits");
 }
 
-fn device_control(queue: &IoQueue<Q>, mut request: Request, output_length: usize, code: u32) {
+fn device_control(device: &Device<Dev>, mut request: Request, output_length: usize, code: u32) {
     match code {
         IOCTL_PARK => {
-            let manual = queue.with_device(|device| device.context().manual.clone()).flatten();
+            let manual = device.context().manual.clone();
             match manual {
                 Some(manual) => {
                     if let Err(error) = request.forward(&manual) {
@@ -300,7 +300,13 @@ kmdf::vtable! {
     impl IoQueueCallbacks for Q {
         type Device = Dev;
 
-        fn read(&self, queue: &IoQueue<Self>, request: Request, length: usize) {
+        fn read(
+            &self,
+            queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            length: usize,
+        ) {
             match self.on_read() {
                 OnRead::Complete => complete_read(request, length),
                 OnRead::Pend => self.pending.lock().push(request),
@@ -312,24 +318,32 @@ kmdf::vtable! {
             }
         }
 
-        fn write(&self, _queue: &IoQueue<Self>, request: Request, length: usize) {
+        fn write(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            length: usize,
+        ) {
             request.complete_with_information(NtStatus::SUCCESS, length).expect("fits");
         }
 
         fn device_control(
             &self,
-            queue: &IoQueue<Self>,
+            _queue: &IoQueue<Self>,
+            device: &Device<Self::Device>,
             request: Request,
             output_length: usize,
             _input_length: usize,
             code: u32,
         ) {
-            device_control(queue, request, output_length, code);
+            device_control(device, request, output_length, code);
         }
 
         fn internal_device_control(
             &self,
-            queue: &IoQueue<Self>,
+            _queue: &IoQueue<Self>,
+            device: &Device<Self::Device>,
             request: Request,
             output_length: usize,
             _input_length: usize,
@@ -337,10 +351,10 @@ kmdf::vtable! {
         ) {
             // As a device control, but METHOD_NEITHER has buffers (a kernel-mode sender's).
             let code = if code == IOCTL_NEITHER { IOCTL_ECHO } else { code };
-            device_control(queue, request, output_length, code);
+            device_control(device, request, output_length, code);
         }
 
-        fn stop(&self, _queue: &IoQueue<Self>, stop: IoStop<'_>) {
+        fn stop(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, stop: IoStop<'_>) {
             let on_stop = self.plan.lock().unwrap().on_stop;
             let id = stop.request();
             let request = || {
@@ -362,9 +376,14 @@ kmdf::vtable! {
             }
         }
 
-        fn resume(&self, _queue: &IoQueue<Self>, _request: kmdf::request::RequestId) {}
+        fn resume(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>, _request: kmdf::request::RequestId) {}
 
-        fn request_cancel(&self, _queue: &IoQueue<Self>, request: Request) {
+        fn request_cancel(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+        ) {
             let _ = self.take_cancelable(request.id());
             request.complete(NtStatus::CANCELLED);
         }
@@ -386,7 +405,13 @@ kmdf::vtable! {
     impl IoQueueCallbacks for Plain {
         type Device = Dev;
 
-        fn read(&self, _queue: &IoQueue<Self>, request: Request, _length: usize) {
+        fn read(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+            _length: usize,
+        ) {
             self.pending.lock().push(request);
         }
     }
@@ -401,11 +426,16 @@ kmdf::vtable! {
     impl IoQueueCallbacks for M {
         type Device = Dev;
 
-        fn ready_notify(&self, _queue: &IoQueue<Self>) {
+        fn ready_notify(&self, _queue: &IoQueue<Self>, _device: &Device<Self::Device>) {
             *self.ready.lock() += 1;
         }
 
-        fn canceled_on_queue(&self, _queue: &IoQueue<Self>, request: Request) {
+        fn canceled_on_queue(
+            &self,
+            _queue: &IoQueue<Self>,
+            _device: &Device<Self::Device>,
+            request: Request,
+        ) {
             request.complete(NtStatus::CANCELLED);
         }
     }
