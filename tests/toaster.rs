@@ -655,12 +655,31 @@ fn wait_advances_the_clock_and_the_toaster_idles_at_its_timeout() {
         "toast: 2 requested, 1 done, 1 failed by flush, 0 pending\n\
          invariants: ok (checked after every action)\n"
     ));
-    // Also with the period's work still queued: the idle power-down's flush waits for it,
-    // and the trace is the same every time.
-    let late = run(&["start", "wait", &at, "wake", "remove", "--late-work"]);
+    // Also with the period's work still queued: the idle power-down's flush waits for it;
+    // a wait that does not reach the timeout runs it once it has ended; the trace is the
+    // same every time.
+    let late_lives: [&[&str]; 2] = [
+        &["start", "wait", &at, "wake", "remove", "--late-work"],
+        &["start", "wait", "100", "wait", &before, "wait", "1", "remove", "--late-work"],
+    ];
+    let late = run(late_lives[0]);
     assert_eq!(late.code, 0, "{}", late.stderr);
-    for _ in 0..10 {
-        assert_eq!(run(&["start", "wait", &at, "wake", "remove", "--late-work"]), late);
+    let lines: Vec<&str> = late.stdout.lines().collect();
+    let suspend = lines.iter().position(|l| *l == "EvtDeviceSelfManagedIoSuspend").unwrap();
+    assert_eq!(lines[suspend + 1], "EvtWorkItem", "{}", late.stdout);
+    let short = run(&["start", "wait", "100", "idle", "--late-work"]);
+    assert!(
+        short.stdout.contains(
+            "EvtTimerFunc\nEvtWorkItem\nEvtTimerFunc\nEvtDeviceSelfManagedIoSuspend\nEvtWorkItem\n"
+        ),
+        "{}",
+        short.stdout
+    );
+    for life in late_lives {
+        let first = run(life);
+        for _ in 0..20 {
+            assert_eq!(run(life), first);
+        }
     }
 }
 

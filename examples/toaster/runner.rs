@@ -278,7 +278,8 @@ pub fn play(
             },
             Step::Wait(duration) => {
                 // The held work runs once the wait waits for it or has ended.
-                let (advanced, _released) = advance(runtime, duration, held.take());
+                let (advanced, still_held) = advance(runtime, duration, held.take());
+                drop(still_held);
                 if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
                     return Ok(Some(panics));
                 }
