@@ -68,7 +68,7 @@ and prints every driver callback, one per line, then a summary.
 actions:   start idle wake sleep resume query-remove cancel-remove remove surprise-remove
            query-stop cancel-stop stop signal-wake
            wait MS  the virtual clock advances MS milliseconds (1 to 3600000): the toaster
-           heats, and idles by itself once it has been in D0 for its idle timeout (1000)
+           heats, and idles by itself once it has been in D0 for its idle timeout (1000 ms)
            (none: start idle wake sleep resume remove)
 --fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
            STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated
