@@ -173,6 +173,14 @@ impl S0IdleSettings {
         self
     }
 
+    /// The checks of `WdfDeviceAssignS0IdleSettings` that do not depend on the device.
+    pub(crate) fn check(&self) -> Result {
+        if self.idle_caps.can_wake() && self.power_up_on_system_wake.is_some() {
+            return Err(NtError::INVALID_PARAMETER);
+        }
+        self.timeout_ms().map(drop)
+    }
+
     /// The idle timeout in milliseconds, as KMDF takes it (`ULONG`).
     ///
     /// # Errors
@@ -250,10 +258,7 @@ impl<T> Device<T> {
     /// * `STATUS_INVALID_PARAMETER`: `power_up_on_system_wake` set with a wake-capable
     ///   `idle_caps`; an idle timeout of zero or above `u32::MAX` milliseconds.
     pub fn assign_s0_idle_settings(&self, settings: &S0IdleSettings) -> Result {
-        if settings.idle_caps.can_wake() && settings.power_up_on_system_wake.is_some() {
-            return Err(NtError::INVALID_PARAMETER);
-        }
-        settings.timeout_ms()?;
+        settings.check()?;
         backend::power_policy::assign_s0_idle_settings(&self.raw, settings)
     }
 

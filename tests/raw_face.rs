@@ -122,3 +122,87 @@ fn a_raw_driver_lives_on_the_runtime_s_models() {
         ]
     );
 }
+
+/// What `Idler::device_add` got from the power-policy calls.
+static ASSIGNED: Mutex<Vec<Result>> = Mutex::new(Vec::new());
+
+/// A raw driver whose device idles armed for wake (docs/kmdf-behaviour.md section 10).
+struct Idler;
+
+impl DriverHooks for Idler {
+    fn device_add(&self, init: DeviceInit<'_>) -> Result {
+        use kmdf::power_policy::{IdleCaps, S0IdleSettings, SxWakeSettings};
+        let registered = [
+            Callback::D0Entry,
+            Callback::ArmWakeFromS0,
+            Callback::DisarmWakeFromS0,
+            Callback::WakeFromS0Triggered,
+        ];
+        let device = raw::create_device(init, &registered, Cleanup::None, Box::new(Armed))?;
+        let item = raw::create_work_item(&device, Cleanup::None, Box::new(Armed))?;
+        let settings =
+            S0IdleSettings::new(IdleCaps::CanWakeFromS0).idle_timeout(Duration::from_millis(100));
+        let mut assigned = ASSIGNED.lock().unwrap();
+        assigned.extend([
+            // KMDF's checks, as the typed face makes them.
+            raw::assign_s0_idle_settings(&device, &settings.power_up_on_system_wake(false)),
+            raw::assign_s0_idle_settings(&item, &settings),
+            raw::assign_sx_wake_settings(&item, SxWakeSettings::new()),
+            raw::assign_s0_idle_settings(&device, &settings),
+            raw::assign_sx_wake_settings(&device, SxWakeSettings::new()),
+        ]);
+        Ok(())
+    }
+}
+
+struct Armed;
+
+impl Hooks for Armed {
+    fn pnp(
+        &self,
+        _device: &Object,
+        callback: Callback,
+        power_state: Option<DevicePowerState>,
+        _resources: &AssignedResources,
+    ) -> Result {
+        assert_eq!(power_state.is_some(), callback == Callback::D0Entry);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_raw_device_s_power_policy_is_the_runtime_s() {
+    let runtime = Runtime::new();
+    let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(Idler)))).unwrap();
+    let node = driver.add_device().unwrap();
+    assert_eq!(
+        *ASSIGNED.lock().unwrap(),
+        [
+            Err(NtError::INVALID_PARAMETER),
+            Err(NtError::INVALID_DEVICE_REQUEST),
+            Err(NtError::INVALID_DEVICE_REQUEST),
+            Ok(()),
+            Ok(()),
+        ]
+    );
+    node.start().unwrap();
+    // Idles at its timeout, armed; the wake signal brings it back (section 10's rows).
+    runtime.advance(Duration::from_millis(99)).unwrap();
+    assert_eq!(node.state(), kmdf::host::NodeState::Working);
+    runtime.advance(Duration::from_millis(1)).unwrap();
+    assert_eq!(node.state(), kmdf::host::NodeState::Idle);
+    node.signal_wake().unwrap();
+    assert_eq!(
+        runtime.trace().lines(),
+        [
+            "DriverEntry",
+            "EvtDriverDeviceAdd",
+            "EvtDeviceD0Entry(D3Final)",
+            "EvtDeviceArmWakeFromS0",
+            "EvtDeviceD0Entry(D3)",
+            "EvtDeviceWakeFromS0Triggered",
+            "EvtDeviceDisarmWakeFromS0",
+        ]
+    );
+    node.apply(PnpAction::Remove).unwrap();
+}

@@ -11,10 +11,11 @@ mod runner;
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::Rig;
-use driver::{HEAT_TICKS, Ledger, TICK, Toaster, ToasterDriver};
-use kmdf::host::{NodeState, PnpAction, Runtime, Trace};
+use driver::{HEAT_TICKS, IDLE_TIMEOUT, Ledger, TICK, Toaster, ToasterDriver};
+use kmdf::host::{AssignedResources, NodeState, PnpAction, Runtime, Trace};
 use kmdf::{Callback, NtError, NtStatus};
 
 /// The toaster driver loaded with one device added.
@@ -256,12 +257,195 @@ fn every_scenario_of_every_length_three_ends_clean() {
     }
 }
 
+// ---- The toaster's power policy (docs/kmdf-behaviour.md section 10) ----------------------
+
+/// The trace lines recorded since the last call, of the whole runtime.
+fn new_lines(bench: &Rig<ToasterDriver>) -> Vec<String> {
+    bench.runtime.take_trace().lines()
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Lets `time` pass on the virtual clock, the work each expiry hands on done before the next.
+fn pass(bench: &Rig<ToasterDriver>, time: Duration) {
+    bench.runtime.advance(time).unwrap();
+    bench.runtime.wait_for_work_items().unwrap();
+}
+
+/// Section 10, "Power references and the idle timeout": with S0 idle enabled the idle timer
+/// runs from the first start while no reference is held, and when it expires the device
+/// powers down to its idle state; `IdleCannotWakeFromS0` idles unarmed (the "idle" row
+/// without `ArmWakeFromS0`). The toaster's own requests hold no power reference: the one
+/// pending idles with it and is toasted once the toaster is back.
+#[test]
+fn the_toaster_idles_by_itself_after_its_timeout_and_not_before() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    let id = bench.submit();
+    pass(&bench, IDLE_TIMEOUT.checked_sub(MS).unwrap());
+    assert_eq!(bench.node.state(), NodeState::Working, "not before its timeout");
+    assert_eq!(bench.ledger().completions(), [(id, NtStatus::SUCCESS)]);
+    let late = bench.submit();
+    let _ = bench.runtime.take_trace();
+    pass(&bench, MS);
+    assert_eq!(bench.node.state(), NodeState::Idle, "idle at its timeout");
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+        ]
+    );
+    assert_eq!(bench.context(Toaster::armed_for_wake), (false, false), "idles unarmed");
+    // Idle, it does not heat, and nothing brings it back by itself.
+    pass(&bench, IDLE_TIMEOUT * 10);
+    assert!(new_lines(&bench).is_empty());
+    assert_eq!(bench.node.state(), NodeState::Idle);
+    // Back in D0, its idle timer runs again: it idles once more after the same timeout.
+    bench.act(PnpAction::Wake);
+    bench.heat(u32::try_from(HEAT_TICKS).unwrap());
+    assert_eq!(bench.ledger().completions(), [(id, NtStatus::SUCCESS), (late, NtStatus::SUCCESS)]);
+    let heated = TICK * u32::try_from(HEAT_TICKS).unwrap();
+    pass(&bench, IDLE_TIMEOUT.checked_sub(heated + MS).unwrap());
+    assert_eq!(bench.node.state(), NodeState::Working);
+    pass(&bench, MS);
+    assert_eq!(bench.node.state(), NodeState::Idle);
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
+/// Section 10: the toaster's default Sx wake settings arm it when the system sleeps
+/// ("sleep, armable"), and the resume disarms it and brings it back to D0 ("resume, armed
+/// for Sx"), with `WakeFromSxTriggered` first when its wake signal woke the system. Asleep
+/// from idle, it comes back to D0 to be armed first ("sleep while idle, unarmed", armable).
+#[test]
+fn sleep_and_resume_arm_and_disarm_the_toaster_for_system_wake() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    let _ = bench.runtime.take_trace();
+    bench.act(PnpAction::Sleep);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtDeviceArmWakeFromSx",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+        ]
+    );
+    assert_eq!(bench.context(Toaster::armed_for_wake), (false, true));
+    bench.act(PnpAction::Resume);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceD0Entry(D3)",
+            "EvtDeviceD0EntryPostInterruptsEnabled(D3)",
+            "EvtDeviceDisarmWakeFromSx",
+            "EvtDeviceSelfManagedIoRestart",
+        ]
+    );
+    assert_eq!(bench.node.state(), NodeState::Working);
+    assert_eq!(bench.context(Toaster::armed_for_wake), (false, false));
+
+    // From idle (by its timeout), with the wake signal while asleep.
+    pass(&bench, IDLE_TIMEOUT);
+    assert_eq!(bench.node.state(), NodeState::Idle);
+    let _ = bench.runtime.take_trace();
+    bench.act(PnpAction::Sleep);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceD0Entry(D3)",
+            "EvtDeviceD0EntryPostInterruptsEnabled(D3)",
+            "EvtDeviceSelfManagedIoRestart",
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtDeviceArmWakeFromSx",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+        ]
+    );
+    bench.act(PnpAction::SignalWake);
+    bench.act(PnpAction::Resume);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceD0Entry(D3)",
+            "EvtDeviceD0EntryPostInterruptsEnabled(D3)",
+            "EvtDeviceWakeFromSxTriggered",
+            "EvtDeviceDisarmWakeFromSx",
+            "EvtDeviceSelfManagedIoRestart",
+        ]
+    );
+    assert_eq!(bench.context(Toaster::wakes_triggered), 1);
+    assert_eq!(bench.node.state(), NodeState::Working);
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
+/// Section 10, "Resume": a toaster that slept unarmed stays in Dx on resume, with no
+/// callback, because its S0 idle policy would idle it anyway (idle enabled,
+/// `CannotWakeFromS0`, no power-up on system wake, no reference), also when it slept from
+/// D0; it comes back on the next wake. Unarmed here because `ArmWakeFromSx` failed
+/// (`DisarmWakeFromSx`, then it sleeps in D3), or because its bus cannot wake the system
+/// (its `WdfDeviceAssignSxWakeSettings` failed, which the toaster ignores like the C one).
+#[test]
+fn an_unarmed_toaster_stays_in_dx_on_resume() {
+    let bench = toaster();
+    bench.runtime.inject_failure(Callback::ArmWakeFromSx, 1, NtError::UNSUCCESSFUL).unwrap();
+    bench.act(PnpAction::Start);
+    let _ = bench.runtime.take_trace();
+    bench.act(PnpAction::Sleep);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtDeviceArmWakeFromSx -> STATUS_UNSUCCESSFUL (injected)",
+            "EvtDeviceDisarmWakeFromSx",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+        ]
+    );
+    bench.act(PnpAction::Resume);
+    assert!(new_lines(&bench).is_empty(), "stays in Dx without a callback");
+    assert_eq!(bench.node.state(), NodeState::Idle);
+    bench.act(PnpAction::Wake);
+    assert_eq!(bench.node.state(), NodeState::Working);
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+
+    let runtime = Runtime::new();
+    let driver = runtime.load::<ToasterDriver>().unwrap();
+    let node = driver.add_device_with(AssignedResources::new().device_wake(None)).unwrap();
+    let bench = Rig { runtime, driver, node };
+    bench.act(PnpAction::Start);
+    let _ = bench.runtime.take_trace();
+    bench.act(PnpAction::Sleep);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+        ],
+        "not armable: sleeps unarmed"
+    );
+    bench.act(PnpAction::Resume);
+    assert!(new_lines(&bench).is_empty());
+    assert_eq!(bench.node.state(), NodeState::Idle);
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
 // ---- The runner's command line (a public contract) ---------------------------------------
 
 fn run(args: &[&str]) -> runner::Outcome {
     runner::run(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
 }
 
+/// The toaster's life with no actions given. `sleep` arms it for system wake and `resume`
+/// disarms it: it assigned the default Sx wake settings (docs/kmdf-behaviour.md section 10,
+/// the rows "sleep, armable" and "resume, armed for Sx").
 #[test]
 fn the_default_life() {
     let outcome = run(&[]);
@@ -285,10 +469,12 @@ EvtDeviceSelfManagedIoRestart
 EvtTimerFunc
 EvtWorkItem
 EvtDeviceSelfManagedIoSuspend
+EvtDeviceArmWakeFromSx
 EvtDeviceD0ExitPreInterruptsDisabled(D3)
 EvtDeviceD0Exit(D3)
 EvtDeviceD0Entry(D3)
 EvtDeviceD0EntryPostInterruptsEnabled(D3)
+EvtDeviceDisarmWakeFromSx
 EvtDeviceSelfManagedIoRestart
 EvtTimerFunc
 EvtWorkItem
@@ -429,6 +615,108 @@ fn an_action_invalid_in_the_state_stops_with_the_trace_so_far() {
     assert!(!outcome.stdout.contains("toast:"), "no summary after an error");
 }
 
+/// `wait MS` advances the virtual clock: the toaster heats meanwhile and idles by itself at
+/// its idle timeout (docs/kmdf-behaviour.md section 10), which counts from its start; one
+/// heating period passes after `start`, so `wait 900` reaches it and `wait 899` does not.
+#[test]
+fn wait_advances_the_clock_and_the_toaster_idles_at_its_timeout() {
+    let period = u64::try_from(TICK.as_millis()).unwrap();
+    let timeout = u64::try_from(IDLE_TIMEOUT.as_millis()).unwrap();
+    let before = (timeout - period - 1).to_string();
+    let outcome = run(&["start", "wait", &before]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(!outcome.stdout.contains("EvtDeviceSelfManagedIoSuspend"), "{}", outcome.stdout);
+    // One tick in the period after start, then one each 100 ms of the wait.
+    let ticks = outcome.stdout.lines().filter(|l| *l == "EvtTimerFunc").count();
+    assert_eq!(ticks, usize::try_from((timeout - 1) / period).unwrap());
+
+    let at = (timeout - period).to_string();
+    let outcome = run(&["start", "wait", &at]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(
+        &lines[lines.len() - 6..],
+        [
+            "EvtWorkItem",
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+            "toast: 1 requested, 1 done, 0 failed by flush, 0 pending",
+            "invariants: ok (checked after every action)",
+        ]
+    );
+    // Idle, the toaster is not working: no toast is asked for; `wake` brings it back.
+    let outcome = run(&["start", "wait", &at, "wake", "remove"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(outcome.stdout.contains(
+        "EvtDeviceD0Exit(D3)\nEvtDeviceD0Entry(D3)\nEvtDeviceD0EntryPostInterruptsEnabled(D3)\n"
+    ));
+    assert!(outcome.stdout.ends_with(
+        "toast: 2 requested, 1 done, 1 failed by flush, 0 pending\n\
+         invariants: ok (checked after every action)\n"
+    ));
+    // Also with the period's work still queued: the idle power-down's flush waits for it;
+    // a wait that does not reach the timeout runs it once it has ended; the trace is the
+    // same every time.
+    let late_lives: [&[&str]; 2] = [
+        &["start", "wait", &at, "wake", "remove", "--late-work"],
+        &["start", "wait", "100", "wait", &before, "wait", "1", "remove", "--late-work"],
+    ];
+    let late = run(late_lives[0]);
+    assert_eq!(late.code, 0, "{}", late.stderr);
+    let lines: Vec<&str> = late.stdout.lines().collect();
+    let suspend = lines.iter().position(|l| *l == "EvtDeviceSelfManagedIoSuspend").unwrap();
+    assert_eq!(lines[suspend + 1], "EvtWorkItem", "{}", late.stdout);
+    let short = run(&["start", "wait", "100", "idle", "--late-work"]);
+    assert!(
+        short.stdout.contains(
+            "EvtTimerFunc\nEvtWorkItem\nEvtTimerFunc\nEvtDeviceSelfManagedIoSuspend\nEvtWorkItem\n"
+        ),
+        "{}",
+        short.stdout
+    );
+    for life in late_lives {
+        let first = run(life);
+        for _ in 0..20 {
+            assert_eq!(run(life), first);
+        }
+    }
+}
+
+#[test]
+fn wait_needs_a_number_of_milliseconds() {
+    for (args, message) in [
+        (
+            &["start", "wait"][..],
+            "toaster: `wait` needs a number of milliseconds, e.g. wait 1000\n",
+        ),
+        (
+            &["start", "wait", "soon", "remove"],
+            "toaster: `soon` in `wait soon` is not a number of milliseconds (1 to 3600000)\n",
+        ),
+        (
+            &["wait", "0"],
+            "toaster: `0` in `wait 0` is not a number of milliseconds (1 to 3600000)\n",
+        ),
+        (
+            &["wait", "-5"],
+            "toaster: `-5` in `wait -5` is not a number of milliseconds (1 to 3600000)\n",
+        ),
+        (
+            &["wait", "3600001"],
+            "toaster: `3600001` in `wait 3600001` is not a number of milliseconds (1 to 3600000)\n",
+        ),
+    ] {
+        let outcome = run(args);
+        assert_eq!(
+            (outcome.code, outcome.stderr.as_str(), outcome.stdout.as_str()),
+            (2, message, "")
+        );
+    }
+    let outcome = run(&["--help"]);
+    assert!(outcome.stdout.contains("wait MS"), "{}", outcome.stdout);
+}
+
 /// A driver whose timer panics on its first tick, to drive the runner's loop into a bug
 /// check (the toaster itself never panics).
 mod sparky {
@@ -478,9 +766,10 @@ fn the_runner_s_life_ends_at_a_panic_in_deferred_work() {
     let runtime = Runtime::new();
     let driver = runtime.load::<sparky::Sparky>().unwrap();
     let node = driver.add_device().unwrap();
-    let panics = runner::play(&runtime, &node, &[PnpAction::Start, PnpAction::Idle], false)
-        .unwrap()
-        .expect("the panic ends the life");
+    let panics =
+        runner::play(&runtime, &node, &[PnpAction::Start.into(), PnpAction::Idle.into()], false)
+            .unwrap()
+            .expect("the panic ends the life");
     assert_eq!(
         panics.to_string(),
         format!(

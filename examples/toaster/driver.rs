@@ -20,6 +20,16 @@
 //! * `self_managed_io_cleanup` deletes the element;
 //! * `query_remove` flushes the work item before agreeing, as toastmon flushes its target's
 //!   work item in `EvtIoTargetQueryRemove` before closing the target.
+//!
+//! Its power policy is the C featured toaster's: in `device_add` it idles after
+//! [`IDLE_TIMEOUT`] without a power reference, unarmed (`IdleCannotWakeFromS0`: only a
+//! power reference or a hand-applied wake brings it back), and it asks to be armed for
+//! system wake with the default settings, going on without when the bus cannot wake the
+//! system. Its six wake callbacks only record what the framework did
+//! ([`Toaster::armed_for_wake`], [`Toaster::wakes_triggered`]): a toaster has no wake
+//! hardware to program. Its own requests are not `WDFREQUEST`s on a power-managed queue, so
+//! they hold no power reference: it idles after its timeout with toast pending, and heats
+//! again when it is back in D0.
 
 extern crate alloc;
 
@@ -31,6 +41,7 @@ use core::time::Duration;
 
 use kmdf::object::ObjectRef;
 use kmdf::pnp::HardwareResources;
+use kmdf::power_policy::{IdleCaps, S0IdleSettings, SxWakeSettings};
 use kmdf::sync::SpinLock;
 use kmdf::{
     Device, DeviceInit, DevicePowerState, Driver, NtError, NtStatus, PnpPowerCallbacks, Result,
@@ -43,6 +54,14 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// How many ticks a slice needs.
 pub const HEAT_TICKS: u64 = 2;
 
+/// How long the toaster stays in D0 without a power reference before it idles.
+///
+/// The C featured toaster's is 60 s; this one is shortened to 1 s so that the runner's
+/// `wait 1000` shows it in ten heating periods rather than six hundred. It is still ten
+/// times the heating period that passes between two of the runner's actions, so the default
+/// life never idles by itself.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The driver: what is shared by every toaster it serves.
 pub struct ToasterDriver {
     /// Every request's outcome, kept past the devices so the runner and tests can check it.
@@ -54,10 +73,10 @@ impl Driver for ToasterDriver {
         Ok(ToasterDriver { ledger: Arc::new(Ledger::new()?) })
     }
 
-    /// `EvtDriverDeviceAdd`: one toaster, its element, its context and every PnP/power
-    /// callback.
+    /// `EvtDriverDeviceAdd`: one toaster, its element, its context, every PnP/power
+    /// callback, and its power policy.
     fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
-        device_init.create_with(|device| {
+        let device = device_init.create_with(|device| {
             Ok(Toaster {
                 ledger: Arc::clone(&self.ledger),
                 pending: SpinLock::new(VecDeque::new())?,
@@ -66,8 +85,19 @@ impl Driver for ToasterDriver {
                 flushed: AtomicBool::new(false),
                 unplugged: AtomicBool::new(false),
                 resources: AtomicU64::new(0),
+                armed_s0: AtomicBool::new(false),
+                armed_sx: AtomicBool::new(false),
+                wakes: AtomicU64::new(0),
             })
         })?;
+        // Idle after the timeout, unarmed: the toaster cannot signal wake itself, only a
+        // request (a power reference) brings it back.
+        device.assign_s0_idle_settings(
+            &S0IdleSettings::new(IdleCaps::CannotWakeFromS0).idle_timeout(IDLE_TIMEOUT),
+        )?;
+        // Armed to wake the system when it sleeps, if the bus can do that; without, the
+        // toaster works all the same.
+        let _ = device.assign_sx_wake_settings(&SxWakeSettings::new());
         Ok(())
     }
 }
@@ -129,6 +159,11 @@ pub struct Toaster {
     unplugged: AtomicBool,
     /// Resource descriptors seen by `prepare_hardware`.
     resources: AtomicU64,
+    /// Armed for wake from S0 (idle) and from Sx (system sleep), as the wake callbacks say.
+    armed_s0: AtomicBool,
+    armed_sx: AtomicBool,
+    /// How many times its wake signal brought it (or the system) back.
+    wakes: AtomicU64,
 }
 
 impl Toaster {
@@ -152,6 +187,19 @@ impl Toaster {
     /// How many requests are pending.
     pub fn pending(&self) -> usize {
         self.pending.lock().len()
+    }
+
+    /// Whether the toaster is armed for wake now: (from S0 idle, from a system sleep).
+    #[allow(dead_code, reason = "read by tests/toaster.rs, not by the runner")]
+    pub fn armed_for_wake(&self) -> (bool, bool) {
+        (self.armed_s0.load(Ordering::SeqCst), self.armed_sx.load(Ordering::SeqCst))
+    }
+
+    /// How many times its wake signal brought the toaster back (`wake_from_s0_triggered`,
+    /// `wake_from_sx_triggered`).
+    #[allow(dead_code, reason = "read by tests/toaster.rs, not by the runner")]
+    pub fn wakes_triggered(&self) -> u64 {
+        self.wakes.load(Ordering::SeqCst)
     }
 
     /// Stops the element and waits until neither its timer nor its work item runs.
@@ -287,6 +335,39 @@ kmdf::vtable! {
         fn self_managed_io_cleanup(&self, _device: &Device<Self>) {
             let _ = self.timer.delete();
             let _ = self.heater.delete();
+        }
+
+        /// About to idle armed for wake (never with `IdleCannotWakeFromS0`, but a toaster
+        /// on a wake-capable bus would be): nothing to program, only noted.
+        fn arm_wake_from_s0(&self, _device: &Device<Self>) -> Result {
+            self.armed_s0.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+
+        /// Back in D0 from an armed idle.
+        fn disarm_wake_from_s0(&self, _device: &Device<Self>) {
+            self.armed_s0.store(false, Ordering::SeqCst);
+        }
+
+        /// Its wake signal brought it back from idle.
+        fn wake_from_s0_triggered(&self, _device: &Device<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
+        }
+
+        /// The system is going to sleep and the toaster may wake it.
+        fn arm_wake_from_sx(&self, _device: &Device<Self>) -> Result {
+            self.armed_sx.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+
+        /// The system is back (or arming failed).
+        fn disarm_wake_from_sx(&self, _device: &Device<Self>) {
+            self.armed_sx.store(false, Ordering::SeqCst);
+        }
+
+        /// Its wake signal woke the system.
+        fn wake_from_sx_triggered(&self, _device: &Device<Self>) {
+            self.wakes.fetch_add(1, Ordering::SeqCst);
         }
 
         /// The device object is being deleted.

@@ -5,6 +5,10 @@
 //! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]] [--late-work]
 //! ```
 //!
+//! An action is a PnP action (`start`, `idle`, ...) or `wait MS`, which advances the
+//! runtime's virtual clock by MS milliseconds: the element heats meanwhile, and once the
+//! toaster has been in D0 for its idle timeout with no power reference it idles by itself
+//! (docs/kmdf-behaviour.md section 10).
 //! Between two actions one heating period passes on the runtime's virtual clock (the timer
 //! fires, the work item heats), and while the toaster is working an application first asks
 //! for a slice of toast. After the last action nothing more happens.
@@ -18,6 +22,7 @@
 //! a bug check would: the trace and the summary are printed up to that point.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use kmdf::host::{
     CallbackPanicked, DeviceNode, HeldWorkers, NodeState, PanicReport, PnpAction, PnpError, Runtime,
@@ -27,14 +32,32 @@ use kmdf::{Callback, NtError};
 use crate::driver::{TICK, Toaster, ToasterDriver};
 
 /// The life played when no action is given.
-pub const DEFAULT_LIFE: [PnpAction; 6] = [
-    PnpAction::Start,
-    PnpAction::Idle,
-    PnpAction::Wake,
-    PnpAction::Sleep,
-    PnpAction::Resume,
-    PnpAction::Remove,
+pub const DEFAULT_LIFE: [Step; 6] = [
+    Step::Pnp(PnpAction::Start),
+    Step::Pnp(PnpAction::Idle),
+    Step::Pnp(PnpAction::Wake),
+    Step::Pnp(PnpAction::Sleep),
+    Step::Pnp(PnpAction::Resume),
+    Step::Pnp(PnpAction::Remove),
 ];
+
+/// The longest `wait`: an hour of the virtual clock (36,000 heating periods).
+pub const MAX_WAIT_MS: u64 = 3_600_000;
+
+/// One step of the life: a PnP action, or time passing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A PnP action applied to the device.
+    Pnp(PnpAction),
+    /// `wait MS`: the virtual clock advances by this much.
+    Wait(Duration),
+}
+
+impl From<PnpAction> for Step {
+    fn from(action: PnpAction) -> Self {
+        Step::Pnp(action)
+    }
+}
 
 pub const USAGE: &str = "\
 usage: toaster [ACTION ...] [--fail CALLBACK[@N]]... [--late-work]
@@ -43,7 +66,9 @@ Loads the toaster sample driver on the kmdf host runtime, applies the PnP action
 and prints every driver callback, one per line, then a summary.
 
 actions:   start idle wake sleep resume query-remove cancel-remove remove surprise-remove
-           query-stop cancel-stop stop
+           query-stop cancel-stop stop signal-wake
+           wait MS  the virtual clock advances MS milliseconds (1 to 3600000): the toaster
+           heats, and idles by itself once it has been in D0 for its idle timeout (1000 ms)
            (none: start idle wake sleep resume remove)
 --fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
            STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated
@@ -65,7 +90,7 @@ impl Outcome {
 }
 
 struct Plan {
-    actions: Vec<PnpAction>,
+    actions: Vec<Step>,
     failures: Vec<(Callback, u64)>,
     late_work: bool,
 }
@@ -96,14 +121,27 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             failures.push(parse_failure(spec)?);
         } else if arg.starts_with('-') {
             return Err(format!("unknown option `{arg}`\n{USAGE}"));
+        } else if arg == "wait" {
+            actions.push(Step::Wait(parse_wait(args.next())?));
         } else {
-            actions.push(arg.parse::<PnpAction>().map_err(|e| e.to_string())?);
+            actions.push(Step::Pnp(arg.parse::<PnpAction>().map_err(|e| e.to_string())?));
         }
     }
     if actions.is_empty() {
         actions = DEFAULT_LIFE.to_vec();
     }
     Ok(Some(Plan { actions, failures, late_work }))
+}
+
+fn parse_wait(ms: Option<&String>) -> Result<Duration, String> {
+    let ms = ms.ok_or("`wait` needs a number of milliseconds, e.g. wait 1000")?;
+    ms.parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            format!("`{ms}` in `wait {ms}` is not a number of milliseconds (1 to {MAX_WAIT_MS})")
+        })
 }
 
 fn parse_failure(spec: &str) -> Result<(Callback, u64), String> {
@@ -216,7 +254,7 @@ pub fn run(args: &[String]) -> Outcome {
 }
 
 /// Plays `actions`, one heating period passing between two (an application first asks for
-/// toast while the toaster works). With `late_work`, the work a period hands on is still
+/// toast while the toaster works); a [`Step::Wait`] advances the clock by its duration. With `late_work`, the work a period hands on is still
 /// queued when the next action starts (the workers are held), and runs once the action
 /// waits for it or has ended: each action meets work in flight, the same way every run.
 ///
@@ -226,29 +264,67 @@ pub fn run(args: &[String]) -> Outcome {
 pub fn play(
     runtime: &Runtime,
     node: &DeviceNode,
-    actions: &[PnpAction],
+    actions: &[Step],
     late_work: bool,
 ) -> Result<Option<CallbackPanicked>, PnpError> {
     let last = actions.len() - 1;
     let mut held = None;
-    for (index, &action) in actions.iter().enumerate() {
-        match apply(runtime, node, action, held.take()) {
-            Ok(()) => {}
-            Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
-            Err(error) => return Err(error),
+    for (index, &step) in actions.iter().enumerate() {
+        match step {
+            Step::Pnp(action) => match apply(runtime, node, action, held.take()) {
+                Ok(()) => {}
+                Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
+                Err(error) => return Err(error),
+            },
+            Step::Wait(duration) => {
+                // The held work runs once the wait waits for it or has ended.
+                let (advanced, still_held) = advance(runtime, duration, held.take());
+                drop(still_held);
+                if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
+                    return Ok(Some(panics));
+                }
+            }
         }
         if index < last {
             if node.state() == NodeState::Working {
                 let _ = node.with_context(|toaster: &Toaster| toaster.submit());
             }
-            held = late_work.then(|| runtime.hold_workers());
-            if let Err(panics) = runtime.advance(TICK).and_then(|()| runtime.wait_for_work_items())
-            {
+            let (advanced, still_held) =
+                advance(runtime, TICK, late_work.then(|| runtime.hold_workers()));
+            held = still_held;
+            if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
                 return Ok(Some(panics));
             }
         }
     }
     Ok(None)
+}
+
+/// Advances the clock by `duration`, each expiry's work done before the next. With workers
+/// `held`, the expiries fire without waiting, on another thread, and the workers are
+/// released as soon as something waits for a work item (the flush of an idle power-down
+/// that falls due meanwhile); otherwise they are handed back, still held.
+fn advance<'r>(
+    runtime: &'r Runtime,
+    duration: Duration,
+    held: Option<HeldWorkers<'r>>,
+) -> (Result<(), CallbackPanicked>, Option<HeldWorkers<'r>>) {
+    let Some(held) = held else { return (runtime.advance(duration), None) };
+    std::thread::scope(|scope| {
+        let advancing = scope.spawn(|| runtime.advance(duration));
+        while runtime.work_item_waiters() == 0 && !advancing.is_finished() {
+            std::thread::yield_now();
+        }
+        // Nothing waits on a finished advance, and a waiting one cannot finish.
+        let held = if advancing.is_finished() {
+            Some(held)
+        } else {
+            drop(held);
+            None
+        };
+        let advanced = advancing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (advanced, held)
+    })
 }
 
 /// Applies `action`; with workers `held`, on another thread, releasing them once the

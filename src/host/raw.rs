@@ -405,6 +405,42 @@ pub fn delete(object: &Object) -> Result {
     }
 }
 
+/// `WdfDeviceAssignS0IdleSettings` on `device`, with the checks and errors of
+/// [`Device::assign_s0_idle_settings`](crate::Device::assign_s0_idle_settings): the device's
+/// S0 idle policy on the runtime's model (docs/kmdf-behaviour.md section 10).
+///
+/// # Errors
+///
+/// As [`Device::assign_s0_idle_settings`](crate::Device::assign_s0_idle_settings);
+/// `STATUS_INVALID_DEVICE_REQUEST` when `device` is not a device.
+pub fn assign_s0_idle_settings(
+    device: &Object,
+    settings: &crate::power_policy::S0IdleSettings,
+) -> Result {
+    if device.kind() != ObjectKind::Device {
+        return Err(NtError::INVALID_DEVICE_REQUEST);
+    }
+    settings.check()?;
+    super::power_policy::assign_s0_idle_settings(&device.0, settings)
+}
+
+/// `WdfDeviceAssignSxWakeSettings` on `device`: its system-wake policy on the runtime's
+/// model (docs/kmdf-behaviour.md section 10).
+///
+/// # Errors
+///
+/// As [`Device::assign_sx_wake_settings`](crate::Device::assign_sx_wake_settings);
+/// `STATUS_INVALID_DEVICE_REQUEST` when `device` is not a device.
+pub fn assign_sx_wake_settings(
+    device: &Object,
+    settings: crate::power_policy::SxWakeSettings,
+) -> Result {
+    if device.kind() != ObjectKind::Device {
+        return Err(NtError::INVALID_DEVICE_REQUEST);
+    }
+    super::power_policy::assign_sx_wake_settings(&device.0, settings)
+}
+
 /// `WdfDeviceSetFailed`: the runtime's PnP manager answers after the call returns.
 pub fn set_failed(device: &Object, action: crate::FailedAction) {
     device::set_failed(&device.0, action);

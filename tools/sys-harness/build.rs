@@ -11,7 +11,7 @@
 //!   computes them for x86_64-pc-windows-msvc from the same headers (each reported by an
 //!   `-Wint-conversion` warning), so that a size a driver passes in a `Size` field is checked
 //!   against the header's, and the harness's own `#[repr(C)]` mirrors are checked at compile
-//!   time.
+//!   time; and the values of the enumerators it reads in them (`VALUE_<name>`).
 
 use std::env;
 use std::fmt::Write as _;
@@ -27,6 +27,9 @@ const STRUCTS: &[&str] = &[
     "WDF_WORKITEM_CONFIG",
     "WDF_TIMER_CONFIG",
     "WDF_DRIVER_GLOBALS",
+    "WDF_POWER_POLICY_EVENT_CALLBACKS",
+    "WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS",
+    "WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS",
 ];
 
 const FIELDS: &[(&str, &[&str])] = &[
@@ -90,6 +93,63 @@ const FIELDS: &[(&str, &[&str])] = &[
         "WDF_DRIVER_GLOBALS",
         &["Driver", "DriverFlags", "DriverTag", "DriverName", "DisplaceDriverUnload"],
     ),
+    (
+        "WDF_POWER_POLICY_EVENT_CALLBACKS",
+        &[
+            "Size",
+            "EvtDeviceArmWakeFromS0",
+            "EvtDeviceDisarmWakeFromS0",
+            "EvtDeviceWakeFromS0Triggered",
+            "EvtDeviceArmWakeFromSx",
+            "EvtDeviceDisarmWakeFromSx",
+            "EvtDeviceWakeFromSxTriggered",
+            "EvtDeviceArmWakeFromSxWithReason",
+        ],
+    ),
+    (
+        "WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS",
+        &[
+            "Size",
+            "IdleCaps",
+            "DxState",
+            "IdleTimeout",
+            "UserControlOfIdleSettings",
+            "Enabled",
+            "PowerUpIdleDeviceOnSystemWake",
+            "IdleTimeoutType",
+            "ExcludeD3Cold",
+        ],
+    ),
+    (
+        "WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS",
+        &[
+            "Size",
+            "DxState",
+            "UserControlOfWakeSettings",
+            "Enabled",
+            "ArmForWakeIfChildrenAreArmedForWake",
+            "IndicateChildWakeOnParentWake",
+        ],
+    ),
+];
+
+/// Enumerators whose values the harness reads in the structures above (`VALUE_<name>`).
+const ENUMERATORS: &[&str] = &[
+    "IdleCannotWakeFromS0",
+    "IdleCanWakeFromS0",
+    "IdleUsbSelectiveSuspend",
+    "IdleDoNotAllowUserControl",
+    "IdleAllowUserControl",
+    "WakeDoNotAllowUserControl",
+    "WakeAllowUserControl",
+    "DriverManagedIdleTimeout",
+    "WdfFalse",
+    "WdfTrue",
+    "WdfUseDefault",
+    "PowerDeviceD1",
+    "PowerDeviceD2",
+    "PowerDeviceD3",
+    "PowerDeviceMaximum",
 ];
 
 fn main() {
@@ -198,6 +258,10 @@ fn layouts(root: &Path) -> String {
             keys.push(format!("OFFSET_{name}__{field}"));
         }
     }
+    for name in ENUMERATORS {
+        writeln!(probe, "char (*p{})[({name}) + 1] = 1;", keys.len()).unwrap();
+        keys.push(format!("VALUE_{name}"));
+    }
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let file = out.join("layouts.c");
     fs::write(&file, probe).unwrap();
@@ -244,6 +308,10 @@ fn layouts(root: &Path) -> String {
         let value = value.unwrap_or_else(|| {
             panic!("sys-harness: clang did not report {key}; its diagnostics:\n{diagnostics}")
         });
+        if key.starts_with("VALUE_") {
+            writeln!(code, "pub const {key}: i32 = {};", value - 1).unwrap();
+            continue;
+        }
         let value = if key.starts_with("OFFSET_") { value - 1 } else { value };
         writeln!(code, "pub const {key}: usize = {value};").unwrap();
     }

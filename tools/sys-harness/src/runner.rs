@@ -25,14 +25,24 @@ use crate::{cpu, ntos, report};
 const TICK: Duration = Duration::from_millis(100);
 
 /// The life played when no action is given.
-const DEFAULT_LIFE: [PnpAction; 6] = [
-    PnpAction::Start,
-    PnpAction::Idle,
-    PnpAction::Wake,
-    PnpAction::Sleep,
-    PnpAction::Resume,
-    PnpAction::Remove,
+const DEFAULT_LIFE: [Step; 6] = [
+    Step::Pnp(PnpAction::Start),
+    Step::Pnp(PnpAction::Idle),
+    Step::Pnp(PnpAction::Wake),
+    Step::Pnp(PnpAction::Sleep),
+    Step::Pnp(PnpAction::Resume),
+    Step::Pnp(PnpAction::Remove),
 ];
+
+/// The longest `wait` (the host runner's).
+const MAX_WAIT_MS: u64 = 3_600_000;
+
+/// One step of the life: a PnP action, or time passing (`wait MS`).
+#[derive(Clone, Copy)]
+enum Step {
+    Pnp(PnpAction),
+    Wait(Duration),
+}
 
 const USAGE: &str = "\
 usage: toaster [ACTION ...] [--fail CALLBACK[@N]]... [--late-work]
@@ -41,7 +51,9 @@ Loads the toaster sample driver on the kmdf host runtime, applies the PnP action
 and prints every driver callback, one per line, then a summary.
 
 actions:   start idle wake sleep resume query-remove cancel-remove remove surprise-remove
-           query-stop cancel-stop stop
+           query-stop cancel-stop stop signal-wake
+           wait MS  the virtual clock advances MS milliseconds (1 to 3600000): the toaster
+           heats, and idles by itself once it has been in D0 for its idle timeout (1000 ms)
            (none: start idle wake sleep resume remove)
 --fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
            STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated
@@ -63,7 +75,7 @@ impl Outcome {
 }
 
 struct Plan {
-    actions: Vec<PnpAction>,
+    actions: Vec<Step>,
     failures: Vec<(Callback, u64)>,
     late_work: bool,
 }
@@ -94,14 +106,27 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             failures.push(parse_failure(spec)?);
         } else if arg.starts_with('-') {
             return Err(format!("unknown option `{arg}`\n{USAGE}"));
+        } else if arg == "wait" {
+            actions.push(Step::Wait(parse_wait(args.next())?));
         } else {
-            actions.push(arg.parse::<PnpAction>().map_err(|e| e.to_string())?);
+            actions.push(Step::Pnp(arg.parse::<PnpAction>().map_err(|e| e.to_string())?));
         }
     }
     if actions.is_empty() {
         actions = DEFAULT_LIFE.to_vec();
     }
     Ok(Some(Plan { actions, failures, late_work }))
+}
+
+fn parse_wait(ms: Option<&String>) -> Result<Duration, String> {
+    let ms = ms.ok_or("`wait` needs a number of milliseconds, e.g. wait 1000")?;
+    ms.parse::<u64>()
+        .ok()
+        .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            format!("`{ms}` in `wait {ms}` is not a number of milliseconds (1 to {MAX_WAIT_MS})")
+        })
 }
 
 fn parse_failure(spec: &str) -> Result<(Callback, u64), String> {
@@ -291,22 +316,31 @@ fn device_handle(node: &DeviceNode) -> Option<usize> {
 }
 
 /// As the host runner's `play`: one heating period between two actions, an application
-/// asking for toast first while the toaster works; with `late_work`, the period's work is
-/// still queued when the next action starts.
+/// asking for toast first while the toaster works; `wait MS` advances the clock; with
+/// `late_work`, the period's work is still queued when the next action starts.
 fn play(
     runtime: &Runtime,
     node: &DeviceNode,
-    actions: &[PnpAction],
+    actions: &[Step],
     late_work: bool,
     exports: &Exports,
 ) -> Result<Option<CallbackPanicked>, PnpError> {
     let last = actions.len() - 1;
     let mut held = None;
-    for (index, &action) in actions.iter().enumerate() {
-        match apply(runtime, node, action, held.take()) {
-            Ok(()) => {}
-            Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
-            Err(error) => return Err(error),
+    for (index, &step) in actions.iter().enumerate() {
+        match step {
+            Step::Pnp(action) => match apply(runtime, node, action, held.take()) {
+                Ok(()) => {}
+                Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
+                Err(error) => return Err(error),
+            },
+            Step::Wait(duration) => {
+                let (advanced, still_held) = advance(runtime, duration, held.take());
+                drop(still_held);
+                if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
+                    return Ok(Some(panics));
+                }
+            }
         }
         if index < last {
             if node.state() == NodeState::Working
@@ -314,14 +348,38 @@ fn play(
             {
                 let _ = (exports.submit)(device);
             }
-            held = late_work.then(|| runtime.hold_workers());
-            if let Err(panics) = runtime.advance(TICK).and_then(|()| runtime.wait_for_work_items())
-            {
+            let (advanced, still_held) =
+                advance(runtime, TICK, late_work.then(|| runtime.hold_workers()));
+            held = still_held;
+            if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
                 return Ok(Some(panics));
             }
         }
     }
     Ok(None)
+}
+
+/// As the host runner's `advance`.
+fn advance<'r>(
+    runtime: &'r Runtime,
+    duration: Duration,
+    held: Option<HeldWorkers<'r>>,
+) -> (Result<(), CallbackPanicked>, Option<HeldWorkers<'r>>) {
+    let Some(held) = held else { return (runtime.advance(duration), None) };
+    std::thread::scope(|scope| {
+        let advancing = scope.spawn(|| runtime.advance(duration));
+        while runtime.work_item_waiters() == 0 && !advancing.is_finished() {
+            std::thread::yield_now();
+        }
+        let held = if advancing.is_finished() {
+            Some(held)
+        } else {
+            drop(held);
+            None
+        };
+        let advanced = advancing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (advanced, held)
+    })
 }
 
 /// As the host runner's `apply`.

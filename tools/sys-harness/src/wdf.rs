@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use kmdf::host::AssignedResources;
 use kmdf::host::raw::{self, Cleanup, DriverHooks, Hooks, Object, WeakObject};
+use kmdf::power_policy::{DxState, IdleCaps, S0IdleSettings, SxWakeSettings};
 use kmdf::{Callback, DeviceInit, DevicePowerState, FailedAction, NtError, NtStatus};
 
 use crate::report;
@@ -102,6 +103,46 @@ pub struct PnpPowerCallbacks {
     usage_notification: usize,
     relations_query: usize,
     usage_notification_ex: usize,
+}
+
+/// `WDF_POWER_POLICY_EVENT_CALLBACKS`: the callbacks as addresses, called with their own
+/// signatures ([`call_policy`]).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct PowerPolicyCallbacks {
+    size: u32,
+    arm_wake_from_s0: usize,
+    disarm_wake_from_s0: usize,
+    wake_from_s0_triggered: usize,
+    arm_wake_from_sx: usize,
+    disarm_wake_from_sx: usize,
+    wake_from_sx_triggered: usize,
+    arm_wake_from_sx_with_reason: usize,
+}
+
+/// `WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS` (its enums and `WDF_TRI_STATE`s as `i32`).
+#[repr(C)]
+pub struct IdleSettings {
+    size: u32,
+    idle_caps: i32,
+    dx_state: i32,
+    idle_timeout: u32,
+    user_control: i32,
+    enabled: i32,
+    power_up_on_system_wake: i32,
+    idle_timeout_type: i32,
+    exclude_d3_cold: i32,
+}
+
+/// `WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS`.
+#[repr(C)]
+pub struct WakeSettings {
+    size: u32,
+    dx_state: i32,
+    user_control: i32,
+    enabled: i32,
+    arm_for_wake_if_children_are_armed: u8,
+    indicate_child_wake_on_parent_wake: u8,
 }
 
 /// `WDF_WORKITEM_CONFIG`.
@@ -203,6 +244,32 @@ check_layout! {
         automatic_serialization = OFFSET_WDF_TIMER_CONFIG__AutomaticSerialization,
         tolerable_delay = OFFSET_WDF_TIMER_CONFIG__TolerableDelay,
         use_high_resolution_timer = OFFSET_WDF_TIMER_CONFIG__UseHighResolutionTimer,
+    }
+    PowerPolicyCallbacks = SIZEOF_WDF_POWER_POLICY_EVENT_CALLBACKS {
+        arm_wake_from_s0 = OFFSET_WDF_POWER_POLICY_EVENT_CALLBACKS__EvtDeviceArmWakeFromS0,
+        disarm_wake_from_s0 = OFFSET_WDF_POWER_POLICY_EVENT_CALLBACKS__EvtDeviceDisarmWakeFromS0,
+        wake_from_s0_triggered = OFFSET_WDF_POWER_POLICY_EVENT_CALLBACKS__EvtDeviceWakeFromS0Triggered,
+        arm_wake_from_sx = OFFSET_WDF_POWER_POLICY_EVENT_CALLBACKS__EvtDeviceArmWakeFromSx,
+        disarm_wake_from_sx = OFFSET_WDF_POWER_POLICY_EVENT_CALLBACKS__EvtDeviceDisarmWakeFromSx,
+        wake_from_sx_triggered = OFFSET_WDF_POWER_POLICY_EVENT_CALLBACKS__EvtDeviceWakeFromSxTriggered,
+        arm_wake_from_sx_with_reason = OFFSET_WDF_POWER_POLICY_EVENT_CALLBACKS__EvtDeviceArmWakeFromSxWithReason,
+    }
+    IdleSettings = SIZEOF_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS {
+        idle_caps = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__IdleCaps,
+        dx_state = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__DxState,
+        idle_timeout = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__IdleTimeout,
+        user_control = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__UserControlOfIdleSettings,
+        enabled = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__Enabled,
+        power_up_on_system_wake = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__PowerUpIdleDeviceOnSystemWake,
+        idle_timeout_type = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__IdleTimeoutType,
+        exclude_d3_cold = OFFSET_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS__ExcludeD3Cold,
+    }
+    WakeSettings = SIZEOF_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS {
+        dx_state = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__DxState,
+        user_control = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__UserControlOfWakeSettings,
+        enabled = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__Enabled,
+        arm_for_wake_if_children_are_armed = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__ArmForWakeIfChildrenAreArmedForWake,
+        indicate_child_wake_on_parent_wake = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__IndicateChildWakeOnParentWake,
     }
     DriverGlobals = SIZEOF_WDF_DRIVER_GLOBALS {
         driver = OFFSET_WDF_DRIVER_GLOBALS__Driver,
@@ -473,6 +540,7 @@ pub struct CObject {
     destroy: Evt,
     run: Evt,
     pnp: PnpPowerCallbacks,
+    policy: PowerPolicyCallbacks,
     /// Set once the runtime created the object: before, there is nothing to destroy.
     created: AtomicBool,
 }
@@ -485,6 +553,7 @@ impl CObject {
             destroy: attributes.and_then(|a| a.destroy),
             run: None,
             pnp: PnpPowerCallbacks::default(),
+            policy: PowerPolicyCallbacks::default(),
             created: AtomicBool::new(false),
         }
     }
@@ -510,6 +579,9 @@ impl Hooks for CObject {
         power_state: Option<DevicePowerState>,
         resources: &AssignedResources,
     ) -> kmdf::Result {
+        if POLICY_FIELDS.iter().any(|(c, _, _)| *c == callback) {
+            return call_policy(self.handle, &self.policy, callback);
+        }
         call_pnp(self.handle, &self.pnp, callback, power_state, resources)
     }
 }
@@ -597,6 +669,49 @@ fn resource_list(count: usize) -> usize {
     handle
 }
 
+/// Calls the driver's power-policy callback `callback` with its own signature.
+fn call_policy(
+    device: usize,
+    callbacks: &PowerPolicyCallbacks,
+    callback: Callback,
+) -> kmdf::Result {
+    type Status = extern "win64" fn(usize) -> i32;
+    type Void = extern "win64" fn(usize);
+    let address = POLICY_FIELDS
+        .iter()
+        .find(|(c, _, _)| *c == callback)
+        .map_or(0, |(_, get, _)| get(callbacks));
+    assert!(address != 0, "the runtime calls only registered callbacks");
+    // SAFETY (each transmute below): `address` is the non-null function the driver
+    // registered in the WDF_POWER_POLICY_EVENT_CALLBACKS field of `callback`, whose type the
+    // header gives: `NTSTATUS (WDFDEVICE)` to arm, `VOID (WDFDEVICE)` otherwise.
+    let status = if callback.is_fallible() {
+        // SAFETY: see above.
+        let f = unsafe { std::mem::transmute::<usize, Status>(address) };
+        f(device)
+    } else {
+        // SAFETY: see above.
+        let f = unsafe { std::mem::transmute::<usize, Void>(address) };
+        f(device);
+        0
+    };
+    NtStatus::from_raw(status).ok()
+}
+
+type PolicyGetter = fn(&PowerPolicyCallbacks) -> usize;
+
+/// The fields of `WDF_POWER_POLICY_EVENT_CALLBACKS` the runtime models, with the callback
+/// each registers and the kernel backend's trampoline for it
+/// (`kmdf::kernel::power_policy::NAME`).
+const POLICY_FIELDS: [(Callback, PolicyGetter, &str); 6] = [
+    (Callback::ArmWakeFromS0, |c| c.arm_wake_from_s0, "arm_wake_from_s0"),
+    (Callback::DisarmWakeFromS0, |c| c.disarm_wake_from_s0, "disarm_wake_from_s0"),
+    (Callback::WakeFromS0Triggered, |c| c.wake_from_s0_triggered, "wake_from_s0_triggered"),
+    (Callback::ArmWakeFromSx, |c| c.arm_wake_from_sx, "arm_wake_from_sx"),
+    (Callback::DisarmWakeFromSx, |c| c.disarm_wake_from_sx, "disarm_wake_from_sx"),
+    (Callback::WakeFromSxTriggered, |c| c.wake_from_sx_triggered, "wake_from_sx_triggered"),
+];
+
 /// The field of `callbacks` that registers `callback`, and its header name.
 fn field(callbacks: &PnpPowerCallbacks, callback: Callback) -> usize {
     FIELDS.iter().find(|(c, _, _)| *c == callback).map_or(0, |(_, get, _)| get(callbacks))
@@ -635,19 +750,35 @@ const FIELDS: [(Callback, Getter, &str); 14] = [
 /// PnP trampolines must be the one of its field (`kmdf::kernel::device::d0_entry` in
 /// `EvtDeviceD0Entry`): a callback registered in the wrong field shows here, by name.
 fn check_fields(ddi: &str, callbacks: &PnpPowerCallbacks) {
+    let fields: Vec<(Callback, usize, &str)> =
+        FIELDS.iter().map(|(c, get, name)| (*c, get(callbacks), *name)).collect();
+    check_trampolines(ddi, "WDF_PNPPOWER_EVENT_CALLBACKS", "device", &fields);
+}
+
+/// As [`check_fields`], for `WDF_POWER_POLICY_EVENT_CALLBACKS` and the trampolines of
+/// `kmdf::kernel::power_policy`.
+fn check_policy_fields(ddi: &str, callbacks: &PowerPolicyCallbacks) {
+    let fields: Vec<(Callback, usize, &str)> =
+        POLICY_FIELDS.iter().map(|(c, get, name)| (*c, get(callbacks), *name)).collect();
+    check_trampolines(ddi, "WDF_POWER_POLICY_EVENT_CALLBACKS", "power_policy", &fields);
+}
+
+/// Each registered address in `fields` (callback, address, trampoline name) that is one of
+/// the trampolines of `kmdf::kernel::MODULE` must be its own field's.
+fn check_trampolines(ddi: &str, structure: &str, module: &str, fields: &[(Callback, usize, &str)]) {
     let Some(symbols) = report::SYMBOLS.get() else { return };
-    for (callback, get, expected) in FIELDS {
-        let address = get(callbacks);
+    // Legacy mangling: _ZN4kmdf6kernel<len><module><len><name>...
+    let prefix = format!("4kmdf6kernel{}{module}", module.len());
+    for &(callback, address, expected) in fields {
         if address == 0 {
             continue;
         }
-        // Legacy mangling: _ZN4kmdf6kernel6device<len><name>...; folded functions share
-        // an address, so any of its names may be the expected one.
+        // Folded functions share an address, so any of its names may be the expected one.
         let trampolines: Vec<&str> = symbols
             .names_at(address)
             .iter()
             .filter_map(|symbol| {
-                let rest = symbol.split("4kmdf6kernel6device").nth(1)?;
+                let rest = symbol.split(prefix.as_str()).nth(1)?;
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 let length = digits.parse::<usize>().ok()?;
                 rest.get(digits.len()..digits.len() + length)
@@ -657,25 +788,25 @@ fn check_fields(ddi: &str, callbacks: &PnpPowerCallbacks) {
             continue;
         }
         let name = trampolines.join(" = ");
-        {
-            fail(
-                ddi,
-                &format!(
-                    "WDF_PNPPOWER_EVENT_CALLBACKS.{} holds kmdf::kernel::device::{name}, the \
-                     trampoline of another callback (expected kmdf::kernel::device::{expected})",
-                    callback
-                        .kmdf_name()
-                        .replacen("Evt", "EvtDevice", 1)
-                        .replace("EvtDeviceDevice", "EvtDevice")
-                ),
-            );
-        }
+        fail(
+            ddi,
+            &format!(
+                "{structure}.{} holds kmdf::kernel::{module}::{name}, the trampoline of another \
+                 callback (expected kmdf::kernel::{module}::{expected})",
+                callback
+                    .kmdf_name()
+                    .replacen("Evt", "EvtDevice", 1)
+                    .replace("EvtDeviceDevice", "EvtDevice")
+            ),
+        );
     }
 }
 
-/// The callbacks registered in `callbacks`.
-fn registered(callbacks: &PnpPowerCallbacks) -> Vec<Callback> {
-    FIELDS.iter().filter(|(_, get, _)| get(callbacks) != 0).map(|(c, _, _)| *c).collect()
+/// The callbacks registered in `callbacks` and `policy`.
+fn registered(callbacks: &PnpPowerCallbacks, policy: &PowerPolicyCallbacks) -> Vec<Callback> {
+    let pnp = FIELDS.iter().filter(|(_, get, _)| get(callbacks) != 0).map(|(c, _, _)| *c);
+    let policy = POLICY_FIELDS.iter().filter(|(_, get, _)| get(policy) != 0).map(|(c, _, _)| *c);
+    pnp.chain(policy).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -697,7 +828,7 @@ impl DriverHooks for CDriver {
         let Some(device_add) = self.device_add else {
             return Err(NtError::NOT_SUPPORTED);
         };
-        let mut state = InitState { init: Some(init), callbacks: None };
+        let mut state = InitState { init: Some(init), callbacks: None, policy: None };
         let status = device_add(self.handle, (&raw mut state).addr());
         NtStatus::from_raw(status).ok()
     }
@@ -734,6 +865,7 @@ impl Drop for CDriver {
 struct InitState<'a> {
     init: Option<DeviceInit<'a>>,
     callbacks: Option<PnpPowerCallbacks>,
+    policy: Option<PowerPolicyCallbacks>,
 }
 
 /// `WDFLDR.SYS`'s exports.
@@ -894,6 +1026,34 @@ pub mod ddi {
         state.callbacks = Some(*callbacks);
     }
 
+    pub extern "win64" fn WdfDeviceInitSetPowerPolicyEventCallbacks(
+        globals: *const DriverGlobals,
+        init: usize,
+        callbacks: *const PowerPolicyCallbacks,
+    ) {
+        const DDI: &str = "WdfDeviceInitSetPowerPolicyEventCallbacks";
+        check_globals(DDI, globals);
+        if init == 0 || callbacks.is_null() {
+            fail(DDI, "NULL DeviceInit or callbacks");
+        }
+        // SAFETY: a non-null WDF_POWER_POLICY_EVENT_CALLBACKS the driver passed, valid for
+        // the call.
+        let callbacks = unsafe { &*callbacks };
+        check_size(
+            DDI,
+            "WDF_POWER_POLICY_EVENT_CALLBACKS",
+            callbacks.size,
+            layout::SIZEOF_WDF_POWER_POLICY_EVENT_CALLBACKS,
+        );
+        if callbacks.arm_wake_from_sx_with_reason != 0 {
+            fail(DDI, "EvtDeviceArmWakeFromSxWithReason is not modelled");
+        }
+        check_policy_fields(DDI, callbacks);
+        // SAFETY: as in WdfDeviceInitSetPnpPowerEventCallbacks.
+        let state = unsafe { &mut *(init as *mut InitState<'_>) };
+        state.policy = Some(*callbacks);
+    }
+
     pub extern "win64" fn WdfDeviceCreate(
         globals: *const DriverGlobals,
         init: *mut usize,
@@ -918,11 +1078,13 @@ pub mod ddi {
         register(DDI, handle, Kind::Device, driver, attributes);
         let mut hooks = CObject::new(handle, attributes);
         let callbacks = state.callbacks.unwrap_or_default();
+        let policy = state.policy.unwrap_or_default();
         hooks.pnp = callbacks;
+        hooks.policy = policy;
         let cleanup = if hooks.cleanup.is_some() { Cleanup::Traced } else { Cleanup::None };
         let hooks = Box::new(hooks);
         let created: *const AtomicBool = &raw const hooks.created;
-        match raw::create_device(device_init, &registered(&callbacks), cleanup, hooks) {
+        match raw::create_device(device_init, &registered(&callbacks, &policy), cleanup, hooks) {
             Ok(object) => {
                 // SAFETY: the hooks now live in the object's context, which `object` keeps.
                 unsafe { (*created).store(true, Ordering::SeqCst) };
@@ -1253,6 +1415,56 @@ pub mod ddi {
         }
     }
 
+    pub extern "win64" fn WdfDeviceAssignS0IdleSettings(
+        globals: *const DriverGlobals,
+        handle: usize,
+        settings: *const IdleSettings,
+    ) -> i32 {
+        const DDI: &str = "WdfDeviceAssignS0IdleSettings";
+        check_globals(DDI, globals);
+        let device = object(DDI, handle, &[Kind::Device]);
+        if settings.is_null() {
+            fail(DDI, "NULL Settings");
+        }
+        // SAFETY: a non-null WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS the driver passed, valid
+        // for the call.
+        let settings = unsafe { &*settings };
+        check_size(
+            DDI,
+            "WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS",
+            settings.size,
+            layout::SIZEOF_WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS,
+        );
+        let assigned = s0_idle_settings(DDI, settings)
+            .and_then(|settings| raw::assign_s0_idle_settings(&device, &settings));
+        NtStatus::from(assigned).to_raw()
+    }
+
+    pub extern "win64" fn WdfDeviceAssignSxWakeSettings(
+        globals: *const DriverGlobals,
+        handle: usize,
+        settings: *const WakeSettings,
+    ) -> i32 {
+        const DDI: &str = "WdfDeviceAssignSxWakeSettings";
+        check_globals(DDI, globals);
+        let device = object(DDI, handle, &[Kind::Device]);
+        if settings.is_null() {
+            fail(DDI, "NULL Settings");
+        }
+        // SAFETY: a non-null WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS the driver passed, valid
+        // for the call.
+        let settings = unsafe { &*settings };
+        check_size(
+            DDI,
+            "WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS",
+            settings.size,
+            layout::SIZEOF_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS,
+        );
+        let assigned = sx_wake_settings(DDI, settings)
+            .and_then(|settings| raw::assign_sx_wake_settings(&device, settings));
+        NtStatus::from(assigned).to_raw()
+    }
+
     pub extern "win64" fn WdfDeviceSetFailed(
         globals: *const DriverGlobals,
         handle: usize,
@@ -1268,6 +1480,90 @@ pub mod ddi {
         };
         raw::set_failed(&device, action);
     }
+}
+
+/// A `WDF_TRI_STATE`.
+fn tri_state(value: i32) -> Result<Option<bool>, NtError> {
+    match value {
+        layout::VALUE_WdfFalse => Ok(Some(false)),
+        layout::VALUE_WdfTrue => Ok(Some(true)),
+        layout::VALUE_WdfUseDefault => Ok(None),
+        _ => Err(NtError::INVALID_PARAMETER),
+    }
+}
+
+/// A `DEVICE_POWER_STATE` a power policy may name (`PowerDeviceD1` to
+/// `PowerDeviceMaximum`); KMDF refuses the others (`PowerDeviceD0` among them).
+fn dx_state(value: i32) -> Result<DxState, NtError> {
+    match value {
+        layout::VALUE_PowerDeviceD1 => Ok(DxState::D1),
+        layout::VALUE_PowerDeviceD2 => Ok(DxState::D2),
+        layout::VALUE_PowerDeviceD3 => Ok(DxState::D3),
+        layout::VALUE_PowerDeviceMaximum => Ok(DxState::Deepest),
+        _ => Err(NtError::INVALID_PARAMETER),
+    }
+}
+
+/// `UserControlOfIdleSettings` or `UserControlOfWakeSettings` (`allow`: its `...AllowUserControl` value, `deny`: its
+/// `...DoNotAllowUserControl` value).
+fn user_control(value: i32, allow: i32, deny: i32) -> Result<bool, NtError> {
+    match value {
+        v if v == allow => Ok(true),
+        v if v == deny => Ok(false),
+        _ => Err(NtError::INVALID_PARAMETER),
+    }
+}
+
+/// `WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS` as the typed settings, or KMDF's error.
+fn s0_idle_settings(ddi: &str, raw: &IdleSettings) -> Result<S0IdleSettings, NtError> {
+    // The system-managed ones are PoFx, not modelled.
+    if raw.idle_timeout_type != layout::VALUE_DriverManagedIdleTimeout {
+        fail(ddi, "a system-managed IdleTimeoutType (PoFx) is not modelled");
+    }
+    if raw.exclude_d3_cold != layout::VALUE_WdfUseDefault {
+        fail(ddi, "ExcludeD3Cold other than WdfUseDefault is not modelled");
+    }
+    let caps = match raw.idle_caps {
+        layout::VALUE_IdleCannotWakeFromS0 => IdleCaps::CannotWakeFromS0,
+        layout::VALUE_IdleCanWakeFromS0 => IdleCaps::CanWakeFromS0,
+        layout::VALUE_IdleUsbSelectiveSuspend => IdleCaps::UsbSelectiveSuspend,
+        _ => return Err(NtError::INVALID_PARAMETER),
+    };
+    let user = user_control(
+        raw.user_control,
+        layout::VALUE_IdleAllowUserControl,
+        layout::VALUE_IdleDoNotAllowUserControl,
+    )?;
+    let mut settings =
+        S0IdleSettings::new(caps).dx_state(dx_state(raw.dx_state)?).user_control(user);
+    // 0 is IdleTimeoutDefaultValue.
+    if raw.idle_timeout != 0 {
+        settings = settings.idle_timeout(Duration::from_millis(u64::from(raw.idle_timeout)));
+    }
+    if let Some(enabled) = tri_state(raw.enabled)? {
+        settings = settings.enabled(enabled);
+    }
+    if let Some(power_up) = tri_state(raw.power_up_on_system_wake)? {
+        settings = settings.power_up_on_system_wake(power_up);
+    }
+    Ok(settings)
+}
+
+/// `WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS` as the typed settings, or KMDF's error.
+fn sx_wake_settings(ddi: &str, raw: &WakeSettings) -> Result<SxWakeSettings, NtError> {
+    if raw.arm_for_wake_if_children_are_armed != 0 || raw.indicate_child_wake_on_parent_wake != 0 {
+        fail(ddi, "a bus driver's child wake settings are not modelled");
+    }
+    let user = user_control(
+        raw.user_control,
+        layout::VALUE_WakeAllowUserControl,
+        layout::VALUE_WakeDoNotAllowUserControl,
+    )?;
+    let mut settings = SxWakeSettings::new().dx_state(dx_state(raw.dx_state)?).user_control(user);
+    if let Some(enabled) = tri_state(raw.enabled)? {
+        settings = settings.enabled(enabled);
+    }
+    Ok(settings)
 }
 
 /// Binds `handle` (the driver's, once `raw::load` created its object) to the runtime's object.
@@ -1304,7 +1600,7 @@ mod tests {
     }
 
     /// Every implemented DDI has its WDFFUNCENUM index (build.rs would not build otherwise),
-    /// and they are the 20 the toaster's kernel backend calls.
+    /// and they are the 23 the toaster's kernel backend calls.
     #[test]
     fn the_implemented_ddis_are_the_ddi_module() {
         let source = include_str!("wdf.rs");
@@ -1313,7 +1609,7 @@ mod tests {
             .filter_map(|line| line.trim().strip_prefix("pub extern \"win64\" fn Wdf"))
             .filter_map(|rest| rest.split('(').next())
             .collect();
-        assert_eq!(implemented.len(), 20, "{implemented:?}");
+        assert_eq!(implemented.len(), 23, "{implemented:?}");
         for name in implemented {
             assert!(FUNCTION_NAMES.iter().any(|n| *n == format!("Wdf{name}")), "{name}");
         }
