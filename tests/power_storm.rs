@@ -253,6 +253,11 @@ fn play(storm: &Storm) -> std::result::Result<(), TestCaseError> {
                         taken.recv_timeout(Duration::from_secs(10)).expect("the work item ran");
                     if took {
                         held = Some(release);
+                    } else {
+                        // Refused: the run ends now, and what it did (a power-up that failed
+                        // and tore the device down, the item's own disposal) completes
+                        // before the next step looks at the trace.
+                        runtime.wait_for_work_items().unwrap();
                     }
                 }
             }
