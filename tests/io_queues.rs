@@ -106,6 +106,29 @@ fn a_parallel_queue_respects_its_presentation_limit() {
     assert!(pending.iter().all(kmdf::host::PendingIo::is_complete));
 }
 
+/// Section 9.2: `WdfIoQueueRetrieveNextRequest` on a sequential queue takes the next
+/// queued request even while the driver owns the one the queue presented:
+/// `FxIoQueue::GetRequest` checks the dispatch type, the power state and whether the queue
+/// dispatches, never the requests the driver owns.
+#[test]
+fn a_sequential_queue_gives_the_next_request_to_retrieve_while_it_presented_one() {
+    let plan = Plan { dispatch: Dispatch::Sequential, on_read: OnRead::Pend, ..Plan::default() };
+    let (runtime, node, handle) = started(plan);
+    let first = handle.read_async(3);
+    let second = handle.read_async(4);
+    assert_eq!(lines(&runtime), ["EvtIoRead(3)"], "one at a time");
+    let retrieved = node
+        .with_context(|dev: &Dev| dev.q().retrieve_next_request())
+        .unwrap()
+        .expect("the queued read");
+    assert_eq!(retrieved.parameters(), kmdf::request::Parameters::Read { length: 4 });
+    retrieved.complete(NtStatus::SUCCESS);
+    assert_eq!(second.status(), Some(NtStatus::SUCCESS));
+    assert!(!first.is_complete());
+    with_q(&node, io_common::Q::take_oldest).unwrap().complete(NtStatus::SUCCESS);
+    assert_eq!(first.status(), Some(NtStatus::SUCCESS));
+}
+
 /// Section 9.2: a parallel queue without a limit presents everything at once.
 #[test]
 fn a_parallel_queue_without_a_limit_presents_everything() {

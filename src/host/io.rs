@@ -668,9 +668,8 @@ impl IoPackage {
         if !queue.started || (queue.config.is_power_managed() && !powered) {
             return Err(NtError::WDF_PAUSED);
         }
-        if queue.config.dispatch() == Dispatch::Sequential && queue.owned > 0 {
-            return Err(NtError::NO_MORE_ENTRIES);
-        }
+        // A sequential queue gives its next queued request even while the driver owns the one
+        // it presented: `FxIoQueue::GetRequest` does not look at the driver's requests.
         let request = queue.queued.pop_front().ok_or(NtError::NO_MORE_ENTRIES)?;
         queue.owned += 1;
         inner.next_order += 1;
