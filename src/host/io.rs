@@ -7,6 +7,14 @@
 //! started something, whichever finds nobody dispatching): the others leave a note and the
 //! dispatcher looks again before it stops, so no presentation is lost.
 //!
+//! Why one file of about 1,700 lines: one mutex guards the whole package, and the
+//! dispatcher, the power transitions (`IoStop`, `IoResume`), the purges, the cancellation
+//! and the completion all read and change the same private state under it, in an order that
+//! `tests/loom_io.rs` checks. Split by concern, every part would need that state's fields
+//! visible to the others and the lock discipline would be spread over files. What plugs in
+//! from outside lives elsewhere: the queue and file object kinds (`io_queue.rs`, `file.rs`),
+//! the request's value (`request.rs`), the application side (`client.rs`).
+//!
 //! Who completes a request is decided here, under the mutex: the request's value
 //! ([`RawRequest`]) is held by exactly one party at a time (a queue, the driver, the
 //! cancelable slot), and whoever takes it out completes it or hands it on.
