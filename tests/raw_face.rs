@@ -206,3 +206,87 @@ fn a_raw_device_s_power_policy_is_the_runtime_s() {
     );
     node.apply(PnpAction::Remove).unwrap();
 }
+
+// ---- File objects and device interfaces (docs/kmdf-behaviour.md sections 9.6, 9.7) -------
+
+const GUID_RAW: kmdf::interface::Guid =
+    kmdf::interface::Guid::parse("{5a0d4f36-1b7e-4c2a-9d3e-7f1a2b3c4d5e}");
+
+struct FileDriver;
+
+impl DriverHooks for FileDriver {
+    fn device_add(&self, mut init: DeviceInit<'_>) -> Result {
+        raw::set_file_object(
+            &mut init,
+            &[Callback::DeviceFileCreate, Callback::FileCleanup, Callback::FileClose],
+        );
+        let device = raw::create_device(init, &[], Cleanup::None, Box::new(FileDev))?;
+        raw::create_device_interface(&device, &GUID_RAW, None)?;
+        assert_eq!(
+            raw::create_device_interface(&device, &GUID_RAW, None),
+            Err(NtError::INVALID_PARAMETER),
+            "section 9.7: the same interface twice"
+        );
+        Ok(())
+    }
+}
+
+/// Refuses the second open (`STATUS_DEVICE_BUSY`).
+struct FileDev;
+
+static OPENS: AtomicU32 = AtomicU32::new(0);
+
+impl Hooks for FileDev {
+    fn file_create(&self, device: &Object, _file: &Object) -> Result<Box<dyn Hooks>> {
+        assert_eq!(device.kind(), kmdf::host::ObjectKind::Device);
+        if OPENS.fetch_add(1, Ordering::SeqCst) == 1 {
+            return Err(NtError::DEVICE_BUSY);
+        }
+        Ok(Box::new(Handle))
+    }
+}
+
+struct Handle;
+
+impl Hooks for Handle {
+    fn file_cleanup(&self, file: &Object, device: &Object) {
+        assert_eq!(
+            (file.kind(), device.kind()),
+            (kmdf::host::ObjectKind::File, kmdf::host::ObjectKind::Device)
+        );
+    }
+
+    fn file_close(&self, file: &Object, _device: &Object) {
+        assert!(file.hooks::<Handle>().is_some());
+    }
+}
+
+/// Section 9.7: a raw device's interface is enabled at its first start, so an open before
+/// fails `STATUS_OBJECT_NAME_NOT_FOUND`; section 9.6: each open is `EvtDeviceFileCreate`
+/// with the hooks' status, a close `EvtFileCleanup` then `EvtFileClose`.
+#[test]
+fn a_raw_device_s_files_and_interface_are_the_runtime_s() {
+    let runtime = Runtime::new();
+    let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(FileDriver)))).unwrap();
+    let node = driver.add_device().unwrap();
+    assert_eq!(runtime.open(&GUID_RAW).err(), Some(NtError::OBJECT_NAME_NOT_FOUND));
+    node.apply(PnpAction::Start).unwrap();
+    let _ = runtime.take_trace();
+    let handle = runtime.open(&GUID_RAW).unwrap();
+    assert_eq!(runtime.open(&GUID_RAW).err(), Some(NtError::DEVICE_BUSY));
+    handle.close();
+    assert_eq!(
+        runtime.take_trace().lines(),
+        [
+            "EvtDeviceFileCreate",
+            // The refused open's file object goes without a line, as on the typed face.
+            "EvtDeviceFileCreate -> STATUS_DEVICE_BUSY",
+            "EvtFileCleanup",
+            "EvtFileClose",
+            "EvtDestroyCallback(WDFFILEOBJECT)",
+        ]
+    );
+    node.apply(PnpAction::Remove).unwrap();
+    assert_eq!(node.open(&GUID_RAW).err(), Some(NtError::NO_SUCH_DEVICE));
+    assert!(runtime.verifier_findings().is_empty(), "{:?}", runtime.verifier_findings());
+}

@@ -94,6 +94,28 @@ pub trait Hooks: Any + Send + Sync {
         let _ = (device, callback, power_state, resources);
         Ok(())
     }
+
+    /// A device's `EvtDeviceFileCreate` (registered with [`set_file_object`]): the context
+    /// of the new file object `file`, or the status that fails the open.
+    ///
+    /// # Errors
+    ///
+    /// The status the driver completed the create request with; by default
+    /// `STATUS_INVALID_DEVICE_REQUEST` (a device with no file hooks refuses opens).
+    fn file_create(&self, device: &Object, file: &Object) -> Result<Box<dyn Hooks>> {
+        let _ = (device, file);
+        Err(NtError::INVALID_DEVICE_REQUEST)
+    }
+
+    /// A file object's `EvtFileCleanup`, with its device.
+    fn file_cleanup(&self, file: &Object, device: &Object) {
+        let _ = (file, device);
+    }
+
+    /// A file object's `EvtFileClose`, with its device.
+    fn file_close(&self, file: &Object, device: &Object) {
+        let _ = (file, device);
+    }
 }
 
 /// Whether an object created here has an `EvtCleanupCallback` ([`Hooks::cleanup`]), and
@@ -187,6 +209,20 @@ fn raw_run(object: &RawObject, parent: &RawObject) {
 
 fn raw_dispatch(object: &RawObject, call: PnpCall, resources: &AssignedResources) -> Result {
     context_of(object).pnp(&Object(object.to_arc()), call.callback(), call.power_state(), resources)
+}
+
+fn raw_file_create(device: &RawObject, file: &RawObject) -> Result {
+    let hooks = context_of(device).file_create(&Object(device.to_arc()), &Object(file.to_arc()))?;
+    file.set_context(RawContext(hooks));
+    Ok(())
+}
+
+fn raw_file_cleanup(device: &RawObject, file: &RawObject) {
+    context_of(file).file_cleanup(&Object(file.to_arc()), &Object(device.to_arc()));
+}
+
+fn raw_file_close(device: &RawObject, file: &RawObject) {
+    context_of(file).file_close(&Object(file.to_arc()), &Object(device.to_arc()));
 }
 
 /// What a driver loaded through the raw face does when the PnP manager adds a device or
@@ -291,10 +327,50 @@ pub fn create_device(
         table,
         cleanup.hook(),
         cleanup != Cleanup::Untraced,
-        super::io::IoInit::default(),
+        init.raw.io,
     )?;
     object.set_context(RawContext(hooks));
     Ok(Object(device::publish(slot, object).to_arc()))
+}
+
+/// `WdfDeviceInitSetFileObjectConfig` before [`create_device`]: the device gets file
+/// objects: each open calls the device's [`Hooks::file_create`] (traced
+/// `EvtDeviceFileCreate`, always, as the typed face's; a harness whose driver registered no
+/// `EvtDeviceFileCreate` answers it with a context itself), and the callbacks in
+/// `registered` among `Callback::FileCleanup` and `Callback::FileClose` (the ones that are
+/// not NULL) are the file's [`Hooks::file_cleanup`] and [`Hooks::file_close`].
+pub fn set_file_object(init: &mut DeviceInit<'_>, registered: &[Callback]) {
+    let mut table = vtable::FileCallbacks::NONE;
+    for &callback in registered {
+        table = table.with(callback);
+    }
+    init.raw.io.file = Some(super::io::FileTable {
+        registered: table,
+        device: core::any::TypeId::of::<RawContext>(),
+        create: raw_file_create,
+        cleanup: raw_file_cleanup,
+        close: raw_file_close,
+    });
+}
+
+/// `WdfDeviceCreateDeviceInterface`: an interface of class `guid` (and `reference`) on
+/// `device`, enabled at its first start, disabled at its removal, as the typed
+/// `Device::create_device_interface`.
+///
+/// # Errors
+///
+/// As `Device::create_device_interface`: `STATUS_INVALID_PARAMETER` for the same
+/// interface twice, `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` above `PASSIVE_LEVEL`;
+/// `STATUS_INVALID_DEVICE_REQUEST` when `device` is not a device.
+pub fn create_device_interface(
+    device: &Object,
+    guid: &crate::interface::Guid,
+    reference: Option<&str>,
+) -> Result {
+    if device.kind() != ObjectKind::Device {
+        return Err(NtError::INVALID_DEVICE_REQUEST);
+    }
+    super::interface::create(&device.0, *guid, reference)
 }
 
 /// Calls `f` with the context of `node`'s device, if it is an `H`.
