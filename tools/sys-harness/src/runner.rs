@@ -1,7 +1,7 @@
 //! The toaster's runner, on the `.sys`: the host runner's (examples/toaster/runner.rs)
 //! command line, life and output, with the driver's code running from the image.
 //!
-//! Where the host runner reaches into the driver's Rust values (`Toaster::submit` through
+//! Where the host runner reaches into the driver's Rust values (`Toaster::pending` through
 //! `DeviceNode::with_context`, the ledger through `LoadedDriver::with_driver`), this one
 //! calls the image's harness exports (tools/sys-harness/hooks/toaster.rs, compiled into the
 //! `.sys` with the toaster's `sys-harness` feature), which call the same driver code.
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use kmdf::host::raw::{self, RawDriver};
 use kmdf::host::{
-    CallbackPanicked, DeviceNode, HeldWorkers, NodeState, PanicReport, PnpAction, PnpError, Runtime,
+    CallbackPanicked, DeviceNode, HeldWorkers, PanicReport, PnpAction, PnpError, Runtime,
 };
 use kmdf::{Callback, NtError, NtStatus};
 
@@ -156,7 +156,6 @@ fn failable() -> Vec<&'static str> {
 
 /// The image's harness exports.
 struct Exports {
-    submit: extern "win64" fn(usize) -> i32,
     pending: extern "win64" fn(usize) -> u64,
     ledger: extern "win64" fn(*mut u64, u64) -> u64,
 }
@@ -186,7 +185,6 @@ fn load_image(path: &str) -> Result<(pe::Image, Exports), String> {
     }
     cpu::install();
     let exports = Exports {
-        submit: export(&image, "KmdfHarnessToasterSubmit")?,
         pending: export(&image, "KmdfHarnessToasterPending")?,
         ledger: export(&image, "KmdfHarnessToasterLedger")?,
     };
@@ -244,7 +242,7 @@ pub fn run(path: &str, args: &[String]) -> Outcome {
             return outcome;
         }
     };
-    let panicked = match play(runtime, &node, &plan.actions, plan.late_work, &exports) {
+    let panicked = match play(runtime, &node, &plan.actions, plan.late_work) {
         Ok(panicked) => panicked,
         Err(error) => {
             let named = match &error {
@@ -269,16 +267,11 @@ pub fn run(path: &str, args: &[String]) -> Outcome {
     if written < 4 {
         report::bug_check("KmdfHarnessToasterLedger: the driver is not loaded");
     }
-    let twice = &ledger[4..4 + usize::try_from(ledger[3]).unwrap_or(0).min(60)];
-    if !twice.is_empty() {
-        let _ = writeln!(outcome.stderr, "toaster: requests completed twice: {twice:?}");
-        outcome.code = 1;
-    }
     let pending = device_handle(&node).map_or(0, |device| (exports.pending)(device));
     let _ = writeln!(
         outcome.stdout,
-        "toast: {} requested, {} done, {} failed by flush, {} pending",
-        ledger[0], ledger[1], ledger[2], pending
+        "toast: {} requested, {} done, {} cancelled, {} failed by flush, {} pending",
+        ledger[0], ledger[1], ledger[2], ledger[3], pending
     );
     if other_panics {
         outcome.code = 1;
@@ -315,15 +308,14 @@ fn device_handle(node: &DeviceNode) -> Option<usize> {
     raw::with_device(node, wdf::CObjectHandle::handle).ok()
 }
 
-/// As the host runner's `play`: one heating period between two actions, an application
-/// asking for toast first while the toaster works; `wait MS` advances the clock; with
+/// As the host runner's `play`: one heating period between two actions (the client actions
+/// are not played here yet); `wait MS` advances the clock; with
 /// `late_work`, the period's work is still queued when the next action starts.
 fn play(
     runtime: &Runtime,
     node: &DeviceNode,
     actions: &[Step],
     late_work: bool,
-    exports: &Exports,
 ) -> Result<Option<CallbackPanicked>, PnpError> {
     let last = actions.len() - 1;
     let mut held = None;
@@ -343,11 +335,6 @@ fn play(
             }
         }
         if index < last {
-            if node.state() == NodeState::Working
-                && let Some(device) = device_handle(node)
-            {
-                let _ = (exports.submit)(device);
-            }
             let (advanced, still_held) =
                 advance(runtime, TICK, late_work.then(|| runtime.hold_workers()));
             held = still_held;
