@@ -30,6 +30,9 @@ const STRUCTS: &[&str] = &[
     "WDF_POWER_POLICY_EVENT_CALLBACKS",
     "WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS",
     "WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS",
+    "WDF_FILEOBJECT_CONFIG",
+    "GUID",
+    "UNICODE_STRING",
 ];
 
 const FIELDS: &[(&str, &[&str])] = &[
@@ -131,6 +134,19 @@ const FIELDS: &[(&str, &[&str])] = &[
             "IndicateChildWakeOnParentWake",
         ],
     ),
+    (
+        "WDF_FILEOBJECT_CONFIG",
+        &[
+            "Size",
+            "EvtDeviceFileCreate",
+            "EvtFileClose",
+            "EvtFileCleanup",
+            "AutoForwardCleanupClose",
+            "FileObjectClass",
+        ],
+    ),
+    ("GUID", &["Data1", "Data2", "Data3", "Data4"]),
+    ("UNICODE_STRING", &["Length", "MaximumLength", "Buffer"]),
 ];
 
 /// Enumerators whose values the harness reads in the structures above (`VALUE_<name>`).
@@ -150,6 +166,7 @@ const ENUMERATORS: &[&str] = &[
     "PowerDeviceD2",
     "PowerDeviceD3",
     "PowerDeviceMaximum",
+    "WdfFileObjectWdfCannotUseFsContexts",
 ];
 
 fn main() {

@@ -166,6 +166,35 @@ pub struct TimerConfig {
     use_high_resolution_timer: u8,
 }
 
+/// `WDF_FILEOBJECT_CONFIG`: the file callbacks as addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct FileObjectConfig {
+    size: u32,
+    create: usize,
+    close: usize,
+    cleanup: usize,
+    auto_forward_cleanup_close: i32,
+    class: i32,
+}
+
+/// `GUID`.
+#[repr(C)]
+pub struct Guid {
+    data1: u32,
+    data2: u16,
+    data3: u16,
+    data4: [u8; 8],
+}
+
+/// `UNICODE_STRING`.
+#[repr(C)]
+pub struct UnicodeString {
+    length: u16,
+    maximum_length: u16,
+    buffer: *const u16,
+}
+
 /// `WDF_DRIVER_GLOBALS`.
 #[repr(C)]
 pub struct DriverGlobals {
@@ -270,6 +299,24 @@ check_layout! {
         enabled = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__Enabled,
         arm_for_wake_if_children_are_armed = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__ArmForWakeIfChildrenAreArmedForWake,
         indicate_child_wake_on_parent_wake = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__IndicateChildWakeOnParentWake,
+    }
+    FileObjectConfig = SIZEOF_WDF_FILEOBJECT_CONFIG {
+        create = OFFSET_WDF_FILEOBJECT_CONFIG__EvtDeviceFileCreate,
+        close = OFFSET_WDF_FILEOBJECT_CONFIG__EvtFileClose,
+        cleanup = OFFSET_WDF_FILEOBJECT_CONFIG__EvtFileCleanup,
+        auto_forward_cleanup_close = OFFSET_WDF_FILEOBJECT_CONFIG__AutoForwardCleanupClose,
+        class = OFFSET_WDF_FILEOBJECT_CONFIG__FileObjectClass,
+    }
+    Guid = SIZEOF_GUID {
+        data1 = OFFSET_GUID__Data1,
+        data2 = OFFSET_GUID__Data2,
+        data3 = OFFSET_GUID__Data3,
+        data4 = OFFSET_GUID__Data4,
+    }
+    UnicodeString = SIZEOF_UNICODE_STRING {
+        length = OFFSET_UNICODE_STRING__Length,
+        maximum_length = OFFSET_UNICODE_STRING__MaximumLength,
+        buffer = OFFSET_UNICODE_STRING__Buffer,
     }
     DriverGlobals = SIZEOF_WDF_DRIVER_GLOBALS {
         driver = OFFSET_WDF_DRIVER_GLOBALS__Driver,
@@ -541,6 +588,8 @@ pub struct CObject {
     run: Evt,
     pnp: PnpPowerCallbacks,
     policy: PowerPolicyCallbacks,
+    /// A device's `WDF_FILEOBJECT_CONFIG`, if `WdfDeviceInitSetFileObjectConfig` set one.
+    file: Option<FileObjectConfig>,
     /// Set once the runtime created the object: before, there is nothing to destroy.
     created: AtomicBool,
 }
@@ -554,6 +603,7 @@ impl CObject {
             run: None,
             pnp: PnpPowerCallbacks::default(),
             policy: PowerPolicyCallbacks::default(),
+            file: None,
             created: AtomicBool::new(false),
         }
     }
@@ -583,6 +633,16 @@ impl Hooks for CObject {
             return call_policy(self.handle, &self.policy, callback);
         }
         call_pnp(self.handle, &self.pnp, callback, power_state, resources)
+    }
+
+    fn file_create(&self, _device: &Object, _file: &Object) -> kmdf::Result<Box<dyn Hooks>> {
+        // The runtime calls this only on a device with a WDF_FILEOBJECT_CONFIG.
+        debug_assert!(self.file.is_some());
+        fail(
+            "EvtDeviceFileCreate",
+            "an open needs its create request (a WDFREQUEST the driver completes), and the \
+             harness does not implement requests yet",
+        )
     }
 }
 
@@ -828,7 +888,7 @@ impl DriverHooks for CDriver {
         let Some(device_add) = self.device_add else {
             return Err(NtError::NOT_SUPPORTED);
         };
-        let mut state = InitState { init: Some(init), callbacks: None, policy: None };
+        let mut state = InitState { init: Some(init), callbacks: None, policy: None, file: None };
         let status = device_add(self.handle, (&raw mut state).addr());
         NtStatus::from_raw(status).ok()
     }
@@ -866,6 +926,7 @@ struct InitState<'a> {
     init: Option<DeviceInit<'a>>,
     callbacks: Option<PnpPowerCallbacks>,
     policy: Option<PowerPolicyCallbacks>,
+    file: Option<FileObjectConfig>,
 }
 
 /// `WDFLDR.SYS`'s exports.
@@ -1054,6 +1115,102 @@ pub mod ddi {
         state.policy = Some(*callbacks);
     }
 
+    pub extern "win64" fn WdfDeviceInitSetFileObjectConfig(
+        globals: *const DriverGlobals,
+        init: usize,
+        config: *const FileObjectConfig,
+        attributes: *const ObjectAttributes,
+    ) {
+        const DDI: &str = "WdfDeviceInitSetFileObjectConfig";
+        check_globals(DDI, globals);
+        if init == 0 || config.is_null() {
+            fail(DDI, "NULL DeviceInit or FileObjectConfig");
+        }
+        // SAFETY: a non-null WDF_FILEOBJECT_CONFIG the driver passed, valid for the call.
+        let config = unsafe { &*config };
+        check_size(DDI, "WDF_FILEOBJECT_CONFIG", config.size, layout::SIZEOF_WDF_FILEOBJECT_CONFIG);
+        if config.class != layout::VALUE_WdfFileObjectWdfCannotUseFsContexts {
+            fail(
+                DDI,
+                &format!(
+                    "FileObjectClass {} is not modelled (only WdfFileObjectWdfCannotUseFsContexts)",
+                    config.class
+                ),
+            );
+        }
+        if config.auto_forward_cleanup_close != layout::VALUE_WdfUseDefault {
+            fail(DDI, "an AutoForwardCleanupClose other than WdfUseDefault is not modelled");
+        }
+        if let Some(attributes) = super::attributes(DDI, attributes)
+            && attributes.parent != 0
+        {
+            fail(DDI, "a file object's ParentObject must be NULL (its device is its parent)");
+        }
+        // SAFETY: as in WdfDeviceInitSetPnpPowerEventCallbacks.
+        let state = unsafe { &mut *(init as *mut InitState<'_>) };
+        let Some(device_init) = state.init.as_mut() else {
+            fail(DDI, "the DeviceInit was consumed by WdfDeviceCreate");
+        };
+        let mut registered = Vec::new();
+        if config.cleanup != 0 {
+            registered.push(Callback::FileCleanup);
+        }
+        if config.close != 0 {
+            registered.push(Callback::FileClose);
+        }
+        raw::set_file_object(device_init, &registered);
+        state.file = Some(*config);
+    }
+
+    pub extern "win64" fn WdfDeviceCreateDeviceInterface(
+        globals: *const DriverGlobals,
+        device: usize,
+        class: *const Guid,
+        reference: *const UnicodeString,
+    ) -> i32 {
+        const DDI: &str = "WdfDeviceCreateDeviceInterface";
+        check_globals(DDI, globals);
+        let object = super::object(DDI, device, &[Kind::Device]);
+        if class.is_null() {
+            fail(DDI, "NULL InterfaceClassGUID");
+        }
+        // SAFETY: a non-null GUID the driver passed, valid for the call.
+        let class = unsafe { &*class };
+        let guid = kmdf::interface::Guid {
+            data1: class.data1,
+            data2: class.data2,
+            data3: class.data3,
+            data4: class.data4,
+        };
+        let reference = if reference.is_null() {
+            None
+        } else {
+            // SAFETY: a non-null UNICODE_STRING the driver passed, valid for the call.
+            let string = unsafe { &*reference };
+            if string.length % 2 != 0 || string.length > string.maximum_length {
+                fail(DDI, "a malformed ReferenceString (odd Length, or above MaximumLength)");
+            }
+            let units = usize::from(string.length / 2);
+            let slice = if units == 0 {
+                &[][..]
+            } else {
+                if string.buffer.is_null() {
+                    fail(DDI, "a ReferenceString with a Length and a NULL Buffer");
+                }
+                // SAFETY: the driver's buffer of `Length` bytes, valid for the call.
+                unsafe { std::slice::from_raw_parts(string.buffer, units) }
+            };
+            match String::from_utf16(slice) {
+                Ok(text) => Some(text),
+                Err(_) => fail(DDI, "a ReferenceString that is not valid UTF-16"),
+            }
+        };
+        match raw::create_device_interface(&object, &guid, reference.as_deref()) {
+            Ok(()) => 0,
+            Err(error) => error.to_raw(),
+        }
+    }
+
     pub extern "win64" fn WdfDeviceCreate(
         globals: *const DriverGlobals,
         init: *mut usize,
@@ -1081,6 +1238,7 @@ pub mod ddi {
         let policy = state.policy.unwrap_or_default();
         hooks.pnp = callbacks;
         hooks.policy = policy;
+        hooks.file = state.file;
         let cleanup = if hooks.cleanup.is_some() { Cleanup::Traced } else { Cleanup::None };
         let hooks = Box::new(hooks);
         let created: *const AtomicBool = &raw const hooks.created;
@@ -1600,7 +1758,9 @@ mod tests {
     }
 
     /// Every implemented DDI has its WDFFUNCENUM index (build.rs would not build otherwise),
-    /// and they are the 23 the toaster's kernel backend calls.
+    /// and they are 25: the 23 the toaster's kernel backend called before its I/O, and its
+    /// file objects' and device interface's (`WdfDeviceInitSetFileObjectConfig`,
+    /// `WdfDeviceCreateDeviceInterface`).
     #[test]
     fn the_implemented_ddis_are_the_ddi_module() {
         let source = include_str!("wdf.rs");
@@ -1609,7 +1769,7 @@ mod tests {
             .filter_map(|line| line.trim().strip_prefix("pub extern \"win64\" fn Wdf"))
             .filter_map(|rest| rest.split('(').next())
             .collect();
-        assert_eq!(implemented.len(), 23, "{implemented:?}");
+        assert_eq!(implemented.len(), 25, "{implemented:?}");
         for name in implemented {
             assert!(FUNCTION_NAMES.iter().any(|n| *n == format!("Wdf{name}")), "{name}");
         }
