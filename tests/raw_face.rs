@@ -290,3 +290,101 @@ fn a_raw_device_s_files_and_interface_are_the_runtime_s() {
     assert_eq!(node.open(&GUID_RAW).err(), Some(NtError::NO_SUCH_DEVICE));
     assert!(runtime.verifier_findings().is_empty(), "{:?}", runtime.verifier_findings());
 }
+
+// ---- Queues (docs/kmdf-behaviour.md sections 9.1, 9.2, 9.4) -----------------------------
+
+const GUID_QUEUE: kmdf::interface::Guid =
+    kmdf::interface::Guid::parse("{6b1e5047-2c8f-4d3b-8e4f-8a2b3c4d5e6f}");
+
+struct QueueDriver;
+
+impl DriverHooks for QueueDriver {
+    fn device_add(&self, init: DeviceInit<'_>) -> Result {
+        use kmdf::io_queue::{Dispatch, IoQueueConfig};
+        let device = raw::create_device(init, &[], Cleanup::None, Box::new(QueueDev))?;
+        raw::create_device_interface(&device, &GUID_QUEUE, None)?;
+        let parallel = Dispatch::parallel();
+        // Section 9.2: a queue that presents needs a handler, a manual queue has none.
+        assert_eq!(
+            raw::create_queue(
+                &device,
+                IoQueueConfig::new(parallel),
+                &[],
+                Cleanup::None,
+                Box::new(Queue)
+            )
+            .err(),
+            Some(NtError::WDF_NO_CALLBACK)
+        );
+        assert_eq!(
+            raw::create_queue(
+                &device,
+                IoQueueConfig::new(Dispatch::Manual),
+                &[Callback::IoRead],
+                Cleanup::None,
+                Box::new(Queue)
+            )
+            .err(),
+            Some(NtError::INVALID_PARAMETER)
+        );
+        let config = IoQueueConfig::default_queue(parallel);
+        let queue = raw::create_queue(
+            &device,
+            config,
+            &[Callback::IoRead],
+            Cleanup::Traced,
+            Box::new(Queue),
+        )?;
+        assert_eq!(queue.kind(), kmdf::host::ObjectKind::Queue);
+        // Section 9.2: one default queue per device.
+        assert_eq!(
+            raw::create_queue(&device, config, &[Callback::IoRead], Cleanup::None, Box::new(Queue))
+                .err(),
+            Some(NtError::UNSUCCESSFUL)
+        );
+        Ok(())
+    }
+}
+
+struct QueueDev;
+impl Hooks for QueueDev {}
+
+static PRESENTED: Mutex<Vec<Callback>> = Mutex::new(Vec::new());
+
+struct Queue;
+
+impl Hooks for Queue {
+    fn queue(&self, queue: &Object, device: &Object, event: raw::QueueEvent<'_>) {
+        assert!(queue.hooks::<Queue>().is_some());
+        assert_eq!(device.kind(), kmdf::host::ObjectKind::Device);
+        PRESENTED.lock().unwrap().push(event.callback());
+        // Dropped without completion: the runtime completes it STATUS_CANCELLED and
+        // reports it (section 9.4).
+    }
+}
+
+/// Section 9.1: a read goes to the default queue, which presents it to the queue's hooks
+/// (`EvtIoRead`, with the queue and its device); the queue's cleanup at the removal.
+#[test]
+fn a_raw_queue_presents_requests_to_its_hooks() {
+    let runtime = Runtime::new();
+    let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(QueueDriver)))).unwrap();
+    let node = driver.add_device().unwrap();
+    node.apply(PnpAction::Start).unwrap();
+    let _ = runtime.take_trace();
+    let handle = runtime.open(&GUID_QUEUE).unwrap();
+    let completion = handle.read(8).unwrap();
+    assert_eq!(completion.status, kmdf::NtStatus::CANCELLED);
+    assert_eq!(PRESENTED.lock().unwrap().as_slice(), [Callback::IoRead]);
+    handle.close();
+    // The removal's invariant check reports the dropped request.
+    let Err(kmdf::host::PnpError::InvariantViolated { violations, trace, .. }) =
+        node.apply(PnpAction::Remove)
+    else {
+        panic!("the dropped request is a verifier finding");
+    };
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    let trace = trace.lines();
+    assert_eq!(trace.first().map(String::as_str), Some("EvtIoRead(8)"), "{trace:?}");
+    assert!(trace.iter().any(|line| line == "EvtCleanupCallback(WDFQUEUE)"), "{trace:?}");
+}

@@ -116,6 +116,43 @@ pub trait Hooks: Any + Send + Sync {
     fn file_close(&self, file: &Object, device: &Object) {
         let _ = (file, device);
     }
+
+    /// A queue's I/O callback (one registered with [`create_queue`]), with its device.
+    fn queue(&self, queue: &Object, device: &Object, event: QueueEvent<'_>) {
+        let _ = (queue, device, event);
+    }
+}
+
+/// A queue callback the runtime makes: which one ([`QueueEvent::callback`]), and what it
+/// carries (the request, for the callbacks that take one).
+pub struct QueueEvent<'a>(super::io::QueueCall<'a>);
+
+impl QueueEvent<'_> {
+    /// The callback: `Callback::IoRead`, `IoWrite`, `IoDeviceControl`,
+    /// `IoInternalDeviceControl`, `IoDefault`, `IoStop`, `IoResume`, `IoCanceledOnQueue`,
+    /// `IoQueueState` or `RequestCancel`.
+    #[must_use]
+    pub fn callback(&self) -> Callback {
+        use super::io::QueueCall;
+        match self.0 {
+            QueueCall::Read(..) => Callback::IoRead,
+            QueueCall::Write(..) => Callback::IoWrite,
+            QueueCall::DeviceControl(..) => Callback::IoDeviceControl,
+            QueueCall::InternalDeviceControl(..) => Callback::IoInternalDeviceControl,
+            QueueCall::Default(..) => Callback::IoDefault,
+            QueueCall::Stop(..) => Callback::IoStop,
+            QueueCall::Resume(..) => Callback::IoResume,
+            QueueCall::CanceledOnQueue(..) => Callback::IoCanceledOnQueue,
+            QueueCall::ReadyNotify => Callback::IoQueueState,
+            QueueCall::Cancel(..) => Callback::RequestCancel,
+        }
+    }
+}
+
+impl fmt::Debug for QueueEvent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("QueueEvent").field(&self.callback()).finish()
+    }
 }
 
 /// Whether an object created here has an `EvtCleanupCallback` ([`Hooks::cleanup`]), and
@@ -209,6 +246,11 @@ fn raw_run(object: &RawObject, parent: &RawObject) {
 
 fn raw_dispatch(object: &RawObject, call: PnpCall, resources: &AssignedResources) -> Result {
     context_of(object).pnp(&Object(object.to_arc()), call.callback(), call.power_state(), resources)
+}
+
+fn raw_queue(object: &RawObject, call: super::io::QueueCall<'_>) {
+    let device = super::io_queue::device_of(object);
+    context_of(object).queue(&Object(object.to_arc()), &Object(device), QueueEvent(call));
 }
 
 fn raw_file_create(device: &RawObject, file: &RawObject) -> Result {
@@ -371,6 +413,43 @@ pub fn create_device_interface(
         return Err(NtError::INVALID_DEVICE_REQUEST);
     }
     super::interface::create(&device.0, *guid, reference)
+}
+
+/// `WdfIoQueueCreate`: a queue of `device` configured as `config`, whose I/O callbacks in
+/// `registered` (those of `WDF_IO_QUEUE_CONFIG` that are not NULL; `EvtRequestCancel`
+/// comes with the request it is registered on) are [`Hooks::queue`], with its
+/// `EvtCleanupCallback` when `cleanup`, and `hooks` as its context.
+///
+/// # Errors
+///
+/// As the typed `IoQueue::create`: `STATUS_WDF_NO_CALLBACK` for a queue that presents
+/// requests but registered no handler, `STATUS_INVALID_PARAMETER` for a manual queue that
+/// registered one, `STATUS_UNSUCCESSFUL` for a second default queue,
+/// `STATUS_INVALID_DEVICE_STATE` for a default queue after the first start,
+/// `STATUS_DELETE_PENDING` once the device is being removed;
+/// `STATUS_INVALID_DEVICE_REQUEST` when `device` is not a device.
+pub fn create_queue(
+    device: &Object,
+    config: crate::io_queue::IoQueueConfig,
+    registered: &[Callback],
+    cleanup: Cleanup,
+    hooks: Box<dyn Hooks>,
+) -> Result<Object> {
+    if device.kind() != ObjectKind::Device {
+        return Err(NtError::INVALID_DEVICE_REQUEST);
+    }
+    let mut table = vtable::IoQueueCallbacks::NONE;
+    for &callback in registered {
+        table = table.with(callback);
+    }
+    if cleanup != Cleanup::None {
+        table = table.with(Callback::ObjectCleanup);
+    }
+    let table = super::io::QueueTable { registered: table, call: raw_queue };
+    let context = Box::new(RawContext(hooks));
+    let traced = cleanup != Cleanup::Untraced;
+    super::io_queue::create_raw(&device.0, config, table, cleanup.hook(), traced, context)
+        .map(Object)
 }
 
 /// Calls `f` with the context of `node`'s device, if it is an `H`.

@@ -33,6 +33,7 @@ const STRUCTS: &[&str] = &[
     "WDF_FILEOBJECT_CONFIG",
     "GUID",
     "UNICODE_STRING",
+    "WDF_IO_QUEUE_CONFIG",
 ];
 
 const FIELDS: &[(&str, &[&str])] = &[
@@ -147,6 +148,26 @@ const FIELDS: &[(&str, &[&str])] = &[
     ),
     ("GUID", &["Data1", "Data2", "Data3", "Data4"]),
     ("UNICODE_STRING", &["Length", "MaximumLength", "Buffer"]),
+    (
+        "WDF_IO_QUEUE_CONFIG",
+        &[
+            "Size",
+            "DispatchType",
+            "PowerManaged",
+            "AllowZeroLengthRequests",
+            "DefaultQueue",
+            "EvtIoDefault",
+            "EvtIoRead",
+            "EvtIoWrite",
+            "EvtIoDeviceControl",
+            "EvtIoInternalDeviceControl",
+            "EvtIoStop",
+            "EvtIoResume",
+            "EvtIoCanceledOnQueue",
+            "Settings.Parallel.NumberOfPresentedRequests",
+            "Driver",
+        ],
+    ),
 ];
 
 /// Enumerators whose values the harness reads in the structures above (`VALUE_<name>`).
@@ -167,6 +188,9 @@ const ENUMERATORS: &[&str] = &[
     "PowerDeviceD3",
     "PowerDeviceMaximum",
     "WdfFileObjectWdfCannotUseFsContexts",
+    "WdfIoQueueDispatchSequential",
+    "WdfIoQueueDispatchParallel",
+    "WdfIoQueueDispatchManual",
 ];
 
 fn main() {
@@ -272,7 +296,7 @@ fn layouts(root: &Path) -> String {
                 keys.len()
             )
             .unwrap();
-            keys.push(format!("OFFSET_{name}__{field}"));
+            keys.push(format!("OFFSET_{name}__{}", field.replace('.', "_")));
         }
     }
     for name in ENUMERATORS {

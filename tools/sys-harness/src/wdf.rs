@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use kmdf::host::AssignedResources;
 use kmdf::host::raw::{self, Cleanup, DriverHooks, Hooks, Object, WeakObject};
+use kmdf::io_queue::Dispatch;
 use kmdf::power_policy::{DxState, IdleCaps, S0IdleSettings, SxWakeSettings};
 use kmdf::{Callback, DeviceInit, DevicePowerState, FailedAction, NtError, NtStatus};
 
@@ -178,6 +179,28 @@ pub struct FileObjectConfig {
     class: i32,
 }
 
+/// `WDF_IO_QUEUE_CONFIG`: the callbacks as addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct IoQueueConfig {
+    size: u32,
+    dispatch_type: i32,
+    power_managed: i32,
+    allow_zero_length: u8,
+    default_queue: u8,
+    io_default: usize,
+    io_read: usize,
+    io_write: usize,
+    io_device_control: usize,
+    io_internal_device_control: usize,
+    io_stop: usize,
+    io_resume: usize,
+    io_canceled_on_queue: usize,
+    /// `Settings.Parallel.NumberOfPresentedRequests`.
+    number_of_presented_requests: u32,
+    driver: usize,
+}
+
 /// `GUID`.
 #[repr(C)]
 pub struct Guid {
@@ -307,6 +330,22 @@ check_layout! {
         auto_forward_cleanup_close = OFFSET_WDF_FILEOBJECT_CONFIG__AutoForwardCleanupClose,
         class = OFFSET_WDF_FILEOBJECT_CONFIG__FileObjectClass,
     }
+    IoQueueConfig = SIZEOF_WDF_IO_QUEUE_CONFIG {
+        dispatch_type = OFFSET_WDF_IO_QUEUE_CONFIG__DispatchType,
+        power_managed = OFFSET_WDF_IO_QUEUE_CONFIG__PowerManaged,
+        allow_zero_length = OFFSET_WDF_IO_QUEUE_CONFIG__AllowZeroLengthRequests,
+        default_queue = OFFSET_WDF_IO_QUEUE_CONFIG__DefaultQueue,
+        io_default = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoDefault,
+        io_read = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoRead,
+        io_write = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoWrite,
+        io_device_control = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoDeviceControl,
+        io_internal_device_control = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoInternalDeviceControl,
+        io_stop = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoStop,
+        io_resume = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoResume,
+        io_canceled_on_queue = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoCanceledOnQueue,
+        number_of_presented_requests = OFFSET_WDF_IO_QUEUE_CONFIG__Settings_Parallel_NumberOfPresentedRequests,
+        driver = OFFSET_WDF_IO_QUEUE_CONFIG__Driver,
+    }
     Guid = SIZEOF_GUID {
         data1 = OFFSET_GUID__Data1,
         data2 = OFFSET_GUID__Data2,
@@ -434,6 +473,7 @@ enum Kind {
     Timer,
     SpinLock,
     ResourceList,
+    Queue,
 }
 
 impl Kind {
@@ -445,6 +485,7 @@ impl Kind {
             Kind::Timer => "WDFTIMER",
             Kind::SpinLock => "WDFSPINLOCK",
             Kind::ResourceList => "WDFCMRESLIST",
+            Kind::Queue => "WDFQUEUE",
         }
     }
 }
@@ -590,6 +631,8 @@ pub struct CObject {
     policy: PowerPolicyCallbacks,
     /// A device's `WDF_FILEOBJECT_CONFIG`, if `WdfDeviceInitSetFileObjectConfig` set one.
     file: Option<FileObjectConfig>,
+    /// A queue's `WDF_IO_QUEUE_CONFIG`.
+    queue: Option<IoQueueConfig>,
     /// Set once the runtime created the object: before, there is nothing to destroy.
     created: AtomicBool,
 }
@@ -604,6 +647,7 @@ impl CObject {
             pnp: PnpPowerCallbacks::default(),
             policy: PowerPolicyCallbacks::default(),
             file: None,
+            queue: None,
             created: AtomicBool::new(false),
         }
     }
@@ -633,6 +677,14 @@ impl Hooks for CObject {
             return call_policy(self.handle, &self.policy, callback);
         }
         call_pnp(self.handle, &self.pnp, callback, power_state, resources)
+    }
+
+    fn queue(&self, _queue: &Object, _device: &Object, event: raw::QueueEvent<'_>) {
+        fail(
+            event.callback().kmdf_name(),
+            "the queue callbacks take requests (WDFREQUEST), which the harness does not \
+             implement yet",
+        )
     }
 
     fn file_create(&self, _device: &Object, _file: &Object) -> kmdf::Result<Box<dyn Hooks>> {
@@ -1211,6 +1263,93 @@ pub mod ddi {
         }
     }
 
+    pub extern "win64" fn WdfIoQueueCreate(
+        globals: *const DriverGlobals,
+        device: usize,
+        config: *const IoQueueConfig,
+        attributes: *const ObjectAttributes,
+        queue: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfIoQueueCreate";
+        check_globals(DDI, globals);
+        let device_object = object(DDI, device, &[Kind::Device]);
+        if config.is_null() {
+            fail(DDI, "NULL Config");
+        }
+        // SAFETY: a non-null WDF_IO_QUEUE_CONFIG the driver passed, valid for the call.
+        let config = unsafe { &*config };
+        check_size(DDI, "WDF_IO_QUEUE_CONFIG", config.size, layout::SIZEOF_WDF_IO_QUEUE_CONFIG);
+        let attributes = super::attributes(DDI, attributes);
+        if attributes.is_some_and(|a| a.parent != 0 && a.parent != device) {
+            fail(DDI, "a queue's ParentObject must be its device");
+        }
+        if config.driver != 0 {
+            fail(DDI, "a queue's Driver (a queue of another driver) is not modelled");
+        }
+        let dispatch = match config.dispatch_type {
+            t if t == layout::VALUE_WdfIoQueueDispatchSequential => Dispatch::Sequential,
+            t if t == layout::VALUE_WdfIoQueueDispatchParallel => {
+                let limit = match config.number_of_presented_requests {
+                    u32::MAX => None,
+                    0 => fail(DDI, "a parallel queue's NumberOfPresentedRequests is 0"),
+                    n => core::num::NonZeroU32::new(n),
+                };
+                Dispatch::Parallel { limit }
+            }
+            t if t == layout::VALUE_WdfIoQueueDispatchManual => Dispatch::Manual,
+            t => fail(DDI, &format!("DispatchType {t} is not a WDF_IO_QUEUE_DISPATCH_TYPE")),
+        };
+        // WdfUseDefault: power-managed, the device being its power policy owner.
+        let power_managed = match tri_state(config.power_managed) {
+            Ok(value) => value.unwrap_or(true),
+            Err(_) => {
+                fail(DDI, &format!("PowerManaged {} is not a WDF_TRI_STATE", config.power_managed))
+            }
+        };
+        let mut queue_config = if config.default_queue != 0 {
+            kmdf::io_queue::IoQueueConfig::default_queue(dispatch)
+        } else {
+            kmdf::io_queue::IoQueueConfig::new(dispatch)
+        };
+        queue_config = queue_config
+            .power_managed(power_managed)
+            .allow_zero_length(config.allow_zero_length != 0);
+        let registered: Vec<Callback> = [
+            (config.io_default, Callback::IoDefault),
+            (config.io_read, Callback::IoRead),
+            (config.io_write, Callback::IoWrite),
+            (config.io_device_control, Callback::IoDeviceControl),
+            (config.io_internal_device_control, Callback::IoInternalDeviceControl),
+            (config.io_stop, Callback::IoStop),
+            (config.io_resume, Callback::IoResume),
+            (config.io_canceled_on_queue, Callback::IoCanceledOnQueue),
+        ]
+        .into_iter()
+        .filter(|(address, _)| *address != 0)
+        .map(|(_, callback)| callback)
+        .collect();
+        let handle = new_handle();
+        register(DDI, handle, Kind::Queue, device, attributes);
+        let mut hooks = CObject::new(handle, attributes);
+        hooks.queue = Some(*config);
+        let cleanup = if hooks.cleanup.is_some() { Cleanup::Traced } else { Cleanup::None };
+        let hooks = Box::new(hooks);
+        let created: *const AtomicBool = &raw const hooks.created;
+        match raw::create_queue(&device_object, queue_config, &registered, cleanup, hooks) {
+            Ok(object) => {
+                // SAFETY: the hooks now live in the object's context, which `object` keeps.
+                unsafe { (*created).store(true, Ordering::SeqCst) };
+                set_object(handle, &object);
+                if !queue.is_null() {
+                    // SAFETY: the driver's out pointer for the handle.
+                    unsafe { queue.write(handle) };
+                }
+                0
+            }
+            Err(error) => error.to_raw(),
+        }
+    }
+
     pub extern "win64" fn WdfDeviceCreate(
         globals: *const DriverGlobals,
         init: *mut usize,
@@ -1288,8 +1427,11 @@ pub mod ddi {
     ) {
         const DDI: &str = "WdfObjectReferenceActual";
         check_globals(DDI, globals);
-        let object =
-            object(DDI, handle, &[Kind::Driver, Kind::Device, Kind::WorkItem, Kind::Timer]);
+        let object = object(
+            DDI,
+            handle,
+            &[Kind::Driver, Kind::Device, Kind::WorkItem, Kind::Timer, Kind::Queue],
+        );
         with_table(|table| table.get_mut(&handle).map(|e| e.references.push(object)));
     }
 
@@ -1758,9 +1900,9 @@ mod tests {
     }
 
     /// Every implemented DDI has its WDFFUNCENUM index (build.rs would not build otherwise),
-    /// and they are 25: the 23 the toaster's kernel backend called before its I/O, and its
-    /// file objects' and device interface's (`WdfDeviceInitSetFileObjectConfig`,
-    /// `WdfDeviceCreateDeviceInterface`).
+    /// and they are 26: the 23 the toaster's kernel backend called before its I/O, and its
+    /// file objects', device interface's and queue's (`WdfDeviceInitSetFileObjectConfig`,
+    /// `WdfDeviceCreateDeviceInterface`, `WdfIoQueueCreate`).
     #[test]
     fn the_implemented_ddis_are_the_ddi_module() {
         let source = include_str!("wdf.rs");
@@ -1769,7 +1911,7 @@ mod tests {
             .filter_map(|line| line.trim().strip_prefix("pub extern \"win64\" fn Wdf"))
             .filter_map(|rest| rest.split('(').next())
             .collect();
-        assert_eq!(implemented.len(), 25, "{implemented:?}");
+        assert_eq!(implemented.len(), 26, "{implemented:?}");
         for name in implemented {
             assert!(FUNCTION_NAMES.iter().any(|n| *n == format!("Wdf{name}")), "{name}");
         }
