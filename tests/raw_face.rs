@@ -350,6 +350,7 @@ struct QueueDev;
 impl Hooks for QueueDev {}
 
 static PRESENTED: Mutex<Vec<Callback>> = Mutex::new(Vec::new());
+static CLAIMS: Mutex<Vec<raw::Cancelable>> = Mutex::new(Vec::new());
 
 struct Queue;
 
@@ -358,13 +359,40 @@ impl Hooks for Queue {
         assert!(queue.hooks::<Queue>().is_some());
         assert_eq!(device.kind(), kmdf::host::ObjectKind::Device);
         PRESENTED.lock().unwrap().push(event.callback());
-        // Dropped without completion: the runtime completes it STATUS_CANCELLED and
-        // reports it (section 9.4).
+        match event {
+            // The first read is kept cancelable, the second one answered at once.
+            raw::QueueEvent::Read(mut request, length) => {
+                assert_eq!(request.parameters(), kmdf::request::Parameters::Read { length });
+                assert!(request.file().is_some(), "sent on a file object");
+                if CLAIMS.lock().unwrap().is_empty() {
+                    let claim = request.mark_cancelable(queue).unwrap();
+                    CLAIMS.lock().unwrap().push(claim);
+                    return;
+                }
+                request.output_buffer(length).unwrap().fill(b'T');
+                // Section 9.4: a success's information is at most the buffer's length.
+                let (request, error) = request
+                    .complete_with_information(kmdf::NtStatus::SUCCESS, length + 1)
+                    .unwrap_err();
+                assert_eq!(error, NtError::INVALID_PARAMETER);
+                request.complete_with_information(kmdf::NtStatus::SUCCESS, length).unwrap();
+            }
+            // Section 9.5: the cancelled request is the driver's again; its claim is gone.
+            raw::QueueEvent::Cancel(request) => {
+                let claim = CLAIMS.lock().unwrap().pop().unwrap();
+                assert_eq!(claim.id(), request.id());
+                assert!(claim.unmark().is_none(), "its cancellation has it");
+                request.complete(kmdf::NtStatus::CANCELLED, 0);
+            }
+            other => panic!("not registered: {other:?}"),
+        }
     }
 }
 
-/// Section 9.1: a read goes to the default queue, which presents it to the queue's hooks
-/// (`EvtIoRead`, with the queue and its device); the queue's cleanup at the removal.
+/// Section 9.1: reads go to the default queue, which presents them to the queue's hooks
+/// (`EvtIoRead`, with the queue and its device); section 9.5: a request marked cancelable
+/// comes back in `EvtRequestCancel` when the application cancels it; the queue's cleanup at
+/// the removal.
 #[test]
 fn a_raw_queue_presents_requests_to_its_hooks() {
     let runtime = Runtime::new();
@@ -373,18 +401,22 @@ fn a_raw_queue_presents_requests_to_its_hooks() {
     node.apply(PnpAction::Start).unwrap();
     let _ = runtime.take_trace();
     let handle = runtime.open(&GUID_QUEUE).unwrap();
-    let completion = handle.read(8).unwrap();
-    assert_eq!(completion.status, kmdf::NtStatus::CANCELLED);
-    assert_eq!(PRESENTED.lock().unwrap().as_slice(), [Callback::IoRead]);
+    let pending = handle.read(8).unwrap_err();
+    let done = handle.read(8).unwrap();
+    assert_eq!(
+        (done.status, done.information, done.data),
+        (kmdf::NtStatus::SUCCESS, 8, vec![b'T'; 8])
+    );
+    pending.cancel();
+    assert_eq!(pending.wait().unwrap().status, kmdf::NtStatus::CANCELLED);
+    assert_eq!(
+        PRESENTED.lock().unwrap().as_slice(),
+        [Callback::IoRead, Callback::IoRead, Callback::RequestCancel]
+    );
     handle.close();
-    // The removal's invariant check reports the dropped request.
-    let Err(kmdf::host::PnpError::InvariantViolated { violations, trace, .. }) =
-        node.apply(PnpAction::Remove)
-    else {
-        panic!("the dropped request is a verifier finding");
-    };
-    assert_eq!(violations.len(), 1, "{violations:?}");
-    let trace = trace.lines();
-    assert_eq!(trace.first().map(String::as_str), Some("EvtIoRead(8)"), "{trace:?}");
+    node.apply(PnpAction::Remove).unwrap();
+    let trace = runtime.take_trace().lines();
+    assert_eq!(trace[..3], ["EvtIoRead(8)", "EvtIoRead(8)", "EvtRequestCancel"], "{trace:?}");
     assert!(trace.iter().any(|line| line == "EvtCleanupCallback(WDFQUEUE)"), "{trace:?}");
+    assert!(runtime.verifier_findings().is_empty(), "{:?}", runtime.verifier_findings());
 }
