@@ -34,6 +34,7 @@ const STRUCTS: &[&str] = &[
     "GUID",
     "UNICODE_STRING",
     "WDF_IO_QUEUE_CONFIG",
+    "WDF_REQUEST_PARAMETERS",
 ];
 
 const FIELDS: &[(&str, &[&str])] = &[
@@ -168,6 +169,20 @@ const FIELDS: &[(&str, &[&str])] = &[
             "Driver",
         ],
     ),
+    (
+        "WDF_REQUEST_PARAMETERS",
+        &[
+            "Size",
+            "MinorFunction",
+            "Type",
+            "Parameters.Read.Length",
+            "Parameters.Write.Length",
+            "Parameters.DeviceIoControl.OutputBufferLength",
+            "Parameters.DeviceIoControl.InputBufferLength",
+            "Parameters.DeviceIoControl.IoControlCode",
+            "Parameters.DeviceIoControl.Type3InputBuffer",
+        ],
+    ),
 ];
 
 /// Enumerators whose values the harness reads in the structures above (`VALUE_<name>`).
@@ -191,6 +206,13 @@ const ENUMERATORS: &[&str] = &[
     "WdfIoQueueDispatchSequential",
     "WdfIoQueueDispatchParallel",
     "WdfIoQueueDispatchManual",
+    "WdfRequestTypeRead",
+    "WdfRequestTypeWrite",
+    "WdfRequestTypeDeviceControl",
+    "WdfRequestTypeDeviceControlInternal",
+    "WdfRequestStopActionSuspend",
+    "WdfRequestStopActionPurge",
+    "WdfRequestStopRequestCancelable",
 ];
 
 fn main() {

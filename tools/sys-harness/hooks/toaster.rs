@@ -5,8 +5,8 @@
 //! (`Toaster::pending`) and the summary from the driver's ledger; in a `.sys` the same calls
 //! are made by these functions, which the harness finds among the image's exports. They call
 //! the sample's own code, the same code the host runner calls. (The application's requests
-//! are real I/O: the harness is to send them through the host runtime's client, once its
-//! raw face has queues, requests and files.)
+//! are real I/O: the harness sends them through the host runtime's client, as the host
+//! runner does, and the image's queue and file callbacks get them through the WDF DDIs.)
 
 use core::ffi::c_void;
 
