@@ -206,3 +206,217 @@ fn a_raw_device_s_power_policy_is_the_runtime_s() {
     );
     node.apply(PnpAction::Remove).unwrap();
 }
+
+// ---- File objects and device interfaces (docs/kmdf-behaviour.md sections 9.6, 9.7) -------
+
+const GUID_RAW: kmdf::interface::Guid =
+    kmdf::interface::Guid::parse("{5a0d4f36-1b7e-4c2a-9d3e-7f1a2b3c4d5e}");
+
+struct FileDriver;
+
+impl DriverHooks for FileDriver {
+    fn device_add(&self, mut init: DeviceInit<'_>) -> Result {
+        raw::set_file_object(
+            &mut init,
+            &[Callback::DeviceFileCreate, Callback::FileCleanup, Callback::FileClose],
+        );
+        let device = raw::create_device(init, &[], Cleanup::None, Box::new(FileDev))?;
+        raw::create_device_interface(&device, &GUID_RAW, None)?;
+        assert_eq!(
+            raw::create_device_interface(&device, &GUID_RAW, None),
+            Err(NtError::INVALID_PARAMETER),
+            "section 9.7: the same interface twice"
+        );
+        Ok(())
+    }
+}
+
+/// Refuses the second open (`STATUS_DEVICE_BUSY`).
+struct FileDev;
+
+static OPENS: AtomicU32 = AtomicU32::new(0);
+
+impl Hooks for FileDev {
+    fn file_create(&self, device: &Object, _file: &Object) -> Result<Box<dyn Hooks>> {
+        assert_eq!(device.kind(), kmdf::host::ObjectKind::Device);
+        if OPENS.fetch_add(1, Ordering::SeqCst) == 1 {
+            return Err(NtError::DEVICE_BUSY);
+        }
+        Ok(Box::new(Handle))
+    }
+}
+
+struct Handle;
+
+impl Hooks for Handle {
+    fn file_cleanup(&self, file: &Object, device: &Object) {
+        assert_eq!(
+            (file.kind(), device.kind()),
+            (kmdf::host::ObjectKind::File, kmdf::host::ObjectKind::Device)
+        );
+    }
+
+    fn file_close(&self, file: &Object, _device: &Object) {
+        assert!(file.hooks::<Handle>().is_some());
+    }
+}
+
+/// Section 9.7: a raw device's interface is enabled at its first start, so an open before
+/// fails `STATUS_OBJECT_NAME_NOT_FOUND`; section 9.6: each open is `EvtDeviceFileCreate`
+/// with the hooks' status, a close `EvtFileCleanup` then `EvtFileClose`.
+#[test]
+fn a_raw_device_s_files_and_interface_are_the_runtime_s() {
+    let runtime = Runtime::new();
+    let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(FileDriver)))).unwrap();
+    let node = driver.add_device().unwrap();
+    assert_eq!(runtime.open(&GUID_RAW).err(), Some(NtError::OBJECT_NAME_NOT_FOUND));
+    node.apply(PnpAction::Start).unwrap();
+    let _ = runtime.take_trace();
+    let handle = runtime.open(&GUID_RAW).unwrap();
+    assert_eq!(runtime.open(&GUID_RAW).err(), Some(NtError::DEVICE_BUSY));
+    handle.close();
+    assert_eq!(
+        runtime.take_trace().lines(),
+        [
+            "EvtDeviceFileCreate",
+            // The refused open's file object goes without a line, as on the typed face.
+            "EvtDeviceFileCreate -> STATUS_DEVICE_BUSY",
+            "EvtFileCleanup",
+            "EvtFileClose",
+            "EvtDestroyCallback(WDFFILEOBJECT)",
+        ]
+    );
+    node.apply(PnpAction::Remove).unwrap();
+    assert_eq!(node.open(&GUID_RAW).err(), Some(NtError::NO_SUCH_DEVICE));
+    assert!(runtime.verifier_findings().is_empty(), "{:?}", runtime.verifier_findings());
+}
+
+// ---- Queues (docs/kmdf-behaviour.md sections 9.1, 9.2, 9.4) -----------------------------
+
+const GUID_QUEUE: kmdf::interface::Guid =
+    kmdf::interface::Guid::parse("{6b1e5047-2c8f-4d3b-8e4f-8a2b3c4d5e6f}");
+
+struct QueueDriver;
+
+impl DriverHooks for QueueDriver {
+    fn device_add(&self, init: DeviceInit<'_>) -> Result {
+        use kmdf::io_queue::{Dispatch, IoQueueConfig};
+        let device = raw::create_device(init, &[], Cleanup::None, Box::new(QueueDev))?;
+        raw::create_device_interface(&device, &GUID_QUEUE, None)?;
+        let parallel = Dispatch::parallel();
+        // Section 9.2: a queue that presents needs a handler, a manual queue has none.
+        assert_eq!(
+            raw::create_queue(
+                &device,
+                IoQueueConfig::new(parallel),
+                &[],
+                Cleanup::None,
+                Box::new(Queue)
+            )
+            .err(),
+            Some(NtError::WDF_NO_CALLBACK)
+        );
+        assert_eq!(
+            raw::create_queue(
+                &device,
+                IoQueueConfig::new(Dispatch::Manual),
+                &[Callback::IoRead],
+                Cleanup::None,
+                Box::new(Queue)
+            )
+            .err(),
+            Some(NtError::INVALID_PARAMETER)
+        );
+        let config = IoQueueConfig::default_queue(parallel);
+        let queue = raw::create_queue(
+            &device,
+            config,
+            &[Callback::IoRead],
+            Cleanup::Traced,
+            Box::new(Queue),
+        )?;
+        assert_eq!(queue.kind(), kmdf::host::ObjectKind::Queue);
+        // Section 9.2: one default queue per device.
+        assert_eq!(
+            raw::create_queue(&device, config, &[Callback::IoRead], Cleanup::None, Box::new(Queue))
+                .err(),
+            Some(NtError::UNSUCCESSFUL)
+        );
+        Ok(())
+    }
+}
+
+struct QueueDev;
+impl Hooks for QueueDev {}
+
+static PRESENTED: Mutex<Vec<Callback>> = Mutex::new(Vec::new());
+static CLAIMS: Mutex<Vec<raw::Cancelable>> = Mutex::new(Vec::new());
+
+struct Queue;
+
+impl Hooks for Queue {
+    fn queue(&self, queue: &Object, device: &Object, event: raw::QueueEvent<'_>) {
+        assert!(queue.hooks::<Queue>().is_some());
+        assert_eq!(device.kind(), kmdf::host::ObjectKind::Device);
+        PRESENTED.lock().unwrap().push(event.callback());
+        match event {
+            // The first read is kept cancelable, the second one answered at once.
+            raw::QueueEvent::Read(mut request, length) => {
+                assert_eq!(request.parameters(), kmdf::request::Parameters::Read { length });
+                assert!(request.file().is_some(), "sent on a file object");
+                if CLAIMS.lock().unwrap().is_empty() {
+                    let claim = request.mark_cancelable(queue).unwrap();
+                    CLAIMS.lock().unwrap().push(claim);
+                    return;
+                }
+                request.output_buffer(length).unwrap().fill(b'T');
+                // Section 9.4: a success's information is at most the buffer's length.
+                let (request, error) = request
+                    .complete_with_information(kmdf::NtStatus::SUCCESS, length + 1)
+                    .unwrap_err();
+                assert_eq!(error, NtError::INVALID_PARAMETER);
+                request.complete_with_information(kmdf::NtStatus::SUCCESS, length).unwrap();
+            }
+            // Section 9.5: the cancelled request is the driver's again; its claim is gone.
+            raw::QueueEvent::Cancel(request) => {
+                let claim = CLAIMS.lock().unwrap().pop().unwrap();
+                assert_eq!(claim.id(), request.id());
+                assert!(claim.unmark().is_none(), "its cancellation has it");
+                request.complete(kmdf::NtStatus::CANCELLED, 0);
+            }
+            other => panic!("not registered: {other:?}"),
+        }
+    }
+}
+
+/// Section 9.1: reads go to the default queue, which presents them to the queue's hooks
+/// (`EvtIoRead`, with the queue and its device); section 9.5: a request marked cancelable
+/// comes back in `EvtRequestCancel` when the application cancels it; the queue's cleanup at
+/// the removal.
+#[test]
+fn a_raw_queue_presents_requests_to_its_hooks() {
+    let runtime = Runtime::new();
+    let driver = raw::load(&runtime, || Ok(RawDriver::new(Box::new(QueueDriver)))).unwrap();
+    let node = driver.add_device().unwrap();
+    node.apply(PnpAction::Start).unwrap();
+    let _ = runtime.take_trace();
+    let handle = runtime.open(&GUID_QUEUE).unwrap();
+    let pending = handle.read(8).unwrap_err();
+    let done = handle.read(8).unwrap();
+    assert_eq!(
+        (done.status, done.information, done.data),
+        (kmdf::NtStatus::SUCCESS, 8, vec![b'T'; 8])
+    );
+    pending.cancel();
+    assert_eq!(pending.wait().unwrap().status, kmdf::NtStatus::CANCELLED);
+    assert_eq!(
+        PRESENTED.lock().unwrap().as_slice(),
+        [Callback::IoRead, Callback::IoRead, Callback::RequestCancel]
+    );
+    handle.close();
+    node.apply(PnpAction::Remove).unwrap();
+    let trace = runtime.take_trace().lines();
+    assert_eq!(trace[..3], ["EvtIoRead(8)", "EvtIoRead(8)", "EvtRequestCancel"], "{trace:?}");
+    assert!(trace.iter().any(|line| line == "EvtCleanupCallback(WDFQUEUE)"), "{trace:?}");
+    assert!(runtime.verifier_findings().is_empty(), "{:?}", runtime.verifier_findings());
+}

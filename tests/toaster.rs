@@ -10,41 +10,75 @@ mod runner;
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::Rig;
-use driver::{HEAT_TICKS, IDLE_TIMEOUT, Ledger, TICK, Toaster, ToasterDriver};
-use kmdf::host::{AssignedResources, NodeState, PnpAction, Runtime, Trace};
+use driver::{
+    GUID_DEVINTERFACE_TOASTER, HEAT_TICKS, IDLE_TIMEOUT, Ledger, TICK, TOAST, Toaster,
+    ToasterDriver,
+};
+use kmdf::host::{AssignedResources, FileHandle, NodeState, PendingIo, PnpAction, Runtime, Trace};
 use kmdf::{Callback, NtError, NtStatus};
 
-/// The toaster driver loaded with one device added.
-fn toaster() -> Rig<ToasterDriver> {
-    Rig::new()
+/// The toaster driver loaded with one device added, and an application using it.
+struct Bench {
+    rig: Rig<ToasterDriver>,
+    /// The application's handle, opened at its first read.
+    handle: Mutex<Option<FileHandle>>,
+    /// Its reads, in the order sent.
+    reads: Mutex<Vec<PendingIo>>,
 }
 
-/// What the scenarios do with the toaster.
-trait Toasting {
-    /// The driver's record of the requests.
-    fn ledger(&self) -> Arc<Ledger>;
-    /// Submits a request to the device; returns its id.
-    fn submit(&self) -> u64;
-    /// Lets `ticks` heating periods pass and the work they started finish.
-    fn heat(&self, ticks: u32);
-    /// The end of every scenario: the device is gone, each request completed exactly once,
-    /// nothing ran after Flush, and nothing Init allocated is left.
-    fn assert_clean_end(&self);
+impl std::ops::Deref for Bench {
+    type Target = Rig<ToasterDriver>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.rig
+    }
 }
 
-impl Toasting for Rig<ToasterDriver> {
+fn toaster() -> Bench {
+    Bench { rig: Rig::new(), handle: Mutex::new(None), reads: Mutex::new(Vec::new()) }
+}
+
+impl Bench {
+    /// The driver's record of the reads.
     fn ledger(&self) -> Arc<Ledger> {
         self.driver_value(|driver| Arc::clone(&driver.ledger))
     }
 
+    /// The application asks for toast: a read on its handle (opened first when it has
+    /// none); returns the read's number (1, 2, ...).
     fn submit(&self) -> u64 {
-        self.node.with_context(Toaster::submit).unwrap().unwrap()
+        let mut handle = self.handle.lock().unwrap();
+        if handle.is_none() {
+            *handle = Some(self.node.open(&GUID_DEVINTERFACE_TOASTER).expect("the toaster opens"));
+        }
+        let read = handle.as_ref().unwrap().read_async(8);
+        let mut reads = self.reads.lock().unwrap();
+        reads.push(read);
+        reads.len() as u64
     }
 
+    /// The reads that completed, in the order sent: (number, status). A toasted read
+    /// carries 8 bytes of toast.
+    fn completions(&self) -> Vec<(u64, NtStatus)> {
+        let reads = self.reads.lock().unwrap();
+        reads
+            .iter()
+            .enumerate()
+            .filter_map(|(index, read)| {
+                let done = read.completion()?;
+                if done.status == NtStatus::SUCCESS {
+                    assert_eq!((done.information, done.data), (8, vec![TOAST; 8]));
+                }
+                Some((index as u64 + 1, done.status))
+            })
+            .collect()
+    }
+
+    /// Lets `ticks` heating periods pass and the work they started finish.
     fn heat(&self, ticks: u32) {
         for _ in 0..ticks {
             self.runtime.advance(TICK).unwrap();
@@ -52,16 +86,24 @@ impl Toasting for Rig<ToasterDriver> {
         }
     }
 
+    /// The end of every scenario: the device is gone, each read completed exactly once,
+    /// nothing ran after Flush, and nothing Init allocated is left.
     fn assert_clean_end(&self) {
         assert_eq!(self.node.state(), NodeState::Removed);
-        let completions = self.ledger().completions();
-        let mut ids: Vec<u64> = completions.iter().map(|(id, _)| *id).collect();
-        ids.sort_unstable();
-        let expected: Vec<u64> = (1..=self.ledger().submitted()).collect();
-        assert_eq!(ids, expected, "every request completed exactly once: {completions:?}");
+        let completions = self.completions();
+        let numbers: Vec<u64> = completions.iter().map(|(n, _)| *n).collect();
+        let expected: Vec<u64> = (1..=self.reads.lock().unwrap().len() as u64).collect();
+        assert_eq!(numbers, expected, "every read completed: {completions:?}");
+        let ledger = self.ledger();
+        assert_eq!(
+            ledger.completed() + ledger.canceled() + ledger.flushed(),
+            ledger.submitted(),
+            "every read the toaster took ended one way"
+        );
         let trace = self.node.trace();
         assert_quiet_after_flush(&trace);
         assert_cleanup_frees_the_element(&trace);
+        drop(self.handle.lock().unwrap().take());
         self.driver.unload().unwrap();
         assert!(self.runtime.live_objects().is_empty(), "{:?}", self.runtime.live_objects());
         assert!(self.runtime.panics().is_empty(), "{:?}", self.runtime.panics());
@@ -108,12 +150,9 @@ fn requests_are_toasted_after_enough_heat() {
     bench.heat(1);
     let second = bench.submit();
     bench.heat(u32::try_from(HEAT_TICKS).unwrap() - 1);
-    assert_eq!(bench.ledger().completions(), [(first, NtStatus::SUCCESS)]);
+    assert_eq!(bench.completions(), [(first, NtStatus::SUCCESS)]);
     bench.heat(1);
-    assert_eq!(
-        bench.ledger().completions(),
-        [(first, NtStatus::SUCCESS), (second, NtStatus::SUCCESS)]
-    );
+    assert_eq!(bench.completions(), [(first, NtStatus::SUCCESS), (second, NtStatus::SUCCESS)]);
     bench.act(PnpAction::Remove);
     bench.assert_clean_end();
 }
@@ -143,9 +182,24 @@ fn surprise_removal_with_requests_pending_in_d0() {
     }
     bench.heat(1);
     bench.act(PnpAction::SurpriseRemove);
-    assert_eq!(bench.ledger().completed(), 0);
-    assert_eq!(bench.ledger().flushed(), 3);
-    assert!(bench.ledger().completions().iter().all(|(_, s)| *s == NtStatus::DEVICE_REMOVED));
+    // Section 9.3, removal: after ReleaseHardware the power-managed queue is purged; the
+    // reads the toaster owns are cancelable, so each gets EvtRequestCancel before
+    // `SelfManagedIoFlush`, which finds nothing left to fail.
+    let lines = bench.node.trace().lines();
+    let tail = &lines[lines.iter().position(|l| l == "EvtDeviceReleaseHardware").unwrap()..];
+    assert_eq!(
+        &tail[..5],
+        [
+            "EvtDeviceReleaseHardware",
+            "EvtRequestCancel",
+            "EvtRequestCancel",
+            "EvtRequestCancel",
+            "EvtDeviceSelfManagedIoFlush"
+        ]
+    );
+    assert_eq!((bench.ledger().completed(), bench.ledger().canceled()), (0, 3));
+    assert_eq!(bench.ledger().flushed(), 0);
+    assert_eq!(bench.completions(), [1, 2, 3].map(|n| (n, NtStatus::CANCELLED)));
     bench.assert_clean_end();
 }
 
@@ -161,11 +215,19 @@ fn surprise_removal_with_requests_pending_while_idle() {
     // Section 1, surprise remove in Dx: no second Suspend or D0Exit.
     let lines = bench.node.trace().lines();
     let tail = &lines[lines.iter().position(|l| l == "EvtDeviceSurpriseRemoval").unwrap()..];
+    // Section 9.3: the read kept across the idle (EvtIoStop(Suspend)) is cancelled by the
+    // removal's purge before `SelfManagedIoFlush`.
     assert_eq!(
-        &tail[..3],
-        ["EvtDeviceSurpriseRemoval", "EvtDeviceReleaseHardware", "EvtDeviceSelfManagedIoFlush"]
+        &tail[..4],
+        [
+            "EvtDeviceSurpriseRemoval",
+            "EvtDeviceReleaseHardware",
+            "EvtRequestCancel",
+            "EvtDeviceSelfManagedIoFlush"
+        ]
     );
-    assert_eq!((bench.ledger().completed(), bench.ledger().flushed()), (1, 1));
+    assert_eq!(lines.iter().filter(|l| *l == "EvtIoStop(Suspend|Cancelable)").count(), 1);
+    assert_eq!(bench.completions(), [(1, NtStatus::SUCCESS), (2, NtStatus::CANCELLED)]);
     bench.assert_clean_end();
 }
 
@@ -203,10 +265,10 @@ fn requests_survive_a_rebalance() {
     let id = bench.submit();
     bench.act(PnpAction::Stop);
     bench.heat(5);
-    assert!(bench.ledger().completions().is_empty());
+    assert!(bench.completions().is_empty());
     bench.act(PnpAction::Start); // SelfManagedIoRestart, not Init
     bench.heat(u32::try_from(HEAT_TICKS).unwrap());
-    assert_eq!(bench.ledger().completions(), [(id, NtStatus::SUCCESS)]);
+    assert_eq!(bench.completions(), [(id, NtStatus::SUCCESS)]);
     assert_eq!(bench.node.trace().count(Callback::SelfManagedIoInit), 1);
     bench.act(PnpAction::Remove);
     bench.assert_clean_end();
@@ -275,17 +337,31 @@ fn pass(bench: &Rig<ToasterDriver>, time: Duration) {
 /// Section 10, "Power references and the idle timeout": with S0 idle enabled the idle timer
 /// runs from the first start while no reference is held, and when it expires the device
 /// powers down to its idle state; `IdleCannotWakeFromS0` idles unarmed (the "idle" row
-/// without `ArmWakeFromS0`). The toaster's own requests hold no power reference: the one
-/// pending idles with it and is toasted once the toaster is back.
+/// without `ArmWakeFromS0`). Section 9.3, power references: the toaster's queue is
+/// power-managed, so a pending read holds a reference and the toaster does not idle with
+/// toast pending; its idle timer runs again once the read is toasted.
 #[test]
 fn the_toaster_idles_by_itself_after_its_timeout_and_not_before() {
     let bench = toaster();
     bench.act(PnpAction::Start);
-    let id = bench.submit();
     pass(&bench, IDLE_TIMEOUT.checked_sub(MS).unwrap());
     assert_eq!(bench.node.state(), NodeState::Working, "not before its timeout");
-    assert_eq!(bench.ledger().completions(), [(id, NtStatus::SUCCESS)]);
-    let late = bench.submit();
+    // A read 1 ms before the timeout: pending, it holds the queue's power reference.
+    let id = bench.submit();
+    pass(&bench, MS);
+    assert_eq!(bench.node.state(), NodeState::Working, "not with toast pending");
+    assert!(bench.completions().is_empty());
+    // The element ticks every 100 ms from the start: at 1000 ms (the first heat) and at
+    // 1100 ms, which toasts it.
+    assert_eq!(HEAT_TICKS, 2);
+    pass(&bench, TICK.checked_sub(MS).unwrap());
+    assert!(bench.completions().is_empty());
+    pass(&bench, MS);
+    assert_eq!(bench.completions(), [(id, NtStatus::SUCCESS)]);
+    let _ = bench.runtime.take_trace();
+    // Toasted: the reference is gone, the idle timer runs its whole timeout again.
+    pass(&bench, IDLE_TIMEOUT.checked_sub(MS).unwrap());
+    assert_eq!(bench.node.state(), NodeState::Working);
     let _ = bench.runtime.take_trace();
     pass(&bench, MS);
     assert_eq!(bench.node.state(), NodeState::Idle, "idle at its timeout");
@@ -304,10 +380,7 @@ fn the_toaster_idles_by_itself_after_its_timeout_and_not_before() {
     assert_eq!(bench.node.state(), NodeState::Idle);
     // Back in D0, its idle timer runs again: it idles once more after the same timeout.
     bench.act(PnpAction::Wake);
-    bench.heat(u32::try_from(HEAT_TICKS).unwrap());
-    assert_eq!(bench.ledger().completions(), [(id, NtStatus::SUCCESS), (late, NtStatus::SUCCESS)]);
-    let heated = TICK * u32::try_from(HEAT_TICKS).unwrap();
-    pass(&bench, IDLE_TIMEOUT.checked_sub(heated + MS).unwrap());
+    pass(&bench, IDLE_TIMEOUT.checked_sub(MS).unwrap());
     assert_eq!(bench.node.state(), NodeState::Working);
     pass(&bench, MS);
     assert_eq!(bench.node.state(), NodeState::Idle);
@@ -417,7 +490,11 @@ fn an_unarmed_toaster_stays_in_dx_on_resume() {
     let runtime = Runtime::new();
     let driver = runtime.load::<ToasterDriver>().unwrap();
     let node = driver.add_device_with(AssignedResources::new().device_wake(None)).unwrap();
-    let bench = Rig { runtime, driver, node };
+    let bench = Bench {
+        rig: Rig { runtime, driver, node },
+        handle: Mutex::new(None),
+        reads: Mutex::new(Vec::new()),
+    };
     bench.act(PnpAction::Start);
     let _ = bench.runtime.take_trace();
     bench.act(PnpAction::Sleep);
@@ -443,9 +520,10 @@ fn run(args: &[&str]) -> runner::Outcome {
     runner::run(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
 }
 
-/// The toaster's life with no actions given. `sleep` arms it for system wake and `resume`
-/// disarms it: it assigned the default Sx wake settings (docs/kmdf-behaviour.md section 10,
-/// the rows "sleep, armable" and "resume, armed for Sx").
+/// The default life (section 9.3): a read pends (the toaster owns it, cancelable) across an
+/// idle and a wake, gets `EvtIoStop(Suspend|Cancelable)` in the power-down right after
+/// `SelfManagedIoSuspend` and `EvtIoResume` in the power-up right before
+/// `SelfManagedIoRestart`, and the heating after the wake completes it with its toast.
 #[test]
 fn the_default_life() {
     let outcome = run(&[]);
@@ -460,22 +538,25 @@ EvtDeviceD0EntryPostInterruptsEnabled(D3Final)
 EvtDeviceSelfManagedIoInit
 EvtTimerFunc
 EvtWorkItem
-EvtDeviceSelfManagedIoSuspend
-EvtDeviceD0ExitPreInterruptsDisabled(D3)
-EvtDeviceD0Exit(D3)
-EvtDeviceD0Entry(D3)
-EvtDeviceD0EntryPostInterruptsEnabled(D3)
-EvtDeviceSelfManagedIoRestart
+EvtDeviceFileCreate
+EvtTimerFunc
+EvtWorkItem
+EvtIoRead(8)
 EvtTimerFunc
 EvtWorkItem
 EvtDeviceSelfManagedIoSuspend
-EvtDeviceArmWakeFromSx
+EvtIoStop(Suspend|Cancelable)
 EvtDeviceD0ExitPreInterruptsDisabled(D3)
 EvtDeviceD0Exit(D3)
 EvtDeviceD0Entry(D3)
 EvtDeviceD0EntryPostInterruptsEnabled(D3)
-EvtDeviceDisarmWakeFromSx
+EvtIoResume
 EvtDeviceSelfManagedIoRestart
+EvtTimerFunc
+EvtWorkItem
+EvtFileCleanup
+EvtFileClose
+EvtDestroyCallback(WDFFILEOBJECT)
 EvtTimerFunc
 EvtWorkItem
 EvtDeviceQueryRemove
@@ -485,11 +566,14 @@ EvtDeviceD0Exit(D3Final)
 EvtDeviceReleaseHardware
 EvtDeviceSelfManagedIoFlush
 EvtDeviceSelfManagedIoCleanup
+EvtDestroyCallback(WDFQUEUE)
 EvtCleanupCallback(WDFDEVICE)
 EvtDestroyCallback(WDFDEVICE)
 EvtDestroyCallback(WDFTIMER)
 EvtDestroyCallback(WDFWORKITEM)
-toast: 3 requested, 2 done, 1 failed by flush, 0 pending
+request 1 open: STATUS_SUCCESS, information 0
+request 2 read(8): STATUS_SUCCESS, information 8
+toast: 1 requested, 1 done, 0 cancelled, 0 failed by flush, 0 pending
 invariants: ok (checked after every action)
 ";
     assert_eq!(outcome.stdout, expected);
@@ -507,7 +591,7 @@ fn explicit_actions_and_nothing_after_the_last() {
             "EvtDeviceSelfManagedIoSuspend",
             "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
             "EvtDeviceD0Exit(D3)",
-            "toast: 1 requested, 0 done, 0 failed by flush, 1 pending",
+            "toast: 0 requested, 0 done, 0 cancelled, 0 failed by flush, 0 pending",
             "invariants: ok (checked after every action)",
         ]
     );
@@ -519,12 +603,15 @@ fn explicit_actions_and_nothing_after_the_last() {
 
 #[test]
 fn fail_makes_a_callback_fail_on_its_nth_call() {
-    let outcome = run(&["start", "idle", "wake", "--fail", "EvtDeviceD0Entry@2"]);
+    let outcome = run(&["start", "open", "read", "idle", "wake", "--fail", "EvtDeviceD0Entry@2"]);
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    // The failed power-up removes the toaster: the purge cancels the pending read
+    // (section 9.3) before `SelfManagedIoFlush`.
     assert!(
         outcome.stdout.contains(
             "EvtDeviceD0Entry(D3) -> STATUS_UNSUCCESSFUL (injected)\n\
          EvtDeviceReleaseHardware\n\
+         EvtRequestCancel\n\
          EvtDeviceSelfManagedIoFlush\n\
          EvtDeviceSurpriseRemoval\n\
          EvtDeviceSelfManagedIoCleanup\n"
@@ -532,7 +619,10 @@ fn fail_makes_a_callback_fail_on_its_nth_call() {
         "{}",
         outcome.stdout
     );
-    assert!(outcome.stdout.contains("1 failed by flush"));
+    assert!(outcome.stdout.contains(
+        "request 2 read(8): STATUS_CANCELLED, information 0\n\
+         toast: 1 requested, 0 done, 1 cancelled, 0 failed by flush, 0 pending\n"
+    ));
 
     let outcome = run(&["start", "--fail=EvtDeviceSelfManagedIoInit"]);
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
@@ -641,18 +731,18 @@ fn wait_advances_the_clock_and_the_toaster_idles_at_its_timeout() {
             "EvtDeviceSelfManagedIoSuspend",
             "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
             "EvtDeviceD0Exit(D3)",
-            "toast: 1 requested, 1 done, 0 failed by flush, 0 pending",
+            "toast: 0 requested, 0 done, 0 cancelled, 0 failed by flush, 0 pending",
             "invariants: ok (checked after every action)",
         ]
     );
-    // Idle, the toaster is not working: no toast is asked for; `wake` brings it back.
+    // Idle, it stays in Dx until `wake` brings it back.
     let outcome = run(&["start", "wait", &at, "wake", "remove"]);
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);
     assert!(outcome.stdout.contains(
         "EvtDeviceD0Exit(D3)\nEvtDeviceD0Entry(D3)\nEvtDeviceD0EntryPostInterruptsEnabled(D3)\n"
     ));
     assert!(outcome.stdout.ends_with(
-        "toast: 2 requested, 1 done, 1 failed by flush, 0 pending\n\
+        "toast: 0 requested, 0 done, 0 cancelled, 0 failed by flush, 0 pending\n\
          invariants: ok (checked after every action)\n"
     ));
     // Also with the period's work still queued: the idle power-down's flush waits for it;
@@ -766,10 +856,15 @@ fn the_runner_s_life_ends_at_a_panic_in_deferred_work() {
     let runtime = Runtime::new();
     let driver = runtime.load::<sparky::Sparky>().unwrap();
     let node = driver.add_device().unwrap();
-    let panics =
-        runner::play(&runtime, &node, &[PnpAction::Start.into(), PnpAction::Idle.into()], false)
-            .unwrap()
-            .expect("the panic ends the life");
+    let panics = runner::play(
+        &runtime,
+        &node,
+        &[PnpAction::Start.into(), PnpAction::Idle.into()],
+        false,
+        &mut runner::App::default(),
+    )
+    .unwrap()
+    .expect("the panic ends the life");
     assert_eq!(
         panics.to_string(),
         format!(
@@ -779,4 +874,206 @@ fn the_runner_s_life_ends_at_a_panic_in_deferred_work() {
     );
     assert_eq!(node.state(), NodeState::Working, "idle was not applied");
     assert_eq!(runtime.trace().lines().last().unwrap(), "EvtTimerFunc (panicked)");
+}
+
+// ---- The toaster's I/O (docs/kmdf-behaviour.md section 9) ---------------------------------
+
+/// Section 9.3, `IoStop`/`IoResume`: the read the toaster owns gets
+/// `EvtIoStop(Suspend|Cancelable)` right after `SelfManagedIoSuspend` in the idle power-down,
+/// which it acknowledges and keeps; nothing heats it in Dx; after the wake it gets
+/// `EvtIoResume` right before `SelfManagedIoRestart` and is toasted by the next heats.
+#[test]
+fn a_read_pends_across_idle_and_wake() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    let id = bench.submit();
+    bench.heat(1);
+    let _ = bench.runtime.take_trace();
+    bench.act(PnpAction::Idle);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceSelfManagedIoSuspend",
+            "EvtIoStop(Suspend|Cancelable)",
+            "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
+            "EvtDeviceD0Exit(D3)",
+        ]
+    );
+    bench.heat(10);
+    assert!(new_lines(&bench).is_empty(), "nothing heats in Dx");
+    assert!(bench.completions().is_empty(), "still pending");
+    assert_eq!(bench.context(Toaster::pending), 1);
+    bench.act(PnpAction::Wake);
+    assert_eq!(
+        new_lines(&bench),
+        [
+            "EvtDeviceD0Entry(D3)",
+            "EvtDeviceD0EntryPostInterruptsEnabled(D3)",
+            "EvtIoResume",
+            "EvtDeviceSelfManagedIoRestart",
+        ]
+    );
+    // One heat before the idle, one after the wake.
+    bench.heat(u32::try_from(HEAT_TICKS).unwrap() - 1);
+    assert_eq!(bench.completions(), [(id, NtStatus::SUCCESS)]);
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
+/// Section 9.5: the application cancels a read the toaster owns (cancelable): its
+/// `EvtRequestCancel` completes it `STATUS_CANCELLED`, and the heating that follows does
+/// not complete it again. The toaster's IOCTLs see the pending count change.
+#[test]
+fn a_read_cancelled_by_the_client() {
+    let bench = toaster();
+    bench.act(PnpAction::Start);
+    bench.submit();
+    let second = bench.submit();
+    let handle = bench.node.open(&GUID_DEVINTERFACE_TOASTER).unwrap();
+    let pending = |handle: &FileHandle| {
+        let done = handle.ioctl(driver::IOCTL_TOASTER_PENDING, &[], 4).expect("inline");
+        assert_eq!((done.status, done.information), (NtStatus::SUCCESS, 4));
+        u32::from_le_bytes(done.data.try_into().unwrap())
+    };
+    assert_eq!(pending(&handle), 2);
+    let _ = bench.runtime.take_trace();
+    bench.reads.lock().unwrap()[1].cancel();
+    assert_eq!(new_lines(&bench), ["EvtRequestCancel"]);
+    assert_eq!(bench.completions(), [(second, NtStatus::CANCELLED)]);
+    assert_eq!(pending(&handle), 1);
+    bench.heat(u32::try_from(HEAT_TICKS).unwrap());
+    assert_eq!(bench.completions(), [(1, NtStatus::SUCCESS), (second, NtStatus::CANCELLED)]);
+    assert_eq!((bench.ledger().completed(), bench.ledger().canceled()), (1, 1));
+    let heat = handle.ioctl(driver::IOCTL_TOASTER_HEAT_TICKS, &[], 4).expect("inline");
+    assert_eq!(heat.data, u32::try_from(HEAT_TICKS).unwrap().to_le_bytes());
+    // A buffer too small for the answer: the request's own error (section 9.4).
+    let small = handle.ioctl(driver::IOCTL_TOASTER_PENDING, &[], 2).expect("inline");
+    assert_eq!(small.status, NtStatus::BUFFER_TOO_SMALL);
+    let unknown = handle.ioctl(0x42, &[], 4).expect("inline");
+    assert_eq!(unknown.status, NtStatus::INVALID_DEVICE_REQUEST);
+    handle.close();
+    bench.act(PnpAction::Remove);
+    bench.assert_clean_end();
+}
+
+/// The exact output of a first start with I/O: the handle's create, a read pending until
+/// two heats have toasted it (section 9.4), a write and the device controls completed in
+/// their callbacks, then one line per request and the summary.
+#[test]
+fn the_first_start_with_io() {
+    let outcome = run(&[
+        "start",
+        "open",
+        "read",
+        "write",
+        "ioctl",
+        "pending",
+        "ioctl",
+        "heat-ticks",
+        "ioctl",
+        "0x42",
+        "close",
+    ]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert_eq!(outcome.stderr, "");
+    let expected = "\
+DriverEntry
+EvtDriverDeviceAdd
+EvtDevicePrepareHardware
+EvtDeviceD0Entry(D3Final)
+EvtDeviceD0EntryPostInterruptsEnabled(D3Final)
+EvtDeviceSelfManagedIoInit
+EvtTimerFunc
+EvtWorkItem
+EvtDeviceFileCreate
+EvtTimerFunc
+EvtWorkItem
+EvtIoRead(8)
+EvtTimerFunc
+EvtWorkItem
+EvtIoWrite(8)
+EvtTimerFunc
+EvtWorkItem
+EvtIoDeviceControl(0x226000, 4, 0)
+EvtTimerFunc
+EvtWorkItem
+EvtIoDeviceControl(0x226004, 4, 0)
+EvtTimerFunc
+EvtWorkItem
+EvtIoDeviceControl(0x42, 4, 0)
+EvtTimerFunc
+EvtWorkItem
+EvtFileCleanup
+EvtFileClose
+EvtDestroyCallback(WDFFILEOBJECT)
+request 1 open: STATUS_SUCCESS, information 0
+request 2 read(8): STATUS_SUCCESS, information 8
+request 3 write(8): STATUS_SUCCESS, information 8
+request 4 ioctl(0x226000): STATUS_SUCCESS, information 4
+request 5 ioctl(0x226004): STATUS_SUCCESS, information 4
+request 6 ioctl(0x42): STATUS_INVALID_DEVICE_REQUEST, information 0
+toast: 1 requested, 1 done, 0 cancelled, 0 failed by flush, 0 pending
+invariants: ok (checked after every action)
+";
+    assert_eq!(outcome.stdout, expected);
+    assert_eq!(driver::IOCTL_TOASTER_PENDING, 0x0022_6000);
+}
+
+/// The runner's client actions: `cancel` takes the oldest pending request, a read left
+/// pending is listed as such, an open before the interface is enabled fails with the
+/// client's status (section 9.7), and the actions that are not possible or badly written
+/// fail clearly.
+#[test]
+fn the_runner_s_client_actions_and_their_errors() {
+    let outcome = run(&["start", "open", "read", "cancel", "read"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(outcome.stdout.contains("EvtIoRead(8)\nEvtTimerFunc\nEvtWorkItem\nEvtRequestCancel\n"));
+    assert!(outcome.stdout.contains(
+        "EvtIoRead(8)\n\
+         request 1 open: STATUS_SUCCESS, information 0\n\
+         request 2 read(8): STATUS_CANCELLED, information 0\n\
+         request 3 read(8): pending\n\
+         toast: 2 requested, 0 done, 1 cancelled, 0 failed by flush, 1 pending\n"
+    ));
+    let outcome = run(&["open", "start"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    assert!(
+        outcome.stdout.contains("request 1 open: STATUS_OBJECT_NAME_NOT_FOUND, information 0\n")
+    );
+
+    for (args, message) in [
+        (&["start", "read"][..], "toaster: `read`: no handle is open (`open` one first)\n"),
+        (
+            &["start", "ioctl", "pending"],
+            "toaster: `ioctl`: no handle is open (`open` one first)\n",
+        ),
+        (&["start", "open", "cancel"], "toaster: `cancel`: no request is pending\n"),
+        (&["start", "close"], "toaster: `close`: no handle is open\n"),
+    ] {
+        let outcome = run(args);
+        assert_eq!((outcome.code, outcome.stderr.as_str()), (1, message), "{args:?}");
+        assert!(!outcome.stdout.contains("toast:"), "no summary after an error");
+    }
+    for (args, message) in [
+        (
+            &["start", "open", "ioctl"][..],
+            "toaster: `ioctl` needs a code: pending, heat-ticks or a number, e.g. ioctl pending\n",
+        ),
+        (
+            &["ioctl", "toast"],
+            "toaster: `toast` in `ioctl toast` is not an IOCTL: pending, heat-ticks, or a 32-bit \
+             number (decimal or 0x hex)\n",
+        ),
+        (
+            &["ioctl", "0x1ffffffff"],
+            "toaster: `0x1ffffffff` in `ioctl 0x1ffffffff` is not an IOCTL: pending, \
+             heat-ticks, or a 32-bit number (decimal or 0x hex)\n",
+        ),
+    ] {
+        let outcome = run(args);
+        assert_eq!(
+            (outcome.code, outcome.stderr.as_str(), outcome.stdout.as_str()),
+            (2, message, "")
+        );
+    }
 }

@@ -4,19 +4,33 @@
 //! One source for both backends: `cargo run --example toaster` runs it on the host runtime,
 //! and `examples/toaster/kmdf-driver` builds it as a KMDF driver with the WDK.
 //!
-//! The toaster keeps its own requests: an application asks for toast
-//! ([`Toaster::submit`]), and the request stays pending, owned by the driver, until the
-//! heating element has toasted it for [`HEAT_TICKS`] ticks. The element is self-managed
-//! I/O: a periodic timer (`WDFTIMER`, at `DISPATCH_LEVEL`) enqueues a work item
-//! (`WDFWORKITEM`, at `PASSIVE_LEVEL`) that heats and completes the requests that are done.
-//! Both are children of the device, created with it in `device_add`.
+//! An application opens the toaster by its device interface ([`GUID_DEVINTERFACE_TOASTER`],
+//! the C sample's) and sends it requests on the default parallel queue, as the C toaster's
+//! `ToasterEvtIoRead`, `ToasterEvtIoWrite` and `ToasterEvtIoDeviceControl` get them:
+//!
+//! * a **read** asks for toast: the driver keeps the request, marked cancelable, until the
+//!   heating element has toasted it for [`HEAT_TICKS`] ticks, then completes it with the
+//!   toast (its buffer filled, information = its length);
+//! * a **write** puts bread in: completed at once with its length;
+//! * a **device control**: [`IOCTL_TOASTER_PENDING`] (the number of reads pending, a
+//!   little-endian `u32`), [`IOCTL_TOASTER_HEAT_TICKS`] (how many ticks a slice needs);
+//!   any other code `STATUS_INVALID_DEVICE_REQUEST`;
+//! * file create, cleanup and close (a file context per handle).
+//!
+//! The element is self-managed I/O: a periodic timer (`WDFTIMER`, at `DISPATCH_LEVEL`)
+//! enqueues a work item (`WDFWORKITEM`, at `PASSIVE_LEVEL`) that heats the pending reads and
+//! completes the ones that are done. Both are children of the device, created with it in
+//! `device_add`.
 //!
 //! * `self_managed_io_init` starts the element;
 //! * `self_managed_io_suspend` stops the timer, waiting for a running tick, and flushes the
-//!   work item, so nothing heats while the toaster is out of D0;
+//!   work item, so nothing heats while the toaster is out of D0; the queue then gives each
+//!   pending read `EvtIoStop(Suspend)`, which the toaster acknowledges (it keeps the read),
+//!   and `EvtIoResume` after the power-up;
 //! * `self_managed_io_restart` starts the timer again;
-//! * `self_managed_io_flush` fails every pending request (the toaster is going away) and
-//!   flushes the work item;
+//! * at the removal the framework cancels the pending reads (they are cancelable:
+//!   `EvtRequestCancel` completes them `STATUS_CANCELLED`), and `self_managed_io_flush`
+//!   fails what is left with `STATUS_DEVICE_REMOVED` and flushes the work item;
 //! * `self_managed_io_cleanup` deletes the element;
 //! * `query_remove` flushes the work item before agreeing, as toastmon flushes its target's
 //!   work item in `EvtIoTargetQueryRemove` before closing the target.
@@ -27,9 +41,8 @@
 //! system wake with the default settings, going on without when the bus cannot wake the
 //! system. Its six wake callbacks only record what the framework did
 //! ([`Toaster::armed_for_wake`], [`Toaster::wakes_triggered`]): a toaster has no wake
-//! hardware to program. Its own requests are not `WDFREQUEST`s on a power-managed queue, so
-//! they hold no power reference: it idles after its timeout with toast pending, and heats
-//! again when it is back in D0.
+//! hardware to program. Its queue is power-managed, so a pending read holds the queue's
+//! power reference: the toaster does not idle by itself with toast pending.
 
 extern crate alloc;
 
@@ -39,14 +52,35 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use core::time::Duration;
 
+use kmdf::file::{FileCallbacks, FileObject};
+use kmdf::interface::{Access, Guid, TransferMethod, ctl_code};
+use kmdf::io_queue::{Dispatch, IoQueue, IoQueueCallbacks, IoQueueConfig, IoStop};
 use kmdf::object::ObjectRef;
 use kmdf::pnp::HardwareResources;
 use kmdf::power_policy::{IdleCaps, S0IdleSettings, SxWakeSettings};
+use kmdf::request::{CancelableRequest, Marked, RequestId};
 use kmdf::sync::SpinLock;
 use kmdf::{
-    Device, DeviceInit, DevicePowerState, Driver, NtError, NtStatus, PnpPowerCallbacks, Result,
+    Device, DeviceInit, DevicePowerState, Driver, NtStatus, PnpPowerCallbacks, Request, Result,
     Timer, TimerCallbacks, WorkItem, WorkItemCallbacks,
 };
+
+/// The toaster's device interface, the C sample's `GUID_DEVINTERFACE_TOASTER`.
+pub const GUID_DEVINTERFACE_TOASTER: Guid = Guid::parse("{781EF630-72B2-11d2-B852-00C04FAD5171}");
+
+/// The toaster's device type for its IOCTLs (`FILE_DEVICE_UNKNOWN`).
+const FILE_DEVICE_TOASTER: u32 = 0x22;
+
+/// How many reads are pending: a little-endian `u32` in an output buffer of at least 4 bytes.
+pub const IOCTL_TOASTER_PENDING: u32 =
+    ctl_code(FILE_DEVICE_TOASTER, 0x800, TransferMethod::Buffered, Access::Read);
+
+/// How many ticks a slice needs ([`HEAT_TICKS`]): a little-endian `u32`, as above.
+pub const IOCTL_TOASTER_HEAT_TICKS: u32 =
+    ctl_code(FILE_DEVICE_TOASTER, 0x801, TransferMethod::Buffered, Access::Read);
+
+/// The byte a read's buffer is filled with once toasted.
+pub const TOAST: u8 = b'T';
 
 /// How often the element heats.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -64,25 +98,27 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The driver: what is shared by every toaster it serves.
 pub struct ToasterDriver {
-    /// Every request's outcome, kept past the devices so the runner and tests can check it.
+    /// How the reads ended, kept past the devices so the runner and tests can check it.
     pub ledger: Arc<Ledger>,
 }
 
 impl Driver for ToasterDriver {
     fn driver_entry() -> Result<Self> {
-        Ok(ToasterDriver { ledger: Arc::new(Ledger::new()?) })
+        Ok(ToasterDriver { ledger: Arc::new(Ledger::new()) })
     }
 
-    /// `EvtDriverDeviceAdd`: one toaster, its element, its context, every PnP/power
-    /// callback, and its power policy.
-    fn device_add(&self, device_init: DeviceInit<'_>) -> Result {
+    /// `EvtDriverDeviceAdd`: one toaster, its file objects, its interface, its default
+    /// queue, its element, its context, every PnP/power callback, and its power policy.
+    fn device_add(&self, mut device_init: DeviceInit<'_>) -> Result {
+        device_init.set_file_object::<Slot>();
         let device = device_init.create_with(|device| {
+            device.create_device_interface(&GUID_DEVINTERFACE_TOASTER, None)?;
+            IoQueue::create(device, IoQueueConfig::default_queue(Dispatch::parallel()), Counter)?;
             Ok(Toaster {
                 ledger: Arc::clone(&self.ledger),
                 pending: SpinLock::new(VecDeque::new())?,
                 timer: Timer::periodic(device, TICK, Thermostat)?,
                 heater: WorkItem::create(device, Heater)?,
-                flushed: AtomicBool::new(false),
                 unplugged: AtomicBool::new(false),
                 resources: AtomicU64::new(0),
                 armed_s0: AtomicBool::new(false),
@@ -102,59 +138,61 @@ impl Driver for ToasterDriver {
     }
 }
 
-/// Every request ever submitted and how it ended.
+/// How the toaster's reads ended.
 pub struct Ledger {
-    next_id: AtomicU64,
-    completions: SpinLock<Vec<(u64, NtStatus)>>,
+    reads: AtomicU64,
+    toasted: AtomicU64,
+    canceled: AtomicU64,
+    flushed: AtomicU64,
 }
 
 impl Ledger {
-    fn new() -> Result<Self> {
-        Ok(Ledger { next_id: AtomicU64::new(1), completions: SpinLock::new(Vec::new())? })
+    fn new() -> Self {
+        Ledger {
+            reads: AtomicU64::new(0),
+            toasted: AtomicU64::new(0),
+            canceled: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+        }
     }
 
-    /// How many requests were submitted.
+    /// How many reads the toaster took (asked for toast).
     pub fn submitted(&self) -> u64 {
-        self.next_id.load(Ordering::SeqCst) - 1
+        self.reads.load(Ordering::SeqCst)
     }
 
-    /// Every completion, in order: (request id, status).
-    pub fn completions(&self) -> Vec<(u64, NtStatus)> {
-        self.completions.lock().clone()
+    /// How many reads it completed with toast.
+    pub fn completed(&self) -> u64 {
+        self.toasted.load(Ordering::SeqCst)
     }
 
-    /// How many requests completed with toast.
-    pub fn completed(&self) -> usize {
-        self.completions.lock().iter().filter(|(_, status)| status.is_success()).count()
+    /// How many reads its `EvtRequestCancel` completed `STATUS_CANCELLED`.
+    pub fn canceled(&self) -> u64 {
+        self.canceled.load(Ordering::SeqCst)
     }
 
-    /// How many requests were failed by `self_managed_io_flush`.
-    pub fn flushed(&self) -> usize {
-        self.completions.lock().iter().filter(|(_, status)| status.is_failure()).count()
-    }
-
-    fn complete(&self, request: &Request, status: NtStatus) {
-        self.completions.lock().push((request.id, status));
+    /// How many reads `self_managed_io_flush` failed.
+    pub fn flushed(&self) -> u64 {
+        self.flushed.load(Ordering::SeqCst)
     }
 }
 
-/// A driver-owned request: a slice waiting to be toasted.
+/// A read the driver owns: a slice waiting to be toasted.
 #[derive(Debug)]
-struct Request {
-    id: u64,
+struct Slice {
+    claim: CancelableRequest,
+    length: usize,
     heat: u64,
 }
 
 /// The device context.
 pub struct Toaster {
     ledger: Arc<Ledger>,
-    /// Requests the driver owns until they are toasted or flushed.
-    pending: SpinLock<VecDeque<Request>>,
+    /// Reads the driver owns until they are toasted, cancelled or flushed.
+    pending: SpinLock<VecDeque<Slice>>,
     /// The heating element: a tick, and the heating it hands to a work item.
     timer: ObjectRef<Timer<Thermostat>>,
     heater: ObjectRef<WorkItem<Heater>>,
-    /// `self_managed_io_flush` ran: no request is accepted any more.
-    flushed: AtomicBool,
     /// `surprise_removal` ran: the hardware is gone.
     unplugged: AtomicBool,
     /// Resource descriptors seen by `prepare_hardware`.
@@ -167,24 +205,7 @@ pub struct Toaster {
 }
 
 impl Toaster {
-    /// An application asks for a slice of toast: the request pends until toasted.
-    ///
-    /// # Errors
-    ///
-    /// `STATUS_DEVICE_REMOVED` once the toaster is being removed (its pending requests were
-    /// flushed).
-    pub fn submit(&self) -> Result<u64> {
-        let mut pending = self.pending.lock();
-        // Checked under the lock that Flush takes too: no request slips in after it.
-        if self.flushed.load(Ordering::SeqCst) {
-            return Err(NtError::DEVICE_REMOVED);
-        }
-        let id = self.ledger.next_id.fetch_add(1, Ordering::SeqCst);
-        pending.push_back(Request { id, heat: 0 });
-        Ok(id)
-    }
-
-    /// How many requests are pending.
+    /// How many reads are pending.
     pub fn pending(&self) -> usize {
         self.pending.lock().len()
     }
@@ -206,6 +227,117 @@ impl Toaster {
     fn quiesce(&self) -> Result {
         self.timer.stop_and_wait()?;
         self.heater.flush()
+    }
+
+    /// A read asks for toast: kept, cancelable, until toasted.
+    fn accept(&self, queue: &IoQueue<Counter>, request: Request, length: usize) {
+        self.ledger.reads.fetch_add(1, Ordering::SeqCst);
+        // Under the lock, so that the heater sees the slice only once it is recorded, and
+        // a cancellation (which takes the lock) only after.
+        let mut pending = self.pending.lock();
+        match request.mark_cancelable(queue) {
+            Marked::Cancelable(claim) => pending.push_back(Slice { claim, length, heat: 0 }),
+            Marked::Canceled(request) => {
+                drop(pending);
+                self.ledger.canceled.fetch_add(1, Ordering::SeqCst);
+                request.complete(NtStatus::CANCELLED);
+            }
+        }
+    }
+
+    /// `EvtRequestCancel`: the read `request` is no longer wanted.
+    fn cancel(&self, request: Request) {
+        let id: RequestId = request.id();
+        self.pending.lock().retain(|slice| slice.claim.id() != id);
+        self.ledger.canceled.fetch_add(1, Ordering::SeqCst);
+        request.complete(NtStatus::CANCELLED);
+    }
+}
+
+/// The file context: one handle of an application.
+pub struct Slot;
+
+kmdf::vtable! {
+    impl FileCallbacks for Slot {
+        type Device = Toaster;
+
+        /// `EvtDeviceFileCreate`: the toaster opens for anyone.
+        fn create(_device: &Device<Toaster>) -> Result<Self> {
+            Ok(Slot)
+        }
+
+        /// `EvtFileCleanup`: the last handle of the file is closed.
+        fn cleanup(&self, _file: &FileObject<Self>, _device: &Device<Toaster>) {}
+
+        /// `EvtFileClose`: its requests are done.
+        fn close(&self, _file: &FileObject<Self>, _device: &Device<Toaster>) {}
+    }
+}
+
+/// The default queue's context.
+pub struct Counter;
+
+/// Writes `value` as a little-endian `u32` to the request's output buffer and completes it.
+fn reply_u32(mut request: Request, value: u64) {
+    let value = u32::try_from(value).unwrap_or(u32::MAX).to_le_bytes();
+    match request.output_buffer(value.len()) {
+        Ok(buffer) => {
+            buffer[..value.len()].copy_from_slice(&value);
+            if let Err(error) = request.complete_with_information(NtStatus::SUCCESS, value.len()) {
+                error.request.complete(error.status.status());
+            }
+        }
+        Err(status) => request.complete(status.status()),
+    }
+}
+
+kmdf::vtable! {
+    impl IoQueueCallbacks for Counter {
+        type Device = Toaster;
+
+        /// `EvtIoRead`: a request for toast, pending until toasted.
+        fn read(&self, queue: &IoQueue<Self>, device: &Device<Toaster>, request: Request, length: usize) {
+            device.context().accept(queue, request, length);
+        }
+
+        /// `EvtIoWrite`: bread in, taken at once.
+        fn write(&self, _queue: &IoQueue<Self>, _device: &Device<Toaster>, request: Request, length: usize) {
+            if let Err(error) = request.complete_with_information(NtStatus::SUCCESS, length) {
+                error.request.complete(error.status.status());
+            }
+        }
+
+        /// `EvtIoDeviceControl`: the toaster's IOCTLs.
+        fn device_control(
+            &self,
+            _queue: &IoQueue<Self>,
+            device: &Device<Toaster>,
+            request: Request,
+            _output_length: usize,
+            _input_length: usize,
+            code: u32,
+        ) {
+            match code {
+                IOCTL_TOASTER_PENDING => reply_u32(request, device.context().pending() as u64),
+                IOCTL_TOASTER_HEAT_TICKS => reply_u32(request, HEAT_TICKS),
+                _ => request.complete(NtStatus::INVALID_DEVICE_REQUEST),
+            }
+        }
+
+        /// `EvtIoStop`: the toaster leaves D0 (`Suspend`) and keeps its reads: nothing heats
+        /// out of D0. A purge only reaches a read that is not cancelable, which the toaster
+        /// never has; it is acknowledged too, and `self_managed_io_flush` fails it.
+        fn stop(&self, _queue: &IoQueue<Self>, _device: &Device<Toaster>, stop: IoStop<'_>) {
+            stop.acknowledge();
+        }
+
+        /// `EvtIoResume`: back in D0, the read heats again.
+        fn resume(&self, _queue: &IoQueue<Self>, _device: &Device<Toaster>, _request: RequestId) {}
+
+        /// `EvtRequestCancel`: the application cancelled a read, or the removal purges it.
+        fn request_cancel(&self, _queue: &IoQueue<Self>, device: &Device<Toaster>, request: Request) {
+            device.context().cancel(request);
+        }
     }
 }
 
@@ -235,16 +367,26 @@ kmdf::vtable! {
         /// the ones that are done.
         fn run(&self, _item: &WorkItem<Self>, toaster: &Device<Toaster>) {
             let toaster = toaster.context();
-            let done: Vec<Request> = {
+            let done: Vec<Slice> = {
                 let mut pending = toaster.pending.lock();
-                for request in pending.iter_mut() {
-                    request.heat += 1;
+                for slice in pending.iter_mut() {
+                    slice.heat += 1;
                 }
-                let ready = pending.iter().take_while(|r| r.heat >= HEAT_TICKS).count();
+                let ready = pending.iter().take_while(|s| s.heat >= HEAT_TICKS).count();
                 pending.drain(..ready).collect()
             };
-            for request in done {
-                toaster.ledger.complete(&request, NtStatus::SUCCESS);
+            for slice in done {
+                // None: it was cancelled meanwhile, and its EvtRequestCancel completes it.
+                let Some(mut request) = slice.claim.unmark() else { continue };
+                if let Ok(buffer) = request.output_buffer(slice.length) {
+                    buffer.fill(TOAST);
+                }
+                match request.complete_with_information(NtStatus::SUCCESS, slice.length) {
+                    Ok(()) => {
+                        toaster.ledger.toasted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(error) => error.request.complete(error.status.status()),
+                }
             }
         }
     }
@@ -317,17 +459,17 @@ kmdf::vtable! {
             Ok(())
         }
 
-        /// The toaster is going away: fail every request it still owns, and make sure the
+        /// The toaster is going away: fail every read it still owns, and make sure the
         /// work item is not running or queued.
         fn self_managed_io_flush(&self, _device: &Device<Self>) {
             let _ = self.quiesce();
-            let requests: Vec<Request> = {
-                let mut pending = self.pending.lock();
-                self.flushed.store(true, Ordering::SeqCst);
-                pending.drain(..).collect()
-            };
-            for request in requests {
-                self.ledger.complete(&request, NtStatus::DEVICE_REMOVED);
+            let slices: Vec<Slice> = self.pending.lock().drain(..).collect();
+            for slice in slices {
+                // None: its EvtRequestCancel owns it and completes it.
+                if let Some(request) = slice.claim.unmark() {
+                    self.ledger.flushed.fetch_add(1, Ordering::SeqCst);
+                    request.complete(NtStatus::DEVICE_REMOVED);
+                }
             }
         }
 

@@ -5,17 +5,23 @@
 //! cargo run --example toaster -- [ACTION ...] [--fail CALLBACK[@N]] [--late-work]
 //! ```
 //!
-//! An action is a PnP action (`start`, `idle`, ...) or `wait MS`, which advances the
+//! An action is a PnP action (`start`, `idle`, ...), `wait MS`, which advances the
 //! runtime's virtual clock by MS milliseconds: the element heats meanwhile, and once the
 //! toaster has been in D0 for its idle timeout with no power reference it idles by itself
-//! (docs/kmdf-behaviour.md section 10).
+//! (docs/kmdf-behaviour.md section 10), or a client action, an application using the
+//! toaster (section 9): `open` (a handle by `GUID_DEVINTERFACE_TOASTER`), `read` (8 bytes
+//! of toast; pending until toasted), `write` (8 bytes of bread), `ioctl CODE` (`pending`,
+//! `heat-ticks` or a number), `cancel` (the oldest pending request, as `CancelIoEx`) and
+//! `close` (the oldest open handle). Reads, writes and device controls go to the newest
+//! open handle.
 //! Between two actions one heating period passes on the runtime's virtual clock (the timer
-//! fires, the work item heats), and while the toaster is working an application first asks
-//! for a slice of toast. After the last action nothing more happens.
+//! fires, the work item heats). After the last action nothing more happens.
 //! With `--late-work` the work item a period hands on is still queued when the next action
-//! starts, and runs once the action waits for it (a flush) or has ended.
+//! starts, and runs once the action waits for it (a flush) or has ended; a client action
+//! lets it run first.
 //!
-//! Standard output: the trace, one callback per line, then the summary lines. Exit code 0,
+//! Standard output: the trace, one callback per line, then one line per request (its final
+//! status and information, or `pending`), then the summary lines. Exit code 0,
 //! or 1 when the driver failed (an action was refused or broke KMDF's invariants, a driver
 //! callback panicked: stderr says which, in a line starting with `toaster: `), or 2 for a
 //! bad command line. A panic in the timer's or work item's callback ends the life there, as
@@ -25,21 +31,48 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use kmdf::host::{
-    CallbackPanicked, DeviceNode, HeldWorkers, NodeState, PanicReport, PnpAction, PnpError, Runtime,
+    CallbackPanicked, Completion, DeviceNode, FileHandle, HeldWorkers, PanicReport, PendingIo,
+    PnpAction, PnpError, Runtime,
 };
-use kmdf::{Callback, NtError};
+use kmdf::{Callback, NtError, NtStatus};
 
-use crate::driver::{TICK, Toaster, ToasterDriver};
+use crate::driver::{
+    GUID_DEVINTERFACE_TOASTER, IOCTL_TOASTER_HEAT_TICKS, IOCTL_TOASTER_PENDING, TICK, Toaster,
+    ToasterDriver,
+};
 
-/// The life played when no action is given.
-pub const DEFAULT_LIFE: [Step; 6] = [
+/// The life played when no action is given: an application asks for toast, the read pends
+/// across an idle and a wake (`EvtIoStop(Suspend)`, `EvtIoResume`), and the heating
+/// completes it before the handle is closed and the toaster removed.
+pub const DEFAULT_LIFE: [Step; 7] = [
     Step::Pnp(PnpAction::Start),
+    Step::Client(Client::Open),
+    Step::Client(Client::Read),
     Step::Pnp(PnpAction::Idle),
     Step::Pnp(PnpAction::Wake),
-    Step::Pnp(PnpAction::Sleep),
-    Step::Pnp(PnpAction::Resume),
+    Step::Client(Client::Close),
     Step::Pnp(PnpAction::Remove),
 ];
+
+/// The length of a `read` and of a `write`.
+pub const IO_LENGTH: usize = 8;
+
+/// An application's action on the toaster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// `open`: a handle by the toaster's interface (`CreateFile`).
+    Open,
+    /// `read`: [`IO_LENGTH`] bytes of toast (`ReadFile`).
+    Read,
+    /// `write`: [`IO_LENGTH`] bytes of bread (`WriteFile`).
+    Write,
+    /// `ioctl CODE`: a device control with a 4-byte output buffer (`DeviceIoControl`).
+    Ioctl(u32),
+    /// `cancel`: the oldest pending request (`CancelIoEx`).
+    Cancel,
+    /// `close`: the oldest open handle (`CloseHandle`).
+    Close,
+}
 
 /// The longest `wait`: an hour of the virtual clock (36,000 heating periods).
 pub const MAX_WAIT_MS: u64 = 3_600_000;
@@ -51,6 +84,8 @@ pub enum Step {
     Pnp(PnpAction),
     /// `wait MS`: the virtual clock advances by this much.
     Wait(Duration),
+    /// An application's action.
+    Client(Client),
 }
 
 impl From<PnpAction> for Step {
@@ -62,14 +97,22 @@ impl From<PnpAction> for Step {
 pub const USAGE: &str = "\
 usage: toaster [ACTION ...] [--fail CALLBACK[@N]]... [--late-work]
 
-Loads the toaster sample driver on the kmdf host runtime, applies the PnP actions in order
-and prints every driver callback, one per line, then a summary.
+Loads the toaster sample driver on the kmdf host runtime, applies the actions in order and
+prints every driver callback, one per line, then each request's final status and
+information, then a summary.
 
 actions:   start idle wake sleep resume query-remove cancel-remove remove surprise-remove
            query-stop cancel-stop stop signal-wake
            wait MS  the virtual clock advances MS milliseconds (1 to 3600000): the toaster
            heats, and idles by itself once it has been in D0 for its idle timeout (1000 ms)
-           (none: start idle wake sleep resume remove)
+client:    open     open a handle by the toaster's device interface
+           read     read 8 bytes of toast (pending until toasted) on the newest open handle
+           write    write 8 bytes on the newest open handle
+           ioctl CODE  a device control on the newest open handle: pending, heat-ticks, or
+                    a code (decimal or 0x hex); output buffer 4 bytes
+           cancel   cancel the oldest pending request
+           close    close the oldest open handle
+           (none: start open read idle wake close remove)
 --fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
            STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated
 --late-work  the work each heating period hands on is still queued when the next action
@@ -123,6 +166,8 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             return Err(format!("unknown option `{arg}`\n{USAGE}"));
         } else if arg == "wait" {
             actions.push(Step::Wait(parse_wait(args.next())?));
+        } else if let Some(client) = parse_client(arg, &mut args)? {
+            actions.push(Step::Client(client));
         } else {
             actions.push(Step::Pnp(arg.parse::<PnpAction>().map_err(|e| e.to_string())?));
         }
@@ -131,6 +176,42 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
         actions = DEFAULT_LIFE.to_vec();
     }
     Ok(Some(Plan { actions, failures, late_work }))
+}
+
+fn parse_client<'a>(
+    arg: &str,
+    args: &mut impl Iterator<Item = &'a String>,
+) -> Result<Option<Client>, String> {
+    Ok(Some(match arg {
+        "open" => Client::Open,
+        "read" => Client::Read,
+        "write" => Client::Write,
+        "cancel" => Client::Cancel,
+        "close" => Client::Close,
+        "ioctl" => Client::Ioctl(parse_ioctl(args.next())?),
+        _ => return Ok(None),
+    }))
+}
+
+fn parse_ioctl(code: Option<&String>) -> Result<u32, String> {
+    let code =
+        code.ok_or("`ioctl` needs a code: pending, heat-ticks or a number, e.g. ioctl pending")?;
+    match code.as_str() {
+        "pending" => Ok(IOCTL_TOASTER_PENDING),
+        "heat-ticks" => Ok(IOCTL_TOASTER_HEAT_TICKS),
+        number => {
+            let parsed = match number.strip_prefix("0x").or_else(|| number.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(hex, 16),
+                None => number.parse::<u32>(),
+            };
+            parsed.map_err(|_| {
+                format!(
+                    "`{code}` in `ioctl {code}` is not an IOCTL: pending, heat-ticks, or a \
+                     32-bit number (decimal or 0x hex)"
+                )
+            })
+        }
+    }
 }
 
 fn parse_wait(ms: Option<&String>) -> Result<Duration, String> {
@@ -207,14 +288,17 @@ pub fn run(args: &[String]) -> Outcome {
             return outcome;
         }
     };
-    let panicked = match play(&runtime, &node, &plan.actions, plan.late_work) {
+    let mut app = App::default();
+    let played = play(&runtime, &node, &plan.actions, plan.late_work, &mut app);
+    let panicked = match played {
         Ok(panicked) => panicked,
         Err(error) => {
             let named = match &error {
-                PnpError::InvariantViolated { .. } => format!("toaster: {error}"),
+                PlayError::Pnp(PnpError::InvariantViolated { .. }) => format!("toaster: {error}"),
                 _ => format!("toaster: {error}\n"),
             };
             finish(&mut outcome, &runtime, &[]);
+            app.report(&mut outcome.stdout);
             outcome.stderr.insert_str(0, &named);
             outcome.code = 1;
             return outcome;
@@ -227,21 +311,24 @@ pub fn run(args: &[String]) -> Outcome {
     let bug_check = panicked.is_some();
     let named = panicked.map(CallbackPanicked::into_panics).unwrap_or_default();
     let other_panics = finish(&mut outcome, &runtime, &named);
-    // Every request completes at most once (exactly once unless it is still pending).
-    let completions = ledger.completions();
-    let mut ids: Vec<u64> = completions.iter().map(|(id, _)| *id).collect();
-    ids.sort_unstable();
-    let twice: Vec<u64> = ids.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect();
-    if !twice.is_empty() {
-        let _ = writeln!(outcome.stderr, "toaster: requests completed twice: {twice:?}");
+    app.report(&mut outcome.stdout);
+    // Every read the toaster took ended one way, or is still pending.
+    let pending = node.with_context(Toaster::pending).unwrap_or(0) as u64;
+    let ended = ledger.completed() + ledger.canceled() + ledger.flushed() + pending;
+    if ended != ledger.submitted() {
+        let _ = writeln!(
+            outcome.stderr,
+            "toaster: the toaster took {} reads but accounts for {ended}",
+            ledger.submitted()
+        );
         outcome.code = 1;
     }
-    let pending = node.with_context(Toaster::pending).unwrap_or(0);
     let _ = writeln!(
         outcome.stdout,
-        "toast: {} requested, {} done, {} failed by flush, {} pending",
+        "toast: {} requested, {} done, {} cancelled, {} failed by flush, {} pending",
         ledger.submitted(),
         ledger.completed(),
+        ledger.canceled(),
         ledger.flushed(),
         pending
     );
@@ -250,23 +337,149 @@ pub fn run(args: &[String]) -> Outcome {
     } else if !bug_check {
         let _ = writeln!(outcome.stdout, "invariants: ok (checked after every action)");
     }
+    // The handles still open are closed once everything is printed.
+    app.handles.clear();
     outcome
 }
 
-/// Plays `actions`, one heating period passing between two (an application first asks for
-/// toast while the toaster works); a [`Step::Wait`] advances the clock by its duration. With `late_work`, the work a period hands on is still
-/// queued when the next action starts (the workers are held), and runs once the action
-/// waits for it or has ended: each action meets work in flight, the same way every run.
+/// The application's side: its open handles and every request it sent.
+#[derive(Default)]
+pub struct App {
+    /// Open handles, oldest first.
+    pub handles: Vec<FileHandle>,
+    /// Every request, in the order sent.
+    pub requests: Vec<Sent>,
+}
+
+/// A request the application sent.
+pub struct Sent {
+    /// What it was: `open`, `read(8)`, `write(8)`, `ioctl(0x...)`.
+    pub what: String,
+    /// How it ended, once it has.
+    pub completion: Option<(NtStatus, usize)>,
+    /// The I/O while it is pending.
+    pub pending: Option<PendingIo>,
+}
+
+impl App {
+    /// Plays a client action. Errors: the action is not possible (no open handle, nothing
+    /// pending).
+    pub fn act(&mut self, node: &DeviceNode, client: Client) -> Result<(), String> {
+        let sent = |what: String, result: Result<Completion, PendingIo>| match result {
+            Ok(done) => {
+                Sent { what, completion: Some((done.status, done.information)), pending: None }
+            }
+            Err(io) => Sent { what, completion: None, pending: Some(io) },
+        };
+        match client {
+            Client::Open => {
+                let completion = match node.open(&GUID_DEVINTERFACE_TOASTER) {
+                    Ok(handle) => {
+                        self.handles.push(handle);
+                        (NtStatus::SUCCESS, 0)
+                    }
+                    Err(error) => (error.status(), 0),
+                };
+                self.requests.push(Sent {
+                    what: "open".into(),
+                    completion: Some(completion),
+                    pending: None,
+                });
+            }
+            Client::Read | Client::Write | Client::Ioctl(_) => {
+                let handle = self.handles.last().ok_or_else(|| {
+                    format!("`{}`: no handle is open (`open` one first)", name(client))
+                })?;
+                let request = match client {
+                    Client::Read => sent(format!("read({IO_LENGTH})"), handle.read(IO_LENGTH)),
+                    Client::Write => sent(format!("write({IO_LENGTH})"), handle.write(b"bread!!!")),
+                    Client::Ioctl(code) => {
+                        sent(format!("ioctl({code:#x})"), handle.ioctl(code, &[], 4))
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                self.requests.push(request);
+            }
+            Client::Cancel => {
+                let io = self
+                    .requests
+                    .iter()
+                    .filter_map(|sent| sent.pending.as_ref())
+                    .find(|io| !io.is_complete())
+                    .ok_or("`cancel`: no request is pending")?;
+                io.cancel();
+            }
+            Client::Close => {
+                if self.handles.is_empty() {
+                    return Err("`close`: no handle is open".into());
+                }
+                self.handles.remove(0).close();
+            }
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// Records the completions of the pending requests that have completed.
+    pub fn settle(&mut self) {
+        for sent in &mut self.requests {
+            if let Some(done) = sent.pending.as_ref().and_then(PendingIo::completion) {
+                sent.completion = Some((done.status, done.information));
+                sent.pending = None;
+            }
+        }
+    }
+
+    /// One line per request: its final status and information, or `pending`.
+    pub fn report(&mut self, out: &mut String) {
+        self.settle();
+        for (index, sent) in self.requests.iter().enumerate() {
+            let _ = match sent.completion {
+                Some((status, information)) => writeln!(
+                    out,
+                    "request {} {}: {status}, information {information}",
+                    index + 1,
+                    sent.what
+                ),
+                None => writeln!(out, "request {} {}: pending", index + 1, sent.what),
+            };
+        }
+    }
+}
+
+/// The client action's command-line name.
+fn name(client: Client) -> &'static str {
+    match client {
+        Client::Open => "open",
+        Client::Read => "read",
+        Client::Write => "write",
+        Client::Ioctl(_) => "ioctl",
+        Client::Cancel => "cancel",
+        Client::Close => "close",
+    }
+}
+
+/// Plays `actions`, one heating period passing between two; a [`Step::Wait`] advances the
+/// clock by its duration, a [`Step::Client`] is the application's (`app`). With `late_work`,
+/// the work a period hands on is still queued when the next action starts (the workers are
+/// held), and runs once the action waits for it or has ended (before a client action): each
+/// action meets work in flight, the same way every run.
 ///
-/// Ends early with the action's error when one is refused or breaks KMDF's invariants, and
-/// with `Ok(Some(..))` when a callback of the timer or the work item panicked, reported by
-/// the next call: the machine has bug-checked.
+/// Ends early with the action's error when one is refused or breaks KMDF's invariants (a
+/// client action that is not possible is [`PnpError::Refused`]-like: reported by its text),
+/// and with `Ok(Some(..))` when a callback of the timer or the work item panicked, reported
+/// by the next call: the machine has bug-checked.
+///
+/// # Errors
+///
+/// As above: the refused action's error.
 pub fn play(
     runtime: &Runtime,
     node: &DeviceNode,
     actions: &[Step],
     late_work: bool,
-) -> Result<Option<CallbackPanicked>, PnpError> {
+    app: &mut App,
+) -> Result<Option<CallbackPanicked>, PlayError> {
     let last = actions.len() - 1;
     let mut held = None;
     for (index, &step) in actions.iter().enumerate() {
@@ -274,7 +487,7 @@ pub fn play(
             Step::Pnp(action) => match apply(runtime, node, action, held.take()) {
                 Ok(()) => {}
                 Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
-                Err(error) => return Err(error),
+                Err(error) => return Err(PlayError::Pnp(error)),
             },
             Step::Wait(duration) => {
                 // The held work runs once the wait waits for it or has ended.
@@ -284,20 +497,47 @@ pub fn play(
                     return Ok(Some(panics));
                 }
             }
+            Step::Client(client) => {
+                // The held work runs first.
+                drop(held.take());
+                if let Err(panics) = runtime.wait_for_work_items() {
+                    return Ok(Some(panics));
+                }
+                app.act(node, client).map_err(PlayError::Client)?;
+                if let Err(panics) = runtime.wait_for_work_items() {
+                    return Ok(Some(panics));
+                }
+            }
         }
         if index < last {
-            if node.state() == NodeState::Working {
-                let _ = node.with_context(|toaster: &Toaster| toaster.submit());
-            }
             let (advanced, still_held) =
                 advance(runtime, TICK, late_work.then(|| runtime.hold_workers()));
             held = still_held;
             if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
                 return Ok(Some(panics));
             }
+            app.settle();
         }
     }
     Ok(None)
+}
+
+/// Why [`play`] stopped early.
+#[derive(Debug)]
+pub enum PlayError {
+    /// A PnP action was refused or broke KMDF's invariants.
+    Pnp(PnpError),
+    /// A client action was not possible (no open handle, nothing pending).
+    Client(String),
+}
+
+impl std::fmt::Display for PlayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlayError::Pnp(error) => write!(f, "{error}"),
+            PlayError::Client(message) => f.write_str(message),
+        }
+    }
 }
 
 /// Advances the clock by `duration`, each expiry's work done before the next. With workers

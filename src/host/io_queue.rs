@@ -52,6 +52,25 @@ pub(crate) fn create<T: IoQueueCallbacks>(
     context: T,
 ) -> Result<ObjectRef<IoQueue<T>>> {
     let registered = T::REGISTERED;
+    let table = QueueTable { registered, call: call::<T> };
+    let cleanup_hook = registered.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
+    let object =
+        create_raw(&device.raw.to_arc(), config, table, cleanup_hook, true, Box::new(context))?;
+    Ok(ObjectRef::from_raw(object))
+}
+
+/// `WdfIoQueueCreate` with the callbacks of `table` and the context `context`, for the
+/// typed face and the raw face (`host::raw::create_queue`): KMDF's checks of the
+/// configuration against the callbacks registered, then the queue, child of `device`.
+pub(crate) fn create_raw(
+    device: &Arc<RawObject>,
+    config: IoQueueConfig,
+    table: QueueTable,
+    cleanup: Option<super::object::CleanupHook>,
+    trace_cleanup: bool,
+    context: Box<dyn core::any::Any + Send + Sync>,
+) -> Result<Arc<RawObject>> {
+    let registered = table.registered;
     let handlers = [
         Callback::IoRead,
         Callback::IoWrite,
@@ -66,33 +85,31 @@ pub(crate) fn create<T: IoQueueCallbacks>(
         (crate::io_queue::Dispatch::Manual, false) | (_, true) => {}
         (_, false) => return Err(NtError::WDF_NO_CALLBACK),
     }
-    let device = device.raw.to_arc();
-    let io = Arc::clone(super::device::io(&device));
+    let io = Arc::clone(super::device::io(device));
     let id = io.new_queue(config)?;
-    let table = QueueTable { registered, call: call::<T> };
-    let cleanup_hook = registered.contains(Callback::ObjectCleanup).then_some(cleanup::<T> as _);
     let object = RawObject::create(
         device.shared(),
         NewObject {
-            parent: Some(&device),
-            cleanup: cleanup_hook,
+            parent: Some(device),
+            cleanup,
+            trace_cleanup,
             state: Some(StateSlot::new(Arc::new(QueueState {
                 io: Arc::clone(&io),
                 id,
                 table,
-                device: Arc::downgrade(&device),
+                device: Arc::downgrade(device),
             }))),
-            context: Some(Box::new(context)),
+            context: Some(context),
             ..NewObject::new(ObjectKind::Queue)
         },
     )?;
     io.add_queue(id, Arc::clone(&object), table, config);
-    Ok(ObjectRef::from_raw(object))
+    Ok(object)
 }
 
 /// The queue's device, for a callback: alive while its queue calls back (the device's
 /// deletion runs the queues down first).
-fn device_of(queue: &RawObject) -> Arc<RawObject> {
+pub(crate) fn device_of(queue: &RawObject) -> Arc<RawObject> {
     state(queue)
         .device
         .upgrade()

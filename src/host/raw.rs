@@ -94,6 +94,283 @@ pub trait Hooks: Any + Send + Sync {
         let _ = (device, callback, power_state, resources);
         Ok(())
     }
+
+    /// A device's `EvtDeviceFileCreate` (registered with [`set_file_object`]): the context
+    /// of the new file object `file`, or the status that fails the open.
+    ///
+    /// # Errors
+    ///
+    /// The status the driver completed the create request with; by default
+    /// `STATUS_INVALID_DEVICE_REQUEST` (a device with no file hooks refuses opens).
+    fn file_create(&self, device: &Object, file: &Object) -> Result<Box<dyn Hooks>> {
+        let _ = (device, file);
+        Err(NtError::INVALID_DEVICE_REQUEST)
+    }
+
+    /// A file object's `EvtFileCleanup`, with its device.
+    fn file_cleanup(&self, file: &Object, device: &Object) {
+        let _ = (file, device);
+    }
+
+    /// A file object's `EvtFileClose`, with its device.
+    fn file_close(&self, file: &Object, device: &Object) {
+        let _ = (file, device);
+    }
+
+    /// A queue's I/O callback (one registered with [`create_queue`]), with its device.
+    fn queue(&self, queue: &Object, device: &Object, event: QueueEvent<'_>) {
+        let _ = (queue, device, event);
+    }
+}
+
+/// A queue callback the runtime makes, with what it carries: the request handed to the
+/// driver for the callbacks that take one (`EvtIoRead`, ..., `EvtRequestCancel`).
+#[derive(Debug)]
+pub enum QueueEvent<'a> {
+    /// `EvtIoRead(request, length)`.
+    Read(Request, usize),
+    /// `EvtIoWrite(request, length)`.
+    Write(Request, usize),
+    /// `EvtIoDeviceControl(request, output length, input length, code)`.
+    DeviceControl(Request, usize, usize, u32),
+    /// `EvtIoInternalDeviceControl(request, output length, input length, code)`.
+    InternalDeviceControl(Request, usize, usize, u32),
+    /// `EvtIoDefault(request)`.
+    Default(Request),
+    /// `EvtIoStop`: a request the driver owns, while its queue stops.
+    Stop(Stop<'a>),
+    /// `EvtIoResume(request id)`: a request acknowledged in `EvtIoStop` is resumed.
+    Resume(u64),
+    /// `EvtIoCanceledOnQueue(request)`.
+    CanceledOnQueue(Request),
+    /// `EvtIoQueueState`: a manual queue has requests ready.
+    ReadyNotify,
+    /// `EvtRequestCancel(request)`: a request the driver marked cancelable was cancelled.
+    Cancel(Request),
+}
+
+impl QueueEvent<'_> {
+    /// The callback: `Callback::IoRead`, `IoWrite`, `IoDeviceControl`,
+    /// `IoInternalDeviceControl`, `IoDefault`, `IoStop`, `IoResume`, `IoCanceledOnQueue`,
+    /// `IoQueueState` or `RequestCancel`.
+    #[must_use]
+    pub fn callback(&self) -> Callback {
+        match self {
+            QueueEvent::Read(..) => Callback::IoRead,
+            QueueEvent::Write(..) => Callback::IoWrite,
+            QueueEvent::DeviceControl(..) => Callback::IoDeviceControl,
+            QueueEvent::InternalDeviceControl(..) => Callback::IoInternalDeviceControl,
+            QueueEvent::Default(..) => Callback::IoDefault,
+            QueueEvent::Stop(..) => Callback::IoStop,
+            QueueEvent::Resume(..) => Callback::IoResume,
+            QueueEvent::CanceledOnQueue(..) => Callback::IoCanceledOnQueue,
+            QueueEvent::ReadyNotify => Callback::IoQueueState,
+            QueueEvent::Cancel(..) => Callback::RequestCancel,
+        }
+    }
+
+    fn new(call: super::io::QueueCall<'_>) -> QueueEvent<'_> {
+        use super::io::QueueCall;
+        match call {
+            QueueCall::Read(raw, length) => QueueEvent::Read(Request(raw), length),
+            QueueCall::Write(raw, length) => QueueEvent::Write(Request(raw), length),
+            QueueCall::DeviceControl(raw, output, input, code) => {
+                QueueEvent::DeviceControl(Request(raw), output, input, code)
+            }
+            QueueCall::InternalDeviceControl(raw, output, input, code) => {
+                QueueEvent::InternalDeviceControl(Request(raw), output, input, code)
+            }
+            QueueCall::Default(raw) => QueueEvent::Default(Request(raw)),
+            QueueCall::Stop(raw) => QueueEvent::Stop(Stop(raw)),
+            QueueCall::Resume(id) => QueueEvent::Resume(id),
+            QueueCall::CanceledOnQueue(raw) => QueueEvent::CanceledOnQueue(Request(raw)),
+            QueueCall::ReadyNotify => QueueEvent::ReadyNotify,
+            QueueCall::Cancel(raw) => QueueEvent::Cancel(Request(raw)),
+        }
+    }
+}
+
+/// A request the driver owns (`WDFREQUEST`), as the typed `Request`: dropped uncompleted,
+/// it completes itself `STATUS_CANCELLED` and the verifier reports it.
+///
+/// Its buffers stay where they are while it exists, also while it is marked cancelable
+/// ([`Request::mark_cancelable`]) and once it is given back: a pointer into them, handed to
+/// C code, is valid until the request is completed.
+pub struct Request(super::io::RawRequest);
+
+impl Request {
+    /// Its id: the same for the request's whole life (presented, cancelable, cancelled).
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        super::request::id(&self.0)
+    }
+
+    /// Its parameters (`WdfRequestGetParameters`).
+    #[must_use]
+    pub fn parameters(&self) -> crate::request::Parameters {
+        super::request::parameters(&self.0)
+    }
+
+    /// `WdfRequestRetrieveInputBuffer`.
+    ///
+    /// # Errors
+    ///
+    /// As the typed `Request::input_buffer`: `STATUS_INVALID_DEVICE_REQUEST` for a request
+    /// with no input buffer, `STATUS_BUFFER_TOO_SMALL` below `min_len` or empty.
+    pub fn input_buffer(&self, min_len: usize) -> Result<&[u8]> {
+        super::request::input_buffer(&self.0, min_len)
+    }
+
+    /// `WdfRequestRetrieveOutputBuffer`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Request::input_buffer`], for the output buffer.
+    pub fn output_buffer(&mut self, min_len: usize) -> Result<&mut [u8]> {
+        super::request::output_buffer(&mut self.0, min_len)
+    }
+
+    /// The file object it was sent on (`WdfRequestGetFileObject`).
+    #[must_use]
+    pub fn file(&self) -> Option<Object> {
+        self.0.core.file.clone().map(Object)
+    }
+
+    /// `WdfRequestIsCanceled`.
+    #[must_use]
+    pub fn is_canceled(&self) -> bool {
+        super::request::is_canceled(&self.0)
+    }
+
+    /// `WdfRequestComplete` / `WdfRequestCompleteWithInformation` without the check of
+    /// the information (an error status).
+    pub fn complete(self, status: crate::NtStatus, information: usize) {
+        super::request::complete(self.0, status, information);
+    }
+
+    /// `WdfRequestCompleteWithInformation`.
+    ///
+    /// # Errors
+    ///
+    /// The request back, with `STATUS_INVALID_PARAMETER`, for a success whose information
+    /// exceeds the request's buffer (section 9.4), as the typed face.
+    pub fn complete_with_information(
+        self,
+        status: crate::NtStatus,
+        information: usize,
+    ) -> core::result::Result<(), (Request, NtError)> {
+        super::request::complete_with_information(self.0, status, information)
+            .map_err(|(raw, error)| (Request(raw), error))
+    }
+
+    /// `WdfRequestMarkCancelableEx` with `queue`'s `EvtRequestCancel` ([`Hooks::queue`]'s
+    /// [`QueueEvent::Cancel`]): the claim, or the request back when it is cancelled already
+    /// (`STATUS_CANCELLED`).
+    ///
+    /// # Errors
+    ///
+    /// The request, when it was cancelled already.
+    ///
+    /// # Panics
+    ///
+    /// When `queue` is not the request's queue (the typed face's rule).
+    pub fn mark_cancelable(self, queue: &Object) -> core::result::Result<Cancelable, Request> {
+        let io = Arc::clone(&self.0.core.io);
+        let state = super::io_queue::state(&queue.0);
+        assert!(
+            Arc::ptr_eq(&state.io, &io) && io.queue_of(self.id()) == Some(state.id),
+            "kmdf: raw::Request::mark_cancelable of request {} on a queue that is not its own",
+            self.id()
+        );
+        io.mark_cancelable(self.0, Arc::clone(&queue.0), state.table)
+            .map(Cancelable)
+            .map_err(Request)
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("id", &self.id())
+            .field("parameters", &self.parameters())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The driver's claim on a request it marked cancelable.
+pub struct Cancelable(super::io::RawCancelable);
+
+impl Cancelable {
+    /// The request's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        super::request::cancelable_id(&self.0)
+    }
+
+    /// `WdfRequestUnmarkCancelable`: the request back, or `None` when its cancellation has
+    /// it (`STATUS_CANCELLED`: [`QueueEvent::Cancel`] is, or was, delivered).
+    #[must_use]
+    pub fn unmark(self) -> Option<Request> {
+        super::request::unmark(self.0).map(Request)
+    }
+}
+
+impl fmt::Debug for Cancelable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Cancelable").field(&self.id()).finish()
+    }
+}
+
+/// `EvtIoStop`'s request: its id, the action, and the acknowledgement.
+pub struct Stop<'a>(super::io::RawStop<'a>);
+
+impl Stop<'_> {
+    /// The request's id.
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+
+    /// Why its queue stops.
+    #[must_use]
+    pub fn action(&self) -> crate::io_queue::StopAction {
+        self.0.action
+    }
+
+    /// Whether the request is marked cancelable.
+    #[must_use]
+    pub fn cancelable(&self) -> bool {
+        self.0.cancelable
+    }
+
+    /// `WdfRequestStopAcknowledge(request, FALSE)`: the driver keeps it.
+    pub fn acknowledge(&self) {
+        super::io_queue::acknowledge(&self.0);
+    }
+
+    /// `WdfRequestStopAcknowledge(request, TRUE)`: back to the head of its queue (cancelled
+    /// when the queue is purging).
+    ///
+    /// # Errors
+    ///
+    /// The request back, `STATUS_INVALID_PARAMETER` when it is not this stop's request.
+    pub fn acknowledge_requeue(
+        &self,
+        request: Request,
+    ) -> core::result::Result<(), (Request, NtError)> {
+        super::io_queue::acknowledge_requeue(&self.0, request.0)
+            .map_err(|(raw, error)| (Request(raw), error))
+    }
+}
+
+impl fmt::Debug for Stop<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stop")
+            .field("id", &self.id())
+            .field("action", &self.action())
+            .field("cancelable", &self.cancelable())
+            .finish()
+    }
 }
 
 /// Whether an object created here has an `EvtCleanupCallback` ([`Hooks::cleanup`]), and
@@ -187,6 +464,25 @@ fn raw_run(object: &RawObject, parent: &RawObject) {
 
 fn raw_dispatch(object: &RawObject, call: PnpCall, resources: &AssignedResources) -> Result {
     context_of(object).pnp(&Object(object.to_arc()), call.callback(), call.power_state(), resources)
+}
+
+fn raw_queue(object: &RawObject, call: super::io::QueueCall<'_>) {
+    let device = super::io_queue::device_of(object);
+    context_of(object).queue(&Object(object.to_arc()), &Object(device), QueueEvent::new(call));
+}
+
+fn raw_file_create(device: &RawObject, file: &RawObject) -> Result {
+    let hooks = context_of(device).file_create(&Object(device.to_arc()), &Object(file.to_arc()))?;
+    file.set_context(RawContext(hooks));
+    Ok(())
+}
+
+fn raw_file_cleanup(device: &RawObject, file: &RawObject) {
+    context_of(file).file_cleanup(&Object(file.to_arc()), &Object(device.to_arc()));
+}
+
+fn raw_file_close(device: &RawObject, file: &RawObject) {
+    context_of(file).file_close(&Object(file.to_arc()), &Object(device.to_arc()));
 }
 
 /// What a driver loaded through the raw face does when the PnP manager adds a device or
@@ -291,10 +587,87 @@ pub fn create_device(
         table,
         cleanup.hook(),
         cleanup != Cleanup::Untraced,
-        super::io::IoInit::default(),
+        init.raw.io,
     )?;
     object.set_context(RawContext(hooks));
     Ok(Object(device::publish(slot, object).to_arc()))
+}
+
+/// `WdfDeviceInitSetFileObjectConfig` before [`create_device`]: the device gets file
+/// objects: each open calls the device's [`Hooks::file_create`] (traced
+/// `EvtDeviceFileCreate`, always, as the typed face's; a harness whose driver registered no
+/// `EvtDeviceFileCreate` answers it with a context itself), and the callbacks in
+/// `registered` among `Callback::FileCleanup` and `Callback::FileClose` (the ones that are
+/// not NULL) are the file's [`Hooks::file_cleanup`] and [`Hooks::file_close`].
+pub fn set_file_object(init: &mut DeviceInit<'_>, registered: &[Callback]) {
+    let mut table = vtable::FileCallbacks::NONE;
+    for &callback in registered {
+        table = table.with(callback);
+    }
+    init.raw.io.file = Some(super::io::FileTable {
+        registered: table,
+        device: core::any::TypeId::of::<RawContext>(),
+        create: raw_file_create,
+        cleanup: raw_file_cleanup,
+        close: raw_file_close,
+    });
+}
+
+/// `WdfDeviceCreateDeviceInterface`: an interface of class `guid` (and `reference`) on
+/// `device`, enabled at its first start, disabled at its removal, as the typed
+/// `Device::create_device_interface`.
+///
+/// # Errors
+///
+/// As `Device::create_device_interface`: `STATUS_INVALID_PARAMETER` for the same
+/// interface twice, `STATUS_WDF_INCOMPATIBLE_EXECUTION_LEVEL` above `PASSIVE_LEVEL`;
+/// `STATUS_INVALID_DEVICE_REQUEST` when `device` is not a device.
+pub fn create_device_interface(
+    device: &Object,
+    guid: &crate::interface::Guid,
+    reference: Option<&str>,
+) -> Result {
+    if device.kind() != ObjectKind::Device {
+        return Err(NtError::INVALID_DEVICE_REQUEST);
+    }
+    super::interface::create(&device.0, *guid, reference)
+}
+
+/// `WdfIoQueueCreate`: a queue of `device` configured as `config`, whose I/O callbacks in
+/// `registered` (those of `WDF_IO_QUEUE_CONFIG` that are not NULL; `EvtRequestCancel`
+/// comes with the request it is registered on) are [`Hooks::queue`], with its
+/// `EvtCleanupCallback` when `cleanup`, and `hooks` as its context.
+///
+/// # Errors
+///
+/// As the typed `IoQueue::create`: `STATUS_WDF_NO_CALLBACK` for a queue that presents
+/// requests but registered no handler, `STATUS_INVALID_PARAMETER` for a manual queue that
+/// registered one, `STATUS_UNSUCCESSFUL` for a second default queue,
+/// `STATUS_INVALID_DEVICE_STATE` for a default queue after the first start,
+/// `STATUS_DELETE_PENDING` once the device is being removed;
+/// `STATUS_INVALID_DEVICE_REQUEST` when `device` is not a device.
+pub fn create_queue(
+    device: &Object,
+    config: crate::io_queue::IoQueueConfig,
+    registered: &[Callback],
+    cleanup: Cleanup,
+    hooks: Box<dyn Hooks>,
+) -> Result<Object> {
+    if device.kind() != ObjectKind::Device {
+        return Err(NtError::INVALID_DEVICE_REQUEST);
+    }
+    let mut table = vtable::IoQueueCallbacks::NONE;
+    for &callback in registered {
+        table = table.with(callback);
+    }
+    if cleanup != Cleanup::None {
+        table = table.with(Callback::ObjectCleanup);
+    }
+    let table = super::io::QueueTable { registered: table, call: raw_queue };
+    let context = Box::new(RawContext(hooks));
+    let traced = cleanup != Cleanup::Untraced;
+    super::io_queue::create_raw(&device.0, config, table, cleanup.hook(), traced, context)
+        .map(Object)
 }
 
 /// Calls `f` with the context of `node`'s device, if it is an `H`.

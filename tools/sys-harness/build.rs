@@ -30,6 +30,11 @@ const STRUCTS: &[&str] = &[
     "WDF_POWER_POLICY_EVENT_CALLBACKS",
     "WDF_DEVICE_POWER_POLICY_IDLE_SETTINGS",
     "WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS",
+    "WDF_FILEOBJECT_CONFIG",
+    "GUID",
+    "UNICODE_STRING",
+    "WDF_IO_QUEUE_CONFIG",
+    "WDF_REQUEST_PARAMETERS",
 ];
 
 const FIELDS: &[(&str, &[&str])] = &[
@@ -131,6 +136,53 @@ const FIELDS: &[(&str, &[&str])] = &[
             "IndicateChildWakeOnParentWake",
         ],
     ),
+    (
+        "WDF_FILEOBJECT_CONFIG",
+        &[
+            "Size",
+            "EvtDeviceFileCreate",
+            "EvtFileClose",
+            "EvtFileCleanup",
+            "AutoForwardCleanupClose",
+            "FileObjectClass",
+        ],
+    ),
+    ("GUID", &["Data1", "Data2", "Data3", "Data4"]),
+    ("UNICODE_STRING", &["Length", "MaximumLength", "Buffer"]),
+    (
+        "WDF_IO_QUEUE_CONFIG",
+        &[
+            "Size",
+            "DispatchType",
+            "PowerManaged",
+            "AllowZeroLengthRequests",
+            "DefaultQueue",
+            "EvtIoDefault",
+            "EvtIoRead",
+            "EvtIoWrite",
+            "EvtIoDeviceControl",
+            "EvtIoInternalDeviceControl",
+            "EvtIoStop",
+            "EvtIoResume",
+            "EvtIoCanceledOnQueue",
+            "Settings.Parallel.NumberOfPresentedRequests",
+            "Driver",
+        ],
+    ),
+    (
+        "WDF_REQUEST_PARAMETERS",
+        &[
+            "Size",
+            "MinorFunction",
+            "Type",
+            "Parameters.Read.Length",
+            "Parameters.Write.Length",
+            "Parameters.DeviceIoControl.OutputBufferLength",
+            "Parameters.DeviceIoControl.InputBufferLength",
+            "Parameters.DeviceIoControl.IoControlCode",
+            "Parameters.DeviceIoControl.Type3InputBuffer",
+        ],
+    ),
 ];
 
 /// Enumerators whose values the harness reads in the structures above (`VALUE_<name>`).
@@ -150,6 +202,17 @@ const ENUMERATORS: &[&str] = &[
     "PowerDeviceD2",
     "PowerDeviceD3",
     "PowerDeviceMaximum",
+    "WdfFileObjectWdfCannotUseFsContexts",
+    "WdfIoQueueDispatchSequential",
+    "WdfIoQueueDispatchParallel",
+    "WdfIoQueueDispatchManual",
+    "WdfRequestTypeRead",
+    "WdfRequestTypeWrite",
+    "WdfRequestTypeDeviceControl",
+    "WdfRequestTypeDeviceControlInternal",
+    "WdfRequestStopActionSuspend",
+    "WdfRequestStopActionPurge",
+    "WdfRequestStopRequestCancelable",
 ];
 
 fn main() {
@@ -255,7 +318,7 @@ fn layouts(root: &Path) -> String {
                 keys.len()
             )
             .unwrap();
-            keys.push(format!("OFFSET_{name}__{field}"));
+            keys.push(format!("OFFSET_{name}__{}", field.replace('.', "_")));
         }
     }
     for name in ENUMERATORS {

@@ -1,7 +1,7 @@
 //! The toaster's runner, on the `.sys`: the host runner's (examples/toaster/runner.rs)
 //! command line, life and output, with the driver's code running from the image.
 //!
-//! Where the host runner reaches into the driver's Rust values (`Toaster::submit` through
+//! Where the host runner reaches into the driver's Rust values (`Toaster::pending` through
 //! `DeviceNode::with_context`, the ledger through `LoadedDriver::with_driver`), this one
 //! calls the image's harness exports (tools/sys-harness/hooks/toaster.rs, compiled into the
 //! `.sys` with the toaster's `sys-harness` feature), which call the same driver code.
@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use kmdf::host::raw::{self, RawDriver};
 use kmdf::host::{
-    CallbackPanicked, DeviceNode, HeldWorkers, NodeState, PanicReport, PnpAction, PnpError, Runtime,
+    CallbackPanicked, Completion, DeviceNode, FileHandle, HeldWorkers, PanicReport, PendingIo,
+    PnpAction, PnpError, Runtime,
 };
+use kmdf::interface::{Access, Guid, TransferMethod, ctl_code};
 use kmdf::{Callback, NtError, NtStatus};
 
 use crate::pe::{self, Symbols};
@@ -24,37 +26,67 @@ use crate::{cpu, ntos, report};
 /// The toaster's heating period (examples/toaster/driver.rs `TICK`).
 const TICK: Duration = Duration::from_millis(100);
 
-/// The life played when no action is given.
-const DEFAULT_LIFE: [Step; 6] = [
+/// The toaster's interface and IOCTLs (examples/toaster/driver.rs: a mismatch shows in
+/// every scenario with client actions).
+const GUID_DEVINTERFACE_TOASTER: Guid = Guid::parse("{781EF630-72B2-11d2-B852-00C04FAD5171}");
+const IOCTL_TOASTER_PENDING: u32 = ctl_code(0x22, 0x800, TransferMethod::Buffered, Access::Read);
+const IOCTL_TOASTER_HEAT_TICKS: u32 = ctl_code(0x22, 0x801, TransferMethod::Buffered, Access::Read);
+
+/// The life played when no action is given (the host runner's).
+const DEFAULT_LIFE: [Step; 7] = [
     Step::Pnp(PnpAction::Start),
+    Step::Client(Client::Open),
+    Step::Client(Client::Read),
     Step::Pnp(PnpAction::Idle),
     Step::Pnp(PnpAction::Wake),
-    Step::Pnp(PnpAction::Sleep),
-    Step::Pnp(PnpAction::Resume),
+    Step::Client(Client::Close),
     Step::Pnp(PnpAction::Remove),
 ];
+
+/// The length of a `read` and of a `write`.
+const IO_LENGTH: usize = 8;
+
+/// An application's action on the toaster (the host runner's).
+#[derive(Clone, Copy)]
+enum Client {
+    Open,
+    Read,
+    Write,
+    Ioctl(u32),
+    Cancel,
+    Close,
+}
 
 /// The longest `wait` (the host runner's).
 const MAX_WAIT_MS: u64 = 3_600_000;
 
-/// One step of the life: a PnP action, or time passing (`wait MS`).
+/// One step of the life: a PnP action, time passing (`wait MS`), or a client action.
 #[derive(Clone, Copy)]
 enum Step {
     Pnp(PnpAction),
     Wait(Duration),
+    Client(Client),
 }
 
 const USAGE: &str = "\
 usage: toaster [ACTION ...] [--fail CALLBACK[@N]]... [--late-work]
 
-Loads the toaster sample driver on the kmdf host runtime, applies the PnP actions in order
-and prints every driver callback, one per line, then a summary.
+Loads the toaster sample driver on the kmdf host runtime, applies the actions in order and
+prints every driver callback, one per line, then each request's final status and
+information, then a summary.
 
 actions:   start idle wake sleep resume query-remove cancel-remove remove surprise-remove
            query-stop cancel-stop stop signal-wake
            wait MS  the virtual clock advances MS milliseconds (1 to 3600000): the toaster
            heats, and idles by itself once it has been in D0 for its idle timeout (1000 ms)
-           (none: start idle wake sleep resume remove)
+client:    open     open a handle by the toaster's device interface
+           read     read 8 bytes of toast (pending until toasted) on the newest open handle
+           write    write 8 bytes on the newest open handle
+           ioctl CODE  a device control on the newest open handle: pending, heat-ticks, or
+                    a code (decimal or 0x hex); output buffer 4 bytes
+           cancel   cancel the oldest pending request
+           close    close the oldest open handle
+           (none: start open read idle wake close remove)
 --fail     make the named KMDF callback (e.g. EvtDeviceSelfManagedIoInit) fail with
            STATUS_UNSUCCESSFUL on its Nth call (default 1); may be repeated
 --late-work  the work each heating period hands on is still queued when the next action
@@ -108,6 +140,8 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
             return Err(format!("unknown option `{arg}`\n{USAGE}"));
         } else if arg == "wait" {
             actions.push(Step::Wait(parse_wait(args.next())?));
+        } else if let Some(client) = parse_client(arg, &mut args)? {
+            actions.push(Step::Client(client));
         } else {
             actions.push(Step::Pnp(arg.parse::<PnpAction>().map_err(|e| e.to_string())?));
         }
@@ -116,6 +150,42 @@ fn parse(args: &[String]) -> Result<Option<Plan>, String> {
         actions = DEFAULT_LIFE.to_vec();
     }
     Ok(Some(Plan { actions, failures, late_work }))
+}
+
+fn parse_client<'a>(
+    arg: &str,
+    args: &mut impl Iterator<Item = &'a String>,
+) -> Result<Option<Client>, String> {
+    Ok(Some(match arg {
+        "open" => Client::Open,
+        "read" => Client::Read,
+        "write" => Client::Write,
+        "cancel" => Client::Cancel,
+        "close" => Client::Close,
+        "ioctl" => Client::Ioctl(parse_ioctl(args.next())?),
+        _ => return Ok(None),
+    }))
+}
+
+fn parse_ioctl(code: Option<&String>) -> Result<u32, String> {
+    let code =
+        code.ok_or("`ioctl` needs a code: pending, heat-ticks or a number, e.g. ioctl pending")?;
+    match code.as_str() {
+        "pending" => Ok(IOCTL_TOASTER_PENDING),
+        "heat-ticks" => Ok(IOCTL_TOASTER_HEAT_TICKS),
+        number => {
+            let parsed = match number.strip_prefix("0x").or_else(|| number.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(hex, 16),
+                None => number.parse::<u32>(),
+            };
+            parsed.map_err(|_| {
+                format!(
+                    "`{code}` in `ioctl {code}` is not an IOCTL: pending, heat-ticks, or a \
+                     32-bit number (decimal or 0x hex)"
+                )
+            })
+        }
+    }
 }
 
 fn parse_wait(ms: Option<&String>) -> Result<Duration, String> {
@@ -156,7 +226,6 @@ fn failable() -> Vec<&'static str> {
 
 /// The image's harness exports.
 struct Exports {
-    submit: extern "win64" fn(usize) -> i32,
     pending: extern "win64" fn(usize) -> u64,
     ledger: extern "win64" fn(*mut u64, u64) -> u64,
 }
@@ -186,7 +255,6 @@ fn load_image(path: &str) -> Result<(pe::Image, Exports), String> {
     }
     cpu::install();
     let exports = Exports {
-        submit: export(&image, "KmdfHarnessToasterSubmit")?,
         pending: export(&image, "KmdfHarnessToasterPending")?,
         ledger: export(&image, "KmdfHarnessToasterLedger")?,
     };
@@ -244,14 +312,16 @@ pub fn run(path: &str, args: &[String]) -> Outcome {
             return outcome;
         }
     };
-    let panicked = match play(runtime, &node, &plan.actions, plan.late_work, &exports) {
+    let mut app = App::default();
+    let panicked = match play(runtime, &node, &plan.actions, plan.late_work, &mut app) {
         Ok(panicked) => panicked,
         Err(error) => {
             let named = match &error {
-                PnpError::InvariantViolated { .. } => format!("toaster: {error}"),
+                PlayError::Pnp(PnpError::InvariantViolated { .. }) => format!("toaster: {error}"),
                 _ => format!("toaster: {error}\n"),
             };
             finish(&mut outcome, runtime, &[]);
+            app.report(&mut outcome.stdout);
             outcome.stderr.insert_str(0, &named);
             outcome.code = 1;
             return outcome;
@@ -264,27 +334,35 @@ pub fn run(path: &str, args: &[String]) -> Outcome {
     let bug_check = panicked.is_some();
     let named = panicked.map(CallbackPanicked::into_panics).unwrap_or_default();
     let other_panics = finish(&mut outcome, runtime, &named);
+    app.report(&mut outcome.stdout);
     let mut ledger = [0_u64; 64];
     let written = (exports.ledger)(ledger.as_mut_ptr(), ledger.len() as u64);
     if written < 4 {
         report::bug_check("KmdfHarnessToasterLedger: the driver is not loaded");
     }
-    let twice = &ledger[4..4 + usize::try_from(ledger[3]).unwrap_or(0).min(60)];
-    if !twice.is_empty() {
-        let _ = writeln!(outcome.stderr, "toaster: requests completed twice: {twice:?}");
+    let pending = device_handle(&node).map_or(0, |device| (exports.pending)(device));
+    // Every read the toaster took ended one way, or is still pending.
+    let ended = ledger[1] + ledger[2] + ledger[3] + pending;
+    if ended != ledger[0] {
+        let _ = writeln!(
+            outcome.stderr,
+            "toaster: the toaster took {} reads but accounts for {ended}",
+            ledger[0]
+        );
         outcome.code = 1;
     }
-    let pending = device_handle(&node).map_or(0, |device| (exports.pending)(device));
     let _ = writeln!(
         outcome.stdout,
-        "toast: {} requested, {} done, {} failed by flush, {} pending",
-        ledger[0], ledger[1], ledger[2], pending
+        "toast: {} requested, {} done, {} cancelled, {} failed by flush, {} pending",
+        ledger[0], ledger[1], ledger[2], ledger[3], pending
     );
     if other_panics {
         outcome.code = 1;
     } else if !bug_check {
         let _ = writeln!(outcome.stdout, "invariants: ok (checked after every action)");
     }
+    // The handles still open are closed once everything is printed.
+    app.handles.clear();
     outcome
 }
 
@@ -315,16 +393,133 @@ fn device_handle(node: &DeviceNode) -> Option<usize> {
     raw::with_device(node, wdf::CObjectHandle::handle).ok()
 }
 
-/// As the host runner's `play`: one heating period between two actions, an application
-/// asking for toast first while the toaster works; `wait MS` advances the clock; with
-/// `late_work`, the period's work is still queued when the next action starts.
+/// The application's side: its open handles and every request it sent.
+#[derive(Default)]
+struct App {
+    /// Open handles, oldest first.
+    handles: Vec<FileHandle>,
+    /// Every request, in the order sent.
+    requests: Vec<Sent>,
+}
+
+/// A request the application sent.
+struct Sent {
+    /// What it was: `open`, `read(8)`, `write(8)`, `ioctl(0x...)`.
+    what: String,
+    /// How it ended, once it has.
+    completion: Option<(NtStatus, usize)>,
+    /// The I/O while it is pending.
+    pending: Option<PendingIo>,
+}
+
+impl App {
+    /// Plays a client action. Errors: the action is not possible (no open handle, nothing
+    /// pending).
+    fn act(&mut self, node: &DeviceNode, client: Client) -> Result<(), String> {
+        let sent = |what: String, result: Result<Completion, PendingIo>| match result {
+            Ok(done) => {
+                Sent { what, completion: Some((done.status, done.information)), pending: None }
+            }
+            Err(io) => Sent { what, completion: None, pending: Some(io) },
+        };
+        match client {
+            Client::Open => {
+                let completion = match node.open(&GUID_DEVINTERFACE_TOASTER) {
+                    Ok(handle) => {
+                        self.handles.push(handle);
+                        (NtStatus::SUCCESS, 0)
+                    }
+                    Err(error) => (error.status(), 0),
+                };
+                self.requests.push(Sent {
+                    what: "open".into(),
+                    completion: Some(completion),
+                    pending: None,
+                });
+            }
+            Client::Read | Client::Write | Client::Ioctl(_) => {
+                let handle = self.handles.last().ok_or_else(|| {
+                    format!("`{}`: no handle is open (`open` one first)", name(client))
+                })?;
+                let request = match client {
+                    Client::Read => sent(format!("read({IO_LENGTH})"), handle.read(IO_LENGTH)),
+                    Client::Write => sent(format!("write({IO_LENGTH})"), handle.write(b"bread!!!")),
+                    Client::Ioctl(code) => {
+                        sent(format!("ioctl({code:#x})"), handle.ioctl(code, &[], 4))
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                self.requests.push(request);
+            }
+            Client::Cancel => {
+                let io = self
+                    .requests
+                    .iter()
+                    .filter_map(|sent| sent.pending.as_ref())
+                    .find(|io| !io.is_complete())
+                    .ok_or("`cancel`: no request is pending")?;
+                io.cancel();
+            }
+            Client::Close => {
+                if self.handles.is_empty() {
+                    return Err("`close`: no handle is open".into());
+                }
+                self.handles.remove(0).close();
+            }
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// Records the completions of the pending requests that have completed.
+    fn settle(&mut self) {
+        for sent in &mut self.requests {
+            if let Some(done) = sent.pending.as_ref().and_then(PendingIo::completion) {
+                sent.completion = Some((done.status, done.information));
+                sent.pending = None;
+            }
+        }
+    }
+
+    /// One line per request: its final status and information, or `pending`.
+    fn report(&mut self, out: &mut String) {
+        self.settle();
+        for (index, sent) in self.requests.iter().enumerate() {
+            let _ = match sent.completion {
+                Some((status, information)) => writeln!(
+                    out,
+                    "request {} {}: {status}, information {information}",
+                    index + 1,
+                    sent.what
+                ),
+                None => writeln!(out, "request {} {}: pending", index + 1, sent.what),
+            };
+        }
+    }
+}
+
+/// The client action's command-line name.
+fn name(client: Client) -> &'static str {
+    match client {
+        Client::Open => "open",
+        Client::Read => "read",
+        Client::Write => "write",
+        Client::Ioctl(_) => "ioctl",
+        Client::Cancel => "cancel",
+        Client::Close => "close",
+    }
+}
+
+/// As the host runner's `play`: one heating period between two actions; `wait MS`
+/// advances the clock; a client action is the application's (`app`), after the held work;
+/// with `late_work`, the period's work is still queued when the next action starts.
 fn play(
     runtime: &Runtime,
     node: &DeviceNode,
     actions: &[Step],
     late_work: bool,
-    exports: &Exports,
-) -> Result<Option<CallbackPanicked>, PnpError> {
+    app: &mut App,
+) -> Result<Option<CallbackPanicked>, PlayError> {
     let last = actions.len() - 1;
     let mut held = None;
     for (index, &step) in actions.iter().enumerate() {
@@ -332,31 +527,57 @@ fn play(
             Step::Pnp(action) => match apply(runtime, node, action, held.take()) {
                 Ok(()) => {}
                 Err(PnpError::CallbackPanicked { panics, .. }) => return Ok(Some(panics)),
-                Err(error) => return Err(error),
+                Err(error) => return Err(PlayError::Pnp(error)),
             },
             Step::Wait(duration) => {
+                // The held work runs once the wait waits for it or has ended.
                 let (advanced, still_held) = advance(runtime, duration, held.take());
                 drop(still_held);
                 if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
                     return Ok(Some(panics));
                 }
             }
+            Step::Client(client) => {
+                // The held work runs first.
+                drop(held.take());
+                if let Err(panics) = runtime.wait_for_work_items() {
+                    return Ok(Some(panics));
+                }
+                app.act(node, client).map_err(PlayError::Client)?;
+                if let Err(panics) = runtime.wait_for_work_items() {
+                    return Ok(Some(panics));
+                }
+            }
         }
         if index < last {
-            if node.state() == NodeState::Working
-                && let Some(device) = device_handle(node)
-            {
-                let _ = (exports.submit)(device);
-            }
             let (advanced, still_held) =
                 advance(runtime, TICK, late_work.then(|| runtime.hold_workers()));
             held = still_held;
             if let Err(panics) = advanced.and_then(|()| runtime.wait_for_work_items()) {
                 return Ok(Some(panics));
             }
+            app.settle();
         }
     }
     Ok(None)
+}
+
+/// Why [`play`] stopped early.
+#[derive(Debug)]
+enum PlayError {
+    /// A PnP action was refused or broke KMDF's invariants.
+    Pnp(PnpError),
+    /// A client action was not possible (no open handle, nothing pending).
+    Client(String),
+}
+
+impl std::fmt::Display for PlayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlayError::Pnp(error) => write!(f, "{error}"),
+            PlayError::Client(message) => f.write_str(message),
+        }
+    }
 }
 
 /// As the host runner's `advance`.

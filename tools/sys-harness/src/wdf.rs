@@ -25,7 +25,9 @@ use std::time::Duration;
 
 use kmdf::host::AssignedResources;
 use kmdf::host::raw::{self, Cleanup, DriverHooks, Hooks, Object, WeakObject};
+use kmdf::io_queue::Dispatch;
 use kmdf::power_policy::{DxState, IdleCaps, S0IdleSettings, SxWakeSettings};
+use kmdf::request::Parameters;
 use kmdf::{Callback, DeviceInit, DevicePowerState, FailedAction, NtError, NtStatus};
 
 use crate::report;
@@ -41,6 +43,7 @@ unsafe impl Sync for Table {}
 /// Sizes and offsets from the KMDF 1.33 headers (build.rs).
 #[allow(dead_code, reason = "not every offset is read; all are checked")]
 #[allow(non_upper_case_globals, reason = "OFFSET_<STRUCT>__<Field>: the header's field names")]
+#[allow(clippy::unreadable_literal, reason = "generated: the values clang reports")]
 pub mod layout {
     include!(concat!(env!("OUT_DIR"), "/layouts.rs"));
 }
@@ -59,6 +62,7 @@ pub struct DriverConfig {
 
 /// `WDF_OBJECT_ATTRIBUTES`.
 #[repr(C)]
+#[derive(Clone, Copy)]
 pub struct ObjectAttributes {
     size: u32,
     cleanup: Evt,
@@ -166,6 +170,74 @@ pub struct TimerConfig {
     use_high_resolution_timer: u8,
 }
 
+/// `WDF_FILEOBJECT_CONFIG`: the file callbacks as addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct FileObjectConfig {
+    size: u32,
+    create: usize,
+    close: usize,
+    cleanup: usize,
+    auto_forward_cleanup_close: i32,
+    class: i32,
+}
+
+/// `WDF_IO_QUEUE_CONFIG`: the callbacks as addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct IoQueueConfig {
+    size: u32,
+    dispatch_type: i32,
+    power_managed: i32,
+    allow_zero_length: u8,
+    default_queue: u8,
+    io_default: usize,
+    io_read: usize,
+    io_write: usize,
+    io_device_control: usize,
+    io_internal_device_control: usize,
+    io_stop: usize,
+    io_resume: usize,
+    io_canceled_on_queue: usize,
+    /// `Settings.Parallel.NumberOfPresentedRequests`.
+    number_of_presented_requests: u32,
+    driver: usize,
+}
+
+/// `WDF_REQUEST_PARAMETERS`, with the members of its union the harness writes: `Read` and
+/// `Write` (`Length`), `DeviceIoControl`.
+#[repr(C)]
+pub struct RequestParameters {
+    size: u16,
+    minor_function: u8,
+    request_type: i32,
+    /// `Read.Length`, `Write.Length`, `DeviceIoControl.OutputBufferLength`.
+    length: usize,
+    /// `DeviceIoControl.InputBufferLength`.
+    input_length: usize,
+    /// `DeviceIoControl.IoControlCode`.
+    code: u32,
+    /// `DeviceIoControl.Type3InputBuffer`.
+    type3_input_buffer: usize,
+}
+
+/// `GUID`.
+#[repr(C)]
+pub struct Guid {
+    data1: u32,
+    data2: u16,
+    data3: u16,
+    data4: [u8; 8],
+}
+
+/// `UNICODE_STRING`.
+#[repr(C)]
+pub struct UnicodeString {
+    length: u16,
+    maximum_length: u16,
+    buffer: *const u16,
+}
+
 /// `WDF_DRIVER_GLOBALS`.
 #[repr(C)]
 pub struct DriverGlobals {
@@ -270,6 +342,50 @@ check_layout! {
         enabled = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__Enabled,
         arm_for_wake_if_children_are_armed = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__ArmForWakeIfChildrenAreArmedForWake,
         indicate_child_wake_on_parent_wake = OFFSET_WDF_DEVICE_POWER_POLICY_WAKE_SETTINGS__IndicateChildWakeOnParentWake,
+    }
+    FileObjectConfig = SIZEOF_WDF_FILEOBJECT_CONFIG {
+        create = OFFSET_WDF_FILEOBJECT_CONFIG__EvtDeviceFileCreate,
+        close = OFFSET_WDF_FILEOBJECT_CONFIG__EvtFileClose,
+        cleanup = OFFSET_WDF_FILEOBJECT_CONFIG__EvtFileCleanup,
+        auto_forward_cleanup_close = OFFSET_WDF_FILEOBJECT_CONFIG__AutoForwardCleanupClose,
+        class = OFFSET_WDF_FILEOBJECT_CONFIG__FileObjectClass,
+    }
+    IoQueueConfig = SIZEOF_WDF_IO_QUEUE_CONFIG {
+        dispatch_type = OFFSET_WDF_IO_QUEUE_CONFIG__DispatchType,
+        power_managed = OFFSET_WDF_IO_QUEUE_CONFIG__PowerManaged,
+        allow_zero_length = OFFSET_WDF_IO_QUEUE_CONFIG__AllowZeroLengthRequests,
+        default_queue = OFFSET_WDF_IO_QUEUE_CONFIG__DefaultQueue,
+        io_default = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoDefault,
+        io_read = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoRead,
+        io_write = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoWrite,
+        io_device_control = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoDeviceControl,
+        io_internal_device_control = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoInternalDeviceControl,
+        io_stop = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoStop,
+        io_resume = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoResume,
+        io_canceled_on_queue = OFFSET_WDF_IO_QUEUE_CONFIG__EvtIoCanceledOnQueue,
+        number_of_presented_requests = OFFSET_WDF_IO_QUEUE_CONFIG__Settings_Parallel_NumberOfPresentedRequests,
+        driver = OFFSET_WDF_IO_QUEUE_CONFIG__Driver,
+    }
+    RequestParameters = SIZEOF_WDF_REQUEST_PARAMETERS {
+        minor_function = OFFSET_WDF_REQUEST_PARAMETERS__MinorFunction,
+        request_type = OFFSET_WDF_REQUEST_PARAMETERS__Type,
+        length = OFFSET_WDF_REQUEST_PARAMETERS__Parameters_Read_Length,
+        length = OFFSET_WDF_REQUEST_PARAMETERS__Parameters_Write_Length,
+        length = OFFSET_WDF_REQUEST_PARAMETERS__Parameters_DeviceIoControl_OutputBufferLength,
+        input_length = OFFSET_WDF_REQUEST_PARAMETERS__Parameters_DeviceIoControl_InputBufferLength,
+        code = OFFSET_WDF_REQUEST_PARAMETERS__Parameters_DeviceIoControl_IoControlCode,
+        type3_input_buffer = OFFSET_WDF_REQUEST_PARAMETERS__Parameters_DeviceIoControl_Type3InputBuffer,
+    }
+    Guid = SIZEOF_GUID {
+        data1 = OFFSET_GUID__Data1,
+        data2 = OFFSET_GUID__Data2,
+        data3 = OFFSET_GUID__Data3,
+        data4 = OFFSET_GUID__Data4,
+    }
+    UnicodeString = SIZEOF_UNICODE_STRING {
+        length = OFFSET_UNICODE_STRING__Length,
+        maximum_length = OFFSET_UNICODE_STRING__MaximumLength,
+        buffer = OFFSET_UNICODE_STRING__Buffer,
     }
     DriverGlobals = SIZEOF_WDF_DRIVER_GLOBALS {
         driver = OFFSET_WDF_DRIVER_GLOBALS__Driver,
@@ -387,6 +503,8 @@ enum Kind {
     Timer,
     SpinLock,
     ResourceList,
+    Queue,
+    File,
 }
 
 impl Kind {
@@ -398,6 +516,8 @@ impl Kind {
             Kind::Timer => "WDFTIMER",
             Kind::SpinLock => "WDFSPINLOCK",
             Kind::ResourceList => "WDFCMRESLIST",
+            Kind::Queue => "WDFQUEUE",
+            Kind::File => "WDFFILEOBJECT",
         }
     }
 }
@@ -541,6 +661,12 @@ pub struct CObject {
     run: Evt,
     pnp: PnpPowerCallbacks,
     policy: PowerPolicyCallbacks,
+    /// A device's `WDF_FILEOBJECT_CONFIG`, if `WdfDeviceInitSetFileObjectConfig` set one.
+    file: Option<FileObjectConfig>,
+    /// A device's file objects' attributes (`WdfDeviceInitSetFileObjectConfig`).
+    file_attributes: Option<SendAttributes>,
+    /// A queue's `WDF_IO_QUEUE_CONFIG`.
+    queue: Option<IoQueueConfig>,
     /// Set once the runtime created the object: before, there is nothing to destroy.
     created: AtomicBool,
 }
@@ -554,6 +680,9 @@ impl CObject {
             run: None,
             pnp: PnpPowerCallbacks::default(),
             policy: PowerPolicyCallbacks::default(),
+            file: None,
+            file_attributes: None,
+            queue: None,
             created: AtomicBool::new(false),
         }
     }
@@ -583,6 +712,315 @@ impl Hooks for CObject {
             return call_policy(self.handle, &self.policy, callback);
         }
         call_pnp(self.handle, &self.pnp, callback, power_state, resources)
+    }
+
+    fn queue(&self, _queue: &Object, _device: &Object, event: raw::QueueEvent<'_>) {
+        call_queue(self.handle, &self.queue.unwrap_or_default(), event);
+    }
+
+    fn file_create(&self, _device: &Object, file: &Object) -> kmdf::Result<Box<dyn Hooks>> {
+        const DDI: &str = "EvtDeviceFileCreate";
+        // The runtime calls this only on a device with a WDF_FILEOBJECT_CONFIG.
+        let config = self.file.unwrap_or_default();
+        let attributes = self.file_attributes.as_ref().map(|a| &a.0);
+        let handle = new_handle();
+        register(DDI, handle, Kind::File, self.handle, attributes);
+        set_object(handle, file);
+        let request = requests::new_create();
+        if config.create != 0 {
+            type Create = extern "win64" fn(usize, usize, usize);
+            // SAFETY: the non-null EvtDeviceFileCreate of the WDF_FILEOBJECT_CONFIG, of the
+            // header's type.
+            let create = unsafe { std::mem::transmute::<usize, Create>(config.create) };
+            create(self.handle, request, handle);
+        } else {
+            // No EvtDeviceFileCreate: KMDF completes the create with success.
+            requests::complete_create(request, 0);
+        }
+        let Some(status) = requests::take_create(request) else {
+            fail(
+                DDI,
+                "returned without completing the create request (a create completed later is \
+                 not modelled)",
+            );
+        };
+        let mut hooks = CObject::new(handle, attributes);
+        hooks.file = Some(config);
+        // KMDF destroys the file object, created, also when the create fails.
+        hooks.created.store(true, Ordering::SeqCst);
+        match NtStatus::from_raw(status).ok() {
+            Ok(()) => Ok(Box::new(hooks)),
+            Err(error) => {
+                drop(hooks);
+                Err(error)
+            }
+        }
+    }
+
+    fn file_cleanup(&self, _file: &Object, _device: &Object) {
+        let address = self.file.map_or(0, |config| config.cleanup);
+        if address != 0 {
+            // SAFETY: the non-null EvtFileCleanup of the WDF_FILEOBJECT_CONFIG, of the
+            // header's type.
+            let cleanup =
+                unsafe { std::mem::transmute::<usize, extern "win64" fn(usize)>(address) };
+            cleanup(self.handle);
+        }
+    }
+
+    fn file_close(&self, _file: &Object, _device: &Object) {
+        let address = self.file.map_or(0, |config| config.close);
+        if address != 0 {
+            // SAFETY: the non-null EvtFileClose of the WDF_FILEOBJECT_CONFIG, of the
+            // header's type.
+            let close = unsafe { std::mem::transmute::<usize, extern "win64" fn(usize)>(address) };
+            close(self.handle);
+        }
+    }
+}
+
+/// `WDF_OBJECT_ATTRIBUTES` kept for later creations (a device's file objects').
+#[derive(Clone, Copy)]
+struct SendAttributes(ObjectAttributes);
+
+// SAFETY: the attributes hold function addresses and a type info pointer into the image's
+// static data, read only.
+unsafe impl Send for SendAttributes {}
+// SAFETY: as above.
+unsafe impl Sync for SendAttributes {}
+
+/// The queue `queue`'s callback for `event`, from its `WDF_IO_QUEUE_CONFIG`.
+fn call_queue(queue: usize, config: &IoQueueConfig, event: raw::QueueEvent<'_>) {
+    type One = extern "win64" fn(usize, usize);
+    type Length = extern "win64" fn(usize, usize, usize);
+    type Control = extern "win64" fn(usize, usize, usize, usize, u32);
+    type StopFn = extern "win64" fn(usize, usize, u32);
+    let callback = event.callback();
+    let address = match callback {
+        Callback::IoRead => config.io_read,
+        Callback::IoWrite => config.io_write,
+        Callback::IoDeviceControl => config.io_device_control,
+        Callback::IoInternalDeviceControl => config.io_internal_device_control,
+        Callback::IoDefault => config.io_default,
+        Callback::IoStop => config.io_stop,
+        Callback::IoResume => config.io_resume,
+        Callback::IoCanceledOnQueue => config.io_canceled_on_queue,
+        Callback::RequestCancel => 0,
+        _ => fail(callback.kmdf_name(), "not modelled by the harness"),
+    };
+    if address == 0 && callback != Callback::RequestCancel {
+        fail(callback.kmdf_name(), "the runtime called a callback the queue did not register");
+    }
+    // SAFETY (each transmute below): `address` is the non-null function the driver
+    // registered in the WDF_IO_QUEUE_CONFIG field of `callback`, of the header's type: the
+    // one transmuted to.
+    match event {
+        raw::QueueEvent::Read(request, length) | raw::QueueEvent::Write(request, length) => {
+            let handle = requests::present(queue, request);
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, Length>(address) };
+            f(queue, handle, length);
+        }
+        raw::QueueEvent::DeviceControl(request, output, input, code)
+        | raw::QueueEvent::InternalDeviceControl(request, output, input, code) => {
+            let handle = requests::present(queue, request);
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, Control>(address) };
+            f(queue, handle, output, input, code);
+        }
+        raw::QueueEvent::Default(request) | raw::QueueEvent::CanceledOnQueue(request) => {
+            let handle = requests::present(queue, request);
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, One>(address) };
+            f(queue, handle);
+        }
+        raw::QueueEvent::Stop(stop) => {
+            let handle = requests::handle_of(stop.id());
+            let mut flags = match stop.action() {
+                kmdf::io_queue::StopAction::Suspend => layout::VALUE_WdfRequestStopActionSuspend,
+                kmdf::io_queue::StopAction::Purge => layout::VALUE_WdfRequestStopActionPurge,
+            };
+            if stop.cancelable() {
+                flags |= layout::VALUE_WdfRequestStopRequestCancelable;
+            }
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, StopFn>(address) };
+            requests::with_stop(&stop, || f(queue, handle, flags.cast_unsigned()));
+        }
+        raw::QueueEvent::Resume(id) => {
+            let handle = requests::handle_of(id);
+            // SAFETY: see above.
+            let f = unsafe { std::mem::transmute::<usize, One>(address) };
+            f(queue, handle);
+        }
+        raw::QueueEvent::Cancel(request) => requests::cancel(request),
+        raw::QueueEvent::ReadyNotify => {
+            fail("EvtIoQueueState", "WdfIoQueueReadyNotify is not implemented by the harness")
+        }
+    }
+}
+
+/// The harness's `WDFREQUEST`s: a handle per request the runtime hands to the driver, for
+/// its whole life (presented, cancelable, cancelled, completed while references remain),
+/// so that the kernel backend's request id (the handle) is the same in every callback.
+mod requests {
+    use std::cell::Cell;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, MutexGuard, PoisonError};
+
+    use kmdf::host::raw;
+    use kmdf::request::Parameters;
+
+    use super::{fail, new_handle};
+
+    pub(super) struct Entry {
+        /// The runtime's id; 0 for a create request.
+        pub(super) id: u64,
+        pub(super) queue: usize,
+        pub(super) parameters: Option<Parameters>,
+        /// The request, while the driver owns it and it is not marked cancelable.
+        pub(super) value: Option<raw::Request>,
+        /// The claim, while it is marked cancelable (or until unmarked after a cancel).
+        pub(super) claim: Option<raw::Cancelable>,
+        pub(super) cancel: Option<extern "win64" fn(usize)>,
+        /// A create request's completion status.
+        pub(super) create_status: Option<i32>,
+        pub(super) completed: bool,
+        pub(super) references: usize,
+    }
+
+    #[derive(Default)]
+    pub(super) struct Table {
+        pub(super) entries: HashMap<usize, Entry>,
+        by_id: HashMap<u64, usize>,
+    }
+
+    static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+    thread_local! {
+        /// The `EvtIoStop` running on this thread: its request's id and its `raw::Stop`.
+        static STOP: Cell<(u64, usize)> = const { Cell::new((0, 0)) };
+    }
+
+    pub(super) fn with<R>(f: impl FnOnce(&mut Table) -> R) -> R {
+        let mut guard: MutexGuard<'_, Option<Table>> =
+            TABLE.lock().unwrap_or_else(PoisonError::into_inner);
+        f(guard.get_or_insert_with(Table::default))
+    }
+
+    fn entry(id: u64, queue: usize, parameters: Option<Parameters>) -> Entry {
+        Entry {
+            id,
+            queue,
+            parameters,
+            value: None,
+            claim: None,
+            cancel: None,
+            create_status: None,
+            completed: false,
+            references: 0,
+        }
+    }
+
+    /// A request presented (or handed) by `queue`: its handle, the same as before if the
+    /// driver had it before (a requeued or forwarded request).
+    pub(super) fn present(queue: usize, request: raw::Request) -> usize {
+        let id = request.id();
+        let parameters = request.parameters();
+        with(|table| {
+            let handle = if let Some(&handle) = table.by_id.get(&id) {
+                handle
+            } else {
+                let handle = new_handle();
+                table.by_id.insert(id, handle);
+                table.entries.insert(handle, entry(id, queue, Some(parameters)));
+                handle
+            };
+            let entry = table.entries.get_mut(&handle).expect("inserted");
+            entry.queue = queue;
+            entry.value = Some(request);
+            handle
+        })
+    }
+
+    /// A create request, for `EvtDeviceFileCreate`.
+    pub(super) fn new_create() -> usize {
+        let handle = new_handle();
+        with(|table| table.entries.insert(handle, entry(0, 0, None)));
+        handle
+    }
+
+    pub(super) fn complete_create(handle: usize, status: i32) {
+        with(|table| {
+            if let Some(entry) = table.entries.get_mut(&handle) {
+                entry.create_status = Some(status);
+                entry.completed = true;
+            }
+        });
+    }
+
+    /// The create request's status, once completed; the handle goes (unless referenced).
+    pub(super) fn take_create(handle: usize) -> Option<i32> {
+        with(|table| {
+            let status = table.entries.get(&handle)?.create_status;
+            if table.entries.get(&handle).is_some_and(|e| e.references == 0) {
+                table.entries.remove(&handle);
+            }
+            status
+        })
+    }
+
+    /// The handle of the request `id`, which the driver had before.
+    pub(super) fn handle_of(id: u64) -> usize {
+        with(|table| table.by_id.get(&id).copied())
+            .unwrap_or_else(|| fail("the harness", &format!("request {id} has no WDFREQUEST")))
+    }
+
+    /// `EvtRequestCancel`: the request is the driver's again, for its cancel routine.
+    pub(super) fn cancel(request: raw::Request) {
+        let id = request.id();
+        let handle = handle_of(id);
+        let routine = with(|table| {
+            let entry = table.entries.get_mut(&handle).expect("found by id");
+            entry.value = Some(request);
+            entry.cancel.take()
+        });
+        let Some(routine) = routine else {
+            fail("EvtRequestCancel", "a cancelled request has no cancel routine");
+        };
+        routine(handle);
+    }
+
+    /// Runs `f` (the driver's `EvtIoStop`) with `stop` as this thread's stop.
+    pub(super) fn with_stop(stop: &raw::Stop<'_>, f: impl FnOnce()) {
+        let previous = STOP.replace((stop.id(), std::ptr::from_ref(stop).addr()));
+        f();
+        STOP.set(previous);
+    }
+
+    /// Calls `f` with the stop of request `id` running on this thread, if any.
+    pub(super) fn current_stop<R>(id: u64, f: impl FnOnce(&raw::Stop<'_>) -> R) -> Option<R> {
+        let (stop_id, address) = STOP.get();
+        if address == 0 || stop_id != id {
+            return None;
+        }
+        // SAFETY: `with_stop` set the address of a `raw::Stop` that lives on this thread's
+        // stack for the `EvtIoStop` call in progress (this is inside it), and resets it after.
+        let stop = unsafe { &*(address as *const raw::Stop<'_>) };
+        Some(f(stop))
+    }
+
+    /// Forgets a completed request nobody references any more.
+    pub(super) fn release(table: &mut Table, handle: usize) {
+        if let Some(entry) = table.entries.get(&handle)
+            && entry.completed
+            && entry.references == 0
+        {
+            let entry = table.entries.remove(&handle).expect("found");
+            if entry.id != 0 {
+                table.by_id.remove(&entry.id);
+            }
+        }
     }
 }
 
@@ -828,7 +1266,13 @@ impl DriverHooks for CDriver {
         let Some(device_add) = self.device_add else {
             return Err(NtError::NOT_SUPPORTED);
         };
-        let mut state = InitState { init: Some(init), callbacks: None, policy: None };
+        let mut state = InitState {
+            init: Some(init),
+            callbacks: None,
+            policy: None,
+            file: None,
+            file_attributes: None,
+        };
         let status = device_add(self.handle, (&raw mut state).addr());
         NtStatus::from_raw(status).ok()
     }
@@ -866,6 +1310,8 @@ struct InitState<'a> {
     init: Option<DeviceInit<'a>>,
     callbacks: Option<PnpPowerCallbacks>,
     policy: Option<PowerPolicyCallbacks>,
+    file: Option<FileObjectConfig>,
+    file_attributes: Option<SendAttributes>,
 }
 
 /// `WDFLDR.SYS`'s exports.
@@ -1054,6 +1500,475 @@ pub mod ddi {
         state.policy = Some(*callbacks);
     }
 
+    pub extern "win64" fn WdfDeviceInitSetFileObjectConfig(
+        globals: *const DriverGlobals,
+        init: usize,
+        config: *const FileObjectConfig,
+        attributes: *const ObjectAttributes,
+    ) {
+        const DDI: &str = "WdfDeviceInitSetFileObjectConfig";
+        check_globals(DDI, globals);
+        if init == 0 || config.is_null() {
+            fail(DDI, "NULL DeviceInit or FileObjectConfig");
+        }
+        // SAFETY: a non-null WDF_FILEOBJECT_CONFIG the driver passed, valid for the call.
+        let config = unsafe { &*config };
+        check_size(DDI, "WDF_FILEOBJECT_CONFIG", config.size, layout::SIZEOF_WDF_FILEOBJECT_CONFIG);
+        if config.class != layout::VALUE_WdfFileObjectWdfCannotUseFsContexts {
+            fail(
+                DDI,
+                &format!(
+                    "FileObjectClass {} is not modelled (only WdfFileObjectWdfCannotUseFsContexts)",
+                    config.class
+                ),
+            );
+        }
+        if config.auto_forward_cleanup_close != layout::VALUE_WdfUseDefault {
+            fail(DDI, "an AutoForwardCleanupClose other than WdfUseDefault is not modelled");
+        }
+        if let Some(attributes) = super::attributes(DDI, attributes)
+            && attributes.parent != 0
+        {
+            fail(DDI, "a file object's ParentObject must be NULL (its device is its parent)");
+        }
+        // SAFETY: as in WdfDeviceInitSetPnpPowerEventCallbacks.
+        let state = unsafe { &mut *(init as *mut InitState<'_>) };
+        let Some(device_init) = state.init.as_mut() else {
+            fail(DDI, "the DeviceInit was consumed by WdfDeviceCreate");
+        };
+        let mut registered = Vec::new();
+        if config.cleanup != 0 {
+            registered.push(Callback::FileCleanup);
+        }
+        if config.close != 0 {
+            registered.push(Callback::FileClose);
+        }
+        raw::set_file_object(device_init, &registered);
+        state.file = Some(*config);
+        state.file_attributes = super::attributes(DDI, attributes).map(|a| SendAttributes(*a));
+    }
+
+    pub extern "win64" fn WdfDeviceCreateDeviceInterface(
+        globals: *const DriverGlobals,
+        device: usize,
+        class: *const Guid,
+        reference: *const UnicodeString,
+    ) -> i32 {
+        const DDI: &str = "WdfDeviceCreateDeviceInterface";
+        check_globals(DDI, globals);
+        let object = super::object(DDI, device, &[Kind::Device]);
+        if class.is_null() {
+            fail(DDI, "NULL InterfaceClassGUID");
+        }
+        // SAFETY: a non-null GUID the driver passed, valid for the call.
+        let class = unsafe { &*class };
+        let guid = kmdf::interface::Guid {
+            data1: class.data1,
+            data2: class.data2,
+            data3: class.data3,
+            data4: class.data4,
+        };
+        let reference = if reference.is_null() {
+            None
+        } else {
+            // SAFETY: a non-null UNICODE_STRING the driver passed, valid for the call.
+            let string = unsafe { &*reference };
+            if string.length % 2 != 0 || string.length > string.maximum_length {
+                fail(DDI, "a malformed ReferenceString (odd Length, or above MaximumLength)");
+            }
+            let units = usize::from(string.length / 2);
+            let slice = if units == 0 {
+                &[][..]
+            } else {
+                if string.buffer.is_null() {
+                    fail(DDI, "a ReferenceString with a Length and a NULL Buffer");
+                }
+                // SAFETY: the driver's buffer of `Length` bytes, valid for the call.
+                unsafe { std::slice::from_raw_parts(string.buffer, units) }
+            };
+            match String::from_utf16(slice) {
+                Ok(text) => Some(text),
+                Err(_) => fail(DDI, "a ReferenceString that is not valid UTF-16"),
+            }
+        };
+        match raw::create_device_interface(&object, &guid, reference.as_deref()) {
+            Ok(()) => 0,
+            Err(error) => error.to_raw(),
+        }
+    }
+
+    pub extern "win64" fn WdfIoQueueCreate(
+        globals: *const DriverGlobals,
+        device: usize,
+        config: *const IoQueueConfig,
+        attributes: *const ObjectAttributes,
+        queue: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfIoQueueCreate";
+        check_globals(DDI, globals);
+        let device_object = object(DDI, device, &[Kind::Device]);
+        if config.is_null() {
+            fail(DDI, "NULL Config");
+        }
+        // SAFETY: a non-null WDF_IO_QUEUE_CONFIG the driver passed, valid for the call.
+        let config = unsafe { &*config };
+        check_size(DDI, "WDF_IO_QUEUE_CONFIG", config.size, layout::SIZEOF_WDF_IO_QUEUE_CONFIG);
+        let attributes = super::attributes(DDI, attributes);
+        if attributes.is_some_and(|a| a.parent != 0 && a.parent != device) {
+            fail(DDI, "a queue's ParentObject must be its device");
+        }
+        if config.driver != 0 {
+            fail(DDI, "a queue's Driver (a queue of another driver) is not modelled");
+        }
+        let dispatch = match config.dispatch_type {
+            t if t == layout::VALUE_WdfIoQueueDispatchSequential => Dispatch::Sequential,
+            t if t == layout::VALUE_WdfIoQueueDispatchParallel => {
+                let limit = match config.number_of_presented_requests {
+                    u32::MAX => None,
+                    0 => fail(DDI, "a parallel queue's NumberOfPresentedRequests is 0"),
+                    n => core::num::NonZeroU32::new(n),
+                };
+                Dispatch::Parallel { limit }
+            }
+            t if t == layout::VALUE_WdfIoQueueDispatchManual => Dispatch::Manual,
+            t => fail(DDI, &format!("DispatchType {t} is not a WDF_IO_QUEUE_DISPATCH_TYPE")),
+        };
+        // WdfUseDefault: power-managed, the device being its power policy owner.
+        let power_managed = match tri_state(config.power_managed) {
+            Ok(value) => value.unwrap_or(true),
+            Err(_) => {
+                fail(DDI, &format!("PowerManaged {} is not a WDF_TRI_STATE", config.power_managed))
+            }
+        };
+        let mut queue_config = if config.default_queue != 0 {
+            kmdf::io_queue::IoQueueConfig::default_queue(dispatch)
+        } else {
+            kmdf::io_queue::IoQueueConfig::new(dispatch)
+        };
+        queue_config = queue_config
+            .power_managed(power_managed)
+            .allow_zero_length(config.allow_zero_length != 0);
+        let registered: Vec<Callback> = [
+            (config.io_default, Callback::IoDefault),
+            (config.io_read, Callback::IoRead),
+            (config.io_write, Callback::IoWrite),
+            (config.io_device_control, Callback::IoDeviceControl),
+            (config.io_internal_device_control, Callback::IoInternalDeviceControl),
+            (config.io_stop, Callback::IoStop),
+            (config.io_resume, Callback::IoResume),
+            (config.io_canceled_on_queue, Callback::IoCanceledOnQueue),
+        ]
+        .into_iter()
+        .filter(|(address, _)| *address != 0)
+        .map(|(_, callback)| callback)
+        .collect();
+        let handle = new_handle();
+        register(DDI, handle, Kind::Queue, device, attributes);
+        let mut hooks = CObject::new(handle, attributes);
+        hooks.queue = Some(*config);
+        let cleanup = if hooks.cleanup.is_some() { Cleanup::Traced } else { Cleanup::None };
+        let hooks = Box::new(hooks);
+        let created: *const AtomicBool = &raw const hooks.created;
+        match raw::create_queue(&device_object, queue_config, &registered, cleanup, hooks) {
+            Ok(object) => {
+                // SAFETY: the hooks now live in the object's context, which `object` keeps.
+                unsafe { (*created).store(true, Ordering::SeqCst) };
+                set_object(handle, &object);
+                if !queue.is_null() {
+                    // SAFETY: the driver's out pointer for the handle.
+                    unsafe { queue.write(handle) };
+                }
+                0
+            }
+            Err(error) => error.to_raw(),
+        }
+    }
+
+    pub extern "win64" fn WdfFileObjectGetDevice(
+        globals: *const DriverGlobals,
+        file: usize,
+    ) -> usize {
+        const DDI: &str = "WdfFileObjectGetDevice";
+        check_globals(DDI, globals);
+        let _ = object(DDI, file, &[Kind::File]);
+        with_table(|table| table.get(&file).map_or(0, |entry| entry.parent))
+    }
+
+    /// The request `handle`'s entry, for `f`; a bug check for a handle that is none.
+    fn request<R>(ddi: &str, handle: usize, f: impl FnOnce(&mut requests::Entry) -> R) -> R {
+        let found = requests::with(|table| table.entries.get_mut(&handle).map(f));
+        found.unwrap_or_else(|| fail(ddi, &format!("{handle:#x} is not a live WDFREQUEST")))
+    }
+
+    /// Completes the request `handle`, which the driver owns.
+    fn complete(ddi: &str, handle: usize, status: i32, information: usize) {
+        let taken = requests::with(|table| {
+            let entry = table.entries.get_mut(&handle)?;
+            if entry.completed {
+                return Some(Err("completed twice"));
+            }
+            if entry.id == 0 {
+                entry.create_status = Some(status);
+                entry.completed = true;
+                return Some(Ok(None));
+            }
+            let Some(value) = entry.value.take() else {
+                return Some(Err(if entry.claim.is_some() {
+                    "a request marked cancelable is completed without WdfRequestUnmarkCancelable"
+                } else {
+                    "a request the driver does not own"
+                }));
+            };
+            entry.completed = true;
+            requests::release(table, handle);
+            Some(Ok(Some(value)))
+        });
+        match taken {
+            None => fail(ddi, &format!("{handle:#x} is not a live WDFREQUEST")),
+            Some(Err(message)) => fail(ddi, message),
+            Some(Ok(None)) => {}
+            // Outside the table: the completion may dispatch the next request.
+            Some(Ok(Some(value))) => value.complete(NtStatus::from_raw(status), information),
+        }
+    }
+
+    pub extern "win64" fn WdfRequestComplete(
+        globals: *const DriverGlobals,
+        request: usize,
+        status: i32,
+    ) {
+        const DDI: &str = "WdfRequestComplete";
+        check_globals(DDI, globals);
+        complete(DDI, request, status, 0);
+    }
+
+    pub extern "win64" fn WdfRequestCompleteWithInformation(
+        globals: *const DriverGlobals,
+        request: usize,
+        status: i32,
+        information: usize,
+    ) {
+        const DDI: &str = "WdfRequestCompleteWithInformation";
+        check_globals(DDI, globals);
+        complete(DDI, request, status, information);
+    }
+
+    pub extern "win64" fn WdfRequestRetrieveOutputBuffer(
+        globals: *const DriverGlobals,
+        request: usize,
+        minimum: usize,
+        buffer: *mut *mut c_void,
+        length: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfRequestRetrieveOutputBuffer";
+        check_globals(DDI, globals);
+        retrieve(DDI, request, minimum, buffer, length, false)
+    }
+
+    pub extern "win64" fn WdfRequestRetrieveInputBuffer(
+        globals: *const DriverGlobals,
+        request: usize,
+        minimum: usize,
+        buffer: *mut *mut c_void,
+        length: *mut usize,
+    ) -> i32 {
+        const DDI: &str = "WdfRequestRetrieveInputBuffer";
+        check_globals(DDI, globals);
+        retrieve(DDI, request, minimum, buffer, length, true)
+    }
+
+    /// The request's buffer: a pointer into the runtime's request, which stays put until
+    /// the request is completed (`raw::Request`).
+    fn retrieve(
+        ddi: &str,
+        handle: usize,
+        minimum: usize,
+        buffer: *mut *mut c_void,
+        length: *mut usize,
+        input: bool,
+    ) -> i32 {
+        if buffer.is_null() {
+            fail(ddi, "NULL Buffer");
+        }
+        let found = request(ddi, handle, |entry| {
+            let value = entry.value.as_mut()?;
+            Some(if input {
+                value.input_buffer(minimum).map(|b| (b.as_ptr().cast_mut(), b.len()))
+            } else {
+                value.output_buffer(minimum).map(|b| (b.as_mut_ptr(), b.len()))
+            })
+        });
+        let Some(found) = found else {
+            fail(ddi, "a request the driver does not own (marked cancelable, or completed)");
+        };
+        match found {
+            Ok((pointer, len)) => {
+                // SAFETY: the driver's out pointers (Buffer checked non-null, Length
+                // optional).
+                unsafe { buffer.write(pointer.cast()) };
+                if !length.is_null() {
+                    // SAFETY: as above.
+                    unsafe { length.write(len) };
+                }
+                0
+            }
+            Err(error) => error.to_raw(),
+        }
+    }
+
+    pub extern "win64" fn WdfRequestGetIoQueue(
+        globals: *const DriverGlobals,
+        handle: usize,
+    ) -> usize {
+        const DDI: &str = "WdfRequestGetIoQueue";
+        check_globals(DDI, globals);
+        request(DDI, handle, |entry| entry.queue)
+    }
+
+    pub extern "win64" fn WdfRequestIsCanceled(globals: *const DriverGlobals, handle: usize) -> u8 {
+        const DDI: &str = "WdfRequestIsCanceled";
+        check_globals(DDI, globals);
+        let canceled =
+            request(DDI, handle, |entry| entry.value.as_ref().map(raw::Request::is_canceled));
+        let Some(canceled) = canceled else {
+            fail(DDI, "a request the driver does not own (marked cancelable, or completed)");
+        };
+        u8::from(canceled)
+    }
+
+    pub extern "win64" fn WdfRequestGetParameters(
+        globals: *const DriverGlobals,
+        handle: usize,
+        parameters: *mut RequestParameters,
+    ) {
+        const DDI: &str = "WdfRequestGetParameters";
+        check_globals(DDI, globals);
+        if parameters.is_null() {
+            fail(DDI, "NULL Parameters");
+        }
+        // SAFETY: the driver's WDF_REQUEST_PARAMETERS (non-null), initialized with its Size.
+        let out = unsafe { &mut *parameters };
+        check_size(
+            DDI,
+            "WDF_REQUEST_PARAMETERS",
+            u32::from(out.size),
+            layout::SIZEOF_WDF_REQUEST_PARAMETERS,
+        );
+        let Some(known) = request(DDI, handle, |entry| entry.parameters) else {
+            fail(DDI, "the parameters of a create request are not modelled");
+        };
+        let (request_type, length, input_length, code) = match known {
+            Parameters::Read { length } => (layout::VALUE_WdfRequestTypeRead, length, 0, 0),
+            Parameters::Write { length } => (layout::VALUE_WdfRequestTypeWrite, length, 0, 0),
+            Parameters::DeviceControl { code, output_length, input_length } => {
+                (layout::VALUE_WdfRequestTypeDeviceControl, output_length, input_length, code)
+            }
+            Parameters::InternalDeviceControl { code, output_length, input_length } => (
+                layout::VALUE_WdfRequestTypeDeviceControlInternal,
+                output_length,
+                input_length,
+                code,
+            ),
+        };
+        out.minor_function = 0;
+        out.request_type = request_type;
+        out.length = length;
+        out.input_length = input_length;
+        out.code = code;
+        out.type3_input_buffer = 0;
+    }
+
+    pub extern "win64" fn WdfRequestMarkCancelableEx(
+        globals: *const DriverGlobals,
+        handle: usize,
+        cancel: Option<extern "win64" fn(usize)>,
+    ) -> i32 {
+        const DDI: &str = "WdfRequestMarkCancelableEx";
+        check_globals(DDI, globals);
+        let Some(cancel) = cancel else { fail(DDI, "NULL EvtRequestCancel") };
+        let (value, queue) = request(DDI, handle, |entry| {
+            if entry.value.is_some() {
+                entry.cancel = Some(cancel);
+            }
+            (entry.value.take(), entry.queue)
+        });
+        let Some(value) = value else {
+            fail(
+                DDI,
+                "a request the driver does not own (marked cancelable already, or completed)",
+            );
+        };
+        let queue = object(DDI, queue, &[Kind::Queue]);
+        // Outside the table: a cancellation may come at once, on another thread.
+        match value.mark_cancelable(&queue) {
+            Ok(claim) => {
+                request(DDI, handle, |entry| entry.claim = Some(claim));
+                0
+            }
+            Err(value) => {
+                request(DDI, handle, |entry| {
+                    entry.cancel = None;
+                    entry.value = Some(value);
+                });
+                NtStatus::CANCELLED.to_raw()
+            }
+        }
+    }
+
+    pub extern "win64" fn WdfRequestUnmarkCancelable(
+        globals: *const DriverGlobals,
+        handle: usize,
+    ) -> i32 {
+        const DDI: &str = "WdfRequestUnmarkCancelable";
+        check_globals(DDI, globals);
+        let claim = request(DDI, handle, |entry| entry.claim.take());
+        let Some(claim) = claim else {
+            fail(DDI, "a request that is not marked cancelable");
+        };
+        match claim.unmark() {
+            Some(value) => {
+                request(DDI, handle, |entry| {
+                    entry.cancel = None;
+                    entry.value = Some(value);
+                });
+                0
+            }
+            // Its cancel routine has it, or had it and completed it.
+            None => NtStatus::CANCELLED.to_raw(),
+        }
+    }
+
+    pub extern "win64" fn WdfRequestStopAcknowledge(
+        globals: *const DriverGlobals,
+        handle: usize,
+        requeue: u8,
+    ) {
+        const DDI: &str = "WdfRequestStopAcknowledge";
+        check_globals(DDI, globals);
+        let id = request(DDI, handle, |entry| entry.id);
+        let value = if requeue == 0 {
+            None
+        } else {
+            let value = request(DDI, handle, |entry| entry.value.take());
+            if value.is_none() {
+                fail(DDI, "requeues a request the driver does not own (unmark it first)");
+            }
+            value
+        };
+        let done = requests::current_stop(id, |stop| match value {
+            None => {
+                stop.acknowledge();
+                Ok(())
+            }
+            Some(value) => stop.acknowledge_requeue(value).map_err(|(_, error)| error),
+        });
+        match done {
+            None => fail(DDI, "outside the request's EvtIoStop (not modelled)"),
+            Some(Err(error)) => fail(DDI, &format!("the runtime refused the requeue: {error}")),
+            Some(Ok(())) => {}
+        }
+    }
+
     pub extern "win64" fn WdfDeviceCreate(
         globals: *const DriverGlobals,
         init: *mut usize,
@@ -1081,6 +1996,8 @@ pub mod ddi {
         let policy = state.policy.unwrap_or_default();
         hooks.pnp = callbacks;
         hooks.policy = policy;
+        hooks.file = state.file;
+        hooks.file_attributes = state.file_attributes;
         let cleanup = if hooks.cleanup.is_some() { Cleanup::Traced } else { Cleanup::None };
         let hooks = Box::new(hooks);
         let created: *const AtomicBool = &raw const hooks.created;
@@ -1130,8 +2047,17 @@ pub mod ddi {
     ) {
         const DDI: &str = "WdfObjectReferenceActual";
         check_globals(DDI, globals);
-        let object =
-            object(DDI, handle, &[Kind::Driver, Kind::Device, Kind::WorkItem, Kind::Timer]);
+        let request = requests::with(|table| {
+            table.entries.get_mut(&handle).map(|entry| entry.references += 1).is_some()
+        });
+        if request {
+            return;
+        }
+        let object = object(
+            DDI,
+            handle,
+            &[Kind::Driver, Kind::Device, Kind::WorkItem, Kind::Timer, Kind::Queue],
+        );
         with_table(|table| table.get_mut(&handle).map(|e| e.references.push(object)));
     }
 
@@ -1144,6 +2070,20 @@ pub mod ddi {
     ) {
         const DDI: &str = "WdfObjectDereferenceActual";
         check_globals(DDI, globals);
+        let request = requests::with(|table| {
+            let entry = table.entries.get_mut(&handle)?;
+            if entry.references == 0 {
+                return Some(false);
+            }
+            entry.references -= 1;
+            requests::release(table, handle);
+            Some(true)
+        });
+        match request {
+            Some(true) => return,
+            Some(false) => fail(DDI, &format!("{handle:#x}: a dereference without a reference")),
+            None => {}
+        }
         let reference = with_table(|table| table.get_mut(&handle).map(|e| e.references.pop()));
         match reference {
             // Dropped here, outside the table: the last reference destroys the object.
@@ -1600,7 +2540,8 @@ mod tests {
     }
 
     /// Every implemented DDI has its WDFFUNCENUM index (build.rs would not build otherwise),
-    /// and they are the 23 the toaster's kernel backend calls.
+    /// and they are 37: the 23 the toaster's kernel backend called before its I/O, and the
+    /// 14 of its file objects, device interface, queue and requests.
     #[test]
     fn the_implemented_ddis_are_the_ddi_module() {
         let source = include_str!("wdf.rs");
@@ -1609,7 +2550,7 @@ mod tests {
             .filter_map(|line| line.trim().strip_prefix("pub extern \"win64\" fn Wdf"))
             .filter_map(|rest| rest.split('(').next())
             .collect();
-        assert_eq!(implemented.len(), 23, "{implemented:?}");
+        assert_eq!(implemented.len(), 37, "{implemented:?}");
         for name in implemented {
             assert!(FUNCTION_NAMES.iter().any(|n| *n == format!("Wdf{name}")), "{name}");
         }
