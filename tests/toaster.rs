@@ -573,7 +573,7 @@ EvtDestroyCallback(WDFTIMER)
 EvtDestroyCallback(WDFWORKITEM)
 request 1 open: STATUS_SUCCESS, information 0
 request 2 read(8): STATUS_SUCCESS, information 8
-toast: 1 requested, 1 done, 0 cancelled, 0 failed by flush, 0 pending
+toast: 1 requested, 1 done, 0 failed by flush, 0 pending, 0 cancelled
 invariants: ok (checked after every action)
 ";
     assert_eq!(outcome.stdout, expected);
@@ -591,7 +591,7 @@ fn explicit_actions_and_nothing_after_the_last() {
             "EvtDeviceSelfManagedIoSuspend",
             "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
             "EvtDeviceD0Exit(D3)",
-            "toast: 0 requested, 0 done, 0 cancelled, 0 failed by flush, 0 pending",
+            "toast: 0 requested, 0 done, 0 failed by flush, 0 pending, 0 cancelled",
             "invariants: ok (checked after every action)",
         ]
     );
@@ -621,7 +621,7 @@ fn fail_makes_a_callback_fail_on_its_nth_call() {
     );
     assert!(outcome.stdout.contains(
         "request 2 read(8): STATUS_CANCELLED, information 0\n\
-         toast: 1 requested, 0 done, 1 cancelled, 0 failed by flush, 0 pending\n"
+         toast: 1 requested, 0 done, 0 failed by flush, 0 pending, 1 cancelled\n"
     ));
 
     let outcome = run(&["start", "--fail=EvtDeviceSelfManagedIoInit"]);
@@ -731,7 +731,7 @@ fn wait_advances_the_clock_and_the_toaster_idles_at_its_timeout() {
             "EvtDeviceSelfManagedIoSuspend",
             "EvtDeviceD0ExitPreInterruptsDisabled(D3)",
             "EvtDeviceD0Exit(D3)",
-            "toast: 0 requested, 0 done, 0 cancelled, 0 failed by flush, 0 pending",
+            "toast: 0 requested, 0 done, 0 failed by flush, 0 pending, 0 cancelled",
             "invariants: ok (checked after every action)",
         ]
     );
@@ -742,7 +742,7 @@ fn wait_advances_the_clock_and_the_toaster_idles_at_its_timeout() {
         "EvtDeviceD0Exit(D3)\nEvtDeviceD0Entry(D3)\nEvtDeviceD0EntryPostInterruptsEnabled(D3)\n"
     ));
     assert!(outcome.stdout.ends_with(
-        "toast: 0 requested, 0 done, 0 cancelled, 0 failed by flush, 0 pending\n\
+        "toast: 0 requested, 0 done, 0 failed by flush, 0 pending, 0 cancelled\n\
          invariants: ok (checked after every action)\n"
     ));
     // Also with the period's work still queued: the idle power-down's flush waits for it;
@@ -1012,7 +1012,7 @@ request 3 write(8): STATUS_SUCCESS, information 8
 request 4 ioctl(0x226000): STATUS_SUCCESS, information 4
 request 5 ioctl(0x226004): STATUS_SUCCESS, information 4
 request 6 ioctl(0x42): STATUS_INVALID_DEVICE_REQUEST, information 0
-toast: 1 requested, 1 done, 0 cancelled, 0 failed by flush, 0 pending
+toast: 1 requested, 1 done, 0 failed by flush, 0 pending, 0 cancelled
 invariants: ok (checked after every action)
 ";
     assert_eq!(outcome.stdout, expected);
@@ -1033,7 +1033,7 @@ fn the_runner_s_client_actions_and_their_errors() {
          request 1 open: STATUS_SUCCESS, information 0\n\
          request 2 read(8): STATUS_CANCELLED, information 0\n\
          request 3 read(8): pending\n\
-         toast: 2 requested, 0 done, 1 cancelled, 0 failed by flush, 1 pending\n"
+         toast: 2 requested, 0 done, 0 failed by flush, 1 pending, 1 cancelled\n"
     ));
     let outcome = run(&["open", "start"]);
     assert_eq!(outcome.code, 0, "{}", outcome.stderr);

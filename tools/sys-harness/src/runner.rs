@@ -353,8 +353,8 @@ pub fn run(path: &str, args: &[String]) -> Outcome {
     }
     let _ = writeln!(
         outcome.stdout,
-        "toast: {} requested, {} done, {} cancelled, {} failed by flush, {} pending",
-        ledger[0], ledger[1], ledger[2], ledger[3], pending
+        "toast: {} requested, {} done, {} failed by flush, {} pending, {} cancelled",
+        ledger[0], ledger[1], ledger[3], pending, ledger[2]
     );
     if other_panics {
         outcome.code = 1;
